@@ -1,1 +1,79 @@
-//! placeholder
+//! Squall's REST API backend.
+//!
+//! The request path: the edge (the gateway in single-node mode) parses HTTP
+//! and calls [`App::handle`] → [`routes`] picks the endpoint → an `api/`
+//! module reads [`request::Params`], authenticates via [`auth`], does the
+//! work against PostgreSQL (`db`, [`users`], `streams`, `actions/`) and
+//! publishes events through the [`bus::EventBus`] → [`request::ApiResponse`].
+//!
+//! The backend runs on a conventional multi-threaded tokio runtime and is
+//! the only part of Squall that touches the database.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod markdown;
+pub mod realm;
+pub mod request;
+pub mod routes;
+pub mod streams;
+pub mod users;
+
+mod actions;
+mod api;
+
+use bus::EventBus;
+use deadpool_postgres::Pool;
+use std::sync::Arc;
+
+/// Zulip version string reported to clients.
+pub const ZULIP_VERSION: &str = "10.0-squall";
+/// Zulip API feature level Squall speaks (that of the reference OpenAPI file).
+pub const ZULIP_FEATURE_LEVEL: i64 = 313;
+/// Merge base reported with the version.
+pub const ZULIP_MERGE_BASE: &str = "10.0-squall";
+
+/// Facts about this server the API reports.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Host (and port) clients reach the server at, e.g. `127.0.0.1:9991`.
+    pub external_host: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Server start time, unix seconds (`server_generation`).
+    pub server_generation: i64,
+}
+
+/// The backend: a database pool, the event bus and settings.
+#[derive(Clone)]
+pub struct App {
+    pub(crate) pool: Pool,
+    pub(crate) bus: Arc<dyn EventBus>,
+    pub(crate) settings: Arc<Settings>,
+}
+
+impl App {
+    /// A backend on `pool` publishing to `bus`.
+    pub fn new(pool: Pool, bus: Arc<dyn EventBus>, settings: Settings) -> Self {
+        App { pool, bus, settings: Arc::new(settings) }
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Answers one API request.
+    pub async fn handle(&self, req: request::ApiRequest) -> request::ApiResponse {
+        routes::dispatch(self, req).await
+    }
+
+    /// Authenticates a request (used by the gateway for `/events`).
+    pub async fn authenticate(&self, req: &request::ApiRequest) -> Result<users::User, error::ApiError> {
+        let json_path = req.path.starts_with("/json/");
+        auth::authenticate(&self.pool, req, &self.settings.external_host, json_path).await
+    }
+}

@@ -344,3 +344,36 @@ mod tests {
         }
     }
 }
+
+/// Everything the gateway needs to create a queue (Zulip's client
+/// descriptor options), as sent by register or by `GET /events` without a
+/// queue id.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueSpec {
+    /// Owner.
+    pub user_id: i64,
+    /// Owner's realm.
+    pub realm_id: i64,
+    /// Client name of the creating request (`ZulipPython`, `website`, ...).
+    pub client_type_name: String,
+    /// `null` = every type; otherwise the accepted event types.
+    pub event_types: Option<Vec<String>>,
+    /// `[operator, operand]` pairs (validated by the caller).
+    pub narrow: Vec<(String, String)>,
+    /// HTML instead of Markdown in message events.
+    pub apply_markdown: bool,
+    /// `avatar_url: null` for Gravatar senders.
+    pub client_gravatar: bool,
+    /// Presence events without `email`.
+    pub slim_presence: bool,
+    /// Receive every public-stream message of the realm.
+    pub all_public_streams: bool,
+    /// Idle lifetime in seconds (already defaulted and capped).
+    pub queue_timeout_secs: u64,
+    /// One `delete_message` event with `message_ids`.
+    pub bulk_message_deletion: bool,
+    /// Receive stream typing events.
+    pub stream_typing_notifications: bool,
+    /// Only `user_settings` events for settings changes.
+    pub user_settings_object: bool,
+}

@@ -1,0 +1,4 @@
+//! Actions: the operations that change state and emit events, named after
+//! Zulip's (`check_message`, `do_send_messages`).
+
+pub mod send;

@@ -1,0 +1,366 @@
+//! `POST /messages` (send) and `GET /messages` (history).
+
+use crate::actions::send::{self, display_recipient, Outgoing};
+use crate::error::{ApiError, ApiResult};
+use crate::request::{client_name_from_user_agent, ApiRequest, Params};
+use crate::streams;
+use crate::users::{self, User};
+use crate::App;
+use serde_json::{Map, Value};
+use squall_shard_router::envelope::{Destination, Variant, WideMessage};
+use squall_shard_router::flags;
+use std::collections::HashMap;
+
+/// Anchor past every message id (Zulip's `LARGER_THAN_MAX_MESSAGE_ID`).
+const LARGER_THAN_MAX_MESSAGE_ID: i64 = 10_000_000_000_000_000;
+/// `num_before + num_after` limit.
+const MAX_MESSAGES_PER_FETCH: i64 = 5000;
+
+/// The client name of a request: the `client` parameter, else the UA's.
+pub fn client_name(req: &ApiRequest, p: &mut Params) -> String {
+    p.str("client").unwrap_or_else(|| client_name_from_user_agent(req.header("user-agent")))
+}
+
+/// `POST /messages`.
+pub async fn send(app: &App, user: &User, req: &ApiRequest, p: &mut Params) -> ApiResult {
+    let kind = p.req_str("type")?;
+    let to = p.str("to");
+    let topic = p.str("topic");
+    let subject = p.str("subject");
+    let content = p.req_str("content")?;
+    let queue_id = p.str("queue_id");
+    let local_id = p.str("local_id");
+    let read_by_sender = p.bool("read_by_sender")?;
+    let client = client_name(req, p);
+    let addressee = send::build_addressee(&kind, to.as_deref(), topic.as_deref().or(subject.as_deref()))?;
+    let id = send::send_message(
+        app,
+        user,
+        Outgoing { to: addressee, content, client, queue_id, local_id, read_by_sender },
+    )
+    .await?;
+    let mut m = Map::new();
+    m.insert("id".into(), id.into());
+    Ok(m)
+}
+
+/// A parsed narrow term.
+enum Term {
+    Stream(i64),
+    Topic(String),
+    Sender(i64),
+    Dm(Vec<i64>),
+    IsDm,
+    Flag { bit: i64, set: bool },
+}
+
+fn bad_narrow(desc: &str) -> ApiError {
+    ApiError::with_code("BAD_NARROW", format!("Invalid narrow operator: {desc}"))
+}
+
+/// Reads `narrow`: a list of `{operator, operand, negated?}` dicts or of
+/// `[operator, operand]` pairs.
+fn parse_narrow(v: Value) -> Result<Vec<(String, Value, bool)>, ApiError> {
+    let Value::Array(items) = v else { return Err(ApiError::bad_request("narrow is not a list")) };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::Array(pair) if pair.len() == 2 => {
+                let op = pair[0].as_str().ok_or_else(|| ApiError::bad_request("Invalid narrow"))?.to_owned();
+                Ok((op, pair[1].clone(), false))
+            }
+            Value::Object(o) => {
+                let op = o.get("operator").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request("Invalid narrow"))?;
+                let operand = o.get("operand").cloned().ok_or_else(|| ApiError::bad_request("Invalid narrow"))?;
+                let negated = o.get("negated").and_then(Value::as_bool).unwrap_or(false);
+                Ok((op.to_owned(), operand, negated))
+            }
+            _ => Err(ApiError::bad_request("Invalid narrow")),
+        })
+        .collect()
+}
+
+async fn resolve_terms(
+    db: &impl deadpool_postgres::GenericClient,
+    user: &User,
+    raw: Vec<(String, Value, bool)>,
+) -> Result<(Vec<Term>, Option<streams::Stream>), ApiError> {
+    let mut terms = Vec::new();
+    let mut stream = None;
+    for (op, operand, negated) in raw {
+        if negated {
+            return Err(bad_narrow("negated terms are not supported yet"));
+        }
+        let op = op.to_lowercase();
+        let as_str = || operand.as_str().map(str::to_owned);
+        match op.as_str() {
+            "stream" | "channel" => {
+                let s = match &operand {
+                    Value::Number(n) => streams::stream_by_id(db, user.realm_id, n.as_i64().unwrap_or(-1)).await?,
+                    Value::String(name) => streams::stream_by_name(db, user.realm_id, name).await?,
+                    _ => None,
+                };
+                let s = s.ok_or_else(|| bad_narrow("unknown channel"))?;
+                terms.push(Term::Stream(s.recipient_id));
+                stream = Some(s);
+            }
+            "topic" | "subject" => terms.push(Term::Topic(as_str().ok_or_else(|| bad_narrow("invalid topic"))?)),
+            "sender" => {
+                let u = match &operand {
+                    Value::Number(n) => users::users_by_ids(db, user.realm_id, &[n.as_i64().unwrap_or(-1)]).await?,
+                    Value::String(e) => users::users_by_emails(db, user.realm_id, &[e.clone()]).await?,
+                    _ => vec![],
+                };
+                let u = u.first().ok_or_else(|| bad_narrow("unknown user"))?;
+                terms.push(Term::Sender(u.id));
+            }
+            "dm" | "pm-with" => {
+                let refs = match &operand {
+                    Value::String(s) => send::extract_private_recipients(s)?,
+                    Value::Array(_) => send::extract_private_recipients(&operand.to_string())?,
+                    Value::Number(n) => send::UserRefs::Ids(vec![n.as_i64().unwrap_or(-1)]),
+                    _ => return Err(bad_narrow("invalid user list")),
+                };
+                let found = match &refs {
+                    send::UserRefs::Emails(e) => users::users_by_emails(db, user.realm_id, e).await?,
+                    send::UserRefs::Ids(i) => users::users_by_ids(db, user.realm_id, i).await?,
+                };
+                let wanted = match &refs {
+                    send::UserRefs::Emails(e) => e.len(),
+                    send::UserRefs::Ids(i) => i.len(),
+                };
+                if found.len() != wanted {
+                    return Err(bad_narrow("unknown user"));
+                }
+                let mut ids: Vec<i64> = found.iter().map(|u| u.id).chain([user.id]).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                terms.push(Term::Dm(ids));
+            }
+            "is" => match as_str().as_deref() {
+                Some("dm") | Some("private") => terms.push(Term::IsDm),
+                Some("starred") => terms.push(Term::Flag { bit: flags::STARRED, set: true }),
+                Some("unread") => terms.push(Term::Flag { bit: flags::READ, set: false }),
+                Some("mentioned") | Some("alerted") => terms.push(Term::Flag { bit: flags::MENTIONED, set: true }),
+                _ => return Err(bad_narrow("unknown 'is' operand")),
+            },
+            _ => return Err(bad_narrow("unknown operator")),
+        }
+    }
+    Ok((terms, stream))
+}
+
+/// `GET /messages`.
+pub async fn get(app: &App, user: &User, p: &mut Params) -> ApiResult {
+    let anchor_raw = p.str("anchor");
+    let use_first_unread = p.bool("use_first_unread_anchor")?.unwrap_or(false);
+    let include_anchor = p.bool("include_anchor")?.unwrap_or(true);
+    let num_before = p.int("num_before")?.unwrap_or(0);
+    let num_after = p.int("num_after")?.unwrap_or(0);
+    let narrow = p.json("narrow")?.map(parse_narrow).transpose()?.unwrap_or_default();
+    let apply_markdown = p.bool("apply_markdown")?.unwrap_or(true);
+    let client_gravatar = p.bool("client_gravatar")?.unwrap_or(true);
+    if num_before < 0 || num_after < 0 {
+        return Err(ApiError::bad_request("num_before or num_after is negative"));
+    }
+    if num_before + num_after > MAX_MESSAGES_PER_FETCH {
+        return Err(ApiError::bad_request("Too many messages requested (maximum 5000)."));
+    }
+    let client = app.pool.get().await?;
+    let (terms, stream) = resolve_terms(&client, user, narrow).await?;
+
+    // Public-stream narrows read the stream's whole history (rows missing for
+    // this user show as read+historical); everything else reads the user's
+    // own UserMessage rows.
+    let stream_history = stream.as_ref().is_some_and(|s| s.is_public() && !user.is_guest());
+    let mut sql = if stream_history {
+        String::from(
+            "FROM message m LEFT JOIN usermessage um ON um.message_id = m.id AND um.user_profile_id = $1 WHERE true",
+        )
+    } else {
+        String::from("FROM message m JOIN usermessage um ON um.message_id = m.id AND um.user_profile_id = $1 WHERE true")
+    };
+    let mut args: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = vec![Box::new(user.id as i32)];
+    for t in &terms {
+        let n = args.len() + 1;
+        match t {
+            Term::Stream(rid) => {
+                sql.push_str(&format!(" AND m.recipient_id = ${n}"));
+                args.push(Box::new(*rid as i32));
+            }
+            Term::Topic(topic) => {
+                sql.push_str(&format!(" AND lower(m.subject) = lower(${n})"));
+                args.push(Box::new(topic.clone()));
+            }
+            Term::Sender(id) => {
+                sql.push_str(&format!(" AND m.sender_id = ${n}"));
+                args.push(Box::new(*id as i32));
+            }
+            Term::IsDm => sql.push_str(" AND (coalesce(um.flags, 0) & 2048) <> 0"),
+            Term::Dm(ids) => {
+                // Participants of a message = sender ∪ personal recipient, or
+                // the group's members.
+                sql.push_str(&format!(
+                    " AND (coalesce(um.flags, 0) & 2048) <> 0 AND ${n}::int[] = (
+                        SELECT array_agg(DISTINCT x ORDER BY x) FROM (
+                            SELECT m.sender_id AS x
+                            UNION SELECT r.type_id FROM recipient r WHERE r.id = m.recipient_id AND r.type = 1
+                            UNION SELECT s.user_profile_id FROM subscription s JOIN recipient r ON r.id = s.recipient_id
+                                  WHERE s.recipient_id = m.recipient_id AND r.type = 3) p)"
+                ));
+                args.push(Box::new(ids.iter().map(|&i| i as i32).collect::<Vec<i32>>()));
+            }
+            Term::Flag { bit, set } => {
+                let cmp = if *set { "<>" } else { "=" };
+                sql.push_str(&format!(" AND (coalesce(um.flags, {}) & {bit}) {cmp} 0", flags::READ | flags::HISTORICAL));
+            }
+        }
+    }
+
+    let anchor = if use_first_unread {
+        None
+    } else {
+        match anchor_raw.as_deref() {
+            None => return Err(ApiError::bad_request("Missing 'anchor' argument.")),
+            Some("oldest") => Some(0),
+            Some("newest") => Some(LARGER_THAN_MAX_MESSAGE_ID),
+            Some("first_unread") => None,
+            Some(s) => Some(s.parse::<i64>().map_err(|_| ApiError::bad_request("Invalid anchor"))?.max(0)),
+        }
+    };
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        args.iter().map(|a| a.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+    let anchor = match anchor {
+        Some(a) => a,
+        None => {
+            let q = format!("SELECT min(m.id) {sql} AND (coalesce(um.flags, 1) & 1) = 0");
+            let first: Option<i64> = client.query_one(&q, &refs).await?.get(0);
+            first.unwrap_or(LARGER_THAN_MAX_MESSAGE_ID)
+        }
+    };
+    let cols = "m.id, coalesce(um.flags, 1024 | 1)";
+    let before_q = format!("SELECT {cols} {sql} AND m.id < {anchor} ORDER BY m.id DESC LIMIT {num_before}");
+    let after_q = format!("SELECT {cols} {sql} AND m.id >= {anchor} ORDER BY m.id ASC LIMIT {}", num_after + 1);
+    let mut before: Vec<(i64, i64)> = client.query(&before_q, &refs).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    before.reverse();
+    let after_all: Vec<(i64, i64)> = client.query(&after_q, &refs).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // The after-query fetched one extra row: the anchor itself when it
+    // exists, else the row that tells whether more messages follow.
+    let anchor_row = after_all.first().filter(|(id, _)| *id == anchor).copied();
+    let newer: Vec<(i64, i64)> = after_all.iter().filter(|(id, _)| *id != anchor).copied().collect();
+    let found_anchor = include_anchor && anchor_row.is_some();
+    let found_newest = if anchor_row.is_some() {
+        (newer.len() as i64) < num_after
+    } else {
+        (newer.len() as i64) <= num_after
+    };
+    let found_oldest = (before.len() as i64) < num_before;
+    let after: Vec<(i64, i64)> = anchor_row
+        .filter(|_| found_anchor)
+        .into_iter()
+        .chain(newer.into_iter().take(num_after as usize))
+        .collect();
+    let rows: Vec<(i64, i64)> = before.into_iter().chain(after).collect();
+    let variant = Variant { apply_markdown, client_gravatar };
+    let messages = load_messages(&client, user.realm_id, &rows).await?;
+    let list: Vec<String> = rows
+        .iter()
+        .filter_map(|(id, f)| messages.get(id).map(|m| m.client_json(variant, Some(*f))))
+        .collect();
+    let messages_json: Value = serde_json::from_str(&format!("[{}]", list.join(",")))
+        .map_err(|e| ApiError::internal(format!("message json: {e}")))?;
+    let mut m = Map::new();
+    m.insert("anchor".into(), anchor.into());
+    m.insert("found_anchor".into(), found_anchor.into());
+    m.insert("found_oldest".into(), found_oldest.into());
+    m.insert("found_newest".into(), found_newest.into());
+    m.insert("history_limited".into(), false.into());
+    m.insert("messages".into(), messages_json);
+    Ok(m)
+}
+
+/// Loads messages with their senders and display recipients.
+async fn load_messages(
+    db: &impl deadpool_postgres::GenericClient,
+    realm_id: i64,
+    rows: &[(i64, i64)],
+) -> Result<HashMap<i64, WideMessage>, ApiError> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let q = "SELECT m.id, m.sender_id, m.recipient_id, extract(epoch from m.date_sent)::bigint, m.sending_client,
+                    m.subject, m.content, m.rendered_content, m.is_me_message, r.type, r.type_id, s.name
+             FROM message m JOIN recipient r ON r.id = m.recipient_id
+             LEFT JOIN stream s ON r.type = 2 AND s.id = r.type_id
+             WHERE m.id = ANY($1) AND m.realm_id = $2";
+    let msgs = db.query(q, &[&ids, &(realm_id as i32)]).await?;
+    // Every user we need: senders, personal recipients, group members.
+    let mut user_ids: Vec<i64> = Vec::new();
+    let mut group_rids: Vec<i32> = Vec::new();
+    for r in &msgs {
+        user_ids.push(r.get::<_, i32>(1) as i64);
+        match r.get::<_, i16>(9) {
+            1 => user_ids.push(r.get::<_, i32>(10) as i64),
+            3 => group_rids.push(r.get(2)),
+            _ => {}
+        }
+    }
+    let mut groups: HashMap<i64, Vec<i64>> = HashMap::new();
+    if !group_rids.is_empty() {
+        for r in db
+            .query("SELECT recipient_id, user_profile_id FROM subscription WHERE recipient_id = ANY($1)", &[&group_rids])
+            .await?
+        {
+            let (rid, uid) = (r.get::<_, i32>(0) as i64, r.get::<_, i32>(1) as i64);
+            groups.entry(rid).or_default().push(uid);
+            user_ids.push(uid);
+        }
+    }
+    user_ids.sort_unstable();
+    user_ids.dedup();
+    let people: HashMap<i64, User> =
+        users::users_by_ids(db, realm_id, &user_ids).await?.into_iter().map(|u| (u.id, u)).collect();
+    let mut out = HashMap::new();
+    for r in msgs {
+        let id: i64 = r.get(0);
+        let sender_id = r.get::<_, i32>(1) as i64;
+        let Some(sender) = people.get(&sender_id) else { continue };
+        let recipient_id = r.get::<_, i32>(2) as i64;
+        let destination = match r.get::<_, i16>(9) {
+            2 => Destination::Stream { stream_id: r.get::<_, i32>(10) as i64, name: r.get::<_, Option<String>>(11).unwrap_or_default() },
+            kind => {
+                let mut ids: Vec<i64> = if kind == 1 {
+                    vec![sender_id, r.get::<_, i32>(10) as i64]
+                } else {
+                    groups.get(&recipient_id).cloned().unwrap_or_default()
+                };
+                ids.sort_unstable();
+                ids.dedup();
+                let participants: Vec<User> = ids.iter().filter_map(|i| people.get(i).cloned()).collect();
+                Destination::Private { participants: display_recipient(&participants) }
+            }
+        };
+        out.insert(
+            id,
+            WideMessage {
+                id,
+                sender_id,
+                sender_email: sender.email.clone(),
+                sender_full_name: sender.full_name.clone(),
+                sender_realm_str: sender.realm_string_id.clone(),
+                recipient_id,
+                timestamp: r.get(3),
+                client: r.get(4),
+                subject: r.get(5),
+                content: r.get(6),
+                rendered_content: r.get(7),
+                is_me_message: r.get(8),
+                avatar_url: sender.avatar_url(),
+                avatar_is_gravatar: true,
+                destination,
+            },
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,31 @@
+//! Endpoint handlers, one file per group.
+
+pub mod messages;
+pub mod register;
+pub mod server;
+pub mod streams;
+pub mod users;
+
+use crate::error::ApiResult;
+use crate::request::{ApiRequest, Params};
+use crate::routes::Endpoint;
+use crate::users::User;
+use crate::App;
+
+/// Runs an authenticated endpoint.
+pub(crate) async fn call(app: &App, e: Endpoint, user: &User, req: &ApiRequest, p: &mut Params) -> ApiResult {
+    match e {
+        Endpoint::UsersCreate => users::create(app, user, p).await,
+        Endpoint::UsersList => users::list(app, user, p).await,
+        Endpoint::UsersMe => users::me(app, user).await,
+        Endpoint::SubscriptionsAdd => streams::subscribe(app, user, p).await,
+        Endpoint::SubscriptionsList => streams::list_subscriptions(app, user, p).await,
+        Endpoint::StreamsList => streams::list_streams(app, user, p).await,
+        Endpoint::Register => register::register(app, user, req, p).await,
+        Endpoint::MessagesSend => messages::send(app, user, req, p).await,
+        Endpoint::MessagesGet => messages::get(app, user, p).await,
+        Endpoint::ServerSettings | Endpoint::FetchApiKey => {
+            Err(crate::error::ApiError::internal(format!("{e:?} is a public endpoint")))
+        }
+    }
+}

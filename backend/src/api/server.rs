@@ -1,0 +1,91 @@
+//! Unauthenticated endpoints: `GET /server_settings`, `POST /fetch_api_key`.
+
+use crate::auth::subdomain_for_host;
+use crate::error::{ApiError, ApiResult};
+use crate::request::{ApiRequest, Params};
+use crate::users::{verify_password, User, USER_COLUMNS};
+use crate::{App, ZULIP_FEATURE_LEVEL, ZULIP_MERGE_BASE, ZULIP_VERSION};
+use serde_json::{json, Map, Value};
+
+/// The realm's URL as clients should use it.
+pub fn realm_url(app: &App, subdomain: &str) -> String {
+    let s = &app.settings;
+    if subdomain.is_empty() {
+        format!("{}://{}", s.scheme, s.external_host)
+    } else {
+        format!("{}://{}.{}", s.scheme, subdomain, s.external_host)
+    }
+}
+
+/// `GET /server_settings`.
+pub async fn server_settings(app: &App, req: &ApiRequest) -> ApiResult {
+    let mut m = Map::new();
+    m.insert(
+        "authentication_methods".into(),
+        json!({"password": true, "dev": false, "email": true, "ldap": false, "remoteuser": false,
+               "github": false, "azuread": false, "gitlab": false, "apple": false, "google": false,
+               "saml": false, "openid connect": false}),
+    );
+    m.insert("external_authentication_methods".into(), json!([]));
+    m.insert("zulip_feature_level".into(), ZULIP_FEATURE_LEVEL.into());
+    m.insert("zulip_version".into(), ZULIP_VERSION.into());
+    m.insert("zulip_merge_base".into(), ZULIP_MERGE_BASE.into());
+    m.insert("push_notifications_enabled".into(), false.into());
+    m.insert("is_incompatible".into(), false.into());
+    let sub = subdomain_for_host(req.header("host"), &app.settings.external_host);
+    let client = app.pool.get().await?;
+    let realm = client
+        .query_opt("SELECT name, description FROM realm WHERE string_id = $1 AND NOT deactivated", &[&sub])
+        .await?;
+    if let Some(r) = realm {
+        let url = realm_url(app, &sub);
+        m.insert("email_auth_enabled".into(), true.into());
+        m.insert("require_email_format_usernames".into(), true.into());
+        m.insert("realm_url".into(), url.clone().into());
+        m.insert("realm_uri".into(), url.into());
+        m.insert("realm_name".into(), Value::String(r.get(0)));
+        m.insert("realm_icon".into(), "https://secure.gravatar.com/avatar/?d=identicon".into());
+        m.insert("realm_description".into(), crate::markdown::render_plain(r.get::<_, &str>(1)).into());
+        m.insert("realm_web_public_access_enabled".into(), false.into());
+    }
+    Ok(m)
+}
+
+/// `POST /fetch_api_key`: email + password → API key.
+pub async fn fetch_api_key(app: &App, req: &ApiRequest, p: &mut Params) -> ApiResult {
+    let username = p.req_str("username")?;
+    let password = p.req_str("password")?;
+    let sub = subdomain_for_host(req.header("host"), &app.settings.external_host);
+    let client = app.pool.get().await?;
+    let sql = format!(
+        "SELECT {USER_COLUMNS}, u.password, u.api_key FROM userprofile u JOIN realm r ON r.id = u.realm_id
+         WHERE r.string_id = $1 AND lower(u.delivery_email) = lower($2)"
+    );
+    let row = client.query_opt(&sql, &[&sub, &username.trim()]).await?;
+    let failed = || ApiError {
+        status: 401,
+        ..ApiError::with_code("AUTHENTICATION_FAILED", "Your username or password is incorrect")
+    };
+    let Some(row) = row else { return Err(failed()) };
+    let user = User::from_row(&row);
+    let hash: Option<String> = row.get(16);
+    let api_key: String = row.get(17);
+    let Some(hash) = hash else { return Err(failed()) };
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .map_err(ApiError::internal)?;
+    if !ok {
+        return Err(failed());
+    }
+    if user.realm_deactivated {
+        return Err(ApiError { status: 401, ..ApiError::with_code("REALM_DEACTIVATED", "This organization has been deactivated") });
+    }
+    if !user.is_active {
+        return Err(ApiError { status: 401, ..ApiError::with_code("USER_DEACTIVATED", "Account is deactivated") });
+    }
+    let mut m = Map::new();
+    m.insert("api_key".into(), api_key.into());
+    m.insert("email".into(), user.email.into());
+    m.insert("user_id".into(), user.id.into());
+    Ok(m)
+}

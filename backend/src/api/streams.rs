@@ -1,0 +1,231 @@
+//! `POST/GET /users/me/subscriptions`, `GET /streams`.
+
+use crate::error::{ApiError, ApiResult};
+use crate::request::Params;
+use crate::streams::{self, check_stream_name, Stream, MAX_STREAM_DESCRIPTION_LENGTH};
+use crate::users::{self, User};
+use crate::App;
+use serde_json::{json, Map, Value};
+use squall_shard_router::envelope::{Envelope, Notice};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Reads `principals`: a JSON list of emails or of user ids (not mixed).
+async fn principals(app: &App, actor: &User, p: &mut Params) -> Result<Vec<User>, ApiError> {
+    let Some(v) = p.json("principals")? else { return Ok(vec![actor.clone()]) };
+    let Value::Array(items) = v else { return Err(ApiError::bad_request("principals is not a list")) };
+    let client = app.pool.get().await?;
+    let (mut ids, mut emails) = (Vec::new(), Vec::new());
+    for item in items {
+        match item {
+            Value::Number(n) => ids.push(n.as_i64().ok_or_else(|| ApiError::bad_request("principals is not valid"))?),
+            Value::String(s) => emails.push(s),
+            _ => return Err(ApiError::bad_request("principals is not valid")),
+        }
+    }
+    if !ids.is_empty() && !emails.is_empty() {
+        return Err(ApiError::bad_request("Recipient lists may contain emails or user IDs, but not both."));
+    }
+    let found = if ids.is_empty() {
+        let found = users::users_by_emails(&client, actor.realm_id, &emails).await?;
+        if let Some(missing) = emails.iter().find(|e| !found.iter().any(|u| u.delivery_email.eq_ignore_ascii_case(e.trim()))) {
+            return Err(ApiError::bad_request(format!("No such user: {missing}")));
+        }
+        found
+    } else {
+        let found = users::users_by_ids(&client, actor.realm_id, &ids).await?;
+        if let Some(missing) = ids.iter().find(|i| !found.iter().any(|u| u.id == **i)) {
+            return Err(ApiError::bad_request(format!("No such user: {missing}")));
+        }
+        found
+    };
+    if let Some(inactive) = found.iter().find(|u| !u.is_active) {
+        return Err(ApiError::bad_request(format!("User not authorized to execute queries on behalf of '{}'", inactive.email)));
+    }
+    Ok(found)
+}
+
+/// `POST /users/me/subscriptions`: subscribe (creating streams as needed).
+pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
+    let Some(subs) = p.json("subscriptions")? else { return Err(ApiError::missing("subscriptions")) };
+    let Value::Array(subs) = subs else { return Err(ApiError::bad_request("subscriptions is not a list")) };
+    let invite_only = p.bool("invite_only")?.unwrap_or(false);
+    let fatal = p.bool("authorization_errors_fatal")?.unwrap_or(true);
+    let _announce = p.bool("announce")?;
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for (i, s) in subs.iter().enumerate() {
+        let name = s.get("name").and_then(Value::as_str).ok_or_else(|| {
+            ApiError::bad_request(format!("subscriptions[{i}] is missing 'name'"))
+        })?;
+        let description = s.get("description").and_then(Value::as_str).unwrap_or("").to_owned();
+        if description.chars().count() > MAX_STREAM_DESCRIPTION_LENGTH {
+            return Err(ApiError::bad_request("Channel description too long"));
+        }
+        wanted.push((check_stream_name(name)?, description));
+    }
+    let targets = principals(app, actor, p).await?;
+    if targets.iter().any(|u| u.id != actor.id) && actor.is_guest() {
+        return Err(ApiError::with_code("UNAUTHORIZED_PRINCIPAL", "Insufficient permission"));
+    }
+
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut subscribed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut already: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut unauthorized: Vec<String> = Vec::new();
+    let mut created: Vec<Stream> = Vec::new();
+    // (stream, newly subscribed users, subscribers before)
+    let mut changes: Vec<(Stream, Vec<i64>, Vec<i64>)> = Vec::new();
+    for (name, description) in &wanted {
+        let stream = match streams::stream_by_name(&tx, actor.realm_id, name).await? {
+            Some(s) => {
+                if s.invite_only && !actor.is_realm_admin() && !streams::is_subscribed(&tx, actor.id, &s).await? {
+                    unauthorized.push(s.name.clone());
+                    continue;
+                }
+                if actor.is_guest() && !streams::is_subscribed(&tx, actor.id, &s).await? {
+                    unauthorized.push(s.name.clone());
+                    continue;
+                }
+                s
+            }
+            None => {
+                if actor.is_guest() {
+                    return Err(ApiError::bad_request("Insufficient permission"));
+                }
+                let s = streams::create_stream(&tx, actor.realm_id, name, description, invite_only, Some(actor.id)).await?;
+                created.push(s.clone());
+                s
+            }
+        };
+        let before = streams::active_subscriber_ids(&tx, stream.recipient_id).await?;
+        let ids: Vec<i64> = targets.iter().map(|u| u.id).collect();
+        let new = streams::add_subscriptions(&tx, &stream, &ids).await?;
+        for u in &targets {
+            let key = u.id.to_string();
+            let bucket = if new.contains(&u.id) { &mut subscribed } else { &mut already };
+            bucket.entry(key).or_default().push(stream.name.clone());
+        }
+        changes.push((stream, new, before));
+    }
+    if fatal && !unauthorized.is_empty() {
+        return Err(ApiError::bad_request(format!("Unable to access channel ({}).", unauthorized[0])));
+    }
+    let realm_users: Vec<i64> = tx
+        .query("SELECT id FROM userprofile WHERE realm_id = $1 AND is_active", &[&(actor.realm_id as i32)])
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i32>(0) as i64)
+        .collect();
+    tx.commit().await?;
+
+    // Events after commit: new public streams to everyone, new private
+    // streams to their subscribers; subscription/add to each new subscriber;
+    // peer_add to the existing subscribers.
+    let mut envelopes = Vec::new();
+    let realm_id = actor.realm_id;
+    let generic = |event: Value, users: Vec<i64>| Envelope { realm_id, notice: Notice::Generic { event: Arc::new(event), users } };
+    for s in &created {
+        let users = if s.is_public() {
+            realm_users.clone()
+        } else {
+            changes.iter().find(|c| c.0.id == s.id).map(|c| c.1.clone()).unwrap_or_default()
+        };
+        envelopes.push(generic(json!({"type": "stream", "op": "create", "streams": [s.api_dict()]}), users));
+    }
+    for (stream, new, before) in &changes {
+        if new.is_empty() {
+            continue;
+        }
+        let mut all: Vec<i64> = before.iter().chain(new.iter()).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        let props = streams::SubscriptionProps { is_muted: false, pin_to_top: false, color: String::new() };
+        for &u in new {
+            let client = app.pool.get().await?;
+            let color: String = client
+                .query_one(
+                    "SELECT color FROM subscription WHERE user_profile_id = $1 AND recipient_id = $2",
+                    &[&(u as i32), &(stream.recipient_id as i32)],
+                )
+                .await?
+                .get(0);
+            let dict = stream.subscription_dict(&streams::SubscriptionProps { color, ..props.clone() }, Some(&all));
+            envelopes.push(generic(json!({"type": "subscription", "op": "add", "subscriptions": [dict]}), vec![u]));
+        }
+        if !before.is_empty() {
+            envelopes.push(generic(
+                json!({"type": "subscription", "op": "peer_add", "stream_ids": [stream.id], "user_ids": new}),
+                before.clone(),
+            ));
+        }
+    }
+    for env in envelopes {
+        if let Err(e) = app.bus.publish(env).await {
+            tracing::warn!(error = %e, "subscription event not delivered");
+        }
+    }
+
+    let mut m = Map::new();
+    m.insert("subscribed".into(), json!(subscribed));
+    m.insert("already_subscribed".into(), json!(already));
+    if !fatal {
+        m.insert("unauthorized".into(), json!(unauthorized));
+    }
+    Ok(m)
+}
+
+/// `GET /users/me/subscriptions`.
+pub async fn list_subscriptions(app: &App, actor: &User, p: &mut Params) -> ApiResult {
+    let include_subscribers = p.bool("include_subscribers")?.unwrap_or(false);
+    let client = app.pool.get().await?;
+    let subs = streams::user_subscriptions(&client, actor.id).await?;
+    let members = if include_subscribers {
+        let rids: Vec<i64> = subs.iter().map(|(s, _)| s.recipient_id).collect();
+        Some(streams::subscribers_of(&client, &rids).await?)
+    } else {
+        None
+    };
+    let list: Vec<Value> = subs
+        .iter()
+        .map(|(s, props)| {
+            let subscribers = members.as_ref().map(|m| m.get(&s.recipient_id).cloned().unwrap_or_default());
+            s.subscription_dict(props, subscribers.as_deref())
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("subscriptions".into(), list.into());
+    Ok(m)
+}
+
+/// `GET /streams`: public streams plus private ones the user is in.
+pub async fn list_streams(app: &App, actor: &User, p: &mut Params) -> ApiResult {
+    let include_public = p.bool("include_public")?.unwrap_or(true);
+    let include_subscribed = p.bool("include_subscribed")?.unwrap_or(true);
+    let include_all_active = p.bool("include_all_active")?.unwrap_or(false);
+    if include_all_active && !actor.is_realm_admin() {
+        return Err(ApiError::bad_request("User not authorized for this query"));
+    }
+    let client = app.pool.get().await?;
+    let sql = format!(
+        "SELECT {}, EXISTS (SELECT 1 FROM subscription sub WHERE sub.recipient_id = s.recipient_id
+                             AND sub.user_profile_id = $2 AND sub.active)
+         FROM stream s WHERE s.realm_id = $1 ORDER BY lower(s.name)",
+        streams::STREAM_COLUMNS
+    );
+    let rows = client.query(&sql, &[&(actor.realm_id as i32), &(actor.id as i32)]).await?;
+    let list: Vec<Value> = rows
+        .iter()
+        .filter_map(|r| {
+            let s = Stream::from_row(r);
+            let subscribed: bool = r.get(13);
+            let visible = include_all_active
+                || (include_subscribed && subscribed)
+                || (include_public && s.is_public() && !actor.is_guest());
+            visible.then(|| s.api_dict())
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("streams".into(), list.into());
+    Ok(m)
+}

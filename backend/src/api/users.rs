@@ -1,0 +1,89 @@
+//! `POST /users`, `GET /users`, `GET /users/me`.
+
+use crate::error::{ApiError, ApiResult};
+use crate::request::Params;
+use crate::streams;
+use crate::users::{self, role, User};
+use crate::App;
+use serde_json::{json, Map, Value};
+use squall_shard_router::envelope::{Envelope, Notice};
+use std::sync::Arc;
+
+/// `POST /users`: an administrator creates a user.
+pub async fn create(app: &App, actor: &User, p: &mut Params) -> ApiResult {
+    let email = p.req_str("email")?.trim().to_owned();
+    let password = p.req_str("password")?;
+    let full_name = p.req_str("full_name")?.trim().to_owned();
+    if !actor.is_realm_admin() {
+        return Err(ApiError::with_code("UNAUTHORIZED_PRINCIPAL", "Must be an organization administrator"));
+    }
+    if !users::valid_email(&email) {
+        return Err(ApiError::bad_request(format!("Bad name or username")));
+    }
+    if full_name.is_empty() {
+        return Err(ApiError::bad_request("Name too short!"));
+    }
+    if full_name.chars().count() > 100 {
+        return Err(ApiError::bad_request("Name too long!"));
+    }
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let (user_id, _key) = users::create_user(&tx, actor.realm_id, &email, &full_name, Some(&password), role::MEMBER).await?;
+    // New users join the realm's default streams.
+    let defaults = tx
+        .query("SELECT stream_id FROM defaultstream WHERE realm_id = $1", &[&(actor.realm_id as i32)])
+        .await?;
+    for row in defaults {
+        let sid: i32 = row.get(0);
+        if let Some(stream) = streams::stream_by_id(&tx, actor.realm_id, sid as i64).await? {
+            streams::add_subscriptions(&tx, &stream, &[user_id]).await?;
+        }
+    }
+    let recipients: Vec<i64> = tx
+        .query("SELECT id FROM userprofile WHERE realm_id = $1 AND is_active", &[&(actor.realm_id as i32)])
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i32>(0) as i64)
+        .collect();
+    let new_user = users::users_by_ids(&tx, actor.realm_id, &[user_id]).await?;
+    tx.commit().await?;
+    if let Some(u) = new_user.first() {
+        let event = json!({"type": "realm_user", "op": "add", "person": u.api_dict(false)});
+        let env = Envelope { realm_id: actor.realm_id, notice: Notice::Generic { event: Arc::new(event), users: recipients } };
+        if let Err(e) = app.bus.publish(env).await {
+            tracing::warn!(error = %e, "realm_user add event not delivered");
+        }
+    }
+    let mut m = Map::new();
+    m.insert("user_id".into(), user_id.into());
+    Ok(m)
+}
+
+/// `GET /users`.
+pub async fn list(app: &App, actor: &User, p: &mut Params) -> ApiResult {
+    let client_gravatar = p.bool("client_gravatar")?.unwrap_or(true);
+    let _ = p.bool("include_custom_profile_fields")?;
+    let client = app.pool.get().await?;
+    let all = users::realm_users(&client, actor.realm_id).await?;
+    let members: Vec<Value> = all.iter().map(|u| u.api_dict(client_gravatar)).collect();
+    let mut m = Map::new();
+    m.insert("members".into(), members.into());
+    Ok(m)
+}
+
+/// `GET /users/me`.
+pub async fn me(app: &App, actor: &User) -> ApiResult {
+    let client = app.pool.get().await?;
+    let max: Option<i64> = client
+        .query_one("SELECT max(message_id) FROM usermessage WHERE user_profile_id = $1", &[&(actor.id as i32)])
+        .await?
+        .get(0);
+    let mut m = match actor.api_dict(false) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    m.remove("bot_type");
+    m.remove("bot_owner_id");
+    m.insert("max_message_id".into(), max.unwrap_or(-1).into());
+    Ok(m)
+}

@@ -1,0 +1,67 @@
+//! Database access: the connection pool and schema migrations.
+//!
+//! Migrations are SQL files compiled into the binary and applied in order,
+//! each in its own transaction, under an advisory lock so that concurrent
+//! starts do not race. `squall_migrations` records what has been applied.
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::str::FromStr;
+
+/// Migrations in apply order: (version, name, SQL).
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "initial", include_str!("../../migrations/0001_initial.sql"))];
+
+/// Arbitrary constant identifying Squall's migration advisory lock.
+const MIGRATION_LOCK: i64 = 0x5351_5541_4c4c; // "SQUALL"
+
+/// Opens a pool of at most `size` connections to `url`.
+pub fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
+    let pg = tokio_postgres::Config::from_str(url).with_context(|| format!("invalid database URL {url:?}"))?;
+    let mgr = Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Pool::builder(mgr).max_size(size.max(1)).build().context("building the database pool")
+}
+
+/// Applies every migration not yet applied. Returns how many ran.
+pub async fn migrate(pool: &Pool) -> anyhow::Result<usize> {
+    let mut client = pool.get().await.context("connecting to the database")?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let result = apply_pending(&mut client).await;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+    result
+}
+
+async fn apply_pending(client: &mut deadpool_postgres::Client) -> anyhow::Result<usize> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS squall_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM squall_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut ran = 0;
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await.with_context(|| format!("migration {version} ({name})"))?;
+        tx.execute("INSERT INTO squall_migrations (version, name) VALUES ($1, $2)", &[version, name])
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, name, "applied migration");
+        ran += 1;
+    }
+    Ok(ran)
+}

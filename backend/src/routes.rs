@@ -1,0 +1,121 @@
+//! Every endpoint in one table.
+//!
+//! Paths are matched under `/api/v1/` (HTTP Basic) and `/json/` (the same
+//! handlers; Squall has no browser sessions, so Basic auth is accepted
+//! there too). A POST carrying a `method` field is dispatched as that method,
+//! as Zulip does. `/events` never reaches here: the gateway serves it.
+
+use crate::api;
+use crate::error::ApiError;
+use crate::request::{ApiRequest, ApiResponse, Params};
+use crate::App;
+use serde_json::{Map, Value};
+
+/// Who may call an endpoint.
+#[derive(Clone, Copy, PartialEq)]
+enum Access {
+    Public,
+    User,
+}
+
+/// An endpoint the backend serves.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum Endpoint {
+    ServerSettings,
+    FetchApiKey,
+    UsersCreate,
+    UsersList,
+    UsersMe,
+    SubscriptionsAdd,
+    SubscriptionsList,
+    StreamsList,
+    Register,
+    MessagesSend,
+    MessagesGet,
+}
+
+/// (path under the API prefix, method, access, endpoint)
+const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
+    ("server_settings", "GET", Access::Public, Endpoint::ServerSettings),
+    ("fetch_api_key", "POST", Access::Public, Endpoint::FetchApiKey),
+    ("users", "POST", Access::User, Endpoint::UsersCreate),
+    ("users", "GET", Access::User, Endpoint::UsersList),
+    ("users/me", "GET", Access::User, Endpoint::UsersMe),
+    ("users/me/subscriptions", "POST", Access::User, Endpoint::SubscriptionsAdd),
+    ("users/me/subscriptions", "GET", Access::User, Endpoint::SubscriptionsList),
+    ("streams", "GET", Access::User, Endpoint::StreamsList),
+    ("register", "POST", Access::User, Endpoint::Register),
+    ("messages", "POST", Access::User, Endpoint::MessagesSend),
+    ("messages", "GET", Access::User, Endpoint::MessagesGet),
+];
+
+/// Handles one request end to end, never panicking on input.
+pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
+    let mut params = match Params::from_request(&req) {
+        Ok(p) => p,
+        Err(e) => return e.into(),
+    };
+    let json_path = req.path.starts_with("/json/");
+    let Some(sub) = req.path.strip_prefix("/api/v1/").or_else(|| req.path.strip_prefix("/json/")) else {
+        return not_found();
+    };
+    let sub = sub.trim_end_matches('/');
+    let mut method = req.method.clone();
+    if method == "HEAD" {
+        method = "GET".into();
+    }
+    if method == "POST" && params.has("method") {
+        method = params.str("method").unwrap_or_default().to_ascii_uppercase();
+    }
+    let candidates: Vec<_> = ROUTES.iter().filter(|r| r.0 == sub).collect();
+    if candidates.is_empty() {
+        return not_found();
+    }
+    if method == "OPTIONS" {
+        let allow: Vec<&str> = candidates.iter().map(|r| r.1).collect();
+        return ApiResponse {
+            status: 204,
+            headers: vec![("Allow", format!("OPTIONS, {}", allow.join(", ")))],
+            body: vec![],
+        };
+    }
+    let Some(&&(_, _, access, endpoint)) = candidates.iter().find(|r| r.1 == method) else {
+        let allowed: Vec<&str> = candidates.iter().map(|r| r.1).collect();
+        let body = serde_json::json!({"result": "error", "msg": "Method Not Allowed", "allowed_methods": allowed});
+        return ApiResponse { status: 405, headers: vec![], body: body.to_string().into_bytes() };
+    };
+    let result = match access {
+        Access::Public => call_public(app, endpoint, &req, &mut params).await,
+        Access::User => match crate::auth::authenticate(&app.pool, &req, &app.settings.external_host, json_path).await
+        {
+            Ok(user) => api::call(app, endpoint, &user, &req, &mut params).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(fields) => success(fields, params.unused()),
+        Err(e) => e.into(),
+    }
+}
+
+async fn call_public(app: &App, endpoint: Endpoint, req: &ApiRequest, params: &mut Params) -> crate::error::ApiResult {
+    match endpoint {
+        Endpoint::ServerSettings => api::server::server_settings(app, req).await,
+        Endpoint::FetchApiKey => api::server::fetch_api_key(app, req, params).await,
+        other => Err(ApiError::internal(format!("{other:?} is not a public endpoint"))),
+    }
+}
+
+fn success(mut fields: Map<String, Value>, unused: Vec<String>) -> ApiResponse {
+    fields.insert("result".into(), "success".into());
+    fields.insert("msg".into(), "".into());
+    if !unused.is_empty() {
+        fields.insert("ignored_parameters_unsupported".into(), unused.into());
+    }
+    ApiResponse { status: 200, headers: vec![], body: Value::Object(fields).to_string().into_bytes() }
+}
+
+fn not_found() -> ApiResponse {
+    let e = ApiError { status: 404, ..ApiError::bad_request("Not Found") };
+    e.into()
+}
