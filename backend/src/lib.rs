@@ -23,7 +23,7 @@ pub mod streams;
 pub mod users;
 
 mod actions;
-mod api;
+pub mod api;
 
 use bus::EventBus;
 use deadpool_postgres::Pool;

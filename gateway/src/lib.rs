@@ -1,1 +1,106 @@
-//! placeholder
+//! Squall's real-time gateway and the single-node edge.
+//!
+//! Request path, in order: [`shard`] runs one pinned monoio executor per
+//! core, all accepting on one listening socket → [`conn`] reads and frames
+//! HTTP ([`http`]) → `/events` goes to the core owning the queue (here, or
+//! handed over through that core's [`inbox`]), everything else to the tokio
+//! backend in-process → [`core`] holds each core's queues ([`queue`]) and
+//! answers or parks long-polls. The backend publishes events through
+//! [`bus::LocalBus`], which splits them per core into the inboxes.
+#![warn(missing_docs)]
+
+pub mod bus;
+pub mod config;
+pub mod conn;
+pub mod core;
+pub mod http;
+pub mod inbox;
+pub mod queue;
+pub mod shard;
+
+use anyhow::Context;
+use config::Config;
+use squall_backend::{App, Settings};
+use squall_shard_router::placement::Topology;
+use squall_shard_router::Shard;
+use std::sync::Arc;
+
+/// Runs a single-node Squall (backend + gateway on one port) until
+/// SIGINT/SIGTERM. `on_listening` is told the bound address.
+pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.backend.worker_threads.max(1))
+        .thread_name("squall-backend")
+        .enable_all()
+        .build()
+        .context("starting the backend runtime")?;
+    let pool = squall_backend::db::connect(&cfg.backend.database_url, cfg.backend.pool_size)?;
+    if cfg.migrate_on_start {
+        rt.block_on(squall_backend::db::migrate(&pool))
+            .with_context(|| format!("migrating {}", cfg.backend.database_url))?;
+    }
+
+    let listener = std::net::TcpListener::bind(&cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let cores = cfg.core_count();
+    let topo = Topology::single_node(cores);
+    let inboxes: Arc<Vec<Arc<inbox::Inbox>>> =
+        Arc::new((0..cores).map(|_| Arc::new(inbox::Inbox::new(cfg.inbox_capacity))).collect());
+    let bus = bus::LocalBus::new(inboxes.clone(), 0, topo);
+    let external_host = if cfg.external_host.is_empty() { addr.to_string() } else { cfg.external_host.clone() };
+    let settings = Settings { external_host, scheme: "http".into(), server_generation: shard::now_secs() as i64 };
+    let app = App::new(pool, Arc::new(bus), settings);
+    let timing = core::Timing { heartbeat_min_secs: cfg.heartbeat_min_secs, ..core::Timing::default() };
+
+    let mut threads = Vec::new();
+    for c in 0..cores {
+        let start = shard::CoreStart {
+            shard: Shard { node: 0, core: c },
+            topo,
+            inboxes: inboxes.clone(),
+            listener: listener.try_clone()?,
+            app: app.clone(),
+            tokio: rt.handle().clone(),
+            timing,
+            io_uring: cfg.io_uring,
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("squall-core-{c}"))
+            .spawn(move || {
+                if let Err(e) = shard::run_core(start) {
+                    tracing::error!(core = c, error = %e, "core failed");
+                }
+            })
+            .context("spawning a core thread")?;
+        threads.push(t);
+    }
+    drop(listener);
+    tracing::info!(%addr, cores, io_uring = cfg.io_uring, "squall serving");
+    on_listening(addr);
+
+    rt.block_on(wait_for_signal())?;
+    tracing::info!("shutting down");
+    for inbox in inboxes.iter() {
+        let mut item = core::Item::Shutdown;
+        // A full inbox drains quickly; keep offering the shutdown item.
+        while let Err(back) = inbox.push(item) {
+            item = back;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

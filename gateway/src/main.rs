@@ -1,1 +1,113 @@
-fn main(){}
+//! The `squall` command: serve, migrate, administer.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use squall_gateway::config::Config;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Squall: a Zulip-compatible real-time server.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// TOML configuration file (see squall.example.toml). Environment
+    /// variables SQUALL_* override it.
+    #[arg(long, global = true, env = "SQUALL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a single-node server: backend and gateway in one process, one port.
+    Serve {
+        /// Listen address (overrides config and SQUALL_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Print the effective configuration and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Apply pending database migrations.
+    Migrate,
+    /// Administrative tasks.
+    Admin {
+        #[command(subcommand)]
+        task: Admin,
+    },
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Create a realm (organization) with an owner; prints
+    /// {"site","email","api_key"} as JSON.
+    CreateRealm {
+        /// Subdomain; "" is the root realm served at the external host itself.
+        #[arg(long)]
+        subdomain: String,
+        /// Organization name.
+        #[arg(long)]
+        name: String,
+        /// Owner's email.
+        #[arg(long)]
+        owner_email: String,
+        /// Owner's password (for /fetch_api_key).
+        #[arg(long)]
+        owner_password: String,
+        /// Owner's full name (defaults to the part of the email before '@').
+        #[arg(long)]
+        owner_name: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { listen, check_config } => {
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if check_config {
+                println!("{}", toml::to_string_pretty(&cfg)?);
+                return Ok(());
+            }
+            squall_gateway::serve(cfg, |addr| {
+                // Machine-readable line for scripts and tests.
+                println!("squall: listening on http://{addr}");
+                let _ = std::io::stdout().flush();
+            })
+        }
+        Command::Migrate => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let pool = squall_backend::db::connect(&cfg.backend.database_url, 1)?;
+            let n = rt.block_on(squall_backend::db::migrate(&pool))?;
+            println!("applied {n} migration(s)");
+            Ok(())
+        }
+        Command::Admin { task: Admin::CreateRealm { subdomain, name, owner_email, owner_password, owner_name } } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let pool = squall_backend::db::connect(&cfg.backend.database_url, 1)?;
+            rt.block_on(squall_backend::db::migrate(&pool))?;
+            let owner_name =
+                owner_name.unwrap_or_else(|| owner_email.split('@').next().unwrap_or("Owner").to_owned());
+            let created = rt
+                .block_on(squall_backend::realm::create_realm(
+                    &pool, &subdomain, &name, &owner_email, &owner_name, &owner_password,
+                ))
+                .map_err(|e| anyhow::anyhow!(e.msg))
+                .context("creating the realm")?;
+            let host = cfg.external_host();
+            let site = if subdomain.is_empty() { format!("http://{host}") } else { format!("http://{subdomain}.{host}") };
+            println!("{}", serde_json::json!({"site": site, "email": owner_email, "api_key": created.api_key}));
+            Ok(())
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! Endpoint handlers, one file per group.
+//! Endpoint handlers, one file per group. Public so the gateway can reuse
+//! the queue-option parsing of register for `GET /events`.
 
 pub mod messages;
 pub mod register;

@@ -1,0 +1,92 @@
+//! The gateway side of the backend's [`EventBus`]: in-process delivery into
+//! the per-core inboxes (single-node mode).
+//!
+//! Called from the backend's tokio threads. A full inbox is retried with a
+//! short sleep (back-pressure on the sender) for up to [`PUSH_TIMEOUT`];
+//! past that the core is considered stuck and the bus reports it
+//! unavailable.
+
+use crate::core::Item;
+use crate::inbox::Inbox;
+use futures_channel::oneshot;
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use squall_backend::bus::{BusError, EventBus};
+use squall_shard_router::envelope::{Envelope, QueueSpec};
+use squall_shard_router::ids::QueueId;
+use squall_shard_router::placement::Topology;
+use squall_shard_router::split::split_for_node;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a producer waits for room in a full inbox.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Handle on this node's cores.
+#[derive(Clone)]
+pub struct LocalBus {
+    inboxes: Arc<Vec<Arc<Inbox>>>,
+    topo: Topology,
+    node: u16,
+}
+
+impl LocalBus {
+    /// A bus over `inboxes` (one per core).
+    pub fn new(inboxes: Arc<Vec<Arc<Inbox>>>, node: u16, topo: Topology) -> Self {
+        LocalBus { inboxes, topo, node }
+    }
+
+    async fn push(&self, core: u16, mut item: Item) -> Result<(), BusError> {
+        let inbox = self
+            .inboxes
+            .get(core as usize)
+            .ok_or_else(|| BusError::Unavailable(format!("no core {core}")))?;
+        let start = Instant::now();
+        loop {
+            match inbox.push(item) {
+                Ok(()) => return Ok(()),
+                Err(back) => {
+                    if start.elapsed() > PUSH_TIMEOUT {
+                        return Err(BusError::Unavailable(format!("core {core} inbox full")));
+                    }
+                    item = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+}
+
+impl EventBus for LocalBus {
+    fn allocate_queue(&self, spec: QueueSpec) -> BoxFuture<'static, Result<String, BusError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let core = this.topo.shard_of(spec.user_id).core;
+            let (reply, rx) = oneshot::channel();
+            this.push(core, Item::Allocate { spec, reply }).await?;
+            rx.await.map_err(|_| BusError::Unavailable("core stopped".into()))
+        })
+    }
+
+    fn peek_events(&self, user_id: i64, queue_id: String) -> BoxFuture<'static, Result<Vec<Value>, BusError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let id = QueueId::parse(&queue_id).ok_or_else(|| BusError::BadQueue(queue_id.clone()))?;
+            let (reply, rx) = oneshot::channel();
+            this.push(id.shard.core, Item::Peek { user_id, queue_id: queue_id.clone(), reply }).await?;
+            rx.await
+                .map_err(|_| BusError::Unavailable("core stopped".into()))?
+                .ok_or(BusError::BadQueue(queue_id))
+        })
+    }
+
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'static, Result<(), BusError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            for (core, part) in split_for_node(&envelope.notice, this.topo, this.node) {
+                this.push(core, Item::Notice(part)).await?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,141 @@
+//! Configuration of the `squall` binary: one TOML file, then `SQUALL_*`
+//! environment overrides, then command-line flags. Every knob has a default
+//! that works on a laptop.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use squall_backend::config::BackendConfig;
+use std::path::Path;
+
+/// All of Squall's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`SQUALL_LISTEN`).
+    pub listen: String,
+    /// Host clients use to reach the server; empty = `listen`
+    /// (`SQUALL_EXTERNAL_HOST`). Realm subdomains hang off it.
+    pub external_host: String,
+    /// Gateway cores; 0 = one per available CPU (`SQUALL_CORES`).
+    pub cores: u16,
+    /// Use io_uring when the kernel allows it; false forces epoll
+    /// (`SQUALL_IO_URING`).
+    pub io_uring: bool,
+    /// Capacity of each core's inbox.
+    pub inbox_capacity: usize,
+    /// Minimum seconds before a parked long-poll gets a heartbeat (Zulip:
+    /// 45; up to 10 s of jitter is added). Lower it only for testing
+    /// (`SQUALL_HEARTBEAT_MIN_SECS`).
+    pub heartbeat_min_secs: u64,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// The backend.
+    pub backend: BackendConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:9991".into(),
+            external_host: String::new(),
+            cores: 0,
+            io_uring: true,
+            inbox_capacity: 65_536,
+            heartbeat_min_secs: 45,
+            migrate_on_start: true,
+            backend: BackendConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (if given), then applies environment overrides.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    /// Applies `SQUALL_*` overrides read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = get("SQUALL_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("SQUALL_EXTERNAL_HOST") {
+            self.external_host = v;
+        }
+        if let Some(v) = get("SQUALL_DATABASE_URL") {
+            self.backend.database_url = v;
+        }
+        if let Some(v) = get("SQUALL_CORES") {
+            self.cores = v.parse().context("SQUALL_CORES must be a number")?;
+        }
+        if let Some(v) = get("SQUALL_IO_URING") {
+            self.io_uring = matches!(v.as_str(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = get("SQUALL_HEARTBEAT_MIN_SECS") {
+            self.heartbeat_min_secs = v.parse().context("SQUALL_HEARTBEAT_MIN_SECS must be a number")?;
+        }
+        Ok(())
+    }
+
+    /// The host clients reach us at.
+    pub fn external_host(&self) -> String {
+        if self.external_host.is_empty() {
+            self.listen.clone()
+        } else {
+            self.external_host.clone()
+        }
+    }
+
+    /// Gateway cores to run.
+    pub fn core_count(&self) -> u16 {
+        if self.cores > 0 {
+            self.cores
+        } else {
+            std::thread::available_parallelism().map(|n| n.get() as u16).unwrap_or(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_parses_and_matches_defaults() {
+        let text = include_str!("../../squall.example.toml");
+        let cfg: Config = toml::from_str(text).expect("example config parses");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn env_overrides() {
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| match k {
+            "SQUALL_LISTEN" => Some("0.0.0.0:1".into()),
+            "SQUALL_DATABASE_URL" => Some("postgres://x/y".into()),
+            "SQUALL_IO_URING" => Some("false".into()),
+            "SQUALL_CORES" => Some("3".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:1");
+        assert_eq!(cfg.external_host(), "0.0.0.0:1");
+        assert_eq!(cfg.backend.database_url, "postgres://x/y");
+        assert!(!cfg.io_uring);
+        assert_eq!(cfg.core_count(), 3);
+        assert!(cfg.apply_env(|k| (k == "SQUALL_CORES").then(|| "many".into())).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,348 @@
+//! What one core owns and how it changes: the queues of the users placed on
+//! it, their parked long-polls, and the handling of every inbox item.
+//!
+//! This is plain single-threaded code with no I/O: the shard loop
+//! (`shard.rs`) feeds it inbox items and timer ticks and carries out what it
+//! returns (e.g. "arm a heartbeat timer"). Time is passed in as unix
+//! seconds, so tests drive it without sleeping.
+
+use crate::http::Response;
+use crate::queue::{accepts_type, narrow_matches, EventBody, EventQueue};
+use futures_channel::oneshot;
+use serde_json::Value;
+use squall_backend::error::ApiError;
+use squall_shard_router::envelope::{MessageNotice, Notice, QueueSpec, Variant};
+use squall_shard_router::ids::QueueId;
+use squall_shard_router::Shard;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// An item in a core's inbox.
+pub enum Item {
+    /// Create a queue; reply with its id.
+    Allocate {
+        /// Queue options.
+        spec: QueueSpec,
+        /// Gets the new queue id.
+        reply: oneshot::Sender<String>,
+    },
+    /// Read a queue's events without waiting or acknowledging (register).
+    Peek {
+        /// Who asks (must own the queue).
+        user_id: i64,
+        /// The queue.
+        queue_id: String,
+        /// Gets the events, or `None` for an unknown queue.
+        reply: oneshot::Sender<Option<Vec<Value>>>,
+    },
+    /// Deliver an event.
+    Notice(Notice),
+    /// A `/events` request handed to this core.
+    Events(EventsCall),
+    /// Stop the core.
+    Shutdown,
+}
+
+/// A `/events` request for the owning core.
+pub struct EventsCall {
+    /// The authenticated user.
+    pub user_id: i64,
+    /// What to do.
+    pub op: EventsOp,
+    /// Where the response goes (possibly much later, for a long-poll).
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// `GET` or `DELETE /events`.
+pub enum EventsOp {
+    /// Poll (or create with `dont_block` and no queue id).
+    Get {
+        /// Queue to poll; `None` to create one.
+        queue_id: Option<String>,
+        /// Highest event id the client has processed.
+        last_event_id: Option<i64>,
+        /// Answer at once even if empty.
+        dont_block: bool,
+        /// Options for a queue created by this request.
+        new_queue: QueueSpec,
+    },
+    /// Delete a queue.
+    Delete {
+        /// The queue.
+        queue_id: String,
+    },
+}
+
+/// Timing knobs of a core.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Heartbeat delay lower bound (Zulip: 45 s).
+    pub heartbeat_min_secs: u64,
+    /// Extra random delay, inclusive upper bound (Zulip: 10 s).
+    pub heartbeat_jitter_secs: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { heartbeat_min_secs: 45, heartbeat_jitter_secs: 10 }
+    }
+}
+
+/// A heartbeat the shard loop must schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatTimer {
+    /// Queue to beat.
+    pub queue_id: String,
+    /// Which park this is for; a newer park makes the timer stale.
+    pub park_gen: u64,
+    /// Delay.
+    pub delay_secs: u64,
+}
+
+/// Zulip's client descriptor.
+struct Descriptor {
+    spec: QueueSpec,
+    queue: EventQueue,
+    last_connection_time: u64,
+    waiter: Option<oneshot::Sender<Response>>,
+    park_gen: u64,
+}
+
+impl Descriptor {
+    fn parked(&self) -> bool {
+        self.waiter.as_ref().is_some_and(|w| !w.is_canceled())
+    }
+}
+
+/// Everything one core owns.
+pub struct CoreState {
+    shard: Shard,
+    timing: Timing,
+    queues: HashMap<String, Descriptor>,
+    by_user: HashMap<i64, Vec<String>>,
+}
+
+fn success_body(events: &str, queue_id: Option<&str>) -> Vec<u8> {
+    let mut s = String::with_capacity(events.len() + 96);
+    s.push_str("{\"result\":\"success\",\"msg\":\"\",\"events\":");
+    s.push_str(events);
+    if let Some(q) = queue_id {
+        s.push_str(",\"queue_id\":");
+        s.push_str(&serde_json::to_string(q).unwrap_or_else(|_| "null".into()));
+    }
+    s.push('}');
+    s.into_bytes()
+}
+
+fn error_response(e: ApiError) -> Response {
+    Response { status: e.status, headers: e.headers.clone(), body: e.body() }
+}
+
+/// `BAD_EVENT_QUEUE_ID`, exactly as Zulip returns it.
+pub fn bad_queue(queue_id: &str) -> Response {
+    error_response(
+        ApiError::with_code("BAD_EVENT_QUEUE_ID", format!("Bad event queue ID: {queue_id}")).field("queue_id", queue_id),
+    )
+}
+
+/// A deferred (long-poll) completion always carries `queue_id`.
+fn deferred(queue_id: &str, d: &Descriptor) -> Response {
+    let mut r = Response::json(200, success_body(&d.queue.render_events(), Some(queue_id)));
+    r.headers.push(("Vary", "Accept-Language, Cookie".into()));
+    r
+}
+
+impl CoreState {
+    /// An empty core.
+    pub fn new(shard: Shard, timing: Timing) -> Self {
+        CoreState { shard, timing, queues: HashMap::new(), by_user: HashMap::new() }
+    }
+
+    /// Number of queues owned.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Creates a queue; returns its id.
+    pub fn allocate(&mut self, spec: QueueSpec, now: u64) -> String {
+        let id = QueueId::new_random(self.shard).to_string();
+        self.by_user.entry(spec.user_id).or_default().push(id.clone());
+        self.queues.insert(
+            id.clone(),
+            Descriptor { spec, queue: EventQueue::new(), last_connection_time: now, waiter: None, park_gen: 0 },
+        );
+        id
+    }
+
+    /// Events of a queue as JSON values (register's race check).
+    pub fn peek(&self, user_id: i64, queue_id: &str) -> Option<Vec<Value>> {
+        let d = self.queues.get(queue_id).filter(|d| d.spec.user_id == user_id)?;
+        serde_json::from_str(&d.queue.render_events()).ok()
+    }
+
+    /// Handles a `/events` call; may return a heartbeat to schedule.
+    pub fn events(&mut self, call: EventsCall, now: u64) -> Option<HeartbeatTimer> {
+        let EventsCall { user_id, op, reply } = call;
+        match op {
+            EventsOp::Delete { queue_id } => {
+                let owned = self.queues.get(&queue_id).is_some_and(|d| d.spec.user_id == user_id);
+                let resp = if owned {
+                    self.remove_queue(&queue_id);
+                    Response::json(200, &b"{\"result\":\"success\",\"msg\":\"\"}"[..])
+                } else {
+                    bad_queue(&queue_id)
+                };
+                let _ = reply.send(resp);
+                None
+            }
+            EventsOp::Get { queue_id: None, dont_block, new_queue, .. } => {
+                if !dont_block {
+                    let _ = reply.send(error_response(ApiError::bad_request("Missing 'queue_id' argument")));
+                    return None;
+                }
+                let id = self.allocate(new_queue, now);
+                let _ = reply.send(Response::json(200, success_body("[]", Some(&id))));
+                None
+            }
+            EventsOp::Get { queue_id: Some(queue_id), last_event_id, dont_block, .. } => {
+                let Some(last_event_id) = last_event_id else {
+                    let _ = reply.send(error_response(ApiError::bad_request("Missing 'last_event_id' argument")));
+                    return None;
+                };
+                let Some(d) = self.queues.get_mut(&queue_id).filter(|d| d.spec.user_id == user_id) else {
+                    let _ = reply.send(bad_queue(&queue_id));
+                    return None;
+                };
+                if let Err(e) = d.queue.prune(last_event_id) {
+                    let _ = reply.send(error_response(ApiError::bad_request(e.message())));
+                    return None;
+                }
+                // A new poll supersedes a parked one.
+                if let Some(old) = d.waiter.take() {
+                    let _ = old.send(deferred(&queue_id, d));
+                }
+                if !d.queue.is_empty() || dont_block {
+                    let _ = reply.send(Response::json(200, success_body(&d.queue.render_events(), None)));
+                    return None;
+                }
+                d.waiter = Some(reply);
+                d.last_connection_time = now;
+                d.park_gen += 1;
+                let jitter = if self.timing.heartbeat_jitter_secs > 0 {
+                    rand::random::<u64>() % (self.timing.heartbeat_jitter_secs + 1)
+                } else {
+                    0
+                };
+                Some(HeartbeatTimer { queue_id, park_gen: d.park_gen, delay_secs: self.timing.heartbeat_min_secs + jitter })
+            }
+        }
+    }
+
+    /// A heartbeat timer fired: queue a heartbeat if the poll it was armed
+    /// for is still parked.
+    pub fn heartbeat(&mut self, t: &HeartbeatTimer) {
+        let Some(d) = self.queues.get_mut(&t.queue_id) else { return };
+        if d.park_gen != t.park_gen || !d.parked() {
+            return;
+        }
+        d.queue.push(EventBody::Heartbeat);
+        if let Some(w) = d.waiter.take() {
+            let _ = w.send(deferred(&t.queue_id, d));
+        }
+    }
+
+    fn push(&mut self, queue_id: &str, body: EventBody) {
+        let Some(d) = self.queues.get_mut(queue_id) else { return };
+        d.queue.push(body);
+        if let Some(w) = d.waiter.take() {
+            let _ = w.send(deferred(queue_id, d));
+        }
+    }
+
+    /// Delivers a notice to this core's queues.
+    pub fn deliver(&mut self, notice: Notice) {
+        match notice {
+            Notice::Generic { event, users } => {
+                let event_type = event.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+                let Ok(json) = serde_json::to_string(&*event) else { return };
+                let shared: Rc<str> = Rc::from(json);
+                for user in users {
+                    for qid in self.by_user.get(&user).cloned().unwrap_or_default() {
+                        if self.queues.get(&qid).is_some_and(|d| accepts_type(&d.spec, &event_type)) {
+                            self.push(&qid, EventBody::Shared(shared.clone()));
+                        }
+                    }
+                }
+            }
+            Notice::Message(m) => self.deliver_message(m),
+        }
+    }
+
+    fn deliver_message(&mut self, m: MessageNotice) {
+        // One serialisation per content variant, shared by every queue.
+        let mut variants: [Option<Rc<str>>; 4] = Default::default();
+        for r in &m.users {
+            for qid in self.by_user.get(&r.id).cloned().unwrap_or_default() {
+                let Some(d) = self.queues.get(&qid) else { continue };
+                if !accepts_type(&d.spec, "message") || !narrow_matches(&d.spec.narrow, &m.message, r.flags) {
+                    continue;
+                }
+                let variant = Variant { apply_markdown: d.spec.apply_markdown, client_gravatar: d.spec.client_gravatar };
+                let payload = variants[variant.index()]
+                    .get_or_insert_with(|| Rc::from(m.message.client_json(variant, None)))
+                    .clone();
+                let local_message_id =
+                    if m.sender_queue_id.as_deref() == Some(qid.as_str()) { m.local_id.clone() } else { None };
+                self.push(&qid, EventBody::Message { payload, flags: r.flags, local_message_id });
+            }
+        }
+    }
+
+    fn remove_queue(&mut self, queue_id: &str) {
+        let Some(mut d) = self.queues.remove(queue_id) else { return };
+        // Complete a parked poll with what it had, as Zulip does.
+        if let Some(w) = d.waiter.take() {
+            let _ = w.send(deferred(queue_id, &d));
+        }
+        if let Some(list) = self.by_user.get_mut(&d.spec.user_id) {
+            list.retain(|q| q != queue_id);
+            if list.is_empty() {
+                self.by_user.remove(&d.spec.user_id);
+            }
+        }
+    }
+
+    /// Removes queues idle past their timeout; returns how many.
+    pub fn gc(&mut self, now: u64) -> usize {
+        let expired: Vec<String> = self
+            .queues
+            .iter_mut()
+            .filter_map(|(id, d)| {
+                if d.waiter.as_ref().is_some_and(|w| w.is_canceled()) {
+                    d.waiter = None;
+                }
+                let idle = now.saturating_sub(d.last_connection_time);
+                (!d.parked() && idle >= d.spec.queue_timeout_secs).then(|| id.clone())
+            })
+            .collect();
+        for id in &expired {
+            self.remove_queue(id);
+        }
+        expired.len()
+    }
+
+    /// Completes every parked poll (shutdown), so clients retry promptly.
+    pub fn release_all(&mut self) {
+        let ids: Vec<String> = self.queues.keys().cloned().collect();
+        for id in ids {
+            if let Some(d) = self.queues.get_mut(&id) {
+                if let Some(w) = d.waiter.take() {
+                    let _ = w.send(deferred(&id, d));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
