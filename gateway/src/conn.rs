@@ -10,7 +10,7 @@ use crate::core::{bad_queue, EventsCall, EventsOp, Item};
 use crate::http::{self, Parsed, Response};
 use crate::shard::CoreCtx;
 use futures_channel::oneshot;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
 use squall_backend::api::register::queue_spec;
 use squall_backend::error::ApiError;
@@ -139,27 +139,41 @@ async fn events(req: ApiRequest, ctx: &Rc<CoreCtx>, stream: &mut TcpStream, pend
 }
 
 /// Waits for the owner's answer while watching the socket: a read of 0
-/// bytes means the client left. A byte that arrives (a pipelined request)
-/// is kept for the next parse.
+/// bytes means the client left. The probe read is cancelled (not dropped)
+/// when the answer comes first, and awaited, so a byte it did receive (the
+/// start of a pipelined request) is kept for the next parse rather than
+/// swallowed by an orphaned in-flight read.
 async fn wait_or_disconnect(
     rx: oneshot::Receiver<Response>,
     stream: &mut TcpStream,
     pending: &mut Vec<u8>,
 ) -> Option<Response> {
     let mut rx = rx;
-    let probe = Vec::with_capacity(1);
-    monoio::select! {
-        r = &mut rx => {
-            return Some(r.unwrap_or_else(|_| from_api(ApiError::internal("queue owner dropped the request").into())));
-        }
-        (res, b) = stream.read(probe) => {
+    let canceller = Canceller::new();
+    let probe = stream.cancelable_read(Vec::with_capacity(1), canceller.handle());
+    let mut probe = std::pin::pin!(probe);
+    let answer = monoio::select! {
+        r = &mut rx => r,
+        (res, b) = &mut probe => {
             match res {
-                Ok(n) if n > 0 => pending.extend_from_slice(&b[..n]),
+                Ok(n) if n > 0 => {
+                    pending.extend_from_slice(&b[..n]);
+                    return rx.await.ok();
+                }
                 _ => return None,
             }
         }
+    };
+    canceller.cancel();
+    let (res, b) = probe.await;
+    if let Ok(n) = res {
+        if n == 0 {
+            // The client closed while we were answering.
+            return None;
+        }
+        pending.extend_from_slice(&b[..n]);
     }
-    rx.await.ok()
+    Some(answer.unwrap_or_else(|_| from_api(ApiError::internal("queue owner dropped the request").into())))
 }
 
 /// Reads the `/events` parameters; returns the owner core and operation.

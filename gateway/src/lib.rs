@@ -76,7 +76,8 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
         threads.push(t);
     }
     drop(listener);
-    tracing::info!(%addr, cores, io_uring = cfg.io_uring, "squall serving");
+    let driver = if cfg.io_uring && monoio::utils::detect_uring() { "io_uring" } else { "epoll" };
+    tracing::info!(%addr, cores, driver, "squall serving");
     on_listening(addr);
 
     rt.block_on(wait_for_signal())?;

@@ -1,1 +1,326 @@
-//! placeholder
+//! Helpers for Squall's end-to-end tests.
+//!
+//! Each test gets its own database in the PostgreSQL that `tools/services`
+//! runs (`SQUALL_DATABASE_URL`, default the project-local cluster), its own
+//! realm, and its own `squall serve` process on a free port. Nothing is
+//! mocked: requests go over real HTTP to the real binary.
+//!
+//! The `squall` binary must be built first (`tools/test` does it); set
+//! `SQUALL_BIN` to use another build.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Path of the `squall` binary under test.
+pub fn squall_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SQUALL_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
+    target.join("debug").join("squall")
+}
+
+fn admin_url() -> String {
+    std::env::var("SQUALL_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15433/squall".into())
+}
+
+/// Replaces the database name at the end of a PostgreSQL URL.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map(|(b, q)| (b, Some(q))).unwrap_or((url, None));
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// Creates a fresh, empty database and returns its URL.
+pub fn fresh_database() -> Result<String> {
+    let name = format!("squall_test_{:016x}", rand::random::<u64>());
+    let admin = admin_url();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connecting to {admin} (is `tools/services start` running?)"))?;
+        let task = tokio::spawn(conn);
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        drop(client);
+        let _ = task.await;
+        anyhow::Ok(())
+    })?;
+    Ok(with_database(&admin, &name))
+}
+
+/// A running `squall serve` with one realm.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// The database it uses.
+    pub database_url: String,
+    /// The realm owner.
+    pub owner: Client,
+}
+
+/// Options for [`Server::start_with`].
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Gateway cores.
+    pub cores: u16,
+    /// Heartbeat delay floor.
+    pub heartbeat_min_secs: u64,
+    /// Use io_uring (false forces the epoll driver).
+    pub io_uring: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { cores: 2, heartbeat_min_secs: 45, io_uring: true }
+    }
+}
+
+impl Server {
+    /// Starts a server with default options.
+    pub fn start() -> Result<Self> {
+        Self::start_with(ServerOptions::default())
+    }
+
+    /// Starts a server: fresh database, realm with owner, `squall serve`
+    /// on a free port.
+    pub fn start_with(opts: ServerOptions) -> Result<Self> {
+        let database_url = fresh_database()?;
+        let bin = squall_bin();
+        if !bin.exists() {
+            bail!("{} not found: build it first (cargo build -p squall-gateway) or set SQUALL_BIN", bin.display());
+        }
+        let out = Command::new(&bin)
+            .args(["admin", "create-realm", "--subdomain", "", "--name", "Test Realm"])
+            .args(["--owner-email", "owner@example.com", "--owner-password", "owner-pw", "--owner-name", "Olivia Owner"])
+            .env("SQUALL_DATABASE_URL", &database_url)
+            .env("SQUALL_LOG", "warn")
+            .output()
+            .context("running squall admin create-realm")?;
+        if !out.status.success() {
+            bail!("create-realm failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let created: Value = serde_json::from_slice(&out.stdout).context("create-realm output")?;
+        let api_key = created["api_key"].as_str().context("api_key")?.to_owned();
+
+        let mut child = Command::new(&bin)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("SQUALL_DATABASE_URL", &database_url)
+            .env("SQUALL_CORES", opts.cores.to_string())
+            .env("SQUALL_HEARTBEAT_MIN_SECS", opts.heartbeat_min_secs.to_string())
+            .env("SQUALL_IO_URING", if opts.io_uring { "true" } else { "false" })
+            .env("SQUALL_LOG", std::env::var("SQUALL_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning squall serve")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(url) = line.trim().strip_prefix("squall: listening on ") else {
+            let _ = child.kill();
+            bail!("squall serve did not start: {line:?}");
+        };
+        let url = url.to_owned();
+        let owner = Client::new(&url, "owner@example.com", &api_key);
+        Ok(Server { child, url, database_url, owner })
+    }
+
+    /// Creates a member (as the owner) and returns a client for them.
+    pub fn create_user(&self, email: &str, full_name: &str) -> Result<Client> {
+        let (status, body) = self.owner.post(
+            "/api/v1/users",
+            &[("email", email), ("password", "pw-for-tests"), ("full_name", full_name)],
+        )?;
+        if status != 200 {
+            bail!("creating {email}: {status} {body}");
+        }
+        let (status, body) = Client::anonymous(&self.url).post(
+            "/api/v1/fetch_api_key",
+            &[("username", email), ("password", "pw-for-tests")],
+        )?;
+        if status != 200 {
+            bail!("fetch_api_key for {email}: {status} {body}");
+        }
+        let key = body["api_key"].as_str().context("api_key")?;
+        let mut c = Client::new(&self.url, email, key);
+        c.user_id = body["user_id"].as_i64().context("user_id")?;
+        Ok(c)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it
+    /// exited successfully.
+    pub fn stop_gracefully(&mut self) -> Result<bool> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("squall serve did not exit within 10 s of SIGTERM")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Zulip API client speaking HTTP Basic auth (or none).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::blocking::Client,
+    base: String,
+    /// Email (empty for anonymous).
+    pub email: String,
+    /// API key (empty for anonymous).
+    pub api_key: String,
+    /// User id, when known.
+    pub user_id: i64,
+}
+
+impl Client {
+    /// An authenticated client.
+    pub fn new(base: &str, email: &str, api_key: &str) -> Self {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .user_agent("SquallE2E/0.1")
+            .build()
+            .expect("building an HTTP client");
+        Client { http, base: base.to_owned(), email: email.to_owned(), api_key: api_key.to_owned(), user_id: 0 }
+    }
+
+    /// A client without credentials.
+    pub fn anonymous(base: &str) -> Self {
+        Self::new(base, "", "")
+    }
+
+    fn auth(&self, rb: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        if self.email.is_empty() {
+            rb
+        } else {
+            rb.basic_auth(&self.email, Some(&self.api_key))
+        }
+    }
+
+    fn finish(rb: reqwest::blocking::RequestBuilder) -> Result<(u16, Value)> {
+        let resp = rb.send()?;
+        let status = resp.status().as_u16();
+        let text = resp.text()?;
+        let body = if text.is_empty() { Value::Null } else {
+            serde_json::from_str(&text).with_context(|| format!("non-JSON body ({status}): {text}"))?
+        };
+        Ok((status, body))
+    }
+
+    /// GET with query parameters.
+    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<(u16, Value)> {
+        Self::finish(self.auth(self.http.get(format!("{}{path}", self.base)).query(query)))
+    }
+
+    /// POST with a form body.
+    pub fn post(&self, path: &str, form: &[(&str, &str)]) -> Result<(u16, Value)> {
+        Self::finish(self.auth(self.http.post(format!("{}{path}", self.base)).form(form)))
+    }
+
+    /// DELETE with a form body.
+    pub fn delete(&self, path: &str, form: &[(&str, &str)]) -> Result<(u16, Value)> {
+        Self::finish(self.auth(self.http.delete(format!("{}{path}", self.base)).form(form)))
+    }
+
+    /// Any request with custom headers and a raw body.
+    pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<(u16, Value, reqwest::header::HeaderMap)> {
+        let mut rb = self.http.request(method.parse()?, format!("{}{path}", self.base)).body(body.to_owned());
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let resp = rb.send()?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text()?;
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Ok((status, body, headers))
+    }
+
+    /// `POST /register`; returns (queue_id, last_event_id, whole body).
+    pub fn register(&self, form: &[(&str, &str)]) -> Result<(String, i64, Value)> {
+        let (status, body) = self.post("/api/v1/register", form)?;
+        if status != 200 {
+            bail!("register: {status} {body}");
+        }
+        let q = body["queue_id"].as_str().context("queue_id")?.to_owned();
+        let last = body["last_event_id"].as_i64().context("last_event_id")?;
+        Ok((q, last, body))
+    }
+
+    /// Long-polls `GET /events`.
+    pub fn get_events(&self, queue_id: &str, last_event_id: i64, dont_block: bool) -> Result<(u16, Value)> {
+        let last = last_event_id.to_string();
+        let mut q = vec![("queue_id", queue_id), ("last_event_id", last.as_str())];
+        if dont_block {
+            q.push(("dont_block", "true"));
+        }
+        self.get("/api/v1/events", &q)
+    }
+
+    /// Sends a stream message; returns its id.
+    pub fn send_stream(&self, stream: &str, topic: &str, content: &str) -> Result<i64> {
+        let (status, body) =
+            self.post("/api/v1/messages", &[("type", "stream"), ("to", stream), ("topic", topic), ("content", content)])?;
+        if status != 200 {
+            bail!("send: {status} {body}");
+        }
+        body["id"].as_i64().context("id")
+    }
+
+    /// Subscribes to streams by name (creating them).
+    pub fn subscribe(&self, names: &[&str]) -> Result<Value> {
+        let subs: Vec<Value> = names.iter().map(|n| serde_json::json!({"name": n})).collect();
+        let (status, body) = self.post("/api/v1/users/me/subscriptions", &[("subscriptions", &Value::from(subs).to_string())])?;
+        if status != 200 {
+            bail!("subscribe: {status} {body}");
+        }
+        Ok(body)
+    }
+}
+
+/// Asserts a Zulip error body.
+pub fn assert_error(resp: &(u16, Value), status: u16, code: &str, msg: &str) {
+    let (s, body) = resp;
+    assert_eq!(*s, status, "status of {body}");
+    assert_eq!(body["result"], "error", "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["msg"], msg, "{body}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_rewriting() {
+        assert_eq!(with_database("postgres://u@h:1/squall", "t"), "postgres://u@h:1/t");
+        assert_eq!(with_database("postgres://u@h:1/squall?sslmode=disable", "t"), "postgres://u@h:1/t?sslmode=disable");
+        assert_eq!(with_database("postgres://u@h:1", "t"), "postgres://u@h:1/t");
+    }
+}

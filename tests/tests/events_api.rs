@@ -1,0 +1,130 @@
+//! `GET`/`DELETE /events` over real HTTP: creation with dont_block,
+//! supersession, deletion, BAD_EVENT_QUEUE_ID, heartbeats, /json paths.
+
+use serde_json::json;
+use squall_e2e::{assert_error, Server, ServerOptions};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[test]
+fn dont_block_without_queue_id_creates_a_queue() {
+    let server = Server::start().unwrap();
+    let (status, body) = server.owner.get("/json/events", &[("dont_block", "true")]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"], json!([]));
+    let q = body["queue_id"].as_str().unwrap().to_owned();
+    let (status, body) = server.owner.get_events(&q, -1, true).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("queue_id").is_none(), "immediate responses on existing queues have no queue_id");
+    assert_error(&server.owner.get("/api/v1/events", &[]).unwrap(), 400, "BAD_REQUEST", "Missing 'queue_id' argument");
+}
+
+#[test]
+fn queue_errors_are_zulips() {
+    let server = Server::start().unwrap();
+    let other = server.create_user("other@example.com", "Other").unwrap();
+    let (q, _, _) = server.owner.register(&[]).unwrap();
+    for bad in ["nope", "0-0-00000000000000000000000000000000", "9-9-00000000000000000000000000000000"] {
+        let r = server.owner.get_events(bad, -1, true).unwrap();
+        assert_error(&r, 400, "BAD_EVENT_QUEUE_ID", &format!("Bad event queue ID: {bad}"));
+        assert_eq!(r.1["queue_id"], bad);
+    }
+    // Another user's queue is indistinguishable from a missing one.
+    assert_error(&other.get_events(&q, -1, true).unwrap(), 400, "BAD_EVENT_QUEUE_ID", &format!("Bad event queue ID: {q}"));
+    assert_error(
+        &server.owner.get("/api/v1/events", &[("queue_id", &q)]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Missing 'last_event_id' argument",
+    );
+    assert_error(&server.owner.get_events(&q, 5, true).unwrap(), 400, "BAD_REQUEST", "Event 5 was not in this queue");
+    assert_error(
+        &server.owner.get("/api/v1/events", &[("queue_id", &q), ("last_event_id", "x")]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "last_event_id is not valid JSON",
+    );
+    let (status, body, headers) = server.owner.raw("POST", "/api/v1/events", &[], "").unwrap();
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(headers["allow"], "OPTIONS, GET, DELETE");
+}
+
+#[test]
+fn a_new_poll_completes_the_parked_one_and_delete_removes_the_queue() {
+    let server = Server::start().unwrap();
+    let (q, _, _) = server.owner.register(&[]).unwrap();
+    let first = {
+        let (c, q) = (server.owner.clone(), q.clone());
+        thread::spawn(move || c.get_events(&q, -1, false).unwrap())
+    };
+    thread::sleep(Duration::from_millis(300));
+    let second = {
+        let (c, q) = (server.owner.clone(), q.clone());
+        thread::spawn(move || c.get_events(&q, -1, false).unwrap())
+    };
+    let (status, body) = first.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["events"], json!([]));
+    assert_eq!(body["queue_id"], json!(q));
+
+    // DELETE completes the second poll and forgets the queue.
+    thread::sleep(Duration::from_millis(200));
+    let (status, body) = server.owner.delete("/api/v1/events", &[("queue_id", &q)]).unwrap();
+    assert_eq!((status, body), (200, json!({"result": "success", "msg": ""})));
+    let (status, _) = second.join().unwrap();
+    assert_eq!(status, 200);
+    assert_error(&server.owner.get_events(&q, -1, true).unwrap(), 400, "BAD_EVENT_QUEUE_ID", &format!("Bad event queue ID: {q}"));
+}
+
+#[test]
+fn parked_polls_get_heartbeats() {
+    // Heartbeat floor lowered to 1 s (plus up to 10 s jitter) for the test.
+    let server = Server::start_with(ServerOptions { heartbeat_min_secs: 1, ..ServerOptions::default() }).unwrap();
+    let (q, _, _) = server.owner.register(&[]).unwrap();
+    let started = Instant::now();
+    let (status, body) = server.owner.get_events(&q, -1, false).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["events"], json!([{"type": "heartbeat", "id": 0}]));
+    assert!(started.elapsed() >= Duration::from_millis(900), "heartbeat came too early");
+    // The heartbeat must be acknowledged like any event.
+    let (status, body) = server.owner.get_events(&q, 0, true).unwrap();
+    assert_eq!((status, body["events"].clone()), (200, json!([])));
+}
+
+#[test]
+fn register_sees_events_that_race_it_and_subscription_events_flow() {
+    let server = Server::start().unwrap();
+    let (q, _, state) = server.owner.register(&[]).unwrap();
+    assert!(state["subscriptions"].as_array().unwrap().iter().any(|s| s["name"] == "general"));
+    assert_eq!(state["realm_users"].as_array().unwrap().len(), 1);
+    assert_eq!(state["event_queue_longpoll_timeout_seconds"], 90);
+    server.owner.subscribe(&["fresh"]).unwrap();
+    let (_, body) = server.owner.get_events(&q, -1, true).unwrap();
+    let types: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(types.contains(&"stream") && types.contains(&"subscription"), "{body}");
+    let sub = body["events"].as_array().unwrap().iter().find(|e| e["type"] == "subscription").unwrap();
+    assert_eq!(sub["op"], "add");
+    assert_eq!(sub["subscriptions"][0]["name"], "fresh");
+
+    // fetch_event_types selects state independently of event_types.
+    let (_, _, state) = server
+        .owner
+        .register(&[("event_types", r#"["realm_emoji"]"#), ("fetch_event_types", r#"["message"]"#)])
+        .unwrap();
+    assert!(state.get("max_message_id").is_some());
+    assert!(state.get("realm_users").is_none());
+}
+
+#[test]
+fn graceful_shutdown_on_sigterm() {
+    let mut server = Server::start().unwrap();
+    let (q, _, _) = server.owner.register(&[]).unwrap();
+    let poll = {
+        let (c, q) = (server.owner.clone(), q.clone());
+        thread::spawn(move || c.get_events(&q, -1, false))
+    };
+    thread::sleep(Duration::from_millis(300));
+    assert!(server.stop_gracefully().unwrap(), "squall serve exits 0 on SIGTERM");
+    // The parked poll was answered (or its connection closed), not left hanging.
+    let _ = poll.join().unwrap();
+}
