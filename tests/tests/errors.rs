@@ -1,0 +1,172 @@
+//! Bad input gets Zulip's error status, code and message — never a 500.
+
+use serde_json::json;
+use squall_e2e::{assert_error, Client, Server};
+
+#[test]
+fn authentication_failures() {
+    let server = Server::start().unwrap();
+    let anon = Client::anonymous(&server.url);
+    let (status, body, headers) = anon.raw("GET", "/api/v1/users/me", &[], "").unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(body["msg"], "Not logged in: API authentication or user session required");
+    assert_eq!(body["code"], "UNAUTHORIZED");
+    assert_eq!(headers["www-authenticate"], "Basic realm=\"zulip\"");
+    let (status, _, headers) = anon.raw("GET", "/json/users/me", &[], "").unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(headers["www-authenticate"], "Session realm=\"zulip\"");
+    // The same rules guard /events, which the gateway serves.
+    let (status, body, _) = anon.raw("GET", "/api/v1/events?queue_id=x&last_event_id=-1", &[], "").unwrap();
+    assert_eq!((status, body["code"].clone()), (401, json!("UNAUTHORIZED")));
+
+    let (status, body, _) = anon.raw("GET", "/api/v1/users/me", &[("Authorization", "Bearer abc")], "").unwrap();
+    assert_eq!((status, body["msg"].clone()), (400, json!("This endpoint requires HTTP basic authentication.")));
+    let (status, body, _) = anon.raw("GET", "/api/v1/users/me", &[("Authorization", "Basic !!!")], "").unwrap();
+    assert_eq!((status, body["msg"].clone()), (401, json!("Invalid authorization header for basic auth")));
+
+    let key = server.owner.api_key.clone();
+    let cases = [
+        (Client::new(&server.url, "owner@example.com", "short"), "Malformed API key"),
+        (Client::new(&server.url, "owner@example.com", &"a".repeat(32)), "Invalid API key"),
+        (Client::new(&server.url, "someone@example.com", &key), "Invalid API key"),
+    ];
+    for (client, msg) in cases {
+        let r = client.get("/api/v1/users/me", &[]).unwrap();
+        assert_error(&r, 401, "UNAUTHORIZED", msg);
+        let r = client.get("/api/v1/events", &[("dont_block", "true")]).unwrap();
+        assert_error(&r, 401, "UNAUTHORIZED", msg);
+    }
+    // Email comparison is case-insensitive.
+    let shouty = Client::new(&server.url, "OWNER@EXAMPLE.COM", &key);
+    assert_eq!(shouty.get("/api/v1/users/me", &[]).unwrap().0, 200);
+
+    let r = anon.post("/api/v1/fetch_api_key", &[("username", "owner@example.com"), ("password", "wrong")]).unwrap();
+    assert_error(&r, 401, "AUTHENTICATION_FAILED", "Your username or password is incorrect");
+}
+
+#[test]
+fn parameter_errors() {
+    let server = Server::start().unwrap();
+    let o = &server.owner;
+    let r = o.post("/api/v1/messages", &[("to", "general"), ("content", "x")]).unwrap();
+    assert_error(&r, 400, "REQUEST_VARIABLE_MISSING", "Missing 'type' argument");
+    assert_eq!(r.1["var_name"], "type");
+    let r = o.post("/api/v1/register", &[("apply_markdown", "yes")]).unwrap();
+    assert_error(&r, 400, "BAD_REQUEST", "apply_markdown is not valid JSON");
+    let r = o.post("/api/v1/register", &[("apply_markdown", "1")]).unwrap();
+    assert_error(&r, 400, "BAD_REQUEST", "apply_markdown is not a boolean");
+    let r = o.post("/api/v1/register", &[("narrow", r#"[["search", "x"]]"#)]).unwrap();
+    assert_error(&r, 400, "BAD_REQUEST", "Operator search not supported.");
+    let r = o.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "4000"), ("num_after", "1001")]).unwrap();
+    assert_error(&r, 400, "BAD_REQUEST", "Too many messages requested (maximum 5000).");
+    let r = o.get("/api/v1/messages", &[("num_before", "1")]).unwrap();
+    assert_error(&r, 400, "BAD_REQUEST", "Missing 'anchor' argument.");
+    let r = o.get("/api/v1/messages", &[("anchor", "sideways")]).unwrap();
+    assert_error(&r, 400, "BAD_REQUEST", "Invalid anchor");
+
+    let (status, body) = o.get("/api/v1/no_such_endpoint", &[]).unwrap();
+    assert_eq!((status, body["result"].clone()), (404, json!("error")));
+    let (status, body) = o.delete("/api/v1/users/me", &[]).unwrap();
+    assert_eq!(status, 405);
+    assert_eq!(body["allowed_methods"], json!(["GET"]));
+
+    // Unknown parameters are reported, not fatal.
+    let (status, body) = o.get("/api/v1/users/me", &[("bogus", "1"), ("dont_block", "true")]).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["ignored_parameters_unsupported"], json!(["bogus", "dont_block"]));
+}
+
+#[test]
+fn send_validation() {
+    let server = Server::start().unwrap();
+    let o = &server.owner;
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let send = |form: &[(&str, &str)]| o.post("/api/v1/messages", form).unwrap();
+    assert_error(&send(&[("type", "fax"), ("to", "general"), ("content", "x")]), 400, "BAD_REQUEST", "Invalid type");
+    assert_error(
+        &send(&[("type", "stream"), ("to", "general"), ("topic", "t"), ("content", "  \n ")]),
+        400, "BAD_REQUEST", "Message must not be empty",
+    );
+    assert_error(
+        &send(&[("type", "stream"), ("to", "general"), ("topic", "t"), ("content", "a\u{0}b")]),
+        400, "BAD_REQUEST", "Message must not contain null bytes",
+    );
+    assert_error(&send(&[("type", "stream"), ("to", "general"), ("content", "x")]), 400, "BAD_REQUEST", "Missing topic");
+    assert_error(
+        &send(&[("type", "stream"), ("to", "general"), ("topic", "  "), ("content", "x")]),
+        400, "BAD_REQUEST", "Topic can't be empty!",
+    );
+    assert_error(
+        &send(&[("type", "stream"), ("to", "general"), ("topic", "abcd\u{1}"), ("content", "x")]),
+        400, "BAD_REQUEST", "Invalid character in topic, at position 5!",
+    );
+    let r = send(&[("type", "stream"), ("to", "nonexistent_stream"), ("topic", "t"), ("content", "x")]);
+    assert_error(&r, 400, "STREAM_DOES_NOT_EXIST", "Channel 'nonexistent_stream' does not exist");
+    assert_eq!(r.1["stream"], "nonexistent_stream");
+    let r = send(&[("type", "stream"), ("to", "<b>"), ("topic", "t"), ("content", "x")]);
+    assert_eq!(r.1["msg"], "Channel '&lt;b&gt;' does not exist");
+    let r = send(&[("type", "stream"), ("to", "99999"), ("topic", "t"), ("content", "x")]);
+    assert_error(&r, 400, "STREAM_DOES_NOT_EXIST", "Channel with ID '99999' does not exist");
+    assert_error(
+        &send(&[("type", "stream"), ("to", r#"["a", "b"]"#), ("topic", "t"), ("content", "x")]),
+        400, "BAD_REQUEST", "Cannot send to multiple channels",
+    );
+    assert_error(&send(&[("type", "direct"), ("content", "x")]), 400, "BAD_REQUEST", "Message must have recipients");
+    assert_error(
+        &send(&[("type", "direct"), ("to", "nonexistent"), ("content", "x")]),
+        400, "BAD_REQUEST", "Invalid email 'nonexistent'",
+    );
+    assert_error(&send(&[("type", "direct"), ("to", "[9999999]"), ("content", "x")]), 400, "BAD_REQUEST", "Invalid user ID 9999999");
+
+    // A private stream its non-subscribers cannot post to.
+    let subs = json!([{"name": "secret"}]).to_string();
+    let (status, _) = o.post("/api/v1/users/me/subscriptions", &[("subscriptions", &subs), ("invite_only", "true")]).unwrap();
+    assert_eq!(status, 200);
+    let r = alice.post("/api/v1/messages", &[("type", "stream"), ("to", "secret"), ("topic", "t"), ("content", "x")]).unwrap();
+    assert_error(&r, 400, "BAD_REQUEST", "Not authorized to send to channel 'secret'");
+
+    // Members cannot create users.
+    let r = alice.post("/api/v1/users", &[("email", "x@example.com"), ("password", "p"), ("full_name", "X")]).unwrap();
+    assert_error(&r, 400, "UNAUTHORIZED_PRINCIPAL", "Must be an organization administrator");
+    let r = o.post("/api/v1/users", &[("email", "alice@example.com"), ("password", "p"), ("full_name", "A")]).unwrap();
+    assert_error(&r, 400, "BAD_REQUEST", "Email 'alice@example.com' already in use");
+}
+
+#[test]
+fn content_and_topic_normalisation() {
+    let server = Server::start().unwrap();
+    let o = &server.owner;
+    let long_topic = "t".repeat(70);
+    let (status, body) = o
+        .post(
+            "/api/v1/messages",
+            &[("type", "stream"), ("to", "general"), ("topic", &long_topic), ("content", &format!("\n\n{}   ", "x".repeat(10_050)))],
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, hist) = o
+        .get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "1"), ("num_after", "0"), ("apply_markdown", "false")])
+        .unwrap();
+    let m = &hist["messages"][0];
+    assert_eq!(m["subject"], format!("{}...", "t".repeat(57)));
+    let content = m["content"].as_str().unwrap();
+    assert_eq!(content.chars().count(), 10_000);
+    assert!(content.starts_with('x') && content.ends_with("\n[message truncated]"));
+    // A DM to yourself and to [yourself, X] are personal messages.
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let (_, body) = o.post("/api/v1/messages", &[("type", "direct"), ("to", "owner@example.com"), ("content", "note")]).unwrap();
+    let self_id = body["id"].as_i64().unwrap();
+    let to = format!("[{}, {}]", alice.user_id, 1);
+    let (_, body) = o.post("/api/v1/messages", &[("type", "private"), ("to", &to), ("content", "hey")]).unwrap();
+    let pair_id = body["id"].as_i64().unwrap();
+    let (_, hist) = o.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "2"), ("num_after", "0")]).unwrap();
+    let msgs = hist["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["id"], self_id);
+    assert_eq!(msgs[0]["display_recipient"].as_array().unwrap().len(), 1);
+    assert_eq!(msgs[1]["id"], pair_id);
+    assert_eq!(msgs[1]["display_recipient"].as_array().unwrap().len(), 2);
+    // Alice sees the pair message but not the owner's note to self.
+    let (_, hist) = alice.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "5"), ("num_after", "0")]).unwrap();
+    let ids: Vec<i64> = hist["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![pair_id]);
+}
