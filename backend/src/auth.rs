@@ -49,19 +49,14 @@ pub async fn authenticate(
     json_path: bool,
 ) -> Result<User, ApiError> {
     let Some(header) = req.header("authorization") else {
-        return Err(ApiError::unauthorized(
-            "Not logged in: API authentication or user session required",
-            json_path,
-        ));
+        return Err(ApiError::unauthorized("Not logged in: API authentication or user session required", json_path));
     };
     let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(ApiError::bad_request("This endpoint requires HTTP basic authentication."));
     }
     let invalid = || ApiError::unauthorized("Invalid authorization header for basic auth", json_path);
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .map_err(|_| invalid())?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).map_err(|_| invalid())?;
     let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
     let (email, key) = decoded.split_once(':').ok_or_else(invalid)?;
     let (email, key) = (email.trim(), key.trim());
@@ -69,7 +64,8 @@ pub async fn authenticate(
         return Err(ApiError::unauthorized("Malformed API key", json_path));
     }
     let client = pool.get().await?;
-    let sql = format!("SELECT {USER_COLUMNS} FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.api_key = $1");
+    let sql =
+        format!("SELECT {USER_COLUMNS} FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.api_key = $1");
     let row = client.query_opt(&sql, &[&key]).await?;
     let Some(row) = row else {
         return Err(ApiError::unauthorized("Invalid API key", json_path));

@@ -27,11 +27,7 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Every event currently in `queue_id` (which must belong to
     /// `user_id`), without waiting and without acknowledging anything.
-    fn peek_events(
-        &self,
-        user_id: i64,
-        queue_id: String,
-    ) -> BoxFuture<'static, Result<Vec<Value>, BusError>>;
+    fn peek_events(&self, user_id: i64, queue_id: String) -> BoxFuture<'static, Result<Vec<Value>, BusError>>;
 
     /// Delivers `envelope` to its users' queues. Resolves once every owning
     /// core has accepted it (bounded inboxes exert back-pressure here).

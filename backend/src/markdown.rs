@@ -212,7 +212,11 @@ fn mention_html(f: &Found, resolve: &dyn Fn(&MentionRef) -> Option<MentionTarget
         if !f.silent {
             r.stream_wildcard = true;
         }
-        let class = if f.silent { "user-mention channel-wildcard-mention silent" } else { "user-mention channel-wildcard-mention" };
+        let class = if f.silent {
+            "user-mention channel-wildcard-mention silent"
+        } else {
+            "user-mention channel-wildcard-mention"
+        };
         let shown = if f.silent { lower.clone() } else { format!("@{lower}") };
         return format!("<span class=\"{class}\" data-user-id=\"*\">{}</span>", escape(&shown));
     }

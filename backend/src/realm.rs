@@ -53,16 +53,24 @@ pub async fn create_realm(
     if tx.query_opt("SELECT 1 FROM realm WHERE string_id = $1", &[&subdomain]).await?.is_some() {
         return Err(ApiError::bad_request(format!("Subdomain '{subdomain}' is already in use")));
     }
-    let realm_id: i32 =
-        tx.query_one("INSERT INTO realm (string_id, name) VALUES ($1, $2) RETURNING id", &[&subdomain, &name])
-            .await?
-            .get(0);
+    let realm_id: i32 = tx
+        .query_one("INSERT INTO realm (string_id, name) VALUES ($1, $2) RETURNING id", &[&subdomain, &name])
+        .await?
+        .get(0);
     for group in ["role:owners", "role:administrators", "role:moderators", "role:members", "role:everyone"] {
         tx.execute("INSERT INTO usergroup (realm_id, name) VALUES ($1, $2)", &[&realm_id, &group]).await?;
     }
     let (owner_id, api_key) =
         users::create_user(&tx, realm_id as i64, owner_email, owner_name, Some(owner_password), role::OWNER).await?;
-    let general = streams::create_stream(&tx, realm_id as i64, "general", "Everyone is added to this channel by default.", false, Some(owner_id)).await?;
+    let general = streams::create_stream(
+        &tx,
+        realm_id as i64,
+        "general",
+        "Everyone is added to this channel by default.",
+        false,
+        Some(owner_id),
+    )
+    .await?;
     tx.execute("INSERT INTO defaultstream (realm_id, stream_id) VALUES ($1, $2)", &[&realm_id, &(general.id as i32)])
         .await?;
     streams::add_subscriptions(&tx, &general, &[owner_id]).await?;

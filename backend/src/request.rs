@@ -79,10 +79,7 @@ impl Params {
 
     /// Parameters from explicit pairs (tests, internal calls).
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        Params {
-            pairs: pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-            used: BTreeSet::new(),
-        }
+        Params { pairs: pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(), used: BTreeSet::new() }
     }
 
     /// The raw string value (body wins over query), marking it used.
@@ -127,10 +124,7 @@ impl Params {
     pub fn int(&mut self, name: &str) -> Result<Option<i64>, ApiError> {
         match self.json(name)? {
             None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| ApiError::bad_request(format!("{name} is not an integer"))),
+            Some(v) => v.as_i64().map(Some).ok_or_else(|| ApiError::bad_request(format!("{name} is not an integer"))),
         }
     }
 
@@ -154,12 +148,8 @@ impl Params {
     /// Names sent but never read, sorted (Zulip's
     /// `ignored_parameters_unsupported`).
     pub fn unused(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .pairs
-            .iter()
-            .map(|(k, _)| k.clone())
-            .filter(|k| !self.used.contains(k))
-            .collect();
+        let mut out: Vec<String> =
+            self.pairs.iter().map(|(k, _)| k.clone()).filter(|k| !self.used.contains(k)).collect();
         out.sort();
         out.dedup();
         out

@@ -86,11 +86,12 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
     };
     let result = match access {
         Access::Public => call_public(app, endpoint, &req, &mut params).await,
-        Access::User => match crate::auth::authenticate(&app.pool, &req, &app.settings.external_host, json_path).await
-        {
-            Ok(user) => api::call(app, endpoint, &user, &req, &mut params).await,
-            Err(e) => Err(e),
-        },
+        Access::User => {
+            match crate::auth::authenticate(&app.pool, &req, &app.settings.external_host, json_path).await {
+                Ok(user) => api::call(app, endpoint, &user, &req, &mut params).await,
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(fields) => success(fields, params.unused()),

@@ -1,8 +1,8 @@
 //! Streams (channels) and subscriptions: model, name rules, queries.
 
 use crate::error::ApiError;
-use serde_json::{json, Value};
 use deadpool_postgres::GenericClient;
+use serde_json::{json, Value};
 use tokio_postgres::Row;
 
 /// Longest stream name Zulip accepts.
@@ -190,14 +190,10 @@ pub async fn create_stream(
         )
         .await?;
     let id: i32 = row.get(0);
-    let rid: i32 = db
-        .query_one("INSERT INTO recipient (type, type_id) VALUES (2, $1) RETURNING id", &[&id])
-        .await?
-        .get(0);
+    let rid: i32 =
+        db.query_one("INSERT INTO recipient (type, type_id) VALUES (2, $1) RETURNING id", &[&id]).await?.get(0);
     db.execute("UPDATE stream SET recipient_id = $1 WHERE id = $2", &[&rid, &id]).await?;
-    stream_by_id(db, realm_id, id as i64)
-        .await?
-        .ok_or_else(|| ApiError::internal("stream vanished after creation"))
+    stream_by_id(db, realm_id, id as i64).await?.ok_or_else(|| ApiError::internal("stream vanished after creation"))
 }
 
 /// A stream of the realm by (case-insensitive) name.
@@ -240,7 +236,11 @@ pub async fn active_subscriber_ids(db: &impl GenericClient, recipient_id: i64) -
 
 /// Subscribes users; returns the ids that were newly subscribed (already
 /// active subscriptions are left alone; inactive ones are reactivated).
-pub async fn add_subscriptions(db: &impl GenericClient, stream: &Stream, user_ids: &[i64]) -> Result<Vec<i64>, ApiError> {
+pub async fn add_subscriptions(
+    db: &impl GenericClient,
+    stream: &Stream,
+    user_ids: &[i64],
+) -> Result<Vec<i64>, ApiError> {
     let ids: Vec<i32> = user_ids.iter().map(|&u| u as i32).collect();
     let color = COLORS[(stream.id as usize) % COLORS.len()];
     let rows = db
@@ -273,7 +273,10 @@ pub async fn user_subscriptions(
         .iter()
         .map(|r| {
             let n = 13;
-            (Stream::from_row(r), SubscriptionProps { is_muted: r.get(n), pin_to_top: r.get(n + 1), color: r.get(n + 2) })
+            (
+                Stream::from_row(r),
+                SubscriptionProps { is_muted: r.get(n), pin_to_top: r.get(n + 1), color: r.get(n + 2) },
+            )
         })
         .collect())
 }

@@ -3,11 +3,11 @@
 use crate::error::ApiError;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use deadpool_postgres::GenericClient;
 use md5::{Digest, Md5};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Value};
-use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 /// Zulip's role values.
@@ -155,9 +155,7 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
 
 /// Whether `password` matches the stored PHC `hash`.
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-        .unwrap_or(false)
+    PasswordHash::new(hash).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false)
 }
 
 /// Checks an email address the way a signup form would: one `@`, a
@@ -216,11 +214,7 @@ pub async fn users_by_ids(db: &impl GenericClient, realm_id: i64, ids: &[i64]) -
 }
 
 /// Loads users of a realm by (case-insensitive) delivery email.
-pub async fn users_by_emails(
-    db: &impl GenericClient,
-    realm_id: i64,
-    emails: &[String],
-) -> Result<Vec<User>, ApiError> {
+pub async fn users_by_emails(db: &impl GenericClient, realm_id: i64, emails: &[String]) -> Result<Vec<User>, ApiError> {
     let lower: Vec<String> = emails.iter().map(|e| e.trim().to_lowercase()).collect();
     let sql = format!(
         "SELECT {USER_COLUMNS} FROM userprofile u JOIN realm r ON r.id = u.realm_id

@@ -37,10 +37,7 @@ impl LocalBus {
     }
 
     async fn push(&self, core: u16, mut item: Item) -> Result<(), BusError> {
-        let inbox = self
-            .inboxes
-            .get(core as usize)
-            .ok_or_else(|| BusError::Unavailable(format!("no core {core}")))?;
+        let inbox = self.inboxes.get(core as usize).ok_or_else(|| BusError::Unavailable(format!("no core {core}")))?;
         let start = Instant::now();
         loop {
             match inbox.push(item) {
@@ -74,9 +71,7 @@ impl EventBus for LocalBus {
             let id = QueueId::parse(&queue_id).ok_or_else(|| BusError::BadQueue(queue_id.clone()))?;
             let (reply, rx) = oneshot::channel();
             this.push(id.shard.core, Item::Peek { user_id, queue_id: queue_id.clone(), reply }).await?;
-            rx.await
-                .map_err(|_| BusError::Unavailable("core stopped".into()))?
-                .ok_or(BusError::BadQueue(queue_id))
+            rx.await.map_err(|_| BusError::Unavailable("core stopped".into()))?.ok_or(BusError::BadQueue(queue_id))
         })
     }
 

@@ -93,7 +93,12 @@ async fn authenticate(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> Result<User, ApiEr
     }
     let (tx, rx) = oneshot::channel();
     let app = ctx.app.clone();
-    let probe = ApiRequest { method: req.method.clone(), path: req.path.clone(), headers: req.headers.clone(), ..ApiRequest::default() };
+    let probe = ApiRequest {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        headers: req.headers.clone(),
+        ..ApiRequest::default()
+    };
     ctx.tokio.spawn(async move {
         let _ = tx.send(app.authenticate(&probe).await);
     });
@@ -112,8 +117,13 @@ async fn events(req: ApiRequest, ctx: &Rc<CoreCtx>, stream: &mut TcpStream, pend
         return Some(Response { status: 204, headers: vec![("Allow", "OPTIONS, GET, DELETE".into())], body: vec![] });
     }
     if method != "GET" && method != "DELETE" {
-        let body = serde_json::json!({"result": "error", "msg": "Method Not Allowed", "allowed_methods": ["GET", "DELETE"]});
-        return Some(Response { status: 405, headers: vec![("Allow", "OPTIONS, GET, DELETE".into())], body: body.to_string().into_bytes() });
+        let body =
+            serde_json::json!({"result": "error", "msg": "Method Not Allowed", "allowed_methods": ["GET", "DELETE"]});
+        return Some(Response {
+            status: 405,
+            headers: vec![("Allow", "OPTIONS, GET, DELETE".into())],
+            body: body.to_string().into_bytes(),
+        });
     }
     let user = match authenticate(&req, ctx).await {
         Ok(u) => u,

@@ -141,7 +141,8 @@ fn error_response(e: ApiError) -> Response {
 /// `BAD_EVENT_QUEUE_ID`, exactly as Zulip returns it.
 pub fn bad_queue(queue_id: &str) -> Response {
     error_response(
-        ApiError::with_code("BAD_EVENT_QUEUE_ID", format!("Bad event queue ID: {queue_id}")).field("queue_id", queue_id),
+        ApiError::with_code("BAD_EVENT_QUEUE_ID", format!("Bad event queue ID: {queue_id}"))
+            .field("queue_id", queue_id),
     )
 }
 
@@ -233,7 +234,11 @@ impl CoreState {
                 } else {
                     0
                 };
-                Some(HeartbeatTimer { queue_id, park_gen: d.park_gen, delay_secs: self.timing.heartbeat_min_secs + jitter })
+                Some(HeartbeatTimer {
+                    queue_id,
+                    park_gen: d.park_gen,
+                    delay_secs: self.timing.heartbeat_min_secs + jitter,
+                })
             }
         }
     }
@@ -287,7 +292,8 @@ impl CoreState {
                 if !accepts_type(&d.spec, "message") || !narrow_matches(&d.spec.narrow, &m.message, r.flags) {
                     continue;
                 }
-                let variant = Variant { apply_markdown: d.spec.apply_markdown, client_gravatar: d.spec.client_gravatar };
+                let variant =
+                    Variant { apply_markdown: d.spec.apply_markdown, client_gravatar: d.spec.client_gravatar };
                 let payload = variants[variant.index()]
                     .get_or_insert_with(|| Rc::from(m.message.client_json(variant, None)))
                     .clone();

@@ -178,7 +178,8 @@ mod tests {
 
     #[test]
     fn parses_get_with_query() {
-        let raw = b"GET /api/v1/events?queue_id=a&last_event_id=-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic abc\r\n\r\n";
+        let raw =
+            b"GET /api/v1/events?queue_id=a&last_event_id=-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic abc\r\n\r\n";
         let Parsed::Complete(r, n) = parse(raw) else { panic!("not complete") };
         assert_eq!(n, raw.len());
         assert_eq!(r.api.method, "GET");
@@ -203,10 +204,7 @@ mod tests {
     #[test]
     fn rejects_garbage_and_chunked() {
         assert!(matches!(parse(b"\x00\x01 nonsense\r\n\r\n"), Parsed::Invalid(400, _)));
-        assert!(matches!(
-            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Parsed::Invalid(411, _)
-        ));
+        assert!(matches!(parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Parsed::Invalid(411, _)));
         assert!(matches!(parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Parsed::Invalid(400, _)));
         assert!(matches!(parse(&vec![b'a'; MAX_HEAD_BYTES + 1]), Parsed::Invalid(400 | 431, _)));
     }
@@ -224,7 +222,11 @@ mod tests {
 
     #[test]
     fn writes_responses() {
-        let r = Response { status: 401, headers: vec![("WWW-Authenticate", "Basic realm=\"zulip\"".into())], body: b"{}".to_vec() };
+        let r = Response {
+            status: 401,
+            headers: vec![("WWW-Authenticate", "Basic realm=\"zulip\"".into())],
+            body: b"{}".to_vec(),
+        };
         let s = String::from_utf8(r.to_bytes(true)).unwrap();
         assert!(s.starts_with("HTTP/1.1 401 Unauthorized\r\n"));
         assert!(s.contains("Content-Length: 2\r\n"));

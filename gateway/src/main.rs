@@ -63,9 +63,7 @@ enum Admin {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -96,16 +94,21 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let pool = squall_backend::db::connect(&cfg.backend.database_url, 1)?;
             rt.block_on(squall_backend::db::migrate(&pool))?;
-            let owner_name =
-                owner_name.unwrap_or_else(|| owner_email.split('@').next().unwrap_or("Owner").to_owned());
+            let owner_name = owner_name.unwrap_or_else(|| owner_email.split('@').next().unwrap_or("Owner").to_owned());
             let created = rt
                 .block_on(squall_backend::realm::create_realm(
-                    &pool, &subdomain, &name, &owner_email, &owner_name, &owner_password,
+                    &pool,
+                    &subdomain,
+                    &name,
+                    &owner_email,
+                    &owner_name,
+                    &owner_password,
                 ))
                 .map_err(|e| anyhow::anyhow!(e.msg))
                 .context("creating the realm")?;
             let host = cfg.external_host();
-            let site = if subdomain.is_empty() { format!("http://{host}") } else { format!("http://{subdomain}.{host}") };
+            let site =
+                if subdomain.is_empty() { format!("http://{host}") } else { format!("http://{subdomain}.{host}") };
             println!("{}", serde_json::json!({"site": site, "email": owner_email, "api_key": created.api_key}));
             Ok(())
         }

@@ -174,7 +174,9 @@ pub fn accepts_type(spec: &QueueSpec, event_type: &str) -> bool {
 pub fn narrow_matches(narrow: &[(String, String)], msg: &WideMessage, bits: i64) -> bool {
     narrow.iter().all(|(op, operand)| match op.as_str() {
         "stream" | "channel" => match &msg.destination {
-            squall_shard_router::envelope::Destination::Stream { name, .. } => name.to_lowercase() == operand.to_lowercase(),
+            squall_shard_router::envelope::Destination::Stream { name, .. } => {
+                name.to_lowercase() == operand.to_lowercase()
+            }
             _ => false,
         },
         "topic" => msg.is_stream() && msg.subject.to_lowercase() == operand.to_lowercase(),
@@ -274,7 +276,17 @@ mod tests {
     fn narrow_predicate() {
         let n = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
         let denmark = msg(Destination::Stream { stream_id: 1, name: "Denmark".into() }, "✔ done");
-        let dm = msg(Destination::Private { participants: vec![Participant { id: 2, email: "a".into(), full_name: "a".into(), is_mirror_dummy: false }] }, "");
+        let dm = msg(
+            Destination::Private {
+                participants: vec![Participant {
+                    id: 2,
+                    email: "a".into(),
+                    full_name: "a".into(),
+                    is_mirror_dummy: false,
+                }],
+            },
+            "",
+        );
         assert!(narrow_matches(&[], &dm, 0));
         assert!(narrow_matches(&n(&[("stream", "denmark")]), &denmark, 0));
         assert!(!narrow_matches(&n(&[("stream", "denmark")]), &dm, 0));

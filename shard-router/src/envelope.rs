@@ -190,23 +190,16 @@ impl WideMessage {
     /// events carry flags beside the message instead.
     pub fn client_json(&self, variant: Variant, flags: Option<i64>) -> String {
         let (display_recipient, kind, stream_id) = match &self.destination {
-            Destination::Stream { stream_id, name } => {
-                (DisplayRecipient::Stream(name), "stream", Some(*stream_id))
-            }
-            Destination::Private { participants } => {
-                (DisplayRecipient::Private(participants), "private", None)
-            }
+            Destination::Stream { stream_id, name } => (DisplayRecipient::Stream(name), "stream", Some(*stream_id)),
+            Destination::Private { participants } => (DisplayRecipient::Private(participants), "private", None),
         };
         let (content, content_type) = if variant.apply_markdown {
             (self.rendered_content.as_str(), "text/html")
         } else {
             (self.content.as_str(), "text/x-markdown")
         };
-        let avatar_url = if variant.client_gravatar && self.avatar_is_gravatar {
-            None
-        } else {
-            Some(self.avatar_url.as_str())
-        };
+        let avatar_url =
+            if variant.client_gravatar && self.avatar_is_gravatar { None } else { Some(self.avatar_url.as_str()) };
         let msg = ClientMessage {
             id: self.id,
             sender_id: self.sender_id,
@@ -274,11 +267,9 @@ mod tests {
     #[test]
     fn stream_variants() {
         let m = sample(Destination::Stream { stream_id: 5, name: "Denmark".into() });
-        let md: Value = serde_json::from_str(&m.client_json(
-            Variant { apply_markdown: false, client_gravatar: false },
-            None,
-        ))
-        .unwrap();
+        let md: Value =
+            serde_json::from_str(&m.client_json(Variant { apply_markdown: false, client_gravatar: false }, None))
+                .unwrap();
         assert_eq!(md["content"], "**hi**");
         assert_eq!(md["content_type"], "text/x-markdown");
         assert_eq!(md["display_recipient"], "Denmark");
@@ -287,10 +278,9 @@ mod tests {
         assert!(md["avatar_url"].is_string());
         assert!(md.get("flags").is_none());
 
-        let html: Value = serde_json::from_str(&m.client_json(
-            Variant { apply_markdown: true, client_gravatar: true },
-            Some(crate::flags::READ),
-        ))
+        let html: Value = serde_json::from_str(
+            &m.client_json(Variant { apply_markdown: true, client_gravatar: true }, Some(crate::flags::READ)),
+        )
         .unwrap();
         assert_eq!(html["content"], "<p><strong>hi</strong></p>");
         assert_eq!(html["content_type"], "text/html");
@@ -300,19 +290,12 @@ mod tests {
 
     #[test]
     fn private_display_recipient_and_no_stream_id() {
-        let p = |id, e: &str| Participant {
-            id,
-            email: e.into(),
-            full_name: e.into(),
-            is_mirror_dummy: false,
-        };
+        let p = |id, e: &str| Participant { id, email: e.into(), full_name: e.into(), is_mirror_dummy: false };
         let mut m = sample(Destination::Private { participants: vec![p(7, "a@x"), p(9, "b@x")] });
         m.avatar_is_gravatar = false;
-        let v: Value = serde_json::from_str(&m.client_json(
-            Variant { apply_markdown: true, client_gravatar: true },
-            None,
-        ))
-        .unwrap();
+        let v: Value =
+            serde_json::from_str(&m.client_json(Variant { apply_markdown: true, client_gravatar: true }, None))
+                .unwrap();
         assert_eq!(v["type"], "private");
         assert!(v.get("stream_id").is_none());
         assert_eq!(v["display_recipient"][1]["email"], "b@x");

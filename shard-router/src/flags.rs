@@ -80,10 +80,7 @@ mod tests {
             api_names(MENTIONED | STREAM_WILDCARD_MENTIONED),
             vec!["mentioned", "stream_wildcard_mentioned", "wildcard_mentioned"]
         );
-        assert_eq!(
-            api_names(TOPIC_WILDCARD_MENTIONED),
-            vec!["topic_wildcard_mentioned", "wildcard_mentioned"]
-        );
+        assert_eq!(api_names(TOPIC_WILDCARD_MENTIONED), vec!["topic_wildcard_mentioned", "wildcard_mentioned"]);
         assert!(api_names(0).is_empty());
     }
 }

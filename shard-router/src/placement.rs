@@ -83,8 +83,7 @@ mod tests {
     }
 
     const GOLDEN_2_CORES: [u16; 16] = [0, 0, 1, 1, 1, 1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 1];
-    const GOLDEN_5_NODES_8_CORES: [(u16, u16); 8] =
-        [(3, 6), (0, 4), (4, 7), (2, 7), (3, 3), (0, 7), (1, 2), (0, 1)];
+    const GOLDEN_5_NODES_8_CORES: [(u16, u16); 8] = [(3, 6), (0, 4), (4, 7), (2, 7), (3, 3), (0, 7), (1, 2), (0, 1)];
 
     #[test]
     fn single_core_and_single_node_are_trivial() {
@@ -114,9 +113,7 @@ mod tests {
     fn adding_a_node_moves_few_users() {
         let before = Topology { nodes: 4, cores: 1 };
         let after = Topology { nodes: 5, cores: 1 };
-        let moved = (1..=50_000)
-            .filter(|&u| before.shard_of(u).node != after.shard_of(u).node)
-            .count();
+        let moved = (1..=50_000).filter(|&u| before.shard_of(u).node != after.shard_of(u).node).count();
         // Ideal is 1/5 = 10,000.
         assert!((9_000..=11_000).contains(&moved), "moved {moved}");
     }

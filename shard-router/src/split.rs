@@ -81,8 +81,7 @@ mod tests {
     #[test]
     fn other_nodes_users_are_dropped_and_flags_kept() {
         let topo = Topology { nodes: 2, cores: 1 };
-        let users: Vec<MessageRecipient> =
-            (1..=40).map(|id| MessageRecipient { id, flags: id }).collect();
+        let users: Vec<MessageRecipient> = (1..=40).map(|id| MessageRecipient { id, flags: id }).collect();
         let msg = crate::envelope::tests_support::message();
         let notice = Notice::Message(MessageNotice {
             message: Arc::new(msg),
@@ -93,8 +92,7 @@ mod tests {
         let parts = split_for_node(&notice, topo, 1);
         assert_eq!(parts.len(), 1);
         let Notice::Message(m) = &parts[0].1 else { panic!("kind changed") };
-        let expected: Vec<MessageRecipient> =
-            users.into_iter().filter(|r| topo.shard_of(r.id).node == 1).collect();
+        let expected: Vec<MessageRecipient> = users.into_iter().filter(|r| topo.shard_of(r.id).node == 1).collect();
         assert!(!expected.is_empty());
         assert_eq!(m.users, expected);
     }

@@ -25,7 +25,8 @@ pub fn squall_bin() -> PathBuf {
     if let Ok(p) = std::env::var("SQUALL_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
     target.join("debug").join("squall")
 }
 
@@ -108,7 +109,14 @@ impl Server {
         }
         let out = Command::new(&bin)
             .args(["admin", "create-realm", "--subdomain", "", "--name", "Test Realm"])
-            .args(["--owner-email", "owner@example.com", "--owner-password", "owner-pw", "--owner-name", "Olivia Owner"])
+            .args([
+                "--owner-email",
+                "owner@example.com",
+                "--owner-password",
+                "owner-pw",
+                "--owner-name",
+                "Olivia Owner",
+            ])
             .env("SQUALL_DATABASE_URL", &database_url)
             .env("SQUALL_LOG", "warn")
             .output()
@@ -144,17 +152,14 @@ impl Server {
 
     /// Creates a member (as the owner) and returns a client for them.
     pub fn create_user(&self, email: &str, full_name: &str) -> Result<Client> {
-        let (status, body) = self.owner.post(
-            "/api/v1/users",
-            &[("email", email), ("password", "pw-for-tests"), ("full_name", full_name)],
-        )?;
+        let (status, body) = self
+            .owner
+            .post("/api/v1/users", &[("email", email), ("password", "pw-for-tests"), ("full_name", full_name)])?;
         if status != 200 {
             bail!("creating {email}: {status} {body}");
         }
-        let (status, body) = Client::anonymous(&self.url).post(
-            "/api/v1/fetch_api_key",
-            &[("username", email), ("password", "pw-for-tests")],
-        )?;
+        let (status, body) = Client::anonymous(&self.url)
+            .post("/api/v1/fetch_api_key", &[("username", email), ("password", "pw-for-tests")])?;
         if status != 200 {
             bail!("fetch_api_key for {email}: {status} {body}");
         }
@@ -227,7 +232,9 @@ impl Client {
         let resp = rb.send()?;
         let status = resp.status().as_u16();
         let text = resp.text()?;
-        let body = if text.is_empty() { Value::Null } else {
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
             serde_json::from_str(&text).with_context(|| format!("non-JSON body ({status}): {text}"))?
         };
         Ok((status, body))
@@ -249,7 +256,13 @@ impl Client {
     }
 
     /// Any request with custom headers and a raw body.
-    pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<(u16, Value, reqwest::header::HeaderMap)> {
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<(u16, Value, reqwest::header::HeaderMap)> {
         let mut rb = self.http.request(method.parse()?, format!("{}{path}", self.base)).body(body.to_owned());
         for (k, v) in headers {
             rb = rb.header(*k, *v);
@@ -258,7 +271,8 @@ impl Client {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text()?;
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         Ok((status, body, headers))
     }
 
@@ -285,8 +299,8 @@ impl Client {
 
     /// Sends a stream message; returns its id.
     pub fn send_stream(&self, stream: &str, topic: &str, content: &str) -> Result<i64> {
-        let (status, body) =
-            self.post("/api/v1/messages", &[("type", "stream"), ("to", stream), ("topic", topic), ("content", content)])?;
+        let (status, body) = self
+            .post("/api/v1/messages", &[("type", "stream"), ("to", stream), ("topic", topic), ("content", content)])?;
         if status != 200 {
             bail!("send: {status} {body}");
         }
@@ -296,7 +310,8 @@ impl Client {
     /// Subscribes to streams by name (creating them).
     pub fn subscribe(&self, names: &[&str]) -> Result<Value> {
         let subs: Vec<Value> = names.iter().map(|n| serde_json::json!({"name": n})).collect();
-        let (status, body) = self.post("/api/v1/users/me/subscriptions", &[("subscriptions", &Value::from(subs).to_string())])?;
+        let (status, body) =
+            self.post("/api/v1/users/me/subscriptions", &[("subscriptions", &Value::from(subs).to_string())])?;
         if status != 200 {
             bail!("subscribe: {status} {body}");
         }

@@ -85,20 +85,33 @@ fn send_validation() {
     assert_error(&send(&[("type", "fax"), ("to", "general"), ("content", "x")]), 400, "BAD_REQUEST", "Invalid type");
     assert_error(
         &send(&[("type", "stream"), ("to", "general"), ("topic", "t"), ("content", "  \n ")]),
-        400, "BAD_REQUEST", "Message must not be empty",
+        400,
+        "BAD_REQUEST",
+        "Message must not be empty",
     );
     assert_error(
         &send(&[("type", "stream"), ("to", "general"), ("topic", "t"), ("content", "a\u{0}b")]),
-        400, "BAD_REQUEST", "Message must not contain null bytes",
+        400,
+        "BAD_REQUEST",
+        "Message must not contain null bytes",
     );
-    assert_error(&send(&[("type", "stream"), ("to", "general"), ("content", "x")]), 400, "BAD_REQUEST", "Missing topic");
+    assert_error(
+        &send(&[("type", "stream"), ("to", "general"), ("content", "x")]),
+        400,
+        "BAD_REQUEST",
+        "Missing topic",
+    );
     assert_error(
         &send(&[("type", "stream"), ("to", "general"), ("topic", "  "), ("content", "x")]),
-        400, "BAD_REQUEST", "Topic can't be empty!",
+        400,
+        "BAD_REQUEST",
+        "Topic can't be empty!",
     );
     assert_error(
         &send(&[("type", "stream"), ("to", "general"), ("topic", "abcd\u{1}"), ("content", "x")]),
-        400, "BAD_REQUEST", "Invalid character in topic, at position 5!",
+        400,
+        "BAD_REQUEST",
+        "Invalid character in topic, at position 5!",
     );
     let r = send(&[("type", "stream"), ("to", "nonexistent_stream"), ("topic", "t"), ("content", "x")]);
     assert_error(&r, 400, "STREAM_DOES_NOT_EXIST", "Channel 'nonexistent_stream' does not exist");
@@ -109,20 +122,32 @@ fn send_validation() {
     assert_error(&r, 400, "STREAM_DOES_NOT_EXIST", "Channel with ID '99999' does not exist");
     assert_error(
         &send(&[("type", "stream"), ("to", r#"["a", "b"]"#), ("topic", "t"), ("content", "x")]),
-        400, "BAD_REQUEST", "Cannot send to multiple channels",
+        400,
+        "BAD_REQUEST",
+        "Cannot send to multiple channels",
     );
     assert_error(&send(&[("type", "direct"), ("content", "x")]), 400, "BAD_REQUEST", "Message must have recipients");
     assert_error(
         &send(&[("type", "direct"), ("to", "nonexistent"), ("content", "x")]),
-        400, "BAD_REQUEST", "Invalid email 'nonexistent'",
+        400,
+        "BAD_REQUEST",
+        "Invalid email 'nonexistent'",
     );
-    assert_error(&send(&[("type", "direct"), ("to", "[9999999]"), ("content", "x")]), 400, "BAD_REQUEST", "Invalid user ID 9999999");
+    assert_error(
+        &send(&[("type", "direct"), ("to", "[9999999]"), ("content", "x")]),
+        400,
+        "BAD_REQUEST",
+        "Invalid user ID 9999999",
+    );
 
     // A private stream its non-subscribers cannot post to.
     let subs = json!([{"name": "secret"}]).to_string();
-    let (status, _) = o.post("/api/v1/users/me/subscriptions", &[("subscriptions", &subs), ("invite_only", "true")]).unwrap();
+    let (status, _) =
+        o.post("/api/v1/users/me/subscriptions", &[("subscriptions", &subs), ("invite_only", "true")]).unwrap();
     assert_eq!(status, 200);
-    let r = alice.post("/api/v1/messages", &[("type", "stream"), ("to", "secret"), ("topic", "t"), ("content", "x")]).unwrap();
+    let r = alice
+        .post("/api/v1/messages", &[("type", "stream"), ("to", "secret"), ("topic", "t"), ("content", "x")])
+        .unwrap();
     assert_error(&r, 400, "BAD_REQUEST", "Not authorized to send to channel 'secret'");
 
     // Members cannot create users.
@@ -140,12 +165,20 @@ fn content_and_topic_normalisation() {
     let (status, body) = o
         .post(
             "/api/v1/messages",
-            &[("type", "stream"), ("to", "general"), ("topic", &long_topic), ("content", &format!("\n\n{}   ", "x".repeat(10_050)))],
+            &[
+                ("type", "stream"),
+                ("to", "general"),
+                ("topic", &long_topic),
+                ("content", &format!("\n\n{}   ", "x".repeat(10_050))),
+            ],
         )
         .unwrap();
     assert_eq!(status, 200, "{body}");
     let (_, hist) = o
-        .get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "1"), ("num_after", "0"), ("apply_markdown", "false")])
+        .get(
+            "/api/v1/messages",
+            &[("anchor", "newest"), ("num_before", "1"), ("num_after", "0"), ("apply_markdown", "false")],
+        )
         .unwrap();
     let m = &hist["messages"][0];
     assert_eq!(m["subject"], format!("{}...", "t".repeat(57)));
@@ -154,19 +187,22 @@ fn content_and_topic_normalisation() {
     assert!(content.starts_with('x') && content.ends_with("\n[message truncated]"));
     // A DM to yourself and to [yourself, X] are personal messages.
     let alice = server.create_user("alice@example.com", "Alice").unwrap();
-    let (_, body) = o.post("/api/v1/messages", &[("type", "direct"), ("to", "owner@example.com"), ("content", "note")]).unwrap();
+    let (_, body) =
+        o.post("/api/v1/messages", &[("type", "direct"), ("to", "owner@example.com"), ("content", "note")]).unwrap();
     let self_id = body["id"].as_i64().unwrap();
     let to = format!("[{}, {}]", alice.user_id, 1);
     let (_, body) = o.post("/api/v1/messages", &[("type", "private"), ("to", &to), ("content", "hey")]).unwrap();
     let pair_id = body["id"].as_i64().unwrap();
-    let (_, hist) = o.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "2"), ("num_after", "0")]).unwrap();
+    let (_, hist) =
+        o.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "2"), ("num_after", "0")]).unwrap();
     let msgs = hist["messages"].as_array().unwrap();
     assert_eq!(msgs[0]["id"], self_id);
     assert_eq!(msgs[0]["display_recipient"].as_array().unwrap().len(), 1);
     assert_eq!(msgs[1]["id"], pair_id);
     assert_eq!(msgs[1]["display_recipient"].as_array().unwrap().len(), 2);
     // Alice sees the pair message but not the owner's note to self.
-    let (_, hist) = alice.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "5"), ("num_after", "0")]).unwrap();
+    let (_, hist) =
+        alice.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "5"), ("num_after", "0")]).unwrap();
     let ids: Vec<i64> = hist["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, vec![pair_id]);
 }

@@ -30,7 +30,12 @@ fn queue_errors_are_zulips() {
         assert_eq!(r.1["queue_id"], bad);
     }
     // Another user's queue is indistinguishable from a missing one.
-    assert_error(&other.get_events(&q, -1, true).unwrap(), 400, "BAD_EVENT_QUEUE_ID", &format!("Bad event queue ID: {q}"));
+    assert_error(
+        &other.get_events(&q, -1, true).unwrap(),
+        400,
+        "BAD_EVENT_QUEUE_ID",
+        &format!("Bad event queue ID: {q}"),
+    );
     assert_error(
         &server.owner.get("/api/v1/events", &[("queue_id", &q)]).unwrap(),
         400,
@@ -73,7 +78,12 @@ fn a_new_poll_completes_the_parked_one_and_delete_removes_the_queue() {
     assert_eq!((status, body), (200, json!({"result": "success", "msg": ""})));
     let (status, _) = second.join().unwrap();
     assert_eq!(status, 200);
-    assert_error(&server.owner.get_events(&q, -1, true).unwrap(), 400, "BAD_EVENT_QUEUE_ID", &format!("Bad event queue ID: {q}"));
+    assert_error(
+        &server.owner.get_events(&q, -1, true).unwrap(),
+        400,
+        "BAD_EVENT_QUEUE_ID",
+        &format!("Bad event queue ID: {q}"),
+    );
 }
 
 #[test]

@@ -79,7 +79,8 @@ fn mention_and_direct_message_arrive_in_real_time() {
     assert_eq!(hist["found_oldest"], true);
 
     // Narrowed history.
-    let narrow = json!([{"operator": "stream", "operand": "Denmark"}, {"operator": "topic", "operand": "GREETINGS"}]).to_string();
+    let narrow = json!([{"operator": "stream", "operand": "Denmark"}, {"operator": "topic", "operand": "GREETINGS"}])
+        .to_string();
     let (_, hist) = a
         .get("/api/v1/messages", &[("anchor", "oldest"), ("num_before", "0"), ("num_after", "10"), ("narrow", &narrow)])
         .unwrap();
@@ -105,7 +106,14 @@ fn local_echo_goes_to_the_senders_queue_only() {
     let (status, _) = b
         .post(
             "/api/v1/messages",
-            &[("type", "stream"), ("to", "general"), ("topic", "t"), ("content", "*hi*"), ("queue_id", &qb), ("local_id", "12.01")],
+            &[
+                ("type", "stream"),
+                ("to", "general"),
+                ("topic", "t"),
+                ("content", "*hi*"),
+                ("queue_id", &qb),
+                ("local_id", "12.01"),
+            ],
         )
         .unwrap();
     assert_eq!(status, 200);
@@ -137,10 +145,8 @@ fn many_users_across_cores_all_receive_a_stream_message() {
         let (q, _, _) = c.register(&[("event_types", r#"["message"]"#)]).unwrap();
         clients.push((c, q));
     }
-    let pollers: Vec<_> = clients
-        .into_iter()
-        .map(|(c, q)| thread::spawn(move || c.get_events(&q, -1, false).unwrap()))
-        .collect();
+    let pollers: Vec<_> =
+        clients.into_iter().map(|(c, q)| thread::spawn(move || c.get_events(&q, -1, false).unwrap())).collect();
     thread::sleep(std::time::Duration::from_millis(500));
     let id = sender.send_stream("town square", "news", "hello everyone").unwrap();
     for p in pollers {

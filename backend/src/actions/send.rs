@@ -21,8 +21,16 @@ pub const MAX_TOPIC_LENGTH: usize = 60;
 
 /// Clients whose messages are marked read for their sender by default.
 const READ_BY_SENDER_CLIENTS: [&str; 10] = [
-    "zulipandroid", "zulipios", "zulipdesktop", "zulipmobile", "zulipelectron",
-    "zulipterminal", "snipe", "website", "ios", "android",
+    "zulipandroid",
+    "zulipios",
+    "zulipdesktop",
+    "zulipmobile",
+    "zulipelectron",
+    "zulipterminal",
+    "snipe",
+    "website",
+    "ios",
+    "android",
 ];
 
 /// Where a message is addressed, as parsed from `to`.
@@ -63,7 +71,9 @@ pub fn extract_stream_indicator(to: &str) -> Result<StreamRef, ApiError> {
     };
     match data {
         Value::String(s) => Ok(StreamRef::Name(s)),
-        Value::Number(n) => n.as_i64().map(StreamRef::Id).ok_or_else(|| ApiError::bad_request("Invalid data type for channel")),
+        Value::Number(n) => {
+            n.as_i64().map(StreamRef::Id).ok_or_else(|| ApiError::bad_request("Invalid data type for channel"))
+        }
         _ => Err(ApiError::bad_request("Invalid data type for channel")),
     }
 }
@@ -74,7 +84,8 @@ pub fn extract_private_recipients(to: &str) -> Result<UserRefs, ApiError> {
     let data: Value = match serde_json::from_str(to) {
         Ok(v) => v,
         Err(_) => {
-            let emails: Vec<String> = to.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            let emails: Vec<String> =
+                to.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
             return Ok(UserRefs::Emails(dedup(emails)));
         }
     };
@@ -195,7 +206,10 @@ enum Target {
     Stream(Stream),
     /// Personal to `other` (may be the sender), or a group; all participants
     /// including the sender, sorted by id.
-    Direct { participants: Vec<User>, recipient_id: i64 },
+    Direct {
+        participants: Vec<User>,
+        recipient_id: i64,
+    },
 }
 
 /// `check_message` + `do_send_messages`. Returns the new message id.
@@ -211,8 +225,11 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
                 StreamRef::Name(raw) => {
                     let name = streams::check_stream_name(raw)?;
                     streams::stream_by_name(&tx, sender.realm_id, &name).await?.ok_or_else(|| {
-                        ApiError::with_code("STREAM_DOES_NOT_EXIST", format!("Channel '{}' does not exist", html_escape(&name)))
-                            .field("stream", name.clone())
+                        ApiError::with_code(
+                            "STREAM_DOES_NOT_EXIST",
+                            format!("Channel '{}' does not exist", html_escape(&name)),
+                        )
+                        .field("stream", name.clone())
                     })?
                 }
                 StreamRef::Id(id) => streams::stream_by_id(&tx, sender.realm_id, *id).await?.ok_or_else(|| {
@@ -220,7 +237,8 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
                         .field("stream_id", *id)
                 })?,
             };
-            let allowed = (stream.is_public() && !sender.is_guest()) || stream.is_web_public
+            let allowed = (stream.is_public() && !sender.is_guest())
+                || stream.is_web_public
                 || streams::is_subscribed(&tx, sender.id, &stream).await?;
             if !allowed {
                 return Err(ApiError::bad_request(format!("Not authorized to send to channel '{}'", stream.name)));
@@ -231,7 +249,9 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
             let found = match refs {
                 UserRefs::Emails(emails) => {
                     let found = users::users_by_emails(&tx, sender.realm_id, emails).await?;
-                    if let Some(bad) = emails.iter().find(|e| !found.iter().any(|u| u.delivery_email.eq_ignore_ascii_case(e.trim()))) {
+                    if let Some(bad) =
+                        emails.iter().find(|e| !found.iter().any(|u| u.delivery_email.eq_ignore_ascii_case(e.trim())))
+                    {
                         return Err(ApiError::bad_request(format!("Invalid email '{bad}'")));
                     }
                     found
@@ -290,9 +310,8 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
     };
     // The sender first when a recipient, as Zulip orders the event's users.
     recipients.sort_by_key(|&u| (u != sender.id, u));
-    let read_by_sender = out
-        .read_by_sender
-        .unwrap_or_else(|| READ_BY_SENDER_CLIENTS.contains(&out.client.to_lowercase().as_str()));
+    let read_by_sender =
+        out.read_by_sender.unwrap_or_else(|| READ_BY_SENDER_CLIENTS.contains(&out.client.to_lowercase().as_str()));
     let mut base = 0;
     if rendered.stream_wildcard {
         base |= flags::STREAM_WILDCARD_MENTIONED;
@@ -326,8 +345,14 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              RETURNING id, extract(epoch from date_sent)::bigint",
             &[
-                &(sender.realm_id as i32), &(sender.id as i32), &(recipient_id as i32), &topic,
-                &content, &rendered.html, &out.client, &is_me,
+                &(sender.realm_id as i32),
+                &(sender.id as i32),
+                &(recipient_id as i32),
+                &topic,
+                &content,
+                &rendered.html,
+                &out.client,
+                &is_me,
             ],
         )
         .await?;
@@ -392,7 +417,12 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
 pub fn display_recipient(participants: &[User]) -> Vec<Participant> {
     let mut out: Vec<Participant> = participants
         .iter()
-        .map(|u| Participant { id: u.id, email: u.email.clone(), full_name: u.full_name.clone(), is_mirror_dummy: false })
+        .map(|u| Participant {
+            id: u.id,
+            email: u.email.clone(),
+            full_name: u.full_name.clone(),
+            is_mirror_dummy: false,
+        })
         .collect();
     out.sort_by(|a, b| a.email.cmp(&b.email));
     out
@@ -403,9 +433,7 @@ fn html_escape(s: &str) -> String {
 }
 
 async fn personal_recipient(db: &impl deadpool_postgres::GenericClient, user_id: i64) -> Result<i64, ApiError> {
-    let row = db
-        .query_opt("SELECT id FROM recipient WHERE type = 1 AND type_id = $1", &[&(user_id as i32)])
-        .await?;
+    let row = db.query_opt("SELECT id FROM recipient WHERE type = 1 AND type_id = $1", &[&(user_id as i32)]).await?;
     match row {
         Some(r) => Ok(r.get::<_, i32>(0) as i64),
         None => Err(ApiError::internal(format!("user {user_id} has no personal recipient"))),
@@ -416,7 +444,9 @@ async fn personal_recipient(db: &impl deadpool_postgres::GenericClient, user_id:
 /// on first use (with member subscriptions, as Zulip models groups).
 async fn group_recipient(db: &impl deadpool_postgres::GenericClient, members: &[User]) -> Result<i64, ApiError> {
     let hash = members.iter().map(|u| u.id.to_string()).collect::<Vec<_>>().join(",");
-    if let Some(r) = db.query_opt("SELECT recipient_id FROM direct_message_group WHERE huddle_hash = $1", &[&hash]).await? {
+    if let Some(r) =
+        db.query_opt("SELECT recipient_id FROM direct_message_group WHERE huddle_hash = $1", &[&hash]).await?
+    {
         return Ok(r.get::<_, i32>(0) as i64);
     }
     let gid: i32 = db

@@ -33,12 +33,9 @@ pub async fn send(app: &App, user: &User, req: &ApiRequest, p: &mut Params) -> A
     let read_by_sender = p.bool("read_by_sender")?;
     let client = client_name(req, p);
     let addressee = send::build_addressee(&kind, to.as_deref(), topic.as_deref().or(subject.as_deref()))?;
-    let id = send::send_message(
-        app,
-        user,
-        Outgoing { to: addressee, content, client, queue_id, local_id, read_by_sender },
-    )
-    .await?;
+    let id =
+        send::send_message(app, user, Outgoing { to: addressee, content, client, queue_id, local_id, read_by_sender })
+            .await?;
     let mut m = Map::new();
     m.insert("id".into(), id.into());
     Ok(m)
@@ -70,7 +67,8 @@ fn parse_narrow(v: Value) -> Result<Vec<(String, Value, bool)>, ApiError> {
                 Ok((op, pair[1].clone(), false))
             }
             Value::Object(o) => {
-                let op = o.get("operator").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request("Invalid narrow"))?;
+                let op =
+                    o.get("operator").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request("Invalid narrow"))?;
                 let operand = o.get("operand").cloned().ok_or_else(|| ApiError::bad_request("Invalid narrow"))?;
                 let negated = o.get("negated").and_then(Value::as_bool).unwrap_or(false);
                 Ok((op.to_owned(), operand, negated))
@@ -178,7 +176,9 @@ pub async fn get(app: &App, user: &User, p: &mut Params) -> ApiResult {
             "FROM message m LEFT JOIN usermessage um ON um.message_id = m.id AND um.user_profile_id = $1 WHERE true",
         )
     } else {
-        String::from("FROM message m JOIN usermessage um ON um.message_id = m.id AND um.user_profile_id = $1 WHERE true")
+        String::from(
+            "FROM message m JOIN usermessage um ON um.message_id = m.id AND um.user_profile_id = $1 WHERE true",
+        )
     };
     let mut args: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = vec![Box::new(user.id as i32)];
     for t in &terms {
@@ -212,7 +212,10 @@ pub async fn get(app: &App, user: &User, p: &mut Params) -> ApiResult {
             }
             Term::Flag { bit, set } => {
                 let cmp = if *set { "<>" } else { "=" };
-                sql.push_str(&format!(" AND (coalesce(um.flags, {}) & {bit}) {cmp} 0", flags::READ | flags::HISTORICAL));
+                sql.push_str(&format!(
+                    " AND (coalesce(um.flags, {}) & {bit}) {cmp} 0",
+                    flags::READ | flags::HISTORICAL
+                ));
             }
         }
     }
@@ -241,32 +244,26 @@ pub async fn get(app: &App, user: &User, p: &mut Params) -> ApiResult {
     let cols = "m.id, coalesce(um.flags, 1024 | 1)";
     let before_q = format!("SELECT {cols} {sql} AND m.id < {anchor} ORDER BY m.id DESC LIMIT {num_before}");
     let after_q = format!("SELECT {cols} {sql} AND m.id >= {anchor} ORDER BY m.id ASC LIMIT {}", num_after + 1);
-    let mut before: Vec<(i64, i64)> = client.query(&before_q, &refs).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut before: Vec<(i64, i64)> =
+        client.query(&before_q, &refs).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
     before.reverse();
-    let after_all: Vec<(i64, i64)> = client.query(&after_q, &refs).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let after_all: Vec<(i64, i64)> =
+        client.query(&after_q, &refs).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
     // The after-query fetched one extra row: the anchor itself when it
     // exists, else the row that tells whether more messages follow.
     let anchor_row = after_all.first().filter(|(id, _)| *id == anchor).copied();
     let newer: Vec<(i64, i64)> = after_all.iter().filter(|(id, _)| *id != anchor).copied().collect();
     let found_anchor = include_anchor && anchor_row.is_some();
-    let found_newest = if anchor_row.is_some() {
-        (newer.len() as i64) < num_after
-    } else {
-        (newer.len() as i64) <= num_after
-    };
+    let found_newest =
+        if anchor_row.is_some() { (newer.len() as i64) < num_after } else { (newer.len() as i64) <= num_after };
     let found_oldest = (before.len() as i64) < num_before;
-    let after: Vec<(i64, i64)> = anchor_row
-        .filter(|_| found_anchor)
-        .into_iter()
-        .chain(newer.into_iter().take(num_after as usize))
-        .collect();
+    let after: Vec<(i64, i64)> =
+        anchor_row.filter(|_| found_anchor).into_iter().chain(newer.into_iter().take(num_after as usize)).collect();
     let rows: Vec<(i64, i64)> = before.into_iter().chain(after).collect();
     let variant = Variant { apply_markdown, client_gravatar };
     let messages = load_messages(&client, user.realm_id, &rows).await?;
-    let list: Vec<String> = rows
-        .iter()
-        .filter_map(|(id, f)| messages.get(id).map(|m| m.client_json(variant, Some(*f))))
-        .collect();
+    let list: Vec<String> =
+        rows.iter().filter_map(|(id, f)| messages.get(id).map(|m| m.client_json(variant, Some(*f)))).collect();
     let messages_json: Value = serde_json::from_str(&format!("[{}]", list.join(",")))
         .map_err(|e| ApiError::internal(format!("message json: {e}")))?;
     let mut m = Map::new();
@@ -309,7 +306,10 @@ async fn load_messages(
     let mut groups: HashMap<i64, Vec<i64>> = HashMap::new();
     if !group_rids.is_empty() {
         for r in db
-            .query("SELECT recipient_id, user_profile_id FROM subscription WHERE recipient_id = ANY($1)", &[&group_rids])
+            .query(
+                "SELECT recipient_id, user_profile_id FROM subscription WHERE recipient_id = ANY($1)",
+                &[&group_rids],
+            )
             .await?
         {
             let (rid, uid) = (r.get::<_, i32>(0) as i64, r.get::<_, i32>(1) as i64);
@@ -328,7 +328,10 @@ async fn load_messages(
         let Some(sender) = people.get(&sender_id) else { continue };
         let recipient_id = r.get::<_, i32>(2) as i64;
         let destination = match r.get::<_, i16>(9) {
-            2 => Destination::Stream { stream_id: r.get::<_, i32>(10) as i64, name: r.get::<_, Option<String>>(11).unwrap_or_default() },
+            2 => Destination::Stream {
+                stream_id: r.get::<_, i32>(10) as i64,
+                name: r.get::<_, Option<String>>(11).unwrap_or_default(),
+            },
             kind => {
                 let mut ids: Vec<i64> = if kind == 1 {
                     vec![sender_id, r.get::<_, i32>(10) as i64]

@@ -77,7 +77,9 @@ pub fn queue_spec(user: &User, client_name: String, p: &mut Params, register: bo
     };
     if register {
         if let Some(caps) = p.json("client_capabilities")? {
-            let Value::Object(caps) = caps else { return Err(ApiError::bad_request("client_capabilities is not a dict")) };
+            let Value::Object(caps) = caps else {
+                return Err(ApiError::bad_request("client_capabilities is not a dict"));
+            };
             let flag = |k: &str| caps.get(k).and_then(Value::as_bool).unwrap_or(false);
             spec.bulk_message_deletion = flag("bulk_message_deletion");
             spec.stream_typing_notifications = flag("stream_typing_notifications");
@@ -101,14 +103,10 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     let wanted = fetch_event_types.or_else(|| spec.event_types.clone());
     let want = |t: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == t));
 
-    let queue_id = app
-        .bus
-        .allocate_queue(spec.clone())
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "queue allocation failed");
-            ApiError::bad_request("Could not allocate event queue")
-        })?;
+    let queue_id = app.bus.allocate_queue(spec.clone()).await.map_err(|e| {
+        tracing::warn!(error = %e, "queue allocation failed");
+        ApiError::bad_request("Could not allocate event queue")
+    })?;
 
     let mut state = Map::new();
     let client = app.pool.get().await?;
@@ -136,7 +134,9 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
         state.insert("realm_users".into(), active.iter().map(|u| dict(u)).collect::<Vec<_>>().into());
         state.insert("realm_non_active_users".into(), inactive.iter().map(|u| dict(u)).collect::<Vec<_>>().into());
         state.insert("cross_realm_bots".into(), json!([]));
-        let avatar = if spec.client_gravatar { Value::Null } else { user.avatar_url().into() };
+        // The user's own avatar is always a URL; client_gravatar applies
+        // to the user list only.
+        let avatar = json!(user.avatar_url());
         for (k, v) in [
             ("user_id", json!(user.id)),
             ("email", json!(user.email)),
@@ -176,7 +176,10 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             })
             .collect();
         let subscribed: Vec<i64> = subs.iter().map(|(s, _)| s.id).collect();
-        let sql = format!("SELECT {} FROM stream s WHERE s.realm_id = $1 AND NOT s.invite_only ORDER BY lower(s.name)", streams::STREAM_COLUMNS);
+        let sql = format!(
+            "SELECT {} FROM stream s WHERE s.realm_id = $1 AND NOT s.invite_only ORDER BY lower(s.name)",
+            streams::STREAM_COLUMNS
+        );
         let never: Vec<Value> = if user.is_guest() {
             vec![]
         } else {
@@ -275,8 +278,14 @@ mod tests {
             check_queue_narrow(Some(json!([["stream", "denmark"]]))).unwrap(),
             vec![("stream".to_owned(), "denmark".to_owned())]
         );
-        assert_eq!(check_queue_narrow(Some(json!([["search", "x"]]))).unwrap_err().msg, "Operator search not supported.");
-        assert_eq!(check_queue_narrow(Some(json!([["is", "followed"]]))).unwrap_err().msg, "Operand followed not supported.");
+        assert_eq!(
+            check_queue_narrow(Some(json!([["search", "x"]]))).unwrap_err().msg,
+            "Operator search not supported."
+        );
+        assert_eq!(
+            check_queue_narrow(Some(json!([["is", "followed"]]))).unwrap_err().msg,
+            "Operand followed not supported."
+        );
         assert!(check_queue_narrow(Some(json!([["stream"]]))).is_err());
         assert!(check_queue_narrow(Some(json!("x"))).is_err());
     }

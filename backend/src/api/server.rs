@@ -71,14 +71,16 @@ pub async fn fetch_api_key(app: &App, req: &ApiRequest, p: &mut Params) -> ApiRe
     let hash: Option<String> = row.get(16);
     let api_key: String = row.get(17);
     let Some(hash) = hash else { return Err(failed()) };
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .map_err(ApiError::internal)?;
+    let ok =
+        tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.map_err(ApiError::internal)?;
     if !ok {
         return Err(failed());
     }
     if user.realm_deactivated {
-        return Err(ApiError { status: 401, ..ApiError::with_code("REALM_DEACTIVATED", "This organization has been deactivated") });
+        return Err(ApiError {
+            status: 401,
+            ..ApiError::with_code("REALM_DEACTIVATED", "This organization has been deactivated")
+        });
     }
     if !user.is_active {
         return Err(ApiError { status: 401, ..ApiError::with_code("USER_DEACTIVATED", "Account is deactivated") });

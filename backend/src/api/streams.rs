@@ -28,7 +28,9 @@ async fn principals(app: &App, actor: &User, p: &mut Params) -> Result<Vec<User>
     }
     let found = if ids.is_empty() {
         let found = users::users_by_emails(&client, actor.realm_id, &emails).await?;
-        if let Some(missing) = emails.iter().find(|e| !found.iter().any(|u| u.delivery_email.eq_ignore_ascii_case(e.trim()))) {
+        if let Some(missing) =
+            emails.iter().find(|e| !found.iter().any(|u| u.delivery_email.eq_ignore_ascii_case(e.trim())))
+        {
             return Err(ApiError::bad_request(format!("No such user: {missing}")));
         }
         found
@@ -40,7 +42,10 @@ async fn principals(app: &App, actor: &User, p: &mut Params) -> Result<Vec<User>
         found
     };
     if let Some(inactive) = found.iter().find(|u| !u.is_active) {
-        return Err(ApiError::bad_request(format!("User not authorized to execute queries on behalf of '{}'", inactive.email)));
+        return Err(ApiError::bad_request(format!(
+            "User not authorized to execute queries on behalf of '{}'",
+            inactive.email
+        )));
     }
     Ok(found)
 }
@@ -54,9 +59,10 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     let _announce = p.bool("announce")?;
     let mut wanted: Vec<(String, String)> = Vec::new();
     for (i, s) in subs.iter().enumerate() {
-        let name = s.get("name").and_then(Value::as_str).ok_or_else(|| {
-            ApiError::bad_request(format!("subscriptions[{i}] is missing 'name'"))
-        })?;
+        let name = s
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad_request(format!("subscriptions[{i}] is missing 'name'")))?;
         let description = s.get("description").and_then(Value::as_str).unwrap_or("").to_owned();
         if description.chars().count() > MAX_STREAM_DESCRIPTION_LENGTH {
             return Err(ApiError::bad_request("Channel description too long"));
@@ -93,7 +99,8 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
                 if actor.is_guest() {
                     return Err(ApiError::bad_request("Insufficient permission"));
                 }
-                let s = streams::create_stream(&tx, actor.realm_id, name, description, invite_only, Some(actor.id)).await?;
+                let s =
+                    streams::create_stream(&tx, actor.realm_id, name, description, invite_only, Some(actor.id)).await?;
                 created.push(s.clone());
                 s
             }
@@ -124,7 +131,10 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     // peer_add to the existing subscribers.
     let mut envelopes = Vec::new();
     let realm_id = actor.realm_id;
-    let generic = |event: Value, users: Vec<i64>| Envelope { realm_id, notice: Notice::Generic { event: Arc::new(event), users } };
+    let generic = |event: Value, users: Vec<i64>| Envelope {
+        realm_id,
+        notice: Notice::Generic { event: Arc::new(event), users },
+    };
     for s in &created {
         let users = if s.is_public() {
             realm_users.clone()

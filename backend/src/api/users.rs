@@ -28,11 +28,11 @@ pub async fn create(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     }
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
-    let (user_id, _key) = users::create_user(&tx, actor.realm_id, &email, &full_name, Some(&password), role::MEMBER).await?;
+    let (user_id, _key) =
+        users::create_user(&tx, actor.realm_id, &email, &full_name, Some(&password), role::MEMBER).await?;
     // New users join the realm's default streams.
-    let defaults = tx
-        .query("SELECT stream_id FROM defaultstream WHERE realm_id = $1", &[&(actor.realm_id as i32)])
-        .await?;
+    let defaults =
+        tx.query("SELECT stream_id FROM defaultstream WHERE realm_id = $1", &[&(actor.realm_id as i32)]).await?;
     for row in defaults {
         let sid: i32 = row.get(0);
         if let Some(stream) = streams::stream_by_id(&tx, actor.realm_id, sid as i64).await? {
@@ -49,7 +49,10 @@ pub async fn create(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     tx.commit().await?;
     if let Some(u) = new_user.first() {
         let event = json!({"type": "realm_user", "op": "add", "person": u.api_dict(false)});
-        let env = Envelope { realm_id: actor.realm_id, notice: Notice::Generic { event: Arc::new(event), users: recipients } };
+        let env = Envelope {
+            realm_id: actor.realm_id,
+            notice: Notice::Generic { event: Arc::new(event), users: recipients },
+        };
         if let Err(e) = app.bus.publish(env).await {
             tracing::warn!(error = %e, "realm_user add event not delivered");
         }

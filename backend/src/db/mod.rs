@@ -9,8 +9,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr;
 
 /// Migrations in apply order: (version, name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("../../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../../migrations/0001_initial.sql"))];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.
 const MIGRATION_LOCK: i64 = 0x5351_5541_4c4c; // "SQUALL"
@@ -18,11 +17,8 @@ const MIGRATION_LOCK: i64 = 0x5351_5541_4c4c; // "SQUALL"
 /// Opens a pool of at most `size` connections to `url`.
 pub fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
     let pg = tokio_postgres::Config::from_str(url).with_context(|| format!("invalid database URL {url:?}"))?;
-    let mgr = Manager::from_config(
-        pg,
-        tokio_postgres::NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
-    );
+    let mgr =
+        Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(mgr).max_size(size.max(1)).build().context("building the database pool")
 }
 
@@ -44,12 +40,8 @@ async fn apply_pending(client: &mut deadpool_postgres::Client) -> anyhow::Result
                 applied_at timestamptz NOT NULL DEFAULT now())",
         )
         .await?;
-    let applied: Vec<i32> = client
-        .query("SELECT version FROM squall_migrations", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let applied: Vec<i32> =
+        client.query("SELECT version FROM squall_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
     let mut ran = 0;
     for (version, name, sql) in MIGRATIONS {
         if applied.contains(version) {
@@ -57,8 +49,7 @@ async fn apply_pending(client: &mut deadpool_postgres::Client) -> anyhow::Result
         }
         let tx = client.transaction().await?;
         tx.batch_execute(sql).await.with_context(|| format!("migration {version} ({name})"))?;
-        tx.execute("INSERT INTO squall_migrations (version, name) VALUES ($1, $2)", &[version, name])
-            .await?;
+        tx.execute("INSERT INTO squall_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
         tx.commit().await?;
         tracing::info!(version, name, "applied migration");
         ran += 1;

@@ -15,7 +15,13 @@ fn spec(user_id: i64) -> QueueSpec {
     QueueSpec { user_id, realm_id: 1, queue_timeout_secs: 600, ..QueueSpec::default() }
 }
 
-fn get(s: &mut CoreState, user: i64, q: Option<&str>, last: Option<i64>, dont_block: bool) -> (Receiver<Response>, Option<HeartbeatTimer>) {
+fn get(
+    s: &mut CoreState,
+    user: i64,
+    q: Option<&str>,
+    last: Option<i64>,
+    dont_block: bool,
+) -> (Receiver<Response>, Option<HeartbeatTimer>) {
     let (tx, rx) = oneshot::channel();
     let op = EventsOp::Get { queue_id: q.map(str::to_owned), last_event_id: last, dont_block, new_queue: spec(user) };
     let hb = s.events(EventsCall { user_id: user, op, reply: tx }, 1000);
