@@ -63,8 +63,9 @@ pub enum EventsOp {
         last_event_id: Option<i64>,
         /// Answer at once even if empty.
         dont_block: bool,
-        /// Options for a queue created by this request.
-        new_queue: QueueSpec,
+        /// Options for a queue created by this request (boxed: it is large
+        /// and most polls do not create a queue).
+        new_queue: Box<QueueSpec>,
     },
     /// Delete a queue.
     Delete {
@@ -201,7 +202,7 @@ impl CoreState {
                     let _ = reply.send(error_response(ApiError::bad_request("Missing 'queue_id' argument")));
                     return None;
                 }
-                let id = self.allocate(new_queue, now);
+                let id = self.allocate(*new_queue, now);
                 let _ = reply.send(Response::json(200, success_body("[]", Some(&id))));
                 None
             }

@@ -1,6 +1,8 @@
 //! Connection-level behaviour over raw sockets: keep-alive after a
 //! long-poll, malformed requests, and the epoll fallback driver.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 use serde_json::Value;
 use squall_e2e::{Server, ServerOptions};
 use std::io::{Read, Write};

@@ -1,5 +1,7 @@
 //! Bad input gets Zulip's error status, code and message — never a 500.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 use serde_json::json;
 use squall_e2e::{assert_error, Client, Server};
 

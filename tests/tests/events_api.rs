@@ -1,6 +1,8 @@
 //! `GET`/`DELETE /events` over real HTTP: creation with dont_block,
 //! supersession, deletion, BAD_EVENT_QUEUE_ID, heartbeats, /json paths.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 use serde_json::json;
 use squall_e2e::{assert_error, Server, ServerOptions};
 use std::thread;

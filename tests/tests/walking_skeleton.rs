@@ -2,6 +2,8 @@
 //! stream message mentioning A and a direct message; A receives both in real
 //! time with the right flags; history returns them.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 use serde_json::{json, Value};
 use squall_e2e::Server;
 use std::thread;

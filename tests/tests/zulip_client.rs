@@ -5,6 +5,8 @@
 //! use another interpreter. Responses are validated against
 //! `shared/reference/zulip-openapi.yaml` by the script.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 use squall_e2e::{workspace_root, Server};
 use std::process::Command;
 

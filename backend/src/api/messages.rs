@@ -106,7 +106,7 @@ async fn resolve_terms(
             "sender" => {
                 let u = match &operand {
                     Value::Number(n) => users::users_by_ids(db, user.realm_id, &[n.as_i64().unwrap_or(-1)]).await?,
-                    Value::String(e) => users::users_by_emails(db, user.realm_id, &[e.clone()]).await?,
+                    Value::String(e) => users::users_by_emails(db, user.realm_id, std::slice::from_ref(e)).await?,
                     _ => vec![],
                 };
                 let u = u.first().ok_or_else(|| bad_narrow("unknown user"))?;

@@ -18,7 +18,7 @@ pub async fn create(app: &App, actor: &User, p: &mut Params) -> ApiResult {
         return Err(ApiError::with_code("UNAUTHORIZED_PRINCIPAL", "Must be an organization administrator"));
     }
     if !users::valid_email(&email) {
-        return Err(ApiError::bad_request(format!("Bad name or username")));
+        return Err(ApiError::bad_request("Bad name or username"));
     }
     if full_name.is_empty() {
         return Err(ApiError::bad_request("Name too short!"));

@@ -23,7 +23,12 @@ fn get(
     dont_block: bool,
 ) -> (Receiver<Response>, Option<HeartbeatTimer>) {
     let (tx, rx) = oneshot::channel();
-    let op = EventsOp::Get { queue_id: q.map(str::to_owned), last_event_id: last, dont_block, new_queue: spec(user) };
+    let op = EventsOp::Get {
+        queue_id: q.map(str::to_owned),
+        last_event_id: last,
+        dont_block,
+        new_queue: Box::new(spec(user)),
+    };
     let hb = s.events(EventsCall { user_id: user, op, reply: tx }, 1000);
     (rx, hb)
 }
