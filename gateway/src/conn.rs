@@ -34,9 +34,15 @@ pub async fn serve(mut stream: TcpStream, ctx: Rc<CoreCtx>) {
             Parsed::Complete(req, used) => {
                 buf.drain(..used);
                 let keep_alive = req.keep_alive;
+                let head_only = req.api.method == "HEAD";
                 let resp = route(req.api, &ctx, &mut stream, &mut buf).await;
                 let Some(resp) = resp else { return };
-                let (res, _) = stream.write_all(resp.to_bytes(keep_alive)).await;
+                let mut bytes = resp.to_bytes(keep_alive);
+                if head_only {
+                    // Same headers (including Content-Length), no body.
+                    bytes.truncate(bytes.len() - resp.body.len());
+                }
+                let (res, _) = stream.write_all(bytes).await;
                 if res.is_err() || !keep_alive {
                     return;
                 }

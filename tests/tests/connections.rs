@@ -112,3 +112,25 @@ fn malformed_requests_get_errors_not_crashes() {
     // The server is still fine.
     assert_eq!(server.owner.get("/api/v1/users/me", &[]).unwrap().0, 200);
 }
+
+#[test]
+fn head_responses_have_no_body() {
+    let server = Server::start().unwrap();
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("HEAD /api/v1/server_settings HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+    // Read the head only: a HEAD response announces a length but sends nothing.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    // The next response on the connection must start right after the head.
+    s.write_all(format!("GET /api/v1/server_settings HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+    let (status, body) = read_response(&mut s);
+    assert_eq!(status, 200);
+    assert!(body["zulip_version"].is_string());
+}
