@@ -94,36 +94,27 @@ impl Stream {
     }
 
     /// The subscription dictionary (register `subscriptions`,
-    /// `GET /users/me/subscriptions`, `subscription` add events).
+    /// `GET /users/me/subscriptions`, `subscription` add events): the stream
+    /// dictionary plus the user's settings for it.
     pub fn subscription_dict(&self, sub: &SubscriptionProps, subscribers: Option<&[i64]>) -> Value {
-        let mut v = json!({
-            "stream_id": self.id,
-            "name": self.name,
-            "description": self.description,
-            "rendered_description": self.rendered_description,
-            "date_created": self.date_created,
-            "creator_id": self.creator_id,
-            "invite_only": self.invite_only,
-            "is_web_public": self.is_web_public,
-            "desktop_notifications": Value::Null,
-            "email_notifications": Value::Null,
-            "wildcard_mentions_notify": Value::Null,
-            "push_notifications": Value::Null,
-            "audible_notifications": Value::Null,
-            "pin_to_top": sub.pin_to_top,
-            "is_muted": sub.is_muted,
-            "in_home_view": !sub.is_muted,
-            "is_announcement_only": false,
-            "color": sub.color,
-            "stream_post_policy": 1,
-            "message_retention_days": Value::Null,
-            "history_public_to_subscribers": self.history_public_to_subscribers,
-            "first_message_id": self.first_message_id,
-            "stream_weekly_traffic": Value::Null,
-            "can_remove_subscribers_group": self.can_remove_subscribers_group,
-        });
-        if let (Some(list), Some(obj)) = (subscribers, v.as_object_mut()) {
-            obj.insert("subscribers".into(), json!(list));
+        let mut v = self.api_dict();
+        if let Some(obj) = v.as_object_mut() {
+            for key in [
+                "desktop_notifications",
+                "email_notifications",
+                "wildcard_mentions_notify",
+                "push_notifications",
+                "audible_notifications",
+            ] {
+                obj.insert(key.into(), Value::Null);
+            }
+            obj.insert("pin_to_top".into(), sub.pin_to_top.into());
+            obj.insert("is_muted".into(), sub.is_muted.into());
+            obj.insert("in_home_view".into(), (!sub.is_muted).into());
+            obj.insert("color".into(), sub.color.clone().into());
+            if let Some(list) = subscribers {
+                obj.insert("subscribers".into(), json!(list));
+            }
         }
         v
     }
@@ -277,6 +268,29 @@ pub async fn user_subscriptions(
                 Stream::from_row(r),
                 SubscriptionProps { is_muted: r.get(n), pin_to_top: r.get(n + 1), color: r.get(n + 2) },
             )
+        })
+        .collect())
+}
+
+/// The user's subscription dictionaries, with subscriber lists when asked
+/// (register's `subscriptions`, `GET /users/me/subscriptions`).
+pub async fn subscription_dicts(
+    db: &impl GenericClient,
+    user_id: i64,
+    include_subscribers: bool,
+) -> Result<Vec<Value>, ApiError> {
+    let subs = user_subscriptions(db, user_id).await?;
+    let members = if include_subscribers {
+        let rids: Vec<i64> = subs.iter().map(|(s, _)| s.recipient_id).collect();
+        Some(subscribers_of(db, &rids).await?)
+    } else {
+        None
+    };
+    Ok(subs
+        .iter()
+        .map(|(s, props)| {
+            let subscribers = members.as_ref().map(|m| m.get(&s.recipient_id).cloned().unwrap_or_default());
+            s.subscription_dict(props, subscribers.as_deref())
         })
         .collect())
 }

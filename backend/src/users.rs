@@ -223,6 +223,16 @@ pub async fn users_by_emails(db: &impl GenericClient, realm_id: i64, emails: &[S
     Ok(db.query(&sql, &[&(realm_id as i32), &lower]).await?.iter().map(User::from_row).collect())
 }
 
+/// Ids of the realm's active users.
+pub async fn active_user_ids(db: &impl GenericClient, realm_id: i64) -> Result<Vec<i64>, ApiError> {
+    Ok(db
+        .query("SELECT id FROM userprofile WHERE realm_id = $1 AND is_active ORDER BY id", &[&(realm_id as i32)])
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i32>(0) as i64)
+        .collect())
+}
+
 /// All users of a realm.
 pub async fn realm_users(db: &impl GenericClient, realm_id: i64) -> Result<Vec<User>, ApiError> {
     let sql = format!(

@@ -161,21 +161,8 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
         }
     }
     if want("subscription") {
-        let subs = streams::user_subscriptions(&client, user.id).await?;
-        let members = if include_subscribers {
-            let rids: Vec<i64> = subs.iter().map(|(s, _)| s.recipient_id).collect();
-            Some(streams::subscribers_of(&client, &rids).await?)
-        } else {
-            None
-        };
-        let list: Vec<Value> = subs
-            .iter()
-            .map(|(s, props)| {
-                let subscribers = members.as_ref().map(|m| m.get(&s.recipient_id).cloned().unwrap_or_default());
-                s.subscription_dict(props, subscribers.as_deref())
-            })
-            .collect();
-        let subscribed: Vec<i64> = subs.iter().map(|(s, _)| s.id).collect();
+        let list = streams::subscription_dicts(&client, user.id, include_subscribers).await?;
+        let subscribed: Vec<i64> = list.iter().filter_map(|s| s["stream_id"].as_i64()).collect();
         let sql = format!(
             "SELECT {} FROM stream s WHERE s.realm_id = $1 AND NOT s.invite_only ORDER BY lower(s.name)",
             streams::STREAM_COLUMNS

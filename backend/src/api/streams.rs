@@ -118,12 +118,7 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     if fatal && !unauthorized.is_empty() {
         return Err(ApiError::bad_request(format!("Unable to access channel ({}).", unauthorized[0])));
     }
-    let realm_users: Vec<i64> = tx
-        .query("SELECT id FROM userprofile WHERE realm_id = $1 AND is_active", &[&(actor.realm_id as i32)])
-        .await?
-        .iter()
-        .map(|r| r.get::<_, i32>(0) as i64)
-        .collect();
+    let realm_users = users::active_user_ids(&tx, actor.realm_id).await?;
     tx.commit().await?;
 
     // Events after commit: new public streams to everyone, new private
@@ -189,20 +184,7 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
 pub async fn list_subscriptions(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     let include_subscribers = p.bool("include_subscribers")?.unwrap_or(false);
     let client = app.pool.get().await?;
-    let subs = streams::user_subscriptions(&client, actor.id).await?;
-    let members = if include_subscribers {
-        let rids: Vec<i64> = subs.iter().map(|(s, _)| s.recipient_id).collect();
-        Some(streams::subscribers_of(&client, &rids).await?)
-    } else {
-        None
-    };
-    let list: Vec<Value> = subs
-        .iter()
-        .map(|(s, props)| {
-            let subscribers = members.as_ref().map(|m| m.get(&s.recipient_id).cloned().unwrap_or_default());
-            s.subscription_dict(props, subscribers.as_deref())
-        })
-        .collect();
+    let list = streams::subscription_dicts(&client, actor.id, include_subscribers).await?;
     let mut m = Map::new();
     m.insert("subscriptions".into(), list.into());
     Ok(m)

@@ -39,12 +39,7 @@ pub async fn create(app: &App, actor: &User, p: &mut Params) -> ApiResult {
             streams::add_subscriptions(&tx, &stream, &[user_id]).await?;
         }
     }
-    let recipients: Vec<i64> = tx
-        .query("SELECT id FROM userprofile WHERE realm_id = $1 AND is_active", &[&(actor.realm_id as i32)])
-        .await?
-        .iter()
-        .map(|r| r.get::<_, i32>(0) as i64)
-        .collect();
+    let recipients = users::active_user_ids(&tx, actor.realm_id).await?;
     let new_user = users::users_by_ids(&tx, actor.realm_id, &[user_id]).await?;
     tx.commit().await?;
     if let Some(u) = new_user.first() {
