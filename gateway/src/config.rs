@@ -29,6 +29,9 @@ pub struct Config {
     pub heartbeat_min_secs: u64,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
+    /// Connections this host should hold; the start-up host check warns
+    /// about every setting that falls short (`SQUALL_EXPECTED_CONNECTIONS`).
+    pub expected_connections: u64,
     /// The backend.
     pub backend: BackendConfig,
 }
@@ -43,6 +46,7 @@ impl Default for Config {
             inbox_capacity: 65_536,
             heartbeat_min_secs: 45,
             migrate_on_start: true,
+            expected_connections: 10_000,
             backend: BackendConfig::default(),
         }
     }
@@ -78,6 +82,9 @@ impl Config {
         }
         if let Some(v) = get("SQUALL_IO_URING") {
             self.io_uring = matches!(v.as_str(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = get("SQUALL_EXPECTED_CONNECTIONS") {
+            self.expected_connections = v.parse().context("SQUALL_EXPECTED_CONNECTIONS must be a number")?;
         }
         if let Some(v) = get("SQUALL_HEARTBEAT_MIN_SECS") {
             self.heartbeat_min_secs = v.parse().context("SQUALL_HEARTBEAT_MIN_SECS must be a number")?;

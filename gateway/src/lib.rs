@@ -40,8 +40,16 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
             .with_context(|| format!("migrating {}", cfg.backend.database_url))?;
     }
 
+    host_check(&cfg);
     let listener = std::net::TcpListener::bind(&cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
+    // std listens with a backlog of 128; after a restart every client
+    // reconnects at once. Listening again on a listening socket only
+    // changes its backlog; the kernel caps it at net.core.somaxconn.
+    // SAFETY: the fd is a valid, bound socket we own.
+    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 65_535) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not enlarge the listen backlog");
+    }
     let addr = listener.local_addr()?;
     let cores = cfg.core_count();
     let topo = Topology::single_node(cores);
@@ -94,6 +102,31 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
         let _ = t.join();
     }
     Ok(())
+}
+
+/// Raises the open-file soft limit to the hard limit, then checks the host
+/// against `expected_connections` and logs one warning per shortfall. It
+/// refuses nothing: a small host still serves what it can.
+fn host_check(cfg: &Config) {
+    use squall_kernel_tuning::{check, host::Host, sizing::Target};
+    match squall_kernel_tuning::raise_nofile_soft_limit() {
+        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file soft limit"),
+    }
+    let target = Target { connections: cfg.expected_connections, cores: cfg.core_count() as u64 };
+    let report = check::check(&Host::new("/"), target);
+    let problems: Vec<_> = report.problems().filter(|f| f.concerns_server()).collect();
+    for f in &problems {
+        let first = f.advice.lines().next().unwrap_or("");
+        tracing::warn!(knob = f.knob, value = %f.value, needed = %f.needed, "host check: {first}");
+    }
+    if !problems.is_empty() {
+        tracing::warn!(
+            expected_connections = cfg.expected_connections,
+            "host check found shortfalls; run `squall-tune check --connections {}` for details",
+            cfg.expected_connections
+        );
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
