@@ -7,15 +7,14 @@
 //! seconds, so tests drive it without sleeping.
 
 use crate::http::Response;
-use crate::queue::{accepts_type, narrow_matches, EventBody, EventQueue};
+use crate::queue::{EventBody, EventQueue};
 use futures_channel::oneshot;
 use serde_json::Value;
 use squall_backend::error::ApiError;
-use squall_shard_router::envelope::{MessageNotice, Notice, QueueSpec, Variant};
+use squall_shard_router::envelope::{Notice, QueueSpec};
 use squall_shard_router::ids::QueueId;
 use squall_shard_router::Shard;
 use std::collections::HashMap;
-use std::rc::Rc;
 
 /// An item in a core's inbox.
 pub enum Item {
@@ -101,12 +100,12 @@ pub struct HeartbeatTimer {
 }
 
 /// Zulip's client descriptor.
-struct Descriptor {
-    spec: QueueSpec,
-    queue: EventQueue,
-    last_connection_time: u64,
-    waiter: Option<oneshot::Sender<Response>>,
-    park_gen: u64,
+pub(crate) struct Descriptor {
+    pub(crate) spec: QueueSpec,
+    pub(crate) queue: EventQueue,
+    pub(crate) last_connection_time: u64,
+    pub(crate) waiter: Option<oneshot::Sender<Response>>,
+    pub(crate) park_gen: u64,
 }
 
 impl Descriptor {
@@ -117,10 +116,12 @@ impl Descriptor {
 
 /// Everything one core owns.
 pub struct CoreState {
-    shard: Shard,
-    timing: Timing,
-    queues: HashMap<String, Descriptor>,
-    by_user: HashMap<i64, Vec<String>>,
+    pub(crate) shard: Shard,
+    pub(crate) timing: Timing,
+    pub(crate) queues: HashMap<String, Descriptor>,
+    pub(crate) by_user: HashMap<i64, Vec<String>>,
+    /// Realm → queues that receive every public-stream message of the realm.
+    pub(crate) watchers: HashMap<i64, Vec<String>>,
 }
 
 fn success_body(events: &str, queue_id: Option<&str>) -> Vec<u8> {
@@ -148,7 +149,7 @@ pub fn bad_queue(queue_id: &str) -> Response {
 }
 
 /// A deferred (long-poll) completion always carries `queue_id`.
-fn deferred(queue_id: &str, d: &Descriptor) -> Response {
+pub(crate) fn deferred(queue_id: &str, d: &mut Descriptor) -> Response {
     let mut r = Response::json(200, success_body(&d.queue.render_events(), Some(queue_id)));
     r.headers.push(("Vary", "Accept-Language, Cookie".into()));
     r
@@ -157,7 +158,7 @@ fn deferred(queue_id: &str, d: &Descriptor) -> Response {
 impl CoreState {
     /// An empty core.
     pub fn new(shard: Shard, timing: Timing) -> Self {
-        CoreState { shard, timing, queues: HashMap::new(), by_user: HashMap::new() }
+        CoreState { shard, timing, queues: HashMap::new(), by_user: HashMap::new(), watchers: HashMap::new() }
     }
 
     /// Number of queues owned.
@@ -169,6 +170,9 @@ impl CoreState {
     pub fn allocate(&mut self, spec: QueueSpec, now: u64) -> String {
         let id = QueueId::new_random(self.shard).to_string();
         self.by_user.entry(spec.user_id).or_default().push(id.clone());
+        if spec.is_realm_watcher() {
+            self.watchers.entry(spec.realm_id).or_default().push(id.clone());
+        }
         self.queues.insert(
             id.clone(),
             Descriptor { spec, queue: EventQueue::new(), last_connection_time: now, waiter: None, park_gen: 0 },
@@ -177,8 +181,8 @@ impl CoreState {
     }
 
     /// Events of a queue as JSON values (register's race check).
-    pub fn peek(&self, user_id: i64, queue_id: &str) -> Option<Vec<Value>> {
-        let d = self.queues.get(queue_id).filter(|d| d.spec.user_id == user_id)?;
+    pub fn peek(&mut self, user_id: i64, queue_id: &str) -> Option<Vec<Value>> {
+        let d = self.queues.get_mut(queue_id).filter(|d| d.spec.user_id == user_id)?;
         serde_json::from_str(&d.queue.render_events()).ok()
     }
 
@@ -257,64 +261,18 @@ impl CoreState {
         }
     }
 
-    fn push(&mut self, queue_id: &str, body: EventBody) {
-        let Some(d) = self.queues.get_mut(queue_id) else { return };
-        d.queue.push(body);
-        if let Some(w) = d.waiter.take() {
-            let _ = w.send(deferred(queue_id, d));
-        }
-    }
-
-    /// Delivers a notice to this core's queues.
-    pub fn deliver(&mut self, notice: Notice) {
-        match notice {
-            Notice::Generic { event, users } => {
-                let event_type = event.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
-                let Ok(json) = serde_json::to_string(&*event) else { return };
-                let shared: Rc<str> = Rc::from(json);
-                for user in users {
-                    for qid in self.by_user.get(&user).cloned().unwrap_or_default() {
-                        if self.queues.get(&qid).is_some_and(|d| accepts_type(&d.spec, &event_type)) {
-                            self.push(&qid, EventBody::Shared(shared.clone()));
-                        }
-                    }
-                }
-            }
-            Notice::Message(m) => self.deliver_message(m),
-        }
-    }
-
-    fn deliver_message(&mut self, m: MessageNotice) {
-        // One serialisation per content variant, shared by every queue.
-        let mut variants: [Option<Rc<str>>; 4] = Default::default();
-        for r in &m.users {
-            for qid in self.by_user.get(&r.id).cloned().unwrap_or_default() {
-                let Some(d) = self.queues.get(&qid) else { continue };
-                if !accepts_type(&d.spec, "message") || !narrow_matches(&d.spec.narrow, &m.message, r.flags) {
-                    continue;
-                }
-                let variant =
-                    Variant { apply_markdown: d.spec.apply_markdown, client_gravatar: d.spec.client_gravatar };
-                let payload = variants[variant.index()]
-                    .get_or_insert_with(|| Rc::from(m.message.client_json(variant, None)))
-                    .clone();
-                let local_message_id =
-                    if m.sender_queue_id.as_deref() == Some(qid.as_str()) { m.local_id.clone() } else { None };
-                self.push(&qid, EventBody::Message { payload, flags: r.flags, local_message_id });
-            }
-        }
-    }
-
-    fn remove_queue(&mut self, queue_id: &str) {
+    pub(crate) fn remove_queue(&mut self, queue_id: &str) {
         let Some(mut d) = self.queues.remove(queue_id) else { return };
         // Complete a parked poll with what it had, as Zulip does.
         if let Some(w) = d.waiter.take() {
-            let _ = w.send(deferred(queue_id, &d));
+            let _ = w.send(deferred(queue_id, &mut d));
         }
-        if let Some(list) = self.by_user.get_mut(&d.spec.user_id) {
-            list.retain(|q| q != queue_id);
-            if list.is_empty() {
-                self.by_user.remove(&d.spec.user_id);
+        for (index, key) in [(&mut self.by_user, d.spec.user_id), (&mut self.watchers, d.spec.realm_id)] {
+            if let Some(list) = index.get_mut(&key) {
+                list.retain(|q| q != queue_id);
+                if list.is_empty() {
+                    index.remove(&key);
+                }
             }
         }
     }

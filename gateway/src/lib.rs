@@ -13,6 +13,8 @@ pub mod bus;
 pub mod config;
 pub mod conn;
 pub mod core;
+mod deliver;
+pub mod filter;
 pub mod http;
 pub mod inbox;
 pub mod queue;

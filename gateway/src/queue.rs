@@ -6,7 +6,7 @@
 //! payload of its content variant and keeps only the per-queue parts (flags,
 //! `local_message_id`), which are spliced in when a response is written.
 
-use squall_shard_router::envelope::{QueueSpec, WideMessage};
+use serde_json::{Map, Value};
 use squall_shard_router::flags;
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -102,14 +102,80 @@ impl PruneError {
 #[derive(Debug, Default)]
 pub struct EventQueue {
     events: VecDeque<QueuedEvent>,
+    /// Compressed `update_message_flags` events since the last read, by key
+    /// (see [`virtual_key`]), each with the id of its latest constituent.
+    virtual_events: Vec<(String, i64, Map<String, Value>)>,
     next_event_id: i64,
     newest_pruned_id: i64,
+}
+
+/// Zulip's compression key of an event: `flags/<op>/<flag>` for
+/// `update_message_flags` with `all: false`, `all_flags/<flag>/<op>` with
+/// `all: true`, else the type.
+pub fn virtual_key(event: &Value) -> String {
+    let ty = event.get("type").and_then(Value::as_str).unwrap_or("");
+    if ty != "update_message_flags" {
+        return ty.to_owned();
+    }
+    let op = event.get("operation").or_else(|| event.get("op")).and_then(Value::as_str).unwrap_or("");
+    let flag = event.get("flag").and_then(Value::as_str).unwrap_or("");
+    if event.get("all").and_then(Value::as_bool).unwrap_or(false) {
+        format!("all_flags/{flag}/{op}")
+    } else {
+        format!("flags/{op}/{flag}")
+    }
+}
+
+/// Whether events with this key are merged: flag changes, except
+/// `remove`/`read` (which carries `message_details`) and `all: true`.
+pub fn is_compressible(key: &str) -> bool {
+    key.starts_with("flags/") && !key.starts_with("flags/remove/read")
 }
 
 impl EventQueue {
     /// An empty queue (first id 0, nothing pruned: -1).
     pub fn new() -> Self {
-        EventQueue { events: VecDeque::new(), next_event_id: 0, newest_pruned_id: -1 }
+        EventQueue { events: VecDeque::new(), virtual_events: Vec::new(), next_event_id: 0, newest_pruned_id: -1 }
+    }
+
+    /// Pushes an event object, compressing flag events as Zulip does.
+    /// Returns the id it was given (merged events still consume an id).
+    pub fn push_value(&mut self, event: Map<String, Value>, shared: Option<Rc<str>>) -> i64 {
+        let key = virtual_key(&Value::Object(event.clone()));
+        if !is_compressible(&key) {
+            let body = shared.unwrap_or_else(|| Rc::from(Value::Object(event).to_string()));
+            return self.push(EventBody::Shared(body));
+        }
+        let id = self.next_event_id;
+        self.next_event_id += 1;
+        match self.virtual_events.iter_mut().find(|(k, _, _)| *k == key) {
+            None => self.virtual_events.push((key, id, event)),
+            Some((_, vid, merged)) => {
+                *vid = id;
+                if let Some(Value::Array(more)) = event.get("messages") {
+                    if let Some(Value::Array(list)) = merged.get_mut("messages") {
+                        list.extend(more.iter().cloned());
+                    }
+                }
+                if let Some(ts) = event.get("timestamp") {
+                    merged.insert("timestamp".into(), ts.clone());
+                }
+            }
+        }
+        id
+    }
+
+    /// Moves the virtual events into the queue at their ids; later flag
+    /// events start new virtual events (Zulip's `contents`).
+    fn materialize(&mut self) {
+        if self.virtual_events.is_empty() {
+            return;
+        }
+        for (_, id, event) in self.virtual_events.drain(..) {
+            self.events
+                .push_back(QueuedEvent { id, body: EventBody::Shared(Rc::from(Value::Object(event).to_string())) });
+        }
+        self.events.make_contiguous().sort_by_key(|e| e.id);
     }
 
     /// Appends an event; returns its id.
@@ -136,9 +202,14 @@ impl EventQueue {
         Ok(())
     }
 
-    /// Whether nothing is pending.
+    /// Whether nothing is pending (virtual events count).
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.events.is_empty() && self.virtual_events.is_empty()
+    }
+
+    /// Next id to be assigned.
+    pub fn next_event_id(&self) -> i64 {
+        self.next_event_id
     }
 
     /// Pending events in id order.
@@ -146,8 +217,10 @@ impl EventQueue {
         self.events.iter()
     }
 
-    /// The JSON array of pending events.
-    pub fn render_events(&self) -> String {
+    /// The JSON array of pending events. Reading ends compression: virtual
+    /// events are materialised first.
+    pub fn render_events(&mut self) -> String {
+        self.materialize();
         let mut out = String::from("[");
         for (i, e) in self.events.iter().enumerate() {
             if i > 0 {
@@ -160,43 +233,9 @@ impl EventQueue {
     }
 }
 
-/// Whether a queue with these options wants an event of `event_type`
-/// (Zulip's `accepts_event`, the type part).
-pub fn accepts_type(spec: &QueueSpec, event_type: &str) -> bool {
-    match &spec.event_types {
-        None => true,
-        Some(types) => types.iter().any(|t| t == event_type),
-    }
-}
-
-/// Zulip's narrow predicate for message events; every term must match,
-/// comparisons are case-insensitive.
-pub fn narrow_matches(narrow: &[(String, String)], msg: &WideMessage, bits: i64) -> bool {
-    narrow.iter().all(|(op, operand)| match op.as_str() {
-        "stream" | "channel" => match &msg.destination {
-            squall_shard_router::envelope::Destination::Stream { name, .. } => {
-                name.to_lowercase() == operand.to_lowercase()
-            }
-            _ => false,
-        },
-        "topic" => msg.is_stream() && msg.subject.to_lowercase() == operand.to_lowercase(),
-        "sender" => msg.sender_email.to_lowercase() == operand.to_lowercase(),
-        "is" => match operand.as_str() {
-            "dm" | "private" => !msg.is_stream(),
-            "starred" => bits & flags::STARRED != 0,
-            "unread" => bits & flags::READ == 0,
-            "mentioned" | "alerted" => bits & flags::MENTIONED != 0,
-            "resolved" => msg.is_stream() && msg.subject.starts_with("✔ "),
-            _ => true,
-        },
-        _ => true,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use squall_shard_router::envelope::{Destination, Participant};
 
     fn shared(s: &str) -> EventBody {
         EventBody::Shared(Rc::from(s))
@@ -228,6 +267,90 @@ mod tests {
         assert!(q.is_empty());
     }
 
+    fn flags(op: &str, flag: &str, messages: &[i64], ts: i64) -> Map<String, Value> {
+        let v = serde_json::json!({"type": "update_message_flags", "op": op, "operation": op, "flag": flag,
+                                   "messages": messages, "all": false, "timestamp": ts});
+        v.as_object().unwrap().clone()
+    }
+
+    fn other(ty: &str) -> Map<String, Value> {
+        serde_json::json!({"type": ty}).as_object().unwrap().clone()
+    }
+
+    fn contents(q: &mut EventQueue) -> Value {
+        serde_json::from_str(&q.render_events()).unwrap()
+    }
+
+    #[test]
+    fn consecutive_read_flags_collapse_at_the_last_id() {
+        // Zulip's test_event_queue: flags(0), flags(1), unknown(2), flags(3), flags(4).
+        let mut q = EventQueue::new();
+        q.push_value(flags("add", "read", &[101], 0), None);
+        q.push_value(flags("add", "read", &[201, 202], 1), None);
+        q.push_value(other("unknown"), None);
+        q.push_value(flags("add", "read", &[301, 302, 303], 3), None);
+        q.push_value(flags("add", "read", &[401, 402, 403, 404], 4), None);
+        let got = contents(&mut q);
+        assert_eq!(got.as_array().unwrap().len(), 2);
+        assert_eq!(got[0], serde_json::json!({"id": 2, "type": "unknown"}));
+        assert_eq!(got[1]["id"], 4);
+        assert_eq!(got[1]["timestamp"], 4);
+        assert_eq!(got[1]["messages"], serde_json::json!([101, 201, 202, 301, 302, 303, 401, 402, 403, 404]));
+        // Reading ended the compression: the next flags event stands alone.
+        q.push_value(flags("add", "read", &[999], 5), None);
+        let got = contents(&mut q);
+        assert_eq!(got.as_array().unwrap().len(), 3);
+        assert_eq!(got[2]["id"], 5);
+        assert_eq!(got[2]["messages"], serde_json::json!([999]));
+    }
+
+    #[test]
+    fn other_flags_compress_keeping_the_first_events_fields_and_wait_as_virtual() {
+        let mut q = EventQueue::new();
+        let mut first = flags("remove", "collapsed", &[1], 10);
+        first.insert("extra".into(), "first".into());
+        q.push_value(first, None);
+        assert!(q.events.is_empty(), "a single flags event is held as a virtual event");
+        assert!(!q.is_empty(), "but the queue is not empty");
+        let mut second = flags("remove", "collapsed", &[2], 11);
+        second.insert("extra".into(), "second".into());
+        q.push_value(second, None);
+        let got = contents(&mut q);
+        assert_eq!(got[0]["extra"], "first");
+        assert_eq!(got[0]["messages"], serde_json::json!([1, 2]));
+        assert_eq!(got[0]["timestamp"], 11);
+        assert_eq!(got[0]["id"], 1);
+    }
+
+    #[test]
+    fn remove_read_and_all_are_never_merged() {
+        assert!(!is_compressible(&virtual_key(&Value::Object(flags("remove", "read", &[1], 0)))));
+        let mut all = flags("add", "read", &[], 0);
+        all.insert("all".into(), true.into());
+        assert_eq!(virtual_key(&Value::Object(all.clone())), "all_flags/read/add");
+        assert!(!is_compressible("all_flags/read/add"));
+        let mut q = EventQueue::new();
+        q.push_value(flags("remove", "read", &[1], 0), None);
+        q.push_value(flags("remove", "read", &[2], 1), None);
+        q.push_value(all.clone(), None);
+        q.push_value(all, None);
+        assert_eq!(contents(&mut q).as_array().unwrap().len(), 4);
+        assert!(is_compressible("flags/add/starred"));
+    }
+
+    #[test]
+    fn pruning_ignores_virtual_events() {
+        let mut q = EventQueue::new();
+        q.push(EventBody::Heartbeat);
+        q.push_value(flags("add", "read", &[1], 0), None);
+        // Event 1 is virtual: acknowledging 0 is fine; 1 was never delivered.
+        assert_eq!(q.prune(0), Ok(()));
+        assert!(!q.is_empty());
+        assert_eq!(contents(&mut q)[0]["id"], 1);
+        assert_eq!(q.prune(1), Ok(()));
+        assert!(q.is_empty());
+    }
+
     #[test]
     fn message_rendering_splices_per_queue_parts() {
         let e = QueuedEvent {
@@ -250,63 +373,5 @@ mod tests {
         let mut out = String::new();
         QueuedEvent { id: 3, body: shared("{}") }.render(&mut out);
         assert_eq!(out, r#"{"id":3}"#);
-    }
-
-    fn msg(dest: Destination, subject: &str) -> WideMessage {
-        WideMessage {
-            id: 1,
-            sender_id: 2,
-            sender_email: "Hamlet@Zulip.com".into(),
-            sender_full_name: "Hamlet".into(),
-            sender_realm_str: "".into(),
-            recipient_id: 3,
-            timestamp: 0,
-            client: "test".into(),
-            subject: subject.into(),
-            content: "x".into(),
-            rendered_content: "<p>x</p>".into(),
-            is_me_message: false,
-            avatar_url: "u".into(),
-            avatar_is_gravatar: true,
-            destination: dest,
-        }
-    }
-
-    #[test]
-    fn narrow_predicate() {
-        let n = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
-        let denmark = msg(Destination::Stream { stream_id: 1, name: "Denmark".into() }, "✔ done");
-        let dm = msg(
-            Destination::Private {
-                participants: vec![Participant {
-                    id: 2,
-                    email: "a".into(),
-                    full_name: "a".into(),
-                    is_mirror_dummy: false,
-                }],
-            },
-            "",
-        );
-        assert!(narrow_matches(&[], &dm, 0));
-        assert!(narrow_matches(&n(&[("stream", "denmark")]), &denmark, 0));
-        assert!(!narrow_matches(&n(&[("stream", "denmark")]), &dm, 0));
-        assert!(narrow_matches(&n(&[("stream", "DENMARK"), ("topic", "✔ DONE")]), &denmark, 0));
-        assert!(narrow_matches(&n(&[("sender", "hamlet@zulip.com")]), &dm, 0));
-        assert!(narrow_matches(&n(&[("is", "dm")]), &dm, 0));
-        assert!(!narrow_matches(&n(&[("is", "private")]), &denmark, 0));
-        assert!(narrow_matches(&n(&[("is", "resolved")]), &denmark, 0));
-        assert!(narrow_matches(&n(&[("is", "unread")]), &denmark, 0));
-        assert!(!narrow_matches(&n(&[("is", "unread")]), &denmark, flags::READ));
-        assert!(narrow_matches(&n(&[("is", "mentioned")]), &denmark, flags::MENTIONED));
-        assert!(narrow_matches(&n(&[("is", "whatever")]), &denmark, 0));
-    }
-
-    #[test]
-    fn type_filter() {
-        let mut spec = QueueSpec::default();
-        assert!(accepts_type(&spec, "message"));
-        spec.event_types = Some(vec!["message".into()]);
-        assert!(accepts_type(&spec, "message"));
-        assert!(!accepts_type(&spec, "typing"));
     }
 }

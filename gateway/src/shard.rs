@@ -140,7 +140,7 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
                 let _ = reply.send(id);
             }
             Item::Peek { user_id, queue_id, reply } => {
-                let _ = reply.send(ctx.state.borrow().peek(user_id, &queue_id));
+                let _ = reply.send(ctx.state.borrow_mut().peek(user_id, &queue_id));
             }
             Item::Notice(notice) => ctx.state.borrow_mut().deliver(notice),
             Item::Events(call) => {

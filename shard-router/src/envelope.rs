@@ -28,14 +28,32 @@ pub struct Envelope {
 pub enum Notice {
     /// A new message (Zulip's `process_message_event`).
     Message(MessageNotice),
-    /// Any other event, delivered as-is to every queue of each user that
-    /// accepts its type.
+    /// Any other event, delivered to every queue of each user that accepts
+    /// it (with the per-queue variants of Zulip's `process_notification`).
     Generic {
-        /// The client-visible event object (without `id`).
+        /// The event object (without `id`); may carry internal keys the
+        /// gateway removes (`inaccessible_user`, `deactivated`).
         event: Arc<serde_json::Value>,
         /// Recipient user ids.
         users: Vec<i64>,
     },
+    /// An event with per-user data merged in (`update_message`: each user's
+    /// `flags`).
+    PerUser {
+        /// The shared part of the event.
+        event: Arc<serde_json::Value>,
+        /// Recipients and the keys to add for each.
+        users: Vec<PerUserData>,
+    },
+}
+
+/// One recipient of a [`Notice::PerUser`] event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PerUserData {
+    /// User id.
+    pub id: i64,
+    /// Keys copied into this user's copy of the event.
+    pub data: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A message event for a set of recipients.
@@ -50,6 +68,16 @@ pub struct MessageNotice {
     /// Opaque id the sender chose; echoed as `local_message_id` to the
     /// queue named by `sender_queue_id` only.
     pub local_id: Option<String>,
+    /// Realm of the message (realm-wide watchers are indexed by realm).
+    #[serde(default)]
+    pub realm_id: i64,
+    /// Sent to a public stream: every `all_public_streams` or narrowed queue
+    /// of the realm is a candidate, with empty flags.
+    #[serde(default)]
+    pub public_stream: bool,
+    /// Sent to an invite-only stream (mirror clients are told so).
+    #[serde(default)]
+    pub invite_only: bool,
 }
 
 /// One recipient of a message and that recipient's UserMessage flags.
@@ -313,6 +341,9 @@ mod tests {
                 users: vec![MessageRecipient { id: 7, flags: 1 }],
                 sender_queue_id: Some("0-0-00000000000000000000000000000001".into()),
                 local_id: Some("1.5".into()),
+                realm_id: 1,
+                public_stream: true,
+                invite_only: false,
             }),
         };
         let s = serde_json::to_string(&env).unwrap();
@@ -323,7 +354,7 @@ mod tests {
                 assert_eq!(m.local_id.as_deref(), Some("1.5"));
                 assert_eq!(m.message.id, 42);
             }
-            Notice::Generic { .. } => panic!("wrong kind"),
+            Notice::Generic { .. } | Notice::PerUser { .. } => panic!("wrong kind"),
         }
     }
 }
@@ -331,7 +362,8 @@ mod tests {
 /// Everything the gateway needs to create a queue (Zulip's client
 /// descriptor options), as sent by register or by `GET /events` without a
 /// queue id.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct QueueSpec {
     /// Owner.
     pub user_id: i64,
@@ -359,4 +391,45 @@ pub struct QueueSpec {
     pub stream_typing_notifications: bool,
     /// Only `user_settings` events for settings changes.
     pub user_settings_object: bool,
+    /// Linkifiers as URL templates.
+    pub linkifier_url_template: bool,
+    /// The client may not know every user: skip `realm_user` adds of
+    /// inaccessible users.
+    pub user_list_incomplete: bool,
+    /// Receive events about deactivated user groups.
+    pub include_deactivated_groups: bool,
+    /// The client knows the PRONOUNS custom-profile-field type.
+    pub pronouns_field_type_supported: bool,
+}
+
+impl Default for QueueSpec {
+    fn default() -> Self {
+        QueueSpec {
+            user_id: 0,
+            realm_id: 0,
+            client_type_name: String::new(),
+            event_types: None,
+            narrow: Vec::new(),
+            apply_markdown: false,
+            client_gravatar: false,
+            slim_presence: false,
+            all_public_streams: false,
+            queue_timeout_secs: 600,
+            bulk_message_deletion: false,
+            stream_typing_notifications: false,
+            user_settings_object: false,
+            linkifier_url_template: false,
+            user_list_incomplete: false,
+            include_deactivated_groups: false,
+            pronouns_field_type_supported: true,
+        }
+    }
+}
+
+impl QueueSpec {
+    /// A realm-wide watcher: receives public-stream messages it is not a
+    /// recipient of (`all_public_streams`, or any narrow, as in Zulip).
+    pub fn is_realm_watcher(&self) -> bool {
+        self.all_public_streams || !self.narrow.is_empty()
+    }
 }

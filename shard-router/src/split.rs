@@ -4,15 +4,31 @@
 //! receives an envelope splits it so every core gets only its own users,
 //! sharing the (possibly large) event body by reference.
 
-use crate::envelope::{MessageNotice, Notice};
+use crate::envelope::{MessageNotice, Notice, PerUserData};
 use crate::placement::Topology;
 
 /// Splits `notice` into per-core parts for node `node`. Users placed on other
 /// nodes are dropped (they are another node's business). Cores without users
-/// get no part.
+/// get no part, except that a public-stream message goes to every core:
+/// realm-wide watchers may live anywhere.
 pub fn split_for_node(notice: &Notice, topo: Topology, node: u16) -> Vec<(u16, Notice)> {
     let cores = topo.cores.max(1) as usize;
     match notice {
+        Notice::PerUser { event, users } => {
+            let mut parts: Vec<Vec<PerUserData>> = vec![Vec::new(); cores];
+            for u in users {
+                let s = topo.shard_of(u.id);
+                if s.node == node {
+                    parts[s.core as usize].push(u.clone());
+                }
+            }
+            parts
+                .into_iter()
+                .enumerate()
+                .filter(|(_, u)| !u.is_empty())
+                .map(|(c, users)| (c as u16, Notice::PerUser { event: event.clone(), users }))
+                .collect()
+        }
         Notice::Generic { event, users } => {
             let mut parts: Vec<Vec<i64>> = vec![Vec::new(); cores];
             for &u in users {
@@ -39,14 +55,9 @@ pub fn split_for_node(notice: &Notice, topo: Topology, node: u16) -> Vec<(u16, N
             parts
                 .into_iter()
                 .enumerate()
-                .filter(|(_, u)| !u.is_empty())
+                .filter(|(_, u)| !u.is_empty() || m.public_stream)
                 .map(|(c, users)| {
-                    let part = MessageNotice {
-                        message: m.message.clone(),
-                        users,
-                        sender_queue_id: m.sender_queue_id.clone(),
-                        local_id: m.local_id.clone(),
-                    };
+                    let part = MessageNotice { users, ..m.clone() };
                     (c as u16, Notice::Message(part))
                 })
                 .collect()
@@ -88,6 +99,9 @@ mod tests {
             users: users.clone(),
             sender_queue_id: None,
             local_id: None,
+            realm_id: 1,
+            public_stream: false,
+            invite_only: true,
         });
         let parts = split_for_node(&notice, topo, 1);
         assert_eq!(parts.len(), 1);
@@ -95,5 +109,43 @@ mod tests {
         let expected: Vec<MessageRecipient> = users.into_iter().filter(|r| topo.shard_of(r.id).node == 1).collect();
         assert!(!expected.is_empty());
         assert_eq!(m.users, expected);
+    }
+
+    #[test]
+    fn public_stream_messages_reach_every_core() {
+        let topo = Topology::single_node(4);
+        let notice = Notice::Message(MessageNotice {
+            message: Arc::new(crate::envelope::tests_support::message()),
+            users: vec![MessageRecipient { id: 1, flags: 0 }],
+            sender_queue_id: None,
+            local_id: None,
+            realm_id: 1,
+            public_stream: true,
+            invite_only: false,
+        });
+        let cores: Vec<u16> = split_for_node(&notice, topo, 0).into_iter().map(|(c, _)| c).collect();
+        assert_eq!(cores, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn per_user_data_follows_its_user() {
+        let topo = Topology::single_node(2);
+        let users: Vec<PerUserData> = (1..=10)
+            .map(|id| PerUserData {
+                id,
+                data: serde_json::json!({"flags": [id.to_string()]}).as_object().unwrap().clone(),
+            })
+            .collect();
+        let notice = Notice::PerUser { event: Arc::new(serde_json::json!({"type": "update_message"})), users };
+        let mut n = 0;
+        for (core, part) in split_for_node(&notice, topo, 0) {
+            let Notice::PerUser { users, .. } = part else { panic!("kind changed") };
+            for u in users {
+                assert_eq!(topo.shard_of(u.id).core, core);
+                assert_eq!(u.data["flags"][0], u.id.to_string());
+                n += 1;
+            }
+        }
+        assert_eq!(n, 10);
     }
 }

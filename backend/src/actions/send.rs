@@ -374,6 +374,10 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
     }
     tx.commit().await?;
 
+    let (public_stream, invite_only) = match &target {
+        Target::Stream(s) => (s.is_public(), s.invite_only),
+        Target::Direct { .. } => (false, false),
+    };
     let destination = match target {
         Target::Stream(s) => Destination::Stream { stream_id: s.id, name: s.name },
         Target::Direct { participants, .. } => Destination::Private { participants: display_recipient(&participants) },
@@ -403,6 +407,9 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
             users,
             sender_queue_id: out.queue_id,
             local_id: out.local_id,
+            realm_id: sender.realm_id,
+            public_stream,
+            invite_only,
         }),
     };
     // The message is committed; a delivery failure must not turn the send

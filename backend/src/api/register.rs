@@ -42,9 +42,33 @@ pub fn check_queue_narrow(v: Option<Value>) -> Result<Vec<(String, String)>, Api
     Ok(out)
 }
 
+/// Zulip derives PRONOUNS support from the User-Agent: only the legacy
+/// mobile app before 27.192 lacks it.
+pub fn pronouns_supported(user_agent: Option<&str>) -> bool {
+    let Some(rest) = user_agent.and_then(|ua| ua.strip_prefix("ZulipMobile/")) else { return true };
+    let version: Vec<u32> = rest
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    match version.as_slice() {
+        [major, minor, ..] => (*major, *minor) >= (27, 192),
+        [major] => *major > 27,
+        [] => true,
+    }
+}
+
 /// Reads the queue-creation parameters shared by register and
 /// `GET /events` without a queue id.
-pub fn queue_spec(user: &User, client_name: String, p: &mut Params, register: bool) -> Result<QueueSpec, ApiError> {
+pub fn queue_spec(
+    user: &User,
+    client_name: String,
+    user_agent: Option<&str>,
+    p: &mut Params,
+    register: bool,
+) -> Result<QueueSpec, ApiError> {
     let apply_markdown = p.bool("apply_markdown")?.unwrap_or(false);
     // register defaults client_gravatar to true (authenticated); /events to false.
     let client_gravatar = p.bool("client_gravatar")?.unwrap_or(register);
@@ -84,11 +108,19 @@ pub fn queue_spec(user: &User, client_name: String, p: &mut Params, register: bo
             spec.bulk_message_deletion = flag("bulk_message_deletion");
             spec.stream_typing_notifications = flag("stream_typing_notifications");
             spec.user_settings_object = flag("user_settings_object");
+            spec.linkifier_url_template = flag("linkifier_url_template");
+            spec.user_list_incomplete = flag("user_list_incomplete");
+            spec.include_deactivated_groups = flag("include_deactivated_groups");
         }
+        spec.pronouns_field_type_supported = pronouns_supported(user_agent);
     } else {
         spec.bulk_message_deletion = p.bool("bulk_message_deletion")?.unwrap_or(false);
         spec.stream_typing_notifications = p.bool("stream_typing_notifications")?.unwrap_or(false);
         spec.user_settings_object = p.bool("user_settings_object")?.unwrap_or(false);
+        spec.linkifier_url_template = p.bool("linkifier_url_template")?.unwrap_or(false);
+        spec.user_list_incomplete = p.bool("user_list_incomplete")?.unwrap_or(false);
+        spec.include_deactivated_groups = p.bool("include_deactivated_groups")?.unwrap_or(false);
+        spec.pronouns_field_type_supported = p.bool("pronouns_field_type_supported")?.unwrap_or(true);
     }
     Ok(spec)
 }
@@ -99,7 +131,7 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     let include_subscribers = p.bool("include_subscribers")?.unwrap_or(false);
     let fetch_event_types = p.str_list("fetch_event_types")?;
     let _ = p.int("presence_history_limit_days")?;
-    let spec = queue_spec(user, client_name, p, true)?;
+    let spec = queue_spec(user, client_name, req.header("user-agent"), p, true)?;
     let wanted = fetch_event_types.or_else(|| spec.event_types.clone());
     let want = |t: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == t));
 
@@ -257,6 +289,16 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn pronouns_from_user_agent() {
+        assert!(pronouns_supported(None));
+        assert!(pronouns_supported(Some("ZulipPython/0.9.1")));
+        assert!(!pronouns_supported(Some("ZulipMobile/27.191 (Android 14)")));
+        assert!(pronouns_supported(Some("ZulipMobile/27.192 (iOS 17)")));
+        assert!(pronouns_supported(Some("ZulipMobile/28.0")));
+        assert!(!pronouns_supported(Some("ZulipMobile/26.1")));
+    }
 
     #[test]
     fn narrow_validation() {

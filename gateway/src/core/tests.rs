@@ -3,7 +3,7 @@
 use super::*;
 use futures_channel::oneshot::Receiver;
 use serde_json::json;
-use squall_shard_router::envelope::{Destination, MessageRecipient, WideMessage};
+use squall_shard_router::envelope::{Destination, MessageNotice, MessageRecipient, WideMessage};
 use squall_shard_router::flags;
 use std::sync::Arc;
 
@@ -183,6 +183,9 @@ fn message(flags_for: &[(i64, i64)], sender_queue: Option<String>) -> Notice {
         users: flags_for.iter().map(|&(id, flags)| MessageRecipient { id, flags }).collect(),
         sender_queue_id: sender_queue,
         local_id: Some("0.1".into()),
+        realm_id: 1,
+        public_stream: true,
+        invite_only: false,
     })
 }
 

@@ -1,0 +1,251 @@
+//! Delivering a notice to this core's queues: Zulip's
+//! `process_notification` and `process_message_event`.
+//!
+//! Each event is serialised once per variant a queue can need (slim
+//! presence, legacy per-message deletes, downgraded pronouns fields, content
+//! variants of messages), never once per queue; queues share the bytes.
+
+use crate::core::{deferred, CoreState};
+use crate::filter::{accepts_event, accepts_messages, narrow_matches};
+use crate::queue::{is_compressible, virtual_key, EventBody};
+use serde_json::{Map, Value};
+use squall_shard_router::envelope::{MessageNotice, Notice, PerUserData, QueueSpec, Variant};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Keys of `update_message` that are for the event server only.
+fn is_internal_update_key(k: &str) -> bool {
+    k == "prior_mention_user_ids" || k == "disable_external_notifications" || k.ends_with("_user_ids")
+}
+
+/// Custom profile field type ids: PRONOUNS is shown as SHORT_TEXT to
+/// clients that do not know it.
+const PRONOUNS: i64 = 8;
+const SHORT_TEXT: i64 = 1;
+
+/// An event ready to push: compression key, structure, serialised form.
+struct Ready {
+    key: String,
+    map: Map<String, Value>,
+    json: Rc<str>,
+}
+
+impl Ready {
+    fn new(map: Map<String, Value>) -> Self {
+        let value = Value::Object(map);
+        let key = virtual_key(&value);
+        let json: Rc<str> = Rc::from(value.to_string());
+        let Value::Object(map) = value else { unreachable!("built from a map") };
+        Ready { key, map, json }
+    }
+}
+
+/// The per-queue variants of one generic event, built on first use.
+struct Variants {
+    base: Ready,
+    slim: Option<Ready>,
+    per_message: Option<Vec<Ready>>,
+    downgraded: Option<Ready>,
+}
+
+impl Variants {
+    fn for_queue(&mut self, spec: &QueueSpec) -> &[Ready] {
+        let ty = self.base.map.get("type").and_then(Value::as_str).unwrap_or("");
+        match ty {
+            "presence" if spec.slim_presence => {
+                let base = &self.base.map;
+                std::slice::from_ref(self.slim.get_or_insert_with(|| {
+                    let mut m = base.clone();
+                    m.remove("email");
+                    Ready::new(m)
+                }))
+            }
+            "delete_message" if !spec.bulk_message_deletion => {
+                let base = &self.base.map;
+                self.per_message.get_or_insert_with(|| {
+                    let ids = base.get("message_ids").and_then(Value::as_array).cloned().unwrap_or_default();
+                    ids.into_iter()
+                        .map(|id| {
+                            let mut m = base.clone();
+                            m.remove("message_ids");
+                            m.insert("message_id".into(), id);
+                            Ready::new(m)
+                        })
+                        .collect()
+                })
+            }
+            "custom_profile_fields" if !spec.pronouns_field_type_supported => {
+                let base = &self.base.map;
+                std::slice::from_ref(self.downgraded.get_or_insert_with(|| {
+                    let mut m = base.clone();
+                    if let Some(Value::Array(fields)) = m.get_mut("fields") {
+                        for f in fields.iter_mut() {
+                            if f.get("type").and_then(Value::as_i64) == Some(PRONOUNS) {
+                                f["type"] = SHORT_TEXT.into();
+                            }
+                        }
+                    }
+                    Ready::new(m)
+                }))
+            }
+            _ => std::slice::from_ref(&self.base),
+        }
+    }
+}
+
+impl CoreState {
+    /// Delivers a notice to this core's queues.
+    pub fn deliver(&mut self, notice: Notice) {
+        match notice {
+            Notice::Message(m) => self.deliver_message(m),
+            Notice::Generic { event, users } => self.deliver_generic(&event, &users),
+            Notice::PerUser { event, users } => self.deliver_per_user(&event, users),
+        }
+    }
+
+    /// Appends to one queue, merging flag events, and completes its parked
+    /// long-poll.
+    fn push_ready(&mut self, queue_id: &str, r: &Ready) {
+        let Some(d) = self.queues.get_mut(queue_id) else { return };
+        if is_compressible(&r.key) {
+            d.queue.push_value(r.map.clone(), None);
+        } else {
+            d.queue.push(EventBody::Shared(r.json.clone()));
+        }
+        self.wake(queue_id);
+    }
+
+    /// Appends a prepared body to one queue and completes its long-poll.
+    pub(crate) fn push_body(&mut self, queue_id: &str, body: EventBody) {
+        let Some(d) = self.queues.get_mut(queue_id) else { return };
+        d.queue.push(body);
+        self.wake(queue_id);
+    }
+
+    fn wake(&mut self, queue_id: &str) {
+        if let Some(d) = self.queues.get_mut(queue_id) {
+            if let Some(w) = d.waiter.take() {
+                let _ = w.send(deferred(queue_id, d));
+            }
+        }
+    }
+
+    fn queues_of(&self, user: i64) -> Vec<String> {
+        self.by_user.get(&user).cloned().unwrap_or_default()
+    }
+
+    fn deliver_generic(&mut self, event: &Value, users: &[i64]) {
+        let Some(obj) = event.as_object() else { return };
+        let ty = obj.get("type").and_then(Value::as_str).unwrap_or("");
+        let op = obj.get("op").and_then(Value::as_str).unwrap_or("");
+        if ty == "cleanup_queue" {
+            let queue_id = obj.get("queue_id").and_then(Value::as_str).unwrap_or("");
+            match (users.first(), self.queues.get(queue_id)) {
+                (Some(&u), Some(d)) if d.spec.user_id == u => self.remove_queue(queue_id),
+                _ => tracing::warn!(queue_id, "cleanup_queue for an unknown or foreign queue"),
+            }
+            return;
+        }
+        let mut base = obj.clone();
+        let inaccessible = ty == "realm_user"
+            && op == "add"
+            && base.remove("inaccessible_user").and_then(|v| v.as_bool()).unwrap_or(false);
+        let deactivated_group = ty == "user_group"
+            && op == "update"
+            && base.get("data").is_some_and(|d| d.get("name").is_some())
+            && base.remove("deactivated").and_then(|v| v.as_bool()).unwrap_or(false);
+        let filter_view = Value::Object(base.clone());
+        let mut variants = Variants { base: Ready::new(base), slim: None, per_message: None, downgraded: None };
+        for &user in users {
+            for qid in self.queues_of(user) {
+                let Some(d) = self.queues.get(&qid) else { continue };
+                if !accepts_event(&d.spec, &filter_view)
+                    || (inaccessible && d.spec.user_list_incomplete)
+                    || (deactivated_group && !d.spec.include_deactivated_groups)
+                {
+                    continue;
+                }
+                let spec = d.spec.clone();
+                for r in variants.for_queue(&spec) {
+                    self.push_ready(&qid, r);
+                }
+            }
+        }
+    }
+
+    fn deliver_per_user(&mut self, event: &Value, users: Vec<PerUserData>) {
+        let Some(template) = event.as_object() else { return };
+        for u in users {
+            let mut m = template.clone();
+            for (k, v) in u.data {
+                if k != "id" {
+                    m.insert(k, v);
+                }
+            }
+            m.retain(|k, _| !is_internal_update_key(k));
+            let filter_view = Value::Object(m.clone());
+            let ready = Ready::new(m);
+            for qid in self.queues_of(u.id) {
+                if self.queues.get(&qid).is_some_and(|d| accepts_event(&d.spec, &filter_view)) {
+                    self.push_ready(&qid, &ready);
+                }
+            }
+        }
+    }
+
+    fn deliver_message(&mut self, m: MessageNotice) {
+        // Target queues with their flags: realm-wide watchers first (flags
+        // empty), then every queue of each recipient (their own flags win).
+        let mut order: Vec<String> = Vec::new();
+        let mut flags_of: HashMap<String, i64> = HashMap::new();
+        if m.public_stream && !m.invite_only {
+            for qid in self.watchers.get(&m.realm_id).cloned().unwrap_or_default() {
+                if flags_of.insert(qid.clone(), 0).is_none() {
+                    order.push(qid);
+                }
+            }
+        }
+        for r in &m.users {
+            for qid in self.queues_of(r.id) {
+                if flags_of.insert(qid.clone(), r.flags).is_none() {
+                    order.push(qid);
+                }
+            }
+        }
+        let sending_client = m.message.client.to_lowercase();
+        let mut variants: [Option<Rc<str>>; 4] = Default::default();
+        let mut mirror_variants: [Option<Rc<str>>; 4] = Default::default();
+        for qid in order {
+            let bits = flags_of.get(&qid).copied().unwrap_or(0);
+            let Some(d) = self.queues.get(&qid) else { continue };
+            if !accepts_messages(&d.spec) || !narrow_matches(&d.spec.narrow, &m.message, bits) {
+                continue;
+            }
+            let queue_client = d.spec.client_type_name.to_lowercase();
+            // Mirror-loop guard: a mirroring client never gets back what it
+            // mirrored in.
+            if sending_client.contains("mirror") && sending_client == queue_client {
+                continue;
+            }
+            let variant = Variant { apply_markdown: d.spec.apply_markdown, client_gravatar: d.spec.client_gravatar };
+            let payload = if queue_client.contains("mirror") && m.invite_only {
+                mirror_variants[variant.index()]
+                    .get_or_insert_with(|| {
+                        let mut json = m.message.client_json(variant, None);
+                        json.pop();
+                        json.push_str(",\"invite_only_stream\":true}");
+                        Rc::from(json)
+                    })
+                    .clone()
+            } else {
+                variants[variant.index()].get_or_insert_with(|| Rc::from(m.message.client_json(variant, None))).clone()
+            };
+            let local_message_id =
+                if m.sender_queue_id.as_deref() == Some(qid.as_str()) { m.local_id.clone() } else { None };
+            self.push_body(&qid, EventBody::Message { payload, flags: bits, local_message_id });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! Dispatch rules of `process_notification` / `process_message_event`,
+//! as unit tests on a core's state.
+
+use crate::core::{CoreState, Timing};
+use serde_json::{json, Value};
+use squall_shard_router::envelope::{
+    Destination, MessageNotice, MessageRecipient, Notice, PerUserData, QueueSpec, WideMessage,
+};
+use squall_shard_router::{flags, Shard};
+use std::sync::Arc;
+
+fn state() -> CoreState {
+    CoreState::new(Shard { node: 0, core: 0 }, Timing::default())
+}
+
+fn spec(user_id: i64) -> QueueSpec {
+    QueueSpec { user_id, realm_id: 1, ..QueueSpec::default() }
+}
+
+fn generic(event: Value, users: &[i64]) -> Notice {
+    Notice::Generic { event: Arc::new(event), users: users.to_vec() }
+}
+
+fn events(s: &mut CoreState, user: i64, q: &str) -> Vec<Value> {
+    s.peek(user, q).expect("queue exists")
+}
+
+#[test]
+fn delete_message_is_bulk_or_per_message_by_capability() {
+    let mut s = state();
+    let bulk = s.allocate(QueueSpec { bulk_message_deletion: true, ..spec(1) }, 0);
+    let legacy = s.allocate(spec(1), 0);
+    s.deliver(generic(json!({"type": "delete_message", "message_type": "stream", "message_ids": [5, 6], "stream_id": 1, "topic": "t"}), &[1]));
+    let b = events(&mut s, 1, &bulk);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0]["message_ids"], json!([5, 6]));
+    let l = events(&mut s, 1, &legacy);
+    assert_eq!(l.len(), 2);
+    assert_eq!((l[0]["message_id"].clone(), l[1]["message_id"].clone()), (json!(5), json!(6)));
+    assert!(l[0].get("message_ids").is_none());
+    assert_eq!((l[0]["id"].clone(), l[1]["id"].clone()), (json!(0), json!(1)));
+}
+
+#[test]
+fn presence_drops_email_for_slim_queues() {
+    let mut s = state();
+    let slim = s.allocate(QueueSpec { slim_presence: true, ..spec(1) }, 0);
+    let full = s.allocate(spec(1), 0);
+    let ev = json!({"type": "presence", "user_id": 9, "email": "x@y.z", "server_timestamp": 1.5, "presence": {}});
+    s.deliver(generic(ev, &[1]));
+    assert!(events(&mut s, 1, &slim)[0].get("email").is_none());
+    assert_eq!(events(&mut s, 1, &full)[0]["email"], "x@y.z");
+}
+
+#[test]
+fn realm_user_add_for_inaccessible_users_skips_incomplete_lists() {
+    let mut s = state();
+    let incomplete = s.allocate(QueueSpec { user_list_incomplete: true, ..spec(1) }, 0);
+    let complete = s.allocate(spec(1), 0);
+    let ev = json!({"type": "realm_user", "op": "add", "person": {"user_id": 9}, "inaccessible_user": true});
+    s.deliver(generic(ev, &[1]));
+    assert!(events(&mut s, 1, &incomplete).is_empty());
+    let got = events(&mut s, 1, &complete);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].get("inaccessible_user").is_none(), "internal key removed: {}", got[0]);
+    // Without the internal flag everybody gets it.
+    s.deliver(generic(json!({"type": "realm_user", "op": "add", "person": {"user_id": 10}}), &[1]));
+    assert_eq!(events(&mut s, 1, &incomplete).len(), 1);
+}
+
+#[test]
+fn renames_of_deactivated_groups_need_the_capability() {
+    let mut s = state();
+    let with = s.allocate(QueueSpec { include_deactivated_groups: true, ..spec(1) }, 0);
+    let without = s.allocate(spec(1), 0);
+    let ev = json!({"type": "user_group", "op": "update", "group_id": 3, "data": {"name": "new"}, "deactivated": true});
+    s.deliver(generic(ev, &[1]));
+    let got = events(&mut s, 1, &with);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].get("deactivated").is_none());
+    assert!(events(&mut s, 1, &without).is_empty());
+}
+
+#[test]
+fn pronouns_fields_are_downgraded_for_old_clients() {
+    let mut s = state();
+    let old = s.allocate(QueueSpec { pronouns_field_type_supported: false, ..spec(1) }, 0);
+    let new = s.allocate(spec(1), 0);
+    let ev = json!({"type": "custom_profile_fields", "fields": [{"id": 1, "type": 8, "name": "Pronouns"}, {"id": 2, "type": 3}]});
+    s.deliver(generic(ev, &[1]));
+    assert_eq!(
+        events(&mut s, 1, &old)[0]["fields"],
+        json!([{"id": 1, "type": 1, "name": "Pronouns"}, {"id": 2, "type": 3}])
+    );
+    assert_eq!(events(&mut s, 1, &new)[0]["fields"][0]["type"], 8);
+}
+
+#[test]
+fn cleanup_queue_removes_only_the_owners_queue() {
+    let mut s = state();
+    let q = s.allocate(spec(1), 0);
+    s.deliver(generic(json!({"type": "cleanup_queue", "queue_id": q}), &[2]));
+    assert_eq!(s.queue_count(), 1, "not the owner");
+    s.deliver(generic(json!({"type": "cleanup_queue", "queue_id": q}), &[1]));
+    assert_eq!(s.queue_count(), 0);
+}
+
+#[test]
+fn flag_events_from_notices_are_compressed() {
+    let mut s = state();
+    let q = s.allocate(spec(1), 0);
+    for ids in [[1, 2], [3, 4]] {
+        let ev = json!({"type": "update_message_flags", "op": "add", "operation": "add", "flag": "read", "messages": ids, "all": false});
+        s.deliver(generic(ev, &[1]));
+    }
+    let got = events(&mut s, 1, &q);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["messages"], json!([1, 2, 3, 4]));
+    assert_eq!(got[0]["id"], 1);
+}
+
+#[test]
+fn update_message_carries_each_users_flags_without_internal_keys() {
+    let mut s = state();
+    let q1 = s.allocate(spec(1), 0);
+    let q2 = s.allocate(spec(2), 0);
+    let template = json!({"type": "update_message", "message_id": 7, "message_ids": [7], "rendering_only": false,
+        "user_id": 1, "edit_timestamp": 5, "prior_mention_user_ids": [2], "presence_idle_user_ids": [],
+        "stream_push_user_ids": [], "disable_external_notifications": false});
+    let user = |id: i64, f: Value| PerUserData { id, data: json!({"id": id, "flags": f}).as_object().unwrap().clone() };
+    s.deliver(Notice::PerUser {
+        event: Arc::new(template),
+        users: vec![user(1, json!(["read"])), user(2, json!(["mentioned"]))],
+    });
+    let e1 = &events(&mut s, 1, &q1)[0];
+    let e2 = &events(&mut s, 2, &q2)[0];
+    assert_eq!(e1["flags"], json!(["read"]));
+    assert_eq!(e2["flags"], json!(["mentioned"]));
+    for e in [e1, e2] {
+        assert_eq!(e["message_ids"], json!([7]));
+        for k in [
+            "prior_mention_user_ids",
+            "presence_idle_user_ids",
+            "stream_push_user_ids",
+            "disable_external_notifications",
+        ] {
+            assert!(e.get(k).is_none(), "{k} leaked: {e}");
+        }
+        assert_eq!(e["id"], 0);
+    }
+}
+
+fn stream_message(client: &str) -> WideMessage {
+    WideMessage {
+        id: 50,
+        sender_id: 1,
+        sender_email: "a@x.com".into(),
+        sender_full_name: "A".into(),
+        sender_realm_str: "".into(),
+        recipient_id: 9,
+        timestamp: 1,
+        client: client.into(),
+        subject: "Topic".into(),
+        content: "hi".into(),
+        rendered_content: "<p>hi</p>".into(),
+        is_me_message: false,
+        avatar_url: "u".into(),
+        avatar_is_gravatar: false,
+        destination: Destination::Stream { stream_id: 3, name: "Denmark".into() },
+    }
+}
+
+fn message_notice(msg: WideMessage, users: &[(i64, i64)], public: bool, sender_queue: Option<String>) -> Notice {
+    Notice::Message(MessageNotice {
+        message: Arc::new(msg),
+        users: users.iter().map(|&(id, flags)| MessageRecipient { id, flags }).collect(),
+        sender_queue_id: sender_queue,
+        local_id: Some("9.9".into()),
+        realm_id: 1,
+        public_stream: public,
+        invite_only: !public,
+    })
+}
+
+#[test]
+fn realm_wide_watchers_get_public_stream_messages_with_empty_flags() {
+    let mut s = state();
+    let watcher = s.allocate(QueueSpec { all_public_streams: true, ..spec(5) }, 0);
+    let narrowed = s.allocate(QueueSpec { narrow: vec![("stream".into(), "denmark".into())], ..spec(6) }, 0);
+    let other_narrow = s.allocate(QueueSpec { narrow: vec![("stream".into(), "scotland".into())], ..spec(6) }, 0);
+    let other_realm = s.allocate(QueueSpec { all_public_streams: true, realm_id: 2, ..spec(7) }, 0);
+    let recipient = s.allocate(QueueSpec { all_public_streams: true, ..spec(1) }, 0);
+    s.deliver(message_notice(stream_message("test"), &[(1, flags::READ)], true, Some(watcher.clone())));
+    let w = &events(&mut s, 5, &watcher)[0];
+    assert_eq!(w["flags"], json!([]));
+    assert_eq!(w["local_message_id"], "9.9", "the sender's queue is recognised by id, watcher or not");
+    assert_eq!(events(&mut s, 6, &narrowed)[0]["flags"], json!([]));
+    assert!(events(&mut s, 6, &other_narrow).is_empty());
+    assert!(events(&mut s, 7, &other_realm).is_empty());
+    let r = events(&mut s, 1, &recipient);
+    assert_eq!(r.len(), 1, "a recipient who is also a watcher gets it once");
+    assert_eq!(r[0]["flags"], json!(["read"]));
+
+    // Private streams reach recipients only.
+    s.deliver(message_notice(stream_message("test"), &[(1, 0)], false, None));
+    assert_eq!(events(&mut s, 5, &watcher).len(), 1);
+    assert_eq!(events(&mut s, 1, &recipient).len(), 2);
+}
+
+#[test]
+fn mirror_clients_loop_guard_and_invite_only_marker() {
+    let mut s = state();
+    let mirror = s.allocate(QueueSpec { client_type_name: "zephyr_mirror".into(), ..spec(1) }, 0);
+    let other_mirror = s.allocate(QueueSpec { client_type_name: "irc_mirror".into(), ..spec(1) }, 0);
+    let plain = s.allocate(spec(1), 0);
+    s.deliver(message_notice(stream_message("Zephyr_Mirror"), &[(1, 0)], false, None));
+    assert!(events(&mut s, 1, &mirror).is_empty(), "a mirror never gets back what it mirrored");
+    let m = &events(&mut s, 1, &other_mirror)[0];
+    assert_eq!(m["message"]["invite_only_stream"], true);
+    let p = &events(&mut s, 1, &plain)[0];
+    assert!(p["message"].get("invite_only_stream").is_none());
+}
