@@ -29,6 +29,9 @@ pub struct Config {
     pub heartbeat_min_secs: u64,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
+    /// Where event queues are saved at shutdown and restored at start
+    /// (`SQUALL_STATE_DIR`).
+    pub state_dir: String,
     /// Connections this host should hold; the start-up host check warns
     /// about every setting that falls short (`SQUALL_EXPECTED_CONNECTIONS`).
     pub expected_connections: u64,
@@ -46,6 +49,7 @@ impl Default for Config {
             inbox_capacity: 65_536,
             heartbeat_min_secs: 45,
             migrate_on_start: true,
+            state_dir: ".squall/state".into(),
             expected_connections: 10_000,
             backend: BackendConfig::default(),
         }
@@ -82,6 +86,9 @@ impl Config {
         }
         if let Some(v) = get("SQUALL_IO_URING") {
             self.io_uring = matches!(v.as_str(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = get("SQUALL_STATE_DIR") {
+            self.state_dir = v;
         }
         if let Some(v) = get("SQUALL_EXPECTED_CONNECTIONS") {
             self.expected_connections = v.parse().context("SQUALL_EXPECTED_CONNECTIONS must be a number")?;

@@ -169,15 +169,17 @@ impl CoreState {
     /// Creates a queue; returns its id.
     pub fn allocate(&mut self, spec: QueueSpec, now: u64) -> String {
         let id = QueueId::new_random(self.shard).to_string();
+        self.insert_queue(id.clone(), spec, EventQueue::new(), now);
+        id
+    }
+
+    /// Adds a queue under `id` to every index.
+    pub(crate) fn insert_queue(&mut self, id: String, spec: QueueSpec, queue: EventQueue, last_connection_time: u64) {
         self.by_user.entry(spec.user_id).or_default().push(id.clone());
         if spec.is_realm_watcher() {
             self.watchers.entry(spec.realm_id).or_default().push(id.clone());
         }
-        self.queues.insert(
-            id.clone(),
-            Descriptor { spec, queue: EventQueue::new(), last_connection_time: now, waiter: None, park_gen: 0 },
-        );
-        id
+        self.queues.insert(id, Descriptor { spec, queue, last_connection_time, waiter: None, park_gen: 0 });
     }
 
     /// Events of a queue as JSON values (register's race check).

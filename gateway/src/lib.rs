@@ -17,6 +17,7 @@ mod deliver;
 pub mod filter;
 pub mod http;
 pub mod inbox;
+pub mod persist;
 pub mod queue;
 pub mod shard;
 
@@ -59,9 +60,17 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
         Arc::new((0..cores).map(|_| Arc::new(inbox::Inbox::new(cfg.inbox_capacity))).collect());
     let bus = bus::LocalBus::new(inboxes.clone(), 0, topo);
     let external_host = if cfg.external_host.is_empty() { addr.to_string() } else { cfg.external_host.clone() };
-    let settings = Settings { external_host, scheme: "http".into(), server_generation: shard::now_secs() as i64 };
+    let settings_generation = shard::now_secs() as i64;
+    let settings = Settings { external_host, scheme: "http".into(), server_generation: settings_generation };
     let app = App::new(pool, Arc::new(bus), settings);
     let timing = core::Timing { heartbeat_min_secs: cfg.heartbeat_min_secs, ..core::Timing::default() };
+    let restart_event = Arc::new(serde_json::json!({
+        "type": "restart",
+        "zulip_version": squall_backend::ZULIP_VERSION,
+        "zulip_merge_base": squall_backend::ZULIP_MERGE_BASE,
+        "zulip_feature_level": squall_backend::ZULIP_FEATURE_LEVEL,
+        "server_generation": settings_generation,
+    }));
 
     let mut threads = Vec::new();
     for c in 0..cores {
@@ -74,6 +83,8 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
             tokio: rt.handle().clone(),
             timing,
             io_uring: cfg.io_uring,
+            state_dir: std::path::PathBuf::from(&cfg.state_dir),
+            restart_event: restart_event.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("squall-core-{c}"))

@@ -6,6 +6,7 @@
 //! payload of its content variant and keeps only the per-queue parts (flags,
 //! `local_message_id`), which are spliced in when a response is written.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use squall_shard_router::flags;
 use std::collections::VecDeque;
@@ -109,6 +110,27 @@ pub struct EventQueue {
     newest_pruned_id: i64,
 }
 
+/// A queue as saved across restarts (Zulip's `EventQueue.to_dict`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedQueue {
+    /// Queue id.
+    pub id: String,
+    /// Next id to assign.
+    pub next_event_id: i64,
+    /// Pending events, each with its `id`.
+    pub queue: Vec<Value>,
+    /// Compressed events by key, each with its `id`.
+    #[serde(default)]
+    pub virtual_events: Map<String, Value>,
+    /// Last acknowledged id; absent in old dumps.
+    #[serde(default = "minus_one")]
+    pub newest_pruned_id: i64,
+}
+
+fn minus_one() -> i64 {
+    -1
+}
+
 /// Zulip's compression key of an event: `flags/<op>/<flag>` for
 /// `update_message_flags` with `all: false`, `all_flags/<flag>/<op>` with
 /// `all: true`, else the type.
@@ -205,6 +227,59 @@ impl EventQueue {
     /// Whether nothing is pending (virtual events count).
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.virtual_events.is_empty()
+    }
+
+    /// The queue as saved across restarts.
+    pub fn save(&self, id: &str) -> SavedQueue {
+        let queue = self
+            .events
+            .iter()
+            .filter_map(|e| {
+                let mut s = String::new();
+                e.render(&mut s);
+                serde_json::from_str(&s).ok()
+            })
+            .collect();
+        let virtual_events = self
+            .virtual_events
+            .iter()
+            .map(|(k, id, m)| {
+                let mut m = m.clone();
+                m.insert("id".into(), (*id).into());
+                (k.clone(), Value::Object(m))
+            })
+            .collect();
+        SavedQueue {
+            id: id.to_owned(),
+            next_event_id: self.next_event_id,
+            queue,
+            virtual_events,
+            newest_pruned_id: self.newest_pruned_id,
+        }
+    }
+
+    /// Rebuilds a saved queue. Events come back as opaque JSON (their
+    /// per-queue parts are already spliced in).
+    pub fn restore(saved: SavedQueue) -> Self {
+        let take_id = |v: Value| -> Option<(i64, Map<String, Value>)> {
+            let Value::Object(mut m) = v else { return None };
+            let id = m.remove("id")?.as_i64()?;
+            Some((id, m))
+        };
+        let events = saved
+            .queue
+            .into_iter()
+            .filter_map(take_id)
+            .map(|(id, m)| QueuedEvent { id, body: EventBody::Shared(Rc::from(Value::Object(m).to_string())) })
+            .collect();
+        let virtual_events =
+            saved.virtual_events.into_iter().filter_map(|(k, v)| take_id(v).map(|(id, m)| (k, id, m))).collect();
+        EventQueue {
+            events,
+            virtual_events,
+            next_event_id: saved.next_event_id,
+            newest_pruned_id: saved.newest_pruned_id,
+        }
     }
 
     /// Next id to be assigned.
@@ -349,6 +424,42 @@ mod tests {
         assert_eq!(contents(&mut q)[0]["id"], 1);
         assert_eq!(q.prune(1), Ok(()));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn saving_and_restoring_is_lossless() {
+        let mut q = EventQueue::new();
+        q.push(shared(r#"{"type":"unknown","data":"x"}"#));
+        q.push(EventBody::Message {
+            payload: Rc::from(r#"{"id":5}"#),
+            flags: flags::MENTIONED,
+            local_message_id: Some("1.1".into()),
+        });
+        q.push(EventBody::Heartbeat);
+        assert_eq!(q.prune(0), Ok(()));
+        q.push_value(flags("add", "starred", &[7], 3), None);
+        let saved = q.save("0-0-x");
+        let text = serde_json::to_string(&saved).unwrap();
+        let back: SavedQueue = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, saved);
+        let mut restored = EventQueue::restore(back);
+        assert_eq!(restored.next_event_id(), 4);
+        assert_eq!(restored.save("0-0-x"), saved, "restore then save is the identity");
+        assert_eq!(restored.prune(-1), Err(PruneError::AlreadyPruned(-1)), "newest_pruned_id survived");
+        let got = contents(&mut restored);
+        assert_eq!(got[0]["flags"], serde_json::json!(["mentioned"]));
+        assert_eq!(got[0]["local_message_id"], "1.1");
+        assert_eq!(got[2]["messages"], serde_json::json!([7]));
+        assert_eq!(got[2]["id"], 3);
+    }
+
+    #[test]
+    fn old_dumps_without_newest_pruned_id_load() {
+        let saved: SavedQueue =
+            serde_json::from_str(r#"{"id":"q","next_event_id":1,"queue":[{"id":0,"type":"x"}]}"#).unwrap();
+        assert_eq!(saved.newest_pruned_id, -1);
+        let mut q = EventQueue::restore(saved);
+        assert_eq!(q.render_events(), r#"[{"id":0,"type":"x"}]"#);
     }
 
     #[test]

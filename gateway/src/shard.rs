@@ -71,6 +71,10 @@ pub struct CoreStart {
     pub timing: Timing,
     /// Use io_uring when available.
     pub io_uring: bool,
+    /// Where queues are saved at shutdown and restored at start.
+    pub state_dir: std::path::PathBuf,
+    /// The `restart` event restored queues receive (without `id`).
+    pub restart_event: Arc<serde_json::Value>,
 }
 
 /// Runs a core until it receives [`Item::Shutdown`]. Blocks the thread.
@@ -89,18 +93,23 @@ pub fn run_core(start: CoreStart) -> std::io::Result<()> {
 }
 
 async fn core_main(start: CoreStart) -> std::io::Result<()> {
+    let state_dir = start.state_dir.clone();
+    let restart_event = start.restart_event.clone();
     let listener = monoio::net::TcpListener::from_std(start.listener)?;
     let inbox = start.inboxes[start.shard.core as usize].clone();
+    let mut state = CoreState::new(start.shard, start.timing);
+    // Restore before accepting anything, so no poll races the load.
+    let restored = state.load_queues(&state_dir, start.topo, &restart_event);
     let ctx = Rc::new(CoreCtx {
         shard: start.shard,
         topo: start.topo,
         inboxes: start.inboxes,
-        state: RefCell::new(CoreState::new(start.shard, start.timing)),
+        state: RefCell::new(state),
         app: start.app,
         tokio: start.tokio,
         auth_cache: RefCell::new(HashMap::new()),
     });
-    tracing::info!(core = ctx.shard.core, "core started");
+    tracing::info!(core = ctx.shard.core, restored, "core started");
 
     let accept_ctx = ctx.clone();
     monoio::spawn(async move {
@@ -151,7 +160,11 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
             }
         }
     }
-    ctx.state.borrow_mut().release_all();
-    tracing::info!(core = ctx.shard.core, "core stopped");
+    let mut state = ctx.state.borrow_mut();
+    state.release_all();
+    match state.save_queues(&state_dir) {
+        Ok(n) => tracing::info!(core = ctx.shard.core, saved = n, dir = %state_dir.display(), "core stopped"),
+        Err(e) => tracing::error!(core = ctx.shard.core, error = %e, "could not save queues"),
+    }
     Ok(())
 }

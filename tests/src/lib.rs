@@ -72,8 +72,11 @@ pub struct Server {
     pub url: String,
     /// The database it uses.
     pub database_url: String,
+    /// Where it saves its queues.
+    pub state_dir: PathBuf,
     /// The realm owner.
     pub owner: Client,
+    opts: ServerOptions,
 }
 
 /// Options for [`Server::start_with`].
@@ -127,27 +130,29 @@ impl Server {
         let created: Value = serde_json::from_slice(&out.stdout).context("create-realm output")?;
         let api_key = created["api_key"].as_str().context("api_key")?.to_owned();
 
-        let mut child = Command::new(&bin)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("SQUALL_DATABASE_URL", &database_url)
-            .env("SQUALL_CORES", opts.cores.to_string())
-            .env("SQUALL_HEARTBEAT_MIN_SECS", opts.heartbeat_min_secs.to_string())
-            .env("SQUALL_IO_URING", if opts.io_uring { "true" } else { "false" })
-            .env("SQUALL_LOG", std::env::var("SQUALL_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawning squall serve")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let Some(url) = line.trim().strip_prefix("squall: listening on ") else {
-            let _ = child.kill();
-            bail!("squall serve did not start: {line:?}");
-        };
-        let url = url.to_owned();
+        let state_dir = std::env::temp_dir().join(format!("squall-e2e-state-{:016x}", rand::random::<u64>()));
+        let (child, url) = spawn_serve(&database_url, &state_dir, &opts)?;
         let owner = Client::new(&url, "owner@example.com", &api_key);
-        Ok(Server { child, url, database_url, owner })
+        Ok(Server { child, url, database_url, state_dir, owner, opts })
+    }
+
+    /// Stops the server with SIGTERM and starts it again on the same
+    /// database and state directory (on a new port: `url` and `owner`
+    /// follow). Returns whether the first process exited cleanly.
+    pub fn restart(&mut self) -> Result<bool> {
+        let clean = self.stop_gracefully()?;
+        let (child, url) = spawn_serve(&self.database_url, &self.state_dir, &self.opts)?;
+        self.child = child;
+        self.url = url;
+        self.owner = Client::new(&self.url, &self.owner.email, &self.owner.api_key);
+        Ok(clean)
+    }
+
+    /// A client for the same account on this server's current URL.
+    pub fn client_for(&self, c: &Client) -> Client {
+        let mut n = Client::new(&self.url, &c.email, &c.api_key);
+        n.user_id = c.user_id;
+        n
     }
 
     /// Creates a member (as the owner) and returns a client for them.
@@ -188,7 +193,32 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
     }
+}
+
+/// Starts `squall serve` on a free port; returns the child and its URL.
+fn spawn_serve(database_url: &str, state_dir: &std::path::Path, opts: &ServerOptions) -> Result<(Child, String)> {
+    let mut child = Command::new(squall_bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SQUALL_DATABASE_URL", database_url)
+        .env("SQUALL_STATE_DIR", state_dir)
+        .env("SQUALL_CORES", opts.cores.to_string())
+        .env("SQUALL_HEARTBEAT_MIN_SECS", opts.heartbeat_min_secs.to_string())
+        .env("SQUALL_IO_URING", if opts.io_uring { "true" } else { "false" })
+        .env("SQUALL_LOG", std::env::var("SQUALL_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawning squall serve")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let Some(url) = line.trim().strip_prefix("squall: listening on ") else {
+        let _ = child.kill();
+        bail!("squall serve did not start: {line:?}");
+    };
+    Ok((child, url.to_owned()))
 }
 
 /// A Zulip API client speaking HTTP Basic auth (or none).

@@ -140,3 +140,44 @@ fn graceful_shutdown_on_sigterm() {
     // The parked poll was answered (or its connection closed), not left hanging.
     let _ = poll.join().unwrap();
 }
+
+#[test]
+fn queues_survive_a_restart_with_their_pending_events() {
+    let mut server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let (q, _, _) = alice.register(&[("event_types", r#"["message", "restart"]"#)]).unwrap();
+    let (qm, _, _) = alice.register(&[("event_types", r#"["message"]"#)]).unwrap();
+    // An event arrives and is not yet fetched.
+    let id = server.owner.send_stream("general", "before restart", "hello @**Alice**").unwrap();
+    assert!(server.restart().unwrap(), "squall serve exits 0 on SIGTERM");
+
+    let alice = server.client_for(&alice);
+    let (status, body) = alice.get_events(&q, -1, true).unwrap();
+    assert_eq!(status, 200, "same queue id after the restart: {body}");
+    let events = body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{body}");
+    assert_eq!(events[0]["type"], "message");
+    assert_eq!(events[0]["message"]["id"], id);
+    assert_eq!(events[0]["flags"], json!(["mentioned"]));
+    assert_eq!(events[1]["type"], "restart");
+    assert!(events[1]["id"].as_i64() > events[0]["id"].as_i64());
+    assert_eq!(events[1]["zulip_feature_level"], 313);
+    assert!(events[1]["server_generation"].as_i64().unwrap() > 0);
+    // The message-only queue survived too, without the restart event.
+    let (_, body) = alice.get_events(&qm, -1, true).unwrap();
+    let types: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, vec!["message"]);
+
+    // And it keeps working: acknowledge, park, receive something new.
+    let last = events[1]["id"].as_i64().unwrap();
+    let poll = {
+        let (alice, q) = (alice.clone(), q.clone());
+        thread::spawn(move || alice.get_events(&q, last, false).unwrap())
+    };
+    thread::sleep(Duration::from_millis(300));
+    let id2 = server.owner.send_stream("general", "after restart", "again").unwrap();
+    let (status, body) = poll.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["events"][0]["message"]["id"], id2);
+    assert_eq!(body["queue_id"], json!(q));
+}
