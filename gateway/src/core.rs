@@ -7,6 +7,7 @@
 //! seconds, so tests drive it without sleeping.
 
 use crate::http::Response;
+use crate::notify::{on_last_queue_gone, Notification};
 use crate::queue::{EventBody, EventQueue};
 use futures_channel::oneshot;
 use serde_json::Value;
@@ -122,6 +123,10 @@ pub struct CoreState {
     pub(crate) by_user: HashMap<i64, Vec<String>>,
     /// Realm → queues that receive every public-stream message of the realm.
     pub(crate) watchers: HashMap<i64, Vec<String>>,
+    /// Notifications not yet handed to the sink (all of them, without one).
+    pub(crate) notifications: Vec<Notification>,
+    /// Where notifications go as soon as they are decided.
+    sink: Option<Box<dyn FnMut(Notification)>>,
 }
 
 fn success_body(events: &str, queue_id: Option<&str>) -> Vec<u8> {
@@ -158,7 +163,35 @@ pub(crate) fn deferred(queue_id: &str, d: &mut Descriptor) -> Response {
 impl CoreState {
     /// An empty core.
     pub fn new(shard: Shard, timing: Timing) -> Self {
-        CoreState { shard, timing, queues: HashMap::new(), by_user: HashMap::new(), watchers: HashMap::new() }
+        CoreState {
+            shard,
+            timing,
+            queues: HashMap::new(),
+            by_user: HashMap::new(),
+            watchers: HashMap::new(),
+            notifications: Vec::new(),
+            sink: None,
+        }
+    }
+
+    /// Sends every notification decided from now on to `sink` (which must
+    /// not block: the core's event path calls it).
+    pub fn set_notification_sink(&mut self, sink: Box<dyn FnMut(Notification)>) {
+        self.sink = Some(sink);
+    }
+
+    /// Notifications decided so far and not handed to a sink.
+    pub fn take_notifications(&mut self) -> Vec<Notification> {
+        std::mem::take(&mut self.notifications)
+    }
+
+    /// Hands decided notifications to the sink, if there is one.
+    pub(crate) fn flush_notifications(&mut self) {
+        if let Some(sink) = self.sink.as_mut() {
+            for n in self.notifications.drain(..) {
+                sink(n);
+            }
+        }
     }
 
     /// Number of queues owned.
@@ -276,6 +309,14 @@ impl CoreState {
                     index.remove(&key);
                 }
             }
+        }
+        // The user's last queue: whatever is still queued for them is
+        // re-checked as if they were away (Zulip's missedmessage_hook).
+        if !self.by_user.contains_key(&d.spec.user_id) {
+            for internal in d.queue.internal_data() {
+                on_last_queue_gone(internal, &mut self.notifications);
+            }
+            self.flush_notifications();
         }
     }
 

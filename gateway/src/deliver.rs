@@ -7,6 +7,7 @@
 
 use crate::core::{deferred, CoreState};
 use crate::filter::{accepts_event, accepts_messages, narrow_matches};
+use crate::notify::{maybe_enqueue, InternalData, NotificationData};
 use crate::queue::{is_compressible, virtual_key, EventBody};
 use serde_json::{Map, Value};
 use squall_shard_router::envelope::{MessageNotice, Notice, PerUserData, QueueSpec, Variant};
@@ -117,9 +118,22 @@ impl CoreState {
 
     /// Appends a prepared body to one queue and completes its long-poll.
     pub(crate) fn push_body(&mut self, queue_id: &str, body: EventBody) {
+        self.push_body_with(queue_id, body, None);
+    }
+
+    fn push_body_with(&mut self, queue_id: &str, body: EventBody, internal: Option<Rc<InternalData>>) {
         let Some(d) = self.queues.get_mut(queue_id) else { return };
-        d.queue.push(body);
+        d.queue.push_with(body, internal);
         self.wake(queue_id);
+    }
+
+    /// Whether none of the user's queues accepts messages (Zulip's
+    /// `receiver_is_off_zulip`).
+    fn off_zulip(&self, user: i64) -> bool {
+        !self
+            .by_user
+            .get(&user)
+            .is_some_and(|qs| qs.iter().any(|q| self.queues.get(q).is_some_and(|d| accepts_messages(&d.spec))))
     }
 
     fn wake(&mut self, queue_id: &str) {
@@ -194,6 +208,38 @@ impl CoreState {
     }
 
     fn deliver_message(&mut self, m: MessageNotice) {
+        // Notifications first, per recipient: decided before the event lands
+        // in any queue, kept with the recipient's events for the GC hook.
+        let private = !m.message.is_stream();
+        let mut internal_of: HashMap<i64, Rc<InternalData>> = HashMap::new();
+        for r in &m.users {
+            let data = NotificationData::from_sets(r.id, r.flags, private, &m.notify);
+            let mut internal = InternalData {
+                data,
+                mentioned_user_group_id: r.mentioned_user_group_id,
+                push_notified: false,
+                email_notified: false,
+                message_id: m.message.id,
+                sender_id: m.message.sender_id,
+            };
+            if internal.data.is_notifiable(m.message.sender_id, true) {
+                let idle = self.off_zulip(r.id) || m.notify.presence_idle_user_ids.contains(&r.id);
+                let (push, email) = maybe_enqueue(
+                    &internal.data,
+                    m.message.sender_id,
+                    m.message.id,
+                    r.mentioned_user_group_id,
+                    idle,
+                    (false, false),
+                    &mut self.notifications,
+                );
+                internal.push_notified = push;
+                internal.email_notified = email;
+            }
+            internal_of.insert(r.id, Rc::new(internal));
+        }
+        self.flush_notifications();
+
         // Target queues with their flags: realm-wide watchers first (flags
         // empty), then every queue of each recipient (their own flags win).
         let mut order: Vec<String> = Vec::new();
@@ -242,7 +288,8 @@ impl CoreState {
             };
             let local_message_id =
                 if m.sender_queue_id.as_deref() == Some(qid.as_str()) { m.local_id.clone() } else { None };
-            self.push_body(&qid, EventBody::Message { payload, flags: bits, local_message_id });
+            let internal = internal_of.get(&d.spec.user_id).cloned();
+            self.push_body_with(&qid, EventBody::Message { payload, flags: bits, local_message_id }, internal);
         }
     }
 }

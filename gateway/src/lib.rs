@@ -17,6 +17,7 @@ mod deliver;
 pub mod filter;
 pub mod http;
 pub mod inbox;
+pub mod notify;
 pub mod persist;
 pub mod queue;
 pub mod shard;

@@ -6,6 +6,7 @@
 //! payload of its content variant and keeps only the per-queue parts (flags,
 //! `local_message_id`), which are spliced in when a response is written.
 
+use crate::notify::InternalData;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use squall_shard_router::flags;
@@ -38,6 +39,9 @@ pub struct QueuedEvent {
     pub id: i64,
     /// What it says.
     pub body: EventBody,
+    /// Notification state of a recipient's message event: kept for the GC
+    /// hook and across restarts, never sent to clients.
+    pub internal: Option<Rc<InternalData>>,
 }
 
 impl QueuedEvent {
@@ -194,18 +198,31 @@ impl EventQueue {
             return;
         }
         for (_, id, event) in self.virtual_events.drain(..) {
-            self.events
-                .push_back(QueuedEvent { id, body: EventBody::Shared(Rc::from(Value::Object(event).to_string())) });
+            self.events.push_back(QueuedEvent {
+                id,
+                body: EventBody::Shared(Rc::from(Value::Object(event).to_string())),
+                internal: None,
+            });
         }
         self.events.make_contiguous().sort_by_key(|e| e.id);
     }
 
     /// Appends an event; returns its id.
     pub fn push(&mut self, body: EventBody) -> i64 {
+        self.push_with(body, None)
+    }
+
+    /// Appends an event with its internal notification data.
+    pub fn push_with(&mut self, body: EventBody, internal: Option<Rc<InternalData>>) -> i64 {
         let id = self.next_event_id;
         self.next_event_id += 1;
-        self.events.push_back(QueuedEvent { id, body });
+        self.events.push_back(QueuedEvent { id, body, internal });
         id
+    }
+
+    /// Internal data of every pending message event.
+    pub fn internal_data(&self) -> impl Iterator<Item = &InternalData> {
+        self.events.iter().filter_map(|e| e.internal.as_deref())
     }
 
     /// Drops events up to `last_event_id` with Zulip's checks.
@@ -237,7 +254,11 @@ impl EventQueue {
             .filter_map(|e| {
                 let mut s = String::new();
                 e.render(&mut s);
-                serde_json::from_str(&s).ok()
+                let mut v: Value = serde_json::from_str(&s).ok()?;
+                if let (Some(internal), Value::Object(m)) = (&e.internal, &mut v) {
+                    m.insert("internal_data".into(), serde_json::to_value(&**internal).ok()?);
+                }
+                Some(v)
             })
             .collect();
         let virtual_events = self
@@ -270,7 +291,11 @@ impl EventQueue {
             .queue
             .into_iter()
             .filter_map(take_id)
-            .map(|(id, m)| QueuedEvent { id, body: EventBody::Shared(Rc::from(Value::Object(m).to_string())) })
+            .map(|(id, mut m)| {
+                let internal =
+                    m.remove("internal_data").and_then(|v| serde_json::from_value::<InternalData>(v).ok()).map(Rc::new);
+                QueuedEvent { id, body: EventBody::Shared(Rc::from(Value::Object(m).to_string())), internal }
+            })
             .collect();
         let virtual_events =
             saved.virtual_events.into_iter().filter_map(|(k, v)| take_id(v).map(|(id, m)| (k, id, m))).collect();
@@ -465,6 +490,7 @@ mod tests {
     #[test]
     fn message_rendering_splices_per_queue_parts() {
         let e = QueuedEvent {
+            internal: None,
             id: 7,
             body: EventBody::Message {
                 payload: Rc::from(r#"{"id":1}"#),
@@ -482,7 +508,7 @@ mod tests {
     #[test]
     fn empty_shared_object_renders() {
         let mut out = String::new();
-        QueuedEvent { id: 3, body: shared("{}") }.render(&mut out);
+        QueuedEvent { id: 3, body: shared("{}"), internal: None }.render(&mut out);
         assert_eq!(out, r#"{"id":3}"#);
     }
 }

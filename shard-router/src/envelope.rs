@@ -78,6 +78,47 @@ pub struct MessageNotice {
     /// Sent to an invite-only stream (mirror clients are told so).
     #[serde(default)]
     pub invite_only: bool,
+    /// Who may be notified how, computed by the backend at send time.
+    #[serde(default)]
+    pub notify: NotifySets,
+}
+
+/// The user-id sets Zulip's backend attaches to a message notice so the
+/// event server can decide missed-message notifications without a database
+/// (names as in Zulip's notice).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotifySets {
+    /// Recipients whose presence says they are away.
+    pub presence_idle_user_ids: Vec<i64>,
+    /// Recipients with push notifications while online.
+    pub online_push_user_ids: Vec<i64>,
+    /// Recipients with offline push notifications for DMs/mentions off.
+    pub dm_mention_push_disabled_user_ids: Vec<i64>,
+    /// Recipients with offline email notifications for DMs/mentions off.
+    pub dm_mention_email_disabled_user_ids: Vec<i64>,
+    /// Subscribers with stream push notifications on.
+    pub stream_push_user_ids: Vec<i64>,
+    /// Subscribers with stream email notifications on.
+    pub stream_email_user_ids: Vec<i64>,
+    /// Topic-wildcard-mention notifiable users.
+    pub topic_wildcard_mention_user_ids: Vec<i64>,
+    /// Stream-wildcard-mention notifiable users.
+    pub stream_wildcard_mention_user_ids: Vec<i64>,
+    /// Followers of the topic with push for followed topics.
+    pub followed_topic_push_user_ids: Vec<i64>,
+    /// Followers of the topic with email for followed topics.
+    pub followed_topic_email_user_ids: Vec<i64>,
+    /// Topic-wildcard notifiable in a followed topic.
+    pub topic_wildcard_mention_in_followed_topic_user_ids: Vec<i64>,
+    /// Stream-wildcard notifiable in a followed topic.
+    pub stream_wildcard_mention_in_followed_topic_user_ids: Vec<i64>,
+    /// Users who muted the sender.
+    pub muted_sender_user_ids: Vec<i64>,
+    /// Recipients that are bots (never notified).
+    pub all_bot_user_ids: Vec<i64>,
+    /// The sender asked that nobody be notified externally.
+    pub disable_external_notifications: bool,
 }
 
 /// One recipient of a message and that recipient's UserMessage flags.
@@ -87,6 +128,9 @@ pub struct MessageRecipient {
     pub id: i64,
     /// Flag bits (see [`crate::flags`]).
     pub flags: i64,
+    /// For users mentioned only through groups: the smallest such group.
+    #[serde(default)]
+    pub mentioned_user_group_id: Option<i64>,
 }
 
 /// Where a message went.
@@ -338,19 +382,20 @@ mod tests {
             realm_id: 1,
             notice: Notice::Message(MessageNotice {
                 message: Arc::new(sample(Destination::Stream { stream_id: 1, name: "a".into() })),
-                users: vec![MessageRecipient { id: 7, flags: 1 }],
+                users: vec![MessageRecipient { id: 7, flags: 1, mentioned_user_group_id: None }],
                 sender_queue_id: Some("0-0-00000000000000000000000000000001".into()),
                 local_id: Some("1.5".into()),
                 realm_id: 1,
                 public_stream: true,
                 invite_only: false,
+                notify: NotifySets::default(),
             }),
         };
         let s = serde_json::to_string(&env).unwrap();
         let back: Envelope = serde_json::from_str(&s).unwrap();
         match back.notice {
             Notice::Message(m) => {
-                assert_eq!(m.users, vec![MessageRecipient { id: 7, flags: 1 }]);
+                assert_eq!(m.users, vec![MessageRecipient { id: 7, flags: 1, mentioned_user_group_id: None }]);
                 assert_eq!(m.local_id.as_deref(), Some("1.5"));
                 assert_eq!(m.message.id, 42);
             }

@@ -92,7 +92,8 @@ mod tests {
     #[test]
     fn other_nodes_users_are_dropped_and_flags_kept() {
         let topo = Topology { nodes: 2, cores: 1 };
-        let users: Vec<MessageRecipient> = (1..=40).map(|id| MessageRecipient { id, flags: id }).collect();
+        let users: Vec<MessageRecipient> =
+            (1..=40).map(|id| MessageRecipient { id, flags: id, mentioned_user_group_id: None }).collect();
         let msg = crate::envelope::tests_support::message();
         let notice = Notice::Message(MessageNotice {
             message: Arc::new(msg),
@@ -102,6 +103,7 @@ mod tests {
             realm_id: 1,
             public_stream: false,
             invite_only: true,
+            notify: Default::default(),
         });
         let parts = split_for_node(&notice, topo, 1);
         assert_eq!(parts.len(), 1);
@@ -116,12 +118,13 @@ mod tests {
         let topo = Topology::single_node(4);
         let notice = Notice::Message(MessageNotice {
             message: Arc::new(crate::envelope::tests_support::message()),
-            users: vec![MessageRecipient { id: 1, flags: 0 }],
+            users: vec![MessageRecipient { id: 1, flags: 0, mentioned_user_group_id: None }],
             sender_queue_id: None,
             local_id: None,
             realm_id: 1,
             public_stream: true,
             invite_only: false,
+            notify: Default::default(),
         });
         let cores: Vec<u16> = split_for_node(&notice, topo, 0).into_iter().map(|(c, _)| c).collect();
         assert_eq!(cores, vec![0, 1, 2, 3]);

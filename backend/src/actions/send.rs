@@ -8,7 +8,7 @@ use crate::users::{self, User};
 use crate::App;
 use serde_json::Value;
 use squall_shard_router::envelope::{
-    Destination, Envelope, MessageNotice, MessageRecipient, Notice, Participant, WideMessage,
+    Destination, Envelope, MessageNotice, MessageRecipient, Notice, NotifySets, Participant, WideMessage,
 };
 use squall_shard_router::flags;
 use std::collections::{BTreeSet, HashMap};
@@ -372,7 +372,35 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
         )
         .await?;
     }
+    let recipient_ids32: Vec<i32> = recipients.iter().map(|&u| u as i32).collect();
+    let bots: Vec<i64> = tx
+        .query("SELECT id FROM userprofile WHERE id = ANY($1) AND is_bot", &[&recipient_ids32])
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i32>(0) as i64)
+        .collect();
     tx.commit().await?;
+
+    // Notification id sets. Squall stores no per-user notification settings
+    // yet, so every user has Zulip's defaults: push while online, offline
+    // email and push for DMs and mentions, no stream notifications,
+    // wildcard mentions notify. Presence is not tracked yet, so nobody is
+    // presence-idle; the gateway treats users without queues as idle.
+    let notify = NotifySets {
+        online_push_user_ids: recipients.clone(),
+        stream_wildcard_mention_user_ids: if rendered.stream_wildcard && !is_private {
+            recipients.clone()
+        } else {
+            Vec::new()
+        },
+        topic_wildcard_mention_user_ids: recipients
+            .iter()
+            .copied()
+            .filter(|u| topic_participants.contains(u))
+            .collect(),
+        all_bot_user_ids: bots,
+        ..NotifySets::default()
+    };
 
     let (public_stream, invite_only) = match &target {
         Target::Stream(s) => (s.is_public(), s.invite_only),
@@ -399,7 +427,11 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
         avatar_is_gravatar: true,
         destination,
     };
-    let users = recipients.iter().zip(&user_flags).map(|(&id, &flags)| MessageRecipient { id, flags }).collect();
+    let users = recipients
+        .iter()
+        .zip(&user_flags)
+        .map(|(&id, &flags)| MessageRecipient { id, flags, mentioned_user_group_id: None })
+        .collect();
     let envelope = Envelope {
         realm_id: sender.realm_id,
         notice: Notice::Message(MessageNotice {
@@ -410,6 +442,7 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
             realm_id: sender.realm_id,
             public_stream,
             invite_only,
+            notify,
         }),
     };
     // The message is committed; a delivery failure must not turn the send

@@ -180,12 +180,16 @@ fn message(flags_for: &[(i64, i64)], sender_queue: Option<String>) -> Notice {
     };
     Notice::Message(MessageNotice {
         message: Arc::new(msg),
-        users: flags_for.iter().map(|&(id, flags)| MessageRecipient { id, flags }).collect(),
+        users: flags_for
+            .iter()
+            .map(|&(id, flags)| MessageRecipient { id, flags, mentioned_user_group_id: None })
+            .collect(),
         sender_queue_id: sender_queue,
         local_id: Some("0.1".into()),
         realm_id: 1,
         public_stream: true,
         invite_only: false,
+        notify: Default::default(),
     })
 }
 

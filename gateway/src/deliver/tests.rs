@@ -173,12 +173,13 @@ fn stream_message(client: &str) -> WideMessage {
 fn message_notice(msg: WideMessage, users: &[(i64, i64)], public: bool, sender_queue: Option<String>) -> Notice {
     Notice::Message(MessageNotice {
         message: Arc::new(msg),
-        users: users.iter().map(|&(id, flags)| MessageRecipient { id, flags }).collect(),
+        users: users.iter().map(|&(id, flags)| MessageRecipient { id, flags, mentioned_user_group_id: None }).collect(),
         sender_queue_id: sender_queue,
         local_id: Some("9.9".into()),
         realm_id: 1,
         public_stream: public,
         invite_only: !public,
+        notify: Default::default(),
     })
 }
 
@@ -219,4 +220,119 @@ fn mirror_clients_loop_guard_and_invite_only_marker() {
     assert_eq!(m["message"]["invite_only_stream"], true);
     let p = &events(&mut s, 1, &plain)[0];
     assert!(p["message"].get("invite_only_stream").is_none());
+}
+
+fn dm(sender: i64, to: i64, notify: squall_shard_router::envelope::NotifySets) -> Notice {
+    let mut msg = stream_message("test");
+    msg.sender_id = sender;
+    msg.destination = Destination::Private { participants: vec![] };
+    Notice::Message(MessageNotice {
+        message: Arc::new(msg),
+        users: vec![
+            MessageRecipient { id: sender, flags: flags::READ | flags::IS_PRIVATE, mentioned_user_group_id: None },
+            MessageRecipient { id: to, flags: flags::IS_PRIVATE, mentioned_user_group_id: Some(12) },
+        ],
+        sender_queue_id: None,
+        local_id: None,
+        realm_id: 1,
+        public_stream: false,
+        invite_only: false,
+        notify,
+    })
+}
+
+fn queues_and_triggers(s: &mut CoreState) -> Vec<(&'static str, String)> {
+    s.take_notifications()
+        .into_iter()
+        .map(|n| (n.queue, n.payload["trigger"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_dm_to_someone_without_queues_notifies_by_push_and_email_at_once() {
+    let mut s = state();
+    s.deliver(dm(1, 2, Default::default()));
+    assert_eq!(
+        queues_and_triggers(&mut s),
+        vec![
+            (crate::notify::MOBILE_QUEUE, "direct_message".into()),
+            (crate::notify::EMAIL_QUEUE, "direct_message".into())
+        ]
+    );
+}
+
+#[test]
+fn an_online_user_gets_email_only_when_their_last_queue_goes() {
+    let mut s = state();
+    let q1 = s.allocate(spec(2), 0);
+    let q2 = s.allocate(spec(2), 0);
+    let notify = squall_shard_router::envelope::NotifySets { online_push_user_ids: vec![2], ..Default::default() };
+    s.deliver(dm(1, 2, notify));
+    assert_eq!(
+        queues_and_triggers(&mut s),
+        vec![(crate::notify::MOBILE_QUEUE, "direct_message".into())],
+        "online: push only"
+    );
+    let e = &events(&mut s, 2, &q1)[0];
+    assert!(e.get("internal_data").is_none(), "internal data is never shown: {e}");
+
+    // Not the last queue: nothing.
+    let (tx, _rx) = futures_channel::oneshot::channel();
+    s.events(crate::core::EventsCall { user_id: 2, op: crate::core::EventsOp::Delete { queue_id: q1 }, reply: tx }, 0);
+    assert!(s.take_notifications().is_empty());
+    // The last one: the email now; the push is not repeated.
+    assert_eq!(s.gc(10_000), 1);
+    let got = s.take_notifications();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].queue, crate::notify::EMAIL_QUEUE);
+    assert_eq!(
+        got[0].payload,
+        json!({"user_profile_id": 2, "message_id": 50, "trigger": "direct_message", "mentioned_user_group_id": 12})
+    );
+    let _ = q2;
+}
+
+#[test]
+fn the_hook_ignores_watcher_copies_and_acknowledged_events() {
+    let mut s = state();
+    let watcher = s.allocate(QueueSpec { all_public_streams: true, ..spec(5) }, 0);
+    s.deliver(message_notice(stream_message("test"), &[(1, 0)], true, None));
+    assert_eq!(events(&mut s, 5, &watcher)[0]["flags"], json!([]));
+    assert_eq!(s.gc(10_000), 1);
+    assert!(s.take_notifications().is_empty(), "a watcher's copy carries no notification data");
+
+    // A mention the user already fetched and acknowledged is not re-sent.
+    let q = s.allocate(spec(2), 0);
+    s.deliver(message_notice(stream_message("test"), &[(2, flags::MENTIONED)], true, None));
+    let _ = s.take_notifications();
+    let (tx, _rx) = futures_channel::oneshot::channel();
+    let op = crate::core::EventsOp::Get {
+        queue_id: Some(q.clone()),
+        last_event_id: Some(0),
+        dont_block: true,
+        new_queue: Box::new(spec(2)),
+    };
+    s.events(crate::core::EventsCall { user_id: 2, op, reply: tx }, 0);
+    assert_eq!(s.gc(10_000), 1);
+    assert!(s.take_notifications().is_empty());
+}
+
+#[test]
+fn notification_state_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("squall-notify-persist-{}", rand::random::<u64>()));
+    let topo = squall_shard_router::placement::Topology::single_node(1);
+    let mut a = state();
+    let q = a.allocate(spec(2), 0);
+    let notify = squall_shard_router::envelope::NotifySets { online_push_user_ids: vec![2], ..Default::default() };
+    a.deliver(dm(1, 2, notify));
+    assert_eq!(a.take_notifications().len(), 1);
+    a.save_queues(&dir).unwrap();
+    let mut b = state();
+    assert_eq!(b.load_queues(&dir, topo, &json!({"type": "restart"})), 1);
+    assert!(events(&mut b, 2, &q).iter().all(|e| e.get("internal_data").is_none()));
+    assert_eq!(b.gc(10_000), 1);
+    let got = b.take_notifications();
+    assert_eq!(got.len(), 1, "email after restart, push not repeated: {got:?}");
+    assert_eq!(got[0].queue, crate::notify::EMAIL_QUEUE);
+    let _ = std::fs::remove_dir_all(dir);
 }
