@@ -29,6 +29,9 @@ pub struct Config {
     pub heartbeat_min_secs: u64,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
+    /// RabbitMQ for missed-message notifications; empty disables them
+    /// (`SQUALL_AMQP_URL`).
+    pub amqp_url: String,
     /// Where event queues are saved at shutdown and restored at start
     /// (`SQUALL_STATE_DIR`).
     pub state_dir: String,
@@ -50,6 +53,7 @@ impl Default for Config {
             heartbeat_min_secs: 45,
             migrate_on_start: true,
             state_dir: ".squall/state".into(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5673/%2f".into(),
             expected_connections: 10_000,
             backend: BackendConfig::default(),
         }
@@ -86,6 +90,9 @@ impl Config {
         }
         if let Some(v) = get("SQUALL_IO_URING") {
             self.io_uring = matches!(v.as_str(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = get("SQUALL_AMQP_URL") {
+            self.amqp_url = v;
         }
         if let Some(v) = get("SQUALL_STATE_DIR") {
             self.state_dir = v;

@@ -9,6 +9,7 @@
 //! [`bus::LocalBus`], which splits them per core into the inboxes.
 #![warn(missing_docs)]
 
+pub mod amqp;
 pub mod bus;
 pub mod config;
 pub mod conn;
@@ -73,6 +74,7 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
         "server_generation": settings_generation,
     }));
 
+    let publisher = amqp::Publisher::spawn(rt.handle(), &cfg.amqp_url);
     let mut threads = Vec::new();
     for c in 0..cores {
         let start = shard::CoreStart {
@@ -85,6 +87,7 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
             timing,
             io_uring: cfg.io_uring,
             state_dir: std::path::PathBuf::from(&cfg.state_dir),
+            publisher: publisher.clone(),
             restart_event: restart_event.clone(),
         };
         let t = std::thread::Builder::new()

@@ -75,6 +75,8 @@ pub struct CoreStart {
     pub state_dir: std::path::PathBuf,
     /// The `restart` event restored queues receive (without `id`).
     pub restart_event: Arc<serde_json::Value>,
+    /// Where missed-message notifications go.
+    pub publisher: crate::amqp::Publisher,
 }
 
 /// Runs a core until it receives [`Item::Shutdown`]. Blocks the thread.
@@ -98,6 +100,8 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
     let listener = monoio::net::TcpListener::from_std(start.listener)?;
     let inbox = start.inboxes[start.shard.core as usize].clone();
     let mut state = CoreState::new(start.shard, start.timing);
+    let publisher = start.publisher.clone();
+    state.set_notification_sink(Box::new(move |n| publisher.publish(n)));
     // Restore before accepting anything, so no poll races the load.
     let restored = state.load_queues(&state_dir, start.topo, &restart_event);
     let ctx = Rc::new(CoreCtx {

@@ -65,6 +65,50 @@ pub fn fresh_database() -> Result<String> {
     Ok(with_database(&admin, &name))
 }
 
+/// Creates a fresh RabbitMQ virtual host on the `tools/services` broker and
+/// returns an AMQP URL for it, so a test's notification queues are its own.
+pub fn fresh_amqp_vhost() -> Result<String> {
+    let node = std::env::var("SQUALL_RABBITMQ_NODE").unwrap_or_else(|_| "squall-5673@localhost".into());
+    let vhost = format!("squall-test-{:016x}", rand::random::<u64>());
+    for args in
+        [vec!["add_vhost", vhost.as_str()], vec!["set_permissions", "-p", vhost.as_str(), "guest", ".*", ".*", ".*"]]
+    {
+        let out = Command::new("rabbitmqctl")
+            .arg("-n")
+            .arg(&node)
+            .arg("-q")
+            .args(&args)
+            .output()
+            .context("running rabbitmqctl (is `tools/services start` running?)")?;
+        if !out.status.success() {
+            bail!("rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let base = std::env::var("SQUALL_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5673/%2f".into());
+    let base = base.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(base);
+    Ok(format!("{base}/{vhost}"))
+}
+
+/// Reads every message currently in `queue` of the broker at `url`.
+pub fn drain_amqp_queue(url: &str, queue: &str) -> Result<Vec<Value>> {
+    use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .queue_declare(queue.into(), QueueDeclareOptions::durable(), lapin::types::FieldTable::default())
+            .await?;
+        let mut out = Vec::new();
+        while let Some(msg) = channel.basic_get(queue.into(), BasicGetOptions::default()).await? {
+            out.push(serde_json::from_slice(&msg.delivery.data)?);
+            msg.delivery.ack(BasicAckOptions::default()).await?;
+        }
+        conn.close(200, "done".into()).await?;
+        anyhow::Ok(out)
+    })
+}
+
 /// A running `squall serve` with one realm.
 pub struct Server {
     child: Child,
@@ -88,11 +132,14 @@ pub struct ServerOptions {
     pub heartbeat_min_secs: u64,
     /// Use io_uring (false forces the epoll driver).
     pub io_uring: bool,
+    /// RabbitMQ for notifications; empty (the default) disables them so
+    /// parallel tests do not share queues (see [`fresh_amqp_vhost`]).
+    pub amqp_url: String,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { cores: 2, heartbeat_min_secs: 45, io_uring: true }
+        ServerOptions { cores: 2, heartbeat_min_secs: 45, io_uring: true, amqp_url: String::new() }
     }
 }
 
@@ -206,6 +253,7 @@ fn spawn_serve(database_url: &str, state_dir: &std::path::Path, opts: &ServerOpt
         .env("SQUALL_CORES", opts.cores.to_string())
         .env("SQUALL_HEARTBEAT_MIN_SECS", opts.heartbeat_min_secs.to_string())
         .env("SQUALL_IO_URING", if opts.io_uring { "true" } else { "false" })
+        .env("SQUALL_AMQP_URL", &opts.amqp_url)
         .env("SQUALL_LOG", std::env::var("SQUALL_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
