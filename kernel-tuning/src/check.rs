@@ -73,7 +73,7 @@ impl Report {
         let mut out = String::new();
         let _ =
             writeln!(out, "Target: {} connections on {} gateway core(s)\n", self.target.connections, self.target.cores);
-        let _ = writeln!(out, "{:<6} {:<30} {:<28} {}", "", "knob", "value", "needed");
+        let _ = writeln!(out, "{:<6} {:<30} {:<28} needed", "", "knob", "value");
         for f in &self.findings {
             let _ = writeln!(out, "{:<6} {:<30} {:<28} {}", f.status.label(), f.knob, f.value, f.needed);
         }

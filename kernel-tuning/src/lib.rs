@@ -29,5 +29,5 @@ pub fn raise_nofile_soft_limit() -> std::io::Result<u64> {
             }
         }
     }
-    Ok(rl.rlim_cur as u64)
+    Ok(rl.rlim_cur)
 }
