@@ -98,7 +98,7 @@ impl CoreState {
     /// Delivers a notice to this core's queues.
     pub fn deliver(&mut self, notice: Notice) {
         match notice {
-            Notice::Message(m) => self.deliver_message(m),
+            Notice::Message(m) => self.deliver_message(*m),
             Notice::Generic { event, users } => self.deliver_generic(&event, &users),
             Notice::PerUser { event, users } => self.deliver_per_user(&event, users),
         }

@@ -27,7 +27,7 @@ pub struct Envelope {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Notice {
     /// A new message (Zulip's `process_message_event`).
-    Message(MessageNotice),
+    Message(Box<MessageNotice>),
     /// Any other event, delivered to every queue of each user that accepts
     /// it (with the per-queue variants of Zulip's `process_notification`).
     Generic {
@@ -380,7 +380,7 @@ mod tests {
     fn envelope_round_trips_through_json() {
         let env = Envelope {
             realm_id: 1,
-            notice: Notice::Message(MessageNotice {
+            notice: Notice::Message(Box::new(MessageNotice {
                 message: Arc::new(sample(Destination::Stream { stream_id: 1, name: "a".into() })),
                 users: vec![MessageRecipient { id: 7, flags: 1, mentioned_user_group_id: None }],
                 sender_queue_id: Some("0-0-00000000000000000000000000000001".into()),
@@ -389,7 +389,7 @@ mod tests {
                 public_stream: true,
                 invite_only: false,
                 notify: NotifySets::default(),
-            }),
+            })),
         };
         let s = serde_json::to_string(&env).unwrap();
         let back: Envelope = serde_json::from_str(&s).unwrap();

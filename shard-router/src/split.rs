@@ -57,8 +57,8 @@ pub fn split_for_node(notice: &Notice, topo: Topology, node: u16) -> Vec<(u16, N
                 .enumerate()
                 .filter(|(_, u)| !u.is_empty() || m.public_stream)
                 .map(|(c, users)| {
-                    let part = MessageNotice { users, ..m.clone() };
-                    (c as u16, Notice::Message(part))
+                    let part = MessageNotice { users, ..(**m).clone() };
+                    (c as u16, Notice::Message(Box::new(part)))
                 })
                 .collect()
         }
@@ -95,7 +95,7 @@ mod tests {
         let users: Vec<MessageRecipient> =
             (1..=40).map(|id| MessageRecipient { id, flags: id, mentioned_user_group_id: None }).collect();
         let msg = crate::envelope::tests_support::message();
-        let notice = Notice::Message(MessageNotice {
+        let notice = Notice::Message(Box::new(MessageNotice {
             message: Arc::new(msg),
             users: users.clone(),
             sender_queue_id: None,
@@ -104,7 +104,7 @@ mod tests {
             public_stream: false,
             invite_only: true,
             notify: Default::default(),
-        });
+        }));
         let parts = split_for_node(&notice, topo, 1);
         assert_eq!(parts.len(), 1);
         let Notice::Message(m) = &parts[0].1 else { panic!("kind changed") };
@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn public_stream_messages_reach_every_core() {
         let topo = Topology::single_node(4);
-        let notice = Notice::Message(MessageNotice {
+        let notice = Notice::Message(Box::new(MessageNotice {
             message: Arc::new(crate::envelope::tests_support::message()),
             users: vec![MessageRecipient { id: 1, flags: 0, mentioned_user_group_id: None }],
             sender_queue_id: None,
@@ -125,7 +125,7 @@ mod tests {
             public_stream: true,
             invite_only: false,
             notify: Default::default(),
-        });
+        }));
         let cores: Vec<u16> = split_for_node(&notice, topo, 0).into_iter().map(|(c, _)| c).collect();
         assert_eq!(cores, vec![0, 1, 2, 3]);
     }

@@ -434,7 +434,7 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
         .collect();
     let envelope = Envelope {
         realm_id: sender.realm_id,
-        notice: Notice::Message(MessageNotice {
+        notice: Notice::Message(Box::new(MessageNotice {
             message: Arc::new(message),
             users,
             sender_queue_id: out.queue_id,
@@ -443,7 +443,7 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
             public_stream,
             invite_only,
             notify,
-        }),
+        })),
     };
     // The message is committed; a delivery failure must not turn the send
     // into an error (clients would resend a stored message).

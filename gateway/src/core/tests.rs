@@ -178,7 +178,7 @@ fn message(flags_for: &[(i64, i64)], sender_queue: Option<String>) -> Notice {
         avatar_is_gravatar: true,
         destination: Destination::Stream { stream_id: 3, name: "Denmark".into() },
     };
-    Notice::Message(MessageNotice {
+    Notice::Message(Box::new(MessageNotice {
         message: Arc::new(msg),
         users: flags_for
             .iter()
@@ -190,7 +190,7 @@ fn message(flags_for: &[(i64, i64)], sender_queue: Option<String>) -> Notice {
         public_stream: true,
         invite_only: false,
         notify: Default::default(),
-    })
+    }))
 }
 
 #[test]

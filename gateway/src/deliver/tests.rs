@@ -171,7 +171,7 @@ fn stream_message(client: &str) -> WideMessage {
 }
 
 fn message_notice(msg: WideMessage, users: &[(i64, i64)], public: bool, sender_queue: Option<String>) -> Notice {
-    Notice::Message(MessageNotice {
+    Notice::Message(Box::new(MessageNotice {
         message: Arc::new(msg),
         users: users.iter().map(|&(id, flags)| MessageRecipient { id, flags, mentioned_user_group_id: None }).collect(),
         sender_queue_id: sender_queue,
@@ -180,7 +180,7 @@ fn message_notice(msg: WideMessage, users: &[(i64, i64)], public: bool, sender_q
         public_stream: public,
         invite_only: !public,
         notify: Default::default(),
-    })
+    }))
 }
 
 #[test]
@@ -226,7 +226,7 @@ fn dm(sender: i64, to: i64, notify: squall_shard_router::envelope::NotifySets) -
     let mut msg = stream_message("test");
     msg.sender_id = sender;
     msg.destination = Destination::Private { participants: vec![] };
-    Notice::Message(MessageNotice {
+    Notice::Message(Box::new(MessageNotice {
         message: Arc::new(msg),
         users: vec![
             MessageRecipient { id: sender, flags: flags::READ | flags::IS_PRIVATE, mentioned_user_group_id: None },
@@ -238,7 +238,7 @@ fn dm(sender: i64, to: i64, notify: squall_shard_router::envelope::NotifySets) -
         public_stream: false,
         invite_only: false,
         notify,
-    })
+    }))
 }
 
 fn queues_and_triggers(s: &mut CoreState) -> Vec<(&'static str, String)> {
