@@ -10,13 +10,39 @@ use crate::filter::{accepts_event, accepts_messages, narrow_matches};
 use crate::notify::{maybe_enqueue, InternalData, NotificationData};
 use crate::queue::{is_compressible, virtual_key, EventBody};
 use serde_json::{Map, Value};
-use squall_shard_router::envelope::{MessageNotice, Notice, PerUserData, QueueSpec, Variant};
+use squall_shard_router::envelope::{MessageNotice, Notice, NotifySets, PerUserData, QueueSpec, Variant};
+use squall_shard_router::flags;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Keys of `update_message` that are for the event server only.
 fn is_internal_update_key(k: &str) -> bool {
     k == "prior_mention_user_ids" || k == "disable_external_notifications" || k.ends_with("_user_ids")
+}
+
+/// What an `update_message` notice says about notifications.
+struct EditContext {
+    sets: NotifySets,
+    prior_mentions: Vec<i64>,
+    private: bool,
+    editor: i64,
+    message_id: i64,
+}
+
+impl EditContext {
+    fn from_template(t: &Map<String, Value>) -> Self {
+        let ids = |k: &str| -> Vec<i64> {
+            t.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default()
+        };
+        EditContext {
+            sets: serde_json::from_value(Value::Object(t.clone())).unwrap_or_default(),
+            prior_mentions: ids("prior_mention_user_ids"),
+            // Direct messages carry no stream name.
+            private: t.get("stream_name").is_none() && t.get("stream_id").is_none(),
+            editor: t.get("user_id").and_then(Value::as_i64).unwrap_or(0),
+            message_id: t.get("message_id").and_then(Value::as_i64).unwrap_or(0),
+        }
+    }
 }
 
 /// Custom profile field type ids: PRONOUNS is shown as SHORT_TEXT to
@@ -189,7 +215,13 @@ impl CoreState {
 
     fn deliver_per_user(&mut self, event: &Value, users: Vec<PerUserData>) {
         let Some(template) = event.as_object() else { return };
+        let edit = (template.get("type").and_then(Value::as_str) == Some("update_message")
+            && !template.get("rendering_only").and_then(Value::as_bool).unwrap_or(false))
+        .then(|| EditContext::from_template(template));
         for u in users {
+            if let Some(edit) = &edit {
+                self.notify_edit(edit, u.id, &u.data);
+            }
             let mut m = template.clone();
             for (k, v) in u.data {
                 if k != "id" {
@@ -205,6 +237,30 @@ impl CoreState {
                 }
             }
         }
+    }
+
+    /// Zulip's `maybe_enqueue_notifications_for_message_update`: an edit
+    /// may newly mention someone in a stream message.
+    fn notify_edit(&mut self, edit: &EditContext, user: i64, data: &Map<String, Value>) {
+        let bits = data
+            .get("flags")
+            .and_then(Value::as_array)
+            .map(|names| names.iter().filter_map(Value::as_str).filter_map(flags::bit_of).fold(0, |a, b| a | b))
+            .unwrap_or(0);
+        let d = NotificationData::from_sets(user, bits, edit.private, &edit.sets);
+        if d.sender_is_muted
+            || edit.private
+            || edit.prior_mentions.contains(&user)
+            || d.stream_push_notify
+            || d.stream_email_notify
+            || d.followed_topic_push_notify
+            || d.followed_topic_email_notify
+        {
+            return;
+        }
+        let idle = edit.sets.presence_idle_user_ids.contains(&user) || self.off_zulip(user);
+        maybe_enqueue(&d, edit.editor, edit.message_id, None, idle, (false, false), &mut self.notifications);
+        self.flush_notifications();
     }
 
     fn deliver_message(&mut self, m: MessageNotice) {

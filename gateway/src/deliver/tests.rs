@@ -336,3 +336,72 @@ fn notification_state_survives_a_restart() {
     assert_eq!(got[0].queue, crate::notify::EMAIL_QUEUE);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn edit(users: &[(i64, &[&str])], extra: Value) -> Notice {
+    let mut template = json!({"type": "update_message", "user_id": 1, "message_id": 70, "message_ids": [70],
+        "rendering_only": false, "edit_timestamp": 5, "stream_id": 3, "stream_name": "Denmark",
+        "online_push_user_ids": [], "prior_mention_user_ids": []});
+    for (k, v) in extra.as_object().unwrap() {
+        template[k] = v.clone();
+    }
+    let users = users
+        .iter()
+        .map(|(id, f)| PerUserData { id: *id, data: json!({"id": id, "flags": f}).as_object().unwrap().clone() })
+        .collect();
+    Notice::PerUser { event: Arc::new(template), users }
+}
+
+#[test]
+fn an_edit_that_newly_mentions_notifies_like_a_mention() {
+    let mut s = state();
+    s.deliver(edit(&[(2, &["mentioned"])], json!({})));
+    let got = queues_and_triggers(&mut s);
+    assert_eq!(
+        got,
+        vec![(crate::notify::MOBILE_QUEUE, "mentioned".into()), (crate::notify::EMAIL_QUEUE, "mentioned".into())]
+    );
+    // Already mentioned before the edit: nothing again.
+    s.deliver(edit(&[(2, &["mentioned"])], json!({"prior_mention_user_ids": [2]})));
+    assert!(s.take_notifications().is_empty());
+    // Users with stream notifications were notified at send time.
+    s.deliver(edit(&[(2, &["mentioned"])], json!({"stream_push_user_ids": [2]})));
+    assert!(s.take_notifications().is_empty());
+    // Unmentioned users, rendering-only updates and the editor: nothing.
+    s.deliver(edit(&[(2, &[])], json!({})));
+    s.deliver(edit(&[(2, &["mentioned"])], json!({"rendering_only": true, "user_id": null})));
+    s.deliver(edit(&[(1, &["mentioned"])], json!({})));
+    assert!(s.take_notifications().is_empty());
+}
+
+#[test]
+fn editing_a_dm_to_add_a_mention_notifies_nobody() {
+    let mut s = state();
+    let template = json!({"stream_id": null, "stream_name": null});
+    let mut n = edit(&[(2, &["mentioned"])], template);
+    if let Notice::PerUser { event, .. } = &mut n {
+        let mut e = (**event).clone();
+        e.as_object_mut().unwrap().remove("stream_id");
+        e.as_object_mut().unwrap().remove("stream_name");
+        *event = Arc::new(e);
+    }
+    s.deliver(n);
+    assert!(s.take_notifications().is_empty());
+}
+
+#[test]
+fn presence_decides_idleness_for_edit_notifications() {
+    let mut s = state();
+    let _q = s.allocate(spec(2), 0);
+    // Connected, not presence-idle, online push on: push only.
+    s.deliver(edit(&[(2, &["mentioned"])], json!({"online_push_user_ids": [2]})));
+    assert_eq!(queues_and_triggers(&mut s), vec![(crate::notify::MOBILE_QUEUE, "mentioned".into())]);
+    // Connected but presence-idle: treated as idle, email too.
+    s.deliver(edit(&[(2, &["mentioned"])], json!({"presence_idle_user_ids": [2]})));
+    assert_eq!(
+        queues_and_triggers(&mut s),
+        vec![(crate::notify::MOBILE_QUEUE, "mentioned".into()), (crate::notify::EMAIL_QUEUE, "mentioned".into())]
+    );
+    // Connected, present, no online push: nothing.
+    s.deliver(edit(&[(2, &["mentioned"])], json!({})));
+    assert!(s.take_notifications().is_empty());
+}
