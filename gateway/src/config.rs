@@ -32,6 +32,10 @@ pub struct Config {
     /// RabbitMQ for missed-message notifications; empty disables them
     /// (`SQUALL_AMQP_URL`).
     pub amqp_url: String,
+    /// Secret for the internal endpoints (`/api/internal/...`); empty = a
+    /// random one per start, written to `<state_dir>/shared_secret`
+    /// (`SQUALL_SHARED_SECRET`).
+    pub shared_secret: String,
     /// Where event queues are saved at shutdown and restored at start
     /// (`SQUALL_STATE_DIR`).
     pub state_dir: String,
@@ -53,6 +57,7 @@ impl Default for Config {
             heartbeat_min_secs: 45,
             migrate_on_start: true,
             state_dir: ".squall/state".into(),
+            shared_secret: String::new(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5673/%2f".into(),
             expected_connections: 10_000,
             backend: BackendConfig::default(),
@@ -93,6 +98,9 @@ impl Config {
         }
         if let Some(v) = get("SQUALL_AMQP_URL") {
             self.amqp_url = v;
+        }
+        if let Some(v) = get("SQUALL_SHARED_SECRET") {
+            self.shared_secret = v;
         }
         if let Some(v) = get("SQUALL_STATE_DIR") {
             self.state_dir = v;

@@ -27,6 +27,7 @@ const AUTH_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// Serves one connection until it closes.
 pub async fn serve(mut stream: TcpStream, ctx: Rc<CoreCtx>) {
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -35,7 +36,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Rc<CoreCtx>) {
                 buf.drain(..used);
                 let keep_alive = req.keep_alive;
                 let head_only = req.api.method == "HEAD";
-                let resp = route(req.api, &ctx, &mut stream, &mut buf).await;
+                let resp = route(req.api, peer, &ctx, &mut stream, &mut buf).await;
                 let Some(resp) = resp else { return };
                 let mut bytes = resp.to_bytes(keep_alive);
                 if head_only {
@@ -70,8 +71,17 @@ fn from_api(r: ApiResponse) -> Response {
 }
 
 /// Answers one request; `None` when the client went away while waiting.
-async fn route(req: ApiRequest, ctx: &Rc<CoreCtx>, stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Response> {
+async fn route(
+    req: ApiRequest,
+    peer: Option<std::net::IpAddr>,
+    ctx: &Rc<CoreCtx>,
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+) -> Option<Response> {
     let path = req.path.trim_end_matches('/');
+    if path.starts_with("/api/internal/") {
+        return Some(crate::internal::handle(&req, peer, ctx).await);
+    }
     if path == "/api/v1/events" || path == "/json/events" {
         return events(req, ctx, stream, pending).await;
     }

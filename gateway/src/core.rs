@@ -39,6 +39,15 @@ pub enum Item {
     Notice(Notice),
     /// A `/events` request handed to this core.
     Events(EventsCall),
+    /// Send `web_reload_client` to up to `max` restored queues.
+    Reload {
+        /// At most this many.
+        max: usize,
+        /// The event's `immediate`.
+        immediate: bool,
+        /// Gets how many were sent.
+        reply: oneshot::Sender<usize>,
+    },
     /// Stop the core.
     Shutdown,
 }
@@ -127,6 +136,8 @@ pub struct CoreState {
     pub(crate) notifications: Vec<Notification>,
     /// Where notifications go as soon as they are decided.
     sink: Option<Box<dyn FnMut(Notification)>>,
+    /// Restored queues still to be told to reload, by realm id.
+    pub(crate) reload_pending: Vec<(i64, String)>,
 }
 
 fn success_body(events: &str, queue_id: Option<&str>) -> Vec<u8> {
@@ -171,6 +182,7 @@ impl CoreState {
             watchers: HashMap::new(),
             notifications: Vec::new(),
             sink: None,
+            reload_pending: Vec::new(),
         }
     }
 
@@ -318,6 +330,23 @@ impl CoreState {
             }
             self.flush_notifications();
         }
+    }
+
+    /// Sends `{"type":"web_reload_client","immediate":..}` to up to `max`
+    /// queues restored at start (in realm order), each at most once; queues
+    /// gone meanwhile are skipped. Returns how many got it.
+    pub fn send_reload(&mut self, max: usize, immediate: bool) -> usize {
+        let event = serde_json::json!({"type": "web_reload_client", "immediate": immediate});
+        let body: std::rc::Rc<str> = std::rc::Rc::from(event.to_string());
+        let mut sent = 0;
+        while sent < max && !self.reload_pending.is_empty() {
+            let (_, qid) = self.reload_pending.remove(0);
+            if self.queues.contains_key(&qid) {
+                self.push_body(&qid, EventBody::Shared(body.clone()));
+                sent += 1;
+            }
+        }
+        sent
     }
 
     /// Removes queues idle past their timeout; returns how many.

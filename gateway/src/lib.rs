@@ -18,6 +18,7 @@ mod deliver;
 pub mod filter;
 pub mod http;
 pub mod inbox;
+pub mod internal;
 pub mod notify;
 pub mod persist;
 pub mod queue;
@@ -75,6 +76,7 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
     }));
 
     let publisher = amqp::Publisher::spawn(rt.handle(), &cfg.amqp_url);
+    let shared_secret: Arc<str> = Arc::from(internal::shared_secret(&cfg)?);
     let mut threads = Vec::new();
     for c in 0..cores {
         let start = shard::CoreStart {
@@ -88,6 +90,7 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
             io_uring: cfg.io_uring,
             state_dir: std::path::PathBuf::from(&cfg.state_dir),
             publisher: publisher.clone(),
+            shared_secret: shared_secret.clone(),
             restart_event: restart_event.clone(),
         };
         let t = std::thread::Builder::new()

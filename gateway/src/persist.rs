@@ -205,8 +205,13 @@ impl CoreState {
             if accepts {
                 self.push_body(&id, crate::queue::EventBody::Shared(std::rc::Rc::from(restart_event.to_string())));
             }
+            let reload = serde_json::json!({"type": "web_reload_client"});
+            if let Some(d) = self.queues.get(&id).filter(|d| crate::filter::accepts_event(&d.spec, &reload)) {
+                self.reload_pending.push((d.spec.realm_id, id.clone()));
+            }
             loaded += 1;
         }
+        self.reload_pending.sort_by_key(|(realm, _)| *realm);
         if dropped > 0 {
             tracing::warn!(
                 core = self.shard.core,

@@ -42,6 +42,8 @@ pub struct CoreCtx {
     pub tokio: tokio::runtime::Handle,
     /// Recently authenticated credentials → user.
     pub auth_cache: RefCell<HashMap<String, (User, Instant)>>,
+    /// Secret the internal endpoints require.
+    pub shared_secret: Arc<str>,
 }
 
 /// Arms a heartbeat timer on this core.
@@ -77,6 +79,8 @@ pub struct CoreStart {
     pub restart_event: Arc<serde_json::Value>,
     /// Where missed-message notifications go.
     pub publisher: crate::amqp::Publisher,
+    /// Secret the internal endpoints require.
+    pub shared_secret: Arc<str>,
 }
 
 /// Runs a core until it receives [`Item::Shutdown`]. Blocks the thread.
@@ -112,6 +116,7 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
         app: start.app,
         tokio: start.tokio,
         auth_cache: RefCell::new(HashMap::new()),
+        shared_secret: start.shared_secret.clone(),
     });
     tracing::info!(core = ctx.shard.core, restored, "core started");
 
@@ -161,6 +166,9 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
                 if let Some(t) = timer {
                     arm_heartbeat(&ctx, t);
                 }
+            }
+            Item::Reload { max, immediate, reply } => {
+                let _ = reply.send(ctx.state.borrow_mut().send_reload(max, immediate));
             }
         }
     }

@@ -181,3 +181,92 @@ fn queues_survive_a_restart_with_their_pending_events() {
     assert_eq!(body["events"][0]["message"]["id"], id2);
     assert_eq!(body["queue_id"], json!(q));
 }
+
+fn secret(server: &Server) -> String {
+    std::fs::read_to_string(server.state_dir.join("shared_secret")).unwrap()
+}
+
+#[test]
+fn notify_tornado_completes_a_parked_poll_and_checks_its_secret() {
+    let server = Server::start().unwrap();
+    let anon = squall_e2e::Client::anonymous(&server.url);
+    let path = "/api/internal/notify_tornado";
+    let data = json!({"event": {"type": "test", "data": "test data"}, "users": [1]}).to_string();
+    assert_error(
+        &anon.post(path, &[("data", &data)]).unwrap(),
+        400,
+        "REQUEST_VARIABLE_MISSING",
+        "Missing 'secret' argument",
+    );
+    assert_error(
+        &anon.post(path, &[("data", &data), ("secret", "wrong")]).unwrap(),
+        403,
+        "ACCESS_DENIED",
+        "Access denied",
+    );
+    let s = secret(&server);
+    assert_error(
+        &anon.post(path, &[("secret", &s)]).unwrap(),
+        400,
+        "REQUEST_VARIABLE_MISSING",
+        "Missing 'data' argument",
+    );
+
+    let (q, _, _) = server.owner.register(&[]).unwrap();
+    let poll = {
+        let (c, q) = (server.owner.clone(), q.clone());
+        thread::spawn(move || {
+            c.raw("GET", &format!("/api/v1/events?queue_id={q}&last_event_id=-1"), &[("Authorization", &basic(&c))], "")
+                .unwrap()
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    let (status, body) = anon.post(path, &[("data", &data), ("secret", &s)]).unwrap();
+    assert_eq!((status, body["result"].clone()), (200, json!("success")), "{body}");
+    let (status, body, headers) = poll.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["events"], json!([{"type": "test", "data": "test data", "id": 0}]));
+    assert_eq!(body["result"], "success");
+    assert_eq!(headers["vary"], "Accept-Language, Cookie");
+}
+
+fn basic(c: &squall_e2e::Client) -> String {
+    let raw = format!("{}:{}", c.email, c.api_key);
+    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::from("Basic ");
+    for chunk in raw.as_bytes().chunks(3) {
+        let n =
+            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { table[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+#[test]
+fn only_restored_queues_are_told_to_reload() {
+    let mut server = Server::start().unwrap();
+    let (old, _, _) = server.owner.register(&[]).unwrap();
+    server.restart().unwrap();
+    let (new, _, _) = server.owner.register(&[]).unwrap();
+    let anon = squall_e2e::Client::anonymous(&server.url);
+    let s = secret(&server);
+    let path = "/api/internal/web_reload_clients";
+    let (status, body) = anon.post(path, &[("client_count", "1"), ("secret", &s)]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["sent_events"].clone(), body["complete"].clone()), (json!(1), json!(false)));
+    let (_, body) = anon.post(path, &[("client_count", "5"), ("secret", &s)]).unwrap();
+    assert_eq!(
+        (body["sent_events"].clone(), body["complete"].clone()),
+        (json!(0), json!(true)),
+        "each queue is told once"
+    );
+
+    let (_, events) = server.owner.get_events(&old, -1, true).unwrap();
+    let types: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, vec!["restart", "web_reload_client"]);
+    assert_eq!(events["events"][1], json!({"type": "web_reload_client", "immediate": false, "id": 1}));
+    let (_, events) = server.owner.get_events(&new, -1, true).unwrap();
+    assert_eq!(events["events"], json!([]), "queues made after the restart are not restored ones");
+}

@@ -1,0 +1,259 @@
+//! The event server's internal endpoints (Zulip's Tornado internals):
+//!
+//! - `POST /api/internal/notify_tornado` (`data` = `{"event", "users"}` in
+//!   Zulip's notice format, `secret`): delivers a notice as if it came from
+//!   the backend;
+//! - `POST /api/internal/web_reload_clients` (`client_count`, `immediate`,
+//!   `secret`): tells up to `client_count` queues restored at start to
+//!   reload (`{"type":"web_reload_client","immediate":..}`) and answers
+//!   `{"sent_events": n, "complete": bool}`.
+//!
+//! Only loopback peers with the shared secret get in (else 403 `Access
+//! denied`).
+
+use crate::config::Config;
+use crate::core::Item;
+use crate::http::Response;
+use crate::shard::CoreCtx;
+use futures_channel::oneshot;
+use serde_json::{json, Map, Value};
+use squall_backend::error::ApiError;
+use squall_backend::request::{ApiRequest, Params};
+use squall_shard_router::envelope::{
+    Destination, MessageNotice, MessageRecipient, Notice, NotifySets, Participant, PerUserData, WideMessage,
+};
+use squall_shard_router::flags;
+use squall_shard_router::split::split_for_node;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// The configured secret, or a fresh random one written to
+/// `<state_dir>/shared_secret` (mode 0600) for local tools.
+pub fn shared_secret(cfg: &Config) -> anyhow::Result<String> {
+    if !cfg.shared_secret.is_empty() {
+        return Ok(cfg.shared_secret.clone());
+    }
+    let secret = format!("{:032x}", rand::random::<u128>());
+    let dir = std::path::Path::new(&cfg.state_dir);
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("shared_secret");
+    std::fs::write(&path, &secret)?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(secret)
+}
+
+fn error(e: ApiError) -> Response {
+    Response { status: e.status, headers: e.headers.clone(), body: e.body() }
+}
+
+fn access_denied() -> Response {
+    error(ApiError { status: 403, ..ApiError::with_code("ACCESS_DENIED", "Access denied") })
+}
+
+fn ok(fields: Value) -> Response {
+    let mut m = match fields {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    m.insert("result".into(), "success".into());
+    m.insert("msg".into(), "".into());
+    Response::json(200, Value::Object(m).to_string())
+}
+
+/// Serves `/api/internal/...`.
+pub async fn handle(req: &ApiRequest, peer: Option<IpAddr>, ctx: &Rc<CoreCtx>) -> Response {
+    if !peer.is_some_and(|p| p.is_loopback()) {
+        return access_denied();
+    }
+    let mut p = match Params::from_request(req) {
+        Ok(p) => p,
+        Err(e) => return error(e),
+    };
+    let secret = match p.req_str("secret") {
+        Ok(s) => s,
+        Err(e) => return error(e),
+    };
+    if secret != *ctx.shared_secret {
+        return access_denied();
+    }
+    match req.path.trim_end_matches('/') {
+        "/api/internal/notify_tornado" => {
+            let data = match p.req_str("data") {
+                Ok(d) => d,
+                Err(e) => return error(e),
+            };
+            let notice =
+                match serde_json::from_str::<Value>(&data).map_err(|e| e.to_string()).and_then(notice_from_zulip) {
+                    Ok(n) => n,
+                    Err(e) => return error(ApiError::bad_request(format!("Invalid notice: {e}"))),
+                };
+            for (core, part) in split_for_node(&notice, ctx.topo, ctx.shard.node) {
+                if core == ctx.shard.core {
+                    ctx.state.borrow_mut().deliver(part);
+                } else if ctx.inboxes[core as usize].push(Item::Notice(part)).is_err() {
+                    return error(ApiError { status: 503, ..ApiError::bad_request("Server is busy; try again") });
+                }
+            }
+            ok(json!({}))
+        }
+        "/api/internal/web_reload_clients" => {
+            let count = match p.int("client_count") {
+                Ok(c) => c,
+                Err(e) => return error(e),
+            };
+            let immediate = match p.bool("immediate") {
+                Ok(i) => i.unwrap_or(false),
+                Err(e) => return error(e),
+            };
+            let wanted = count.map(|c| c.max(0) as usize).unwrap_or(usize::MAX);
+            let mut sent = 0usize;
+            for core in 0..ctx.topo.cores {
+                if sent >= wanted {
+                    break;
+                }
+                let max = wanted - sent;
+                sent += if core == ctx.shard.core {
+                    ctx.state.borrow_mut().send_reload(max, immediate)
+                } else {
+                    let (reply, rx) = oneshot::channel();
+                    if ctx.inboxes[core as usize].push(Item::Reload { max, immediate, reply }).is_err() {
+                        return error(ApiError { status: 503, ..ApiError::bad_request("Server is busy; try again") });
+                    }
+                    rx.await.unwrap_or(0)
+                };
+            }
+            let complete = count.is_none() || sent < wanted;
+            ok(json!({"sent_events": sent, "complete": complete}))
+        }
+        _ => error(ApiError { status: 404, ..ApiError::bad_request("Not Found") }),
+    }
+}
+
+fn ids(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|u| u.as_i64().or_else(|| u.get("id")?.as_i64())).collect())
+        .unwrap_or_default()
+}
+
+/// Converts a notice in Zulip's format into Squall's.
+pub fn notice_from_zulip(v: Value) -> Result<Notice, String> {
+    let event = v.get("event").and_then(Value::as_object).ok_or("missing 'event' object")?.clone();
+    let users = v.get("users").ok_or("missing 'users'")?;
+    let ty = event.get("type").and_then(Value::as_str).ok_or("event has no type")?;
+    match ty {
+        "message" => message_notice(&event, users),
+        "update_message" => {
+            let list = users.as_array().ok_or("users is not a list")?;
+            let users = list
+                .iter()
+                .map(|u| {
+                    let data = u.as_object().cloned().ok_or("update_message users must be objects")?;
+                    let id = data.get("id").and_then(Value::as_i64).ok_or("user without id")?;
+                    Ok(PerUserData { id, data })
+                })
+                .collect::<Result<Vec<_>, &str>>()?;
+            Ok(Notice::PerUser { event: Arc::new(Value::Object(event)), users })
+        }
+        _ => Ok(Notice::Generic { event: Arc::new(Value::Object(event)), users: ids(users) }),
+    }
+}
+
+fn message_notice(event: &Map<String, Value>, users: &Value) -> Result<Notice, String> {
+    let m = event.get("message_dict").and_then(Value::as_object).ok_or("message notice without message_dict")?;
+    let s = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let i = |k: &str| m.get(k).and_then(Value::as_i64).unwrap_or(0);
+    let destination = match m.get("display_recipient") {
+        Some(Value::String(name)) => Destination::Stream { stream_id: i("stream_id"), name: name.clone() },
+        Some(Value::Array(people)) => Destination::Private {
+            participants: people
+                .iter()
+                .map(|p| Participant {
+                    id: p.get("id").and_then(Value::as_i64).unwrap_or(0),
+                    email: p.get("email").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    full_name: p.get("full_name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    is_mirror_dummy: p.get("is_mirror_dummy").and_then(Value::as_bool).unwrap_or(false),
+                })
+                .collect(),
+        },
+        _ => return Err("message_dict has no display_recipient".into()),
+    };
+    let content = s("content");
+    let rendered =
+        m.get("rendered_content").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| content.clone());
+    let message = WideMessage {
+        id: i("id"),
+        sender_id: i("sender_id"),
+        sender_email: s("sender_email"),
+        sender_full_name: s("sender_full_name"),
+        sender_realm_str: s("sender_realm_str"),
+        recipient_id: i("recipient_id"),
+        timestamp: i("timestamp"),
+        client: s("client"),
+        subject: m.get("subject").or_else(|| m.get("topic")).and_then(Value::as_str).unwrap_or("").to_owned(),
+        content,
+        rendered_content: rendered,
+        is_me_message: m.get("is_me_message").and_then(Value::as_bool).unwrap_or(false),
+        avatar_url: s("avatar_url"),
+        avatar_is_gravatar: false,
+        destination,
+    };
+    let recipients = users
+        .as_array()
+        .ok_or("users is not a list")?
+        .iter()
+        .map(|u| {
+            let id = u.get("id").and_then(Value::as_i64).ok_or("user without id")?;
+            let bits = u
+                .get("flags")
+                .and_then(Value::as_array)
+                .map(|f| f.iter().filter_map(Value::as_str).filter_map(flags::bit_of).fold(0, |a, b| a | b))
+                .unwrap_or(0);
+            let group = u.get("mentioned_user_group_id").and_then(Value::as_i64);
+            Ok(MessageRecipient { id, flags: bits, mentioned_user_group_id: group })
+        })
+        .collect::<Result<Vec<_>, &str>>()?;
+    let invite_only = event.get("invite_only").and_then(Value::as_bool).unwrap_or(false);
+    Ok(Notice::Message(Box::new(MessageNotice {
+        message: Arc::new(message),
+        users: recipients,
+        sender_queue_id: event.get("sender_queue_id").and_then(Value::as_str).map(str::to_owned),
+        local_id: event.get("local_id").and_then(Value::as_str).map(str::to_owned),
+        realm_id: event.get("realm_id").and_then(Value::as_i64).unwrap_or(0),
+        public_stream: event.get("stream_name").is_some() && !invite_only,
+        invite_only,
+        notify: serde_json::from_value::<NotifySets>(Value::Object(event.clone())).unwrap_or_default(),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zulip_notices_convert() {
+        let generic =
+            notice_from_zulip(json!({"event": {"type": "test", "data": "test data"}, "users": [3, 4]})).unwrap();
+        let Notice::Generic { users, event } = generic else { panic!("kind") };
+        assert_eq!(users, vec![3, 4]);
+        assert_eq!(event["data"], "test data");
+
+        let msg = notice_from_zulip(json!({
+            "event": {"type": "message", "message_dict": {"id": 9, "sender_id": 3, "sender_email": "a@b.c",
+                "display_recipient": "Denmark", "stream_id": 2, "subject": "t", "content": "**x**", "client": "test"},
+                "realm_id": 1, "stream_name": "Denmark", "online_push_user_ids": [4], "local_id": "1.1", "sender_queue_id": "q"},
+            "users": [{"id": 4, "flags": ["mentioned", "wildcard_mentioned"], "mentioned_user_group_id": null}]
+        }))
+        .unwrap();
+        let Notice::Message(m) = msg else { panic!("kind") };
+        assert_eq!(m.users, vec![MessageRecipient { id: 4, flags: flags::MENTIONED, mentioned_user_group_id: None }]);
+        assert!(m.public_stream && !m.invite_only);
+        assert_eq!(m.notify.online_push_user_ids, vec![4]);
+        assert_eq!(m.message.rendered_content, "**x**");
+        assert_eq!(m.local_id.as_deref(), Some("1.1"));
+
+        assert!(notice_from_zulip(json!({"event": {"type": "message"}, "users": []})).is_err());
+        assert!(notice_from_zulip(json!({"users": []})).is_err());
+        assert!(notice_from_zulip(json!({"event": {"type": "update_message"}, "users": [1]})).is_err());
+    }
+}
