@@ -131,6 +131,20 @@ def main() -> int:
     hist_b = ok(b.get_messages({"anchor": "newest", "num_before": 1, "num_after": 0}), "get_messages B")
     assert "read" not in hist_b["messages"][-1]["flags"], hist_b
 
+    # Other event types, schema-checked: a new public stream (stream/create
+    # to everyone), subscribing A and B to it (subscription/add), then a
+    # third user joining (subscription/peer_add to existing subscribers).
+    everything = ok(a.register(), "register for all event types")
+    validate("/register", "post", everything)
+    ok(b.add_subscriptions(streams=[{"name": "Scotland"}], principals=[me_a["user_id"], me_b["user_id"]]), "subscribe both")
+    owner_id = next(u["user_id"] for u in a.get_members()["members"] if u["is_owner"])
+    ok(b.add_subscriptions(streams=[{"name": "Scotland"}], principals=[owner_id]), "subscribe the owner")
+    evs = ok(a.get_events(queue_id=everything["queue_id"], last_event_id=-1, dont_block=True), "get_events")
+    validate("/events", "get", evs)
+    kinds = sorted({(e["type"], e.get("op")) for e in evs["events"]})
+    assert ("stream", "create") in kinds and ("subscription", "add") in kinds and ("subscription", "peer_add") in kinds, kinds
+    a.deregister(everything["queue_id"])
+
     # Errors come back in Zulip's shape.
     bad = a.get_events(queue_id="no-such-queue", last_event_id=-1)
     assert bad.get("code") == "BAD_EVENT_QUEUE_ID", bad
