@@ -136,10 +136,59 @@ fn ids(v: &Value) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// Old names of the notification id sets, and their current names.
+const LEGACY_SET_NAMES: [(&str, &str); 4] = [
+    ("pm_mention_push_disabled_user_ids", "dm_mention_push_disabled_user_ids"),
+    ("pm_mention_email_disabled_user_ids", "dm_mention_email_disabled_user_ids"),
+    ("wildcard_mention_user_ids", "stream_wildcard_mention_user_ids"),
+    ("push_notify_user_ids", "online_push_user_ids"),
+];
+
+/// Per-user booleans of the oldest notice format, and the set each feeds.
+const LEGACY_USER_FLAGS: [(&str, &str); 6] = [
+    ("always_push_notify", "online_push_user_ids"),
+    ("online_push_enabled", "online_push_user_ids"),
+    ("stream_push_notify", "stream_push_user_ids"),
+    ("stream_email_notify", "stream_email_user_ids"),
+    ("wildcard_mention_notify", "stream_wildcard_mention_user_ids"),
+    ("sender_is_muted", "muted_sender_user_ids"),
+];
+
+/// Brings an old-format message notice to the id-set format (Zulip keeps
+/// accepting both).
+fn upgrade_legacy(event: &mut Map<String, Value>, users: &Value) {
+    for (old, new) in LEGACY_SET_NAMES {
+        if let Some(v) = event.remove(old) {
+            event.entry(new).or_insert(v);
+        }
+    }
+    let Some(list) = users.as_array() else { return };
+    for (flag, set) in LEGACY_USER_FLAGS {
+        let ids: Vec<Value> = list
+            .iter()
+            .filter(|u| u.get(flag).and_then(Value::as_bool).unwrap_or(false))
+            .filter_map(|u| u.get("id").cloned())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        if let Some(Value::Array(existing)) = event.get_mut(set) {
+            for id in ids {
+                if !existing.contains(&id) {
+                    existing.push(id);
+                }
+            }
+        } else {
+            event.insert(set.to_owned(), Value::Array(ids));
+        }
+    }
+}
+
 /// Converts a notice in Zulip's format into Squall's.
 pub fn notice_from_zulip(v: Value) -> Result<Notice, String> {
-    let event = v.get("event").and_then(Value::as_object).ok_or("missing 'event' object")?.clone();
+    let mut event = v.get("event").and_then(Value::as_object).ok_or("missing 'event' object")?.clone();
     let users = v.get("users").ok_or("missing 'users'")?;
+    upgrade_legacy(&mut event, users);
     let ty = event.get("type").and_then(Value::as_str).ok_or("event has no type")?;
     match ty {
         "message" => message_notice(&event, users),
@@ -251,6 +300,20 @@ mod tests {
         assert_eq!(m.notify.online_push_user_ids, vec![4]);
         assert_eq!(m.message.rendered_content, "**x**");
         assert_eq!(m.local_id.as_deref(), Some("1.1"));
+
+        // The legacy format: old set names and per-user booleans.
+        let legacy = notice_from_zulip(json!({
+            "event": {"type": "message", "message_dict": {"id": 9, "sender_id": 3, "display_recipient": "Denmark"},
+                      "push_notify_user_ids": [5], "wildcard_mention_user_ids": [6]},
+            "users": [{"id": 4, "flags": [], "stream_push_notify": true, "always_push_notify": true},
+                      {"id": 5, "flags": [], "sender_is_muted": true}]
+        }))
+        .unwrap();
+        let Notice::Message(m) = legacy else { panic!("kind") };
+        assert_eq!(m.notify.online_push_user_ids, vec![5, 4]);
+        assert_eq!(m.notify.stream_wildcard_mention_user_ids, vec![6]);
+        assert_eq!(m.notify.stream_push_user_ids, vec![4]);
+        assert_eq!(m.notify.muted_sender_user_ids, vec![5]);
 
         assert!(notice_from_zulip(json!({"event": {"type": "message"}, "users": []})).is_err());
         assert!(notice_from_zulip(json!({"users": []})).is_err());

@@ -2,9 +2,11 @@
 //! `load_event_queues`).
 //!
 //! At graceful shutdown each core writes its own queues, with their
-//! undelivered events, to `<state_dir>/event_queues.<core>.json`, so no core
-//! waits for another. At start each core reads its file, renames it to
-//! `event_queues.<core>.last.json`, restores the queues (same ids, same
+//! undelivered events, to its own file, so no core waits for another: as in
+//! Zulip, `event_queues.json` when there is one (renamed to
+//! `event_queues.json.last` once loaded), `event_queues.<core>.json`
+//! (→ `event_queues.<core>.last.json`) when there are several. At start each
+//! core reads its file, renames it, restores the queues (same ids, same
 //! `last_connection_time`, so idle time keeps counting) and gives each one
 //! that accepts it a `restart` event. A missing file means no queues; a
 //! corrupt one is logged and ignored.
@@ -144,24 +146,32 @@ impl SavedDescriptor {
     }
 }
 
-/// `<dir>/event_queues.<core>.json`
-pub fn dump_path(dir: &Path, core: u16) -> PathBuf {
-    dir.join(format!("event_queues.{core}.json"))
+/// Where `core` of `cores` saves its queues.
+pub fn dump_path(dir: &Path, core: u16, cores: u16) -> PathBuf {
+    if cores <= 1 {
+        dir.join("event_queues.json")
+    } else {
+        dir.join(format!("event_queues.{core}.json"))
+    }
 }
 
-/// `<dir>/event_queues.<core>.last.json`
-pub fn last_path(dir: &Path, core: u16) -> PathBuf {
-    dir.join(format!("event_queues.{core}.last.json"))
+/// What a loaded dump is renamed to.
+pub fn last_path(dir: &Path, core: u16, cores: u16) -> PathBuf {
+    if cores <= 1 {
+        dir.join("event_queues.json.last")
+    } else {
+        dir.join(format!("event_queues.{core}.last.json"))
+    }
 }
 
 impl CoreState {
     /// Writes every queue of this core to `dir` (write to a temporary file,
     /// then rename, so a crash never leaves half a file). Returns how many.
-    pub fn save_queues(&mut self, dir: &Path) -> std::io::Result<usize> {
+    pub fn save_queues(&mut self, dir: &Path, cores: u16) -> std::io::Result<usize> {
         let list: Vec<(String, SavedDescriptor)> =
             self.queues.iter().map(|(id, d)| (id.clone(), SavedDescriptor::from_descriptor(id, d))).collect();
         std::fs::create_dir_all(dir)?;
-        let path = dump_path(dir, self.shard.core);
+        let path = dump_path(dir, self.shard.core, cores);
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec(&list).map_err(std::io::Error::other)?)?;
         std::fs::rename(&tmp, &path)?;
@@ -173,7 +183,7 @@ impl CoreState {
     /// no longer belong here (the core count changed) are dropped; their
     /// clients re-register on `BAD_EVENT_QUEUE_ID`. Returns how many loaded.
     pub fn load_queues(&mut self, dir: &Path, topo: Topology, restart_event: &serde_json::Value) -> usize {
-        let path = dump_path(dir, self.shard.core);
+        let path = dump_path(dir, self.shard.core, topo.cores);
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
@@ -182,7 +192,7 @@ impl CoreState {
                 return 0;
             }
         };
-        let _ = std::fs::rename(&path, last_path(dir, self.shard.core));
+        let _ = std::fs::rename(&path, last_path(dir, self.shard.core, topo.cores));
         let list: Vec<(String, SavedDescriptor)> = match serde_json::from_slice(&text) {
             Ok(l) => l,
             Err(e) => {
@@ -250,12 +260,13 @@ mod tests {
             1234,
         );
         a.deliver(Notice::Generic { event: Arc::new(json!({"type": "test", "n": 1})), users: vec![3] });
-        assert_eq!(a.save_queues(&dir).unwrap(), 2);
+        assert_eq!(a.save_queues(&dir, 1).unwrap(), 2);
 
         let mut b = CoreState::new(shard, Timing::default());
         let restart = json!({"type": "restart", "zulip_version": "v", "server_generation": 9});
         assert_eq!(b.load_queues(&dir, topo, &restart), 2);
-        assert!(!dump_path(&dir, 0).exists() && last_path(&dir, 0).exists(), "the dump is renamed to .last");
+        assert!(!dir.join("event_queues.json").exists(), "Zulip's single-process name");
+        assert!(dir.join("event_queues.json.last").exists(), "the dump is renamed to .last");
         let got = b.peek(3, &q).unwrap();
         assert_eq!(
             got,
@@ -276,7 +287,7 @@ mod tests {
     #[test]
     fn corrupt_or_foreign_dumps_are_survivable() {
         let dir = tempdir();
-        std::fs::write(dump_path(&dir, 0), b"{not json").unwrap();
+        std::fs::write(dump_path(&dir, 0, 1), b"{not json").unwrap();
         let shard = Shard { node: 0, core: 0 };
         let mut s = CoreState::new(shard, Timing::default());
         assert_eq!(s.load_queues(&dir, Topology::single_node(1), &json!({"type": "restart"})), 0);
@@ -284,10 +295,11 @@ mod tests {
         let foreign = json!([["0-0-0000000000000000000000000000000a", {
             "user_profile_id": 3, "realm_id": 1, "queue_timeout": 600, "event_types": null,
             "last_connection_time": 5, "event_queue": {"id": "x", "next_event_id": 0, "queue": []}}]]);
-        std::fs::write(dump_path(&dir, 0), foreign.to_string()).unwrap();
+        std::fs::write(dir.join("event_queues.0.json"), foreign.to_string()).unwrap();
         let two_cores = Topology::single_node(2);
         let expected = usize::from(two_cores.shard_of(3).core == 0);
         assert_eq!(s.load_queues(&dir, two_cores, &json!({"type": "restart"})), expected);
+        assert!(dir.join("event_queues.0.last.json").exists(), "several processes' name");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

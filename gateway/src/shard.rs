@@ -174,7 +174,7 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
     }
     let mut state = ctx.state.borrow_mut();
     state.release_all();
-    match state.save_queues(&state_dir) {
+    match state.save_queues(&state_dir, ctx.topo.cores) {
         Ok(n) => tracing::info!(core = ctx.shard.core, saved = n, dir = %state_dir.display(), "core stopped"),
         Err(e) => tracing::error!(core = ctx.shard.core, error = %e, "could not save queues"),
     }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
 use serde_json::json;
-use squall_e2e::{assert_error, Server, ServerOptions};
+use squall_e2e::{assert_error, assert_schema, Server, ServerOptions};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ fn queue_errors_are_zulips() {
     let (q, _, _) = server.owner.register(&[]).unwrap();
     for bad in ["nope", "0-0-00000000000000000000000000000000", "9-9-00000000000000000000000000000000"] {
         let r = server.owner.get_events(bad, -1, true).unwrap();
+        assert_schema("/events", "get", 400, &r.1);
         assert_error(&r, 400, "BAD_EVENT_QUEUE_ID", &format!("Bad event queue ID: {bad}"));
         assert_eq!(r.1["queue_id"], bad);
     }
@@ -97,6 +98,7 @@ fn parked_polls_get_heartbeats() {
     let (status, body) = server.owner.get_events(&q, -1, false).unwrap();
     assert_eq!(status, 200);
     assert_eq!(body["events"], json!([{"type": "heartbeat", "id": 0}]));
+    assert_schema("/events", "get", 200, &body);
     assert!(started.elapsed() >= Duration::from_millis(900), "heartbeat came too early");
     // The heartbeat must be acknowledged like any event.
     let (status, body) = server.owner.get_events(&q, 0, true).unwrap();
@@ -162,6 +164,7 @@ fn queues_survive_a_restart_with_their_pending_events() {
     assert_eq!(events[1]["type"], "restart");
     assert!(events[1]["id"].as_i64() > events[0]["id"].as_i64());
     assert_eq!(events[1]["zulip_feature_level"], 313);
+    assert_schema("/events", "get", 200, &body);
     assert!(events[1]["server_generation"].as_i64().unwrap() > 0);
     // The message-only queue survived too, without the restart event.
     let (_, body) = alice.get_events(&qm, -1, true).unwrap();
@@ -267,6 +270,7 @@ fn only_restored_queues_are_told_to_reload() {
     let types: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types, vec!["restart", "web_reload_client"]);
     assert_eq!(events["events"][1], json!({"type": "web_reload_client", "immediate": false, "id": 1}));
+    assert_schema("/events", "get", 200, &events);
     let (_, events) = server.owner.get_events(&new, -1, true).unwrap();
     assert_eq!(events["events"], json!([]), "queues made after the restart are not restored ones");
 }

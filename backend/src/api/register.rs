@@ -69,6 +69,29 @@ pub fn queue_spec(
     p: &mut Params,
     register: bool,
 ) -> Result<QueueSpec, ApiError> {
+    let caps = if register { p.json("client_capabilities")? } else { None };
+    queue_spec_inner(user, client_name, user_agent, caps, p, register)
+}
+
+/// [`queue_spec`] for register, with `client_capabilities` already read.
+fn queue_spec_with_caps(
+    user: &User,
+    client_name: String,
+    user_agent: Option<&str>,
+    caps: Option<Value>,
+    p: &mut Params,
+) -> Result<QueueSpec, ApiError> {
+    queue_spec_inner(user, client_name, user_agent, caps, p, true)
+}
+
+fn queue_spec_inner(
+    user: &User,
+    client_name: String,
+    user_agent: Option<&str>,
+    caps: Option<Value>,
+    p: &mut Params,
+    register: bool,
+) -> Result<QueueSpec, ApiError> {
     let apply_markdown = p.bool("apply_markdown")?.unwrap_or(false);
     // register defaults client_gravatar to true (authenticated); /events to false.
     let client_gravatar = p.bool("client_gravatar")?.unwrap_or(register);
@@ -100,7 +123,7 @@ pub fn queue_spec(
         ..QueueSpec::default()
     };
     if register {
-        if let Some(caps) = p.json("client_capabilities")? {
+        if let Some(caps) = caps {
             let Value::Object(caps) = caps else {
                 return Err(ApiError::bad_request("client_capabilities is not a dict"));
             };
@@ -131,7 +154,10 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     let include_subscribers = p.bool("include_subscribers")?.unwrap_or(false);
     let fetch_event_types = p.str_list("fetch_event_types")?;
     let _ = p.int("presence_history_limit_days")?;
-    let spec = queue_spec(user, client_name, req.header("user-agent"), p, true)?;
+    let caps = p.json("client_capabilities")?;
+    let notification_settings_null =
+        caps.as_ref().and_then(|c| c.get("notification_settings_null")).and_then(Value::as_bool).unwrap_or(false);
+    let spec = queue_spec_with_caps(user, client_name, req.header("user-agent"), caps, p)?;
     let wanted = fetch_event_types.or_else(|| spec.event_types.clone());
     let want = |t: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == t));
 
@@ -193,7 +219,24 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
         }
     }
     if want("subscription") {
-        let list = streams::subscription_dicts(&client, user.id, include_subscribers).await?;
+        let mut list = streams::subscription_dicts(&client, user.id, include_subscribers).await?;
+        if !notification_settings_null {
+            // Older clients cannot take null settings: give them the user's
+            // defaults (Zulip's; Squall stores no per-user overrides yet).
+            for sub in list.iter_mut().filter_map(Value::as_object_mut) {
+                for (key, default) in [
+                    ("desktop_notifications", false),
+                    ("email_notifications", false),
+                    ("push_notifications", false),
+                    ("audible_notifications", false),
+                    ("wildcard_mentions_notify", true),
+                ] {
+                    if sub.get(key).is_some_and(Value::is_null) {
+                        sub.insert(key.into(), default.into());
+                    }
+                }
+            }
+        }
         let subscribed: Vec<i64> = list.iter().filter_map(|s| s["stream_id"].as_i64()).collect();
         let sql = format!(
             "SELECT {} FROM stream s WHERE s.realm_id = $1 AND NOT s.invite_only ORDER BY lower(s.name)",
@@ -289,6 +332,66 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn user(role: i32) -> User {
+        User {
+            id: 5,
+            realm_id: 1,
+            realm_string_id: String::new(),
+            realm_deactivated: false,
+            realm_name: "R".into(),
+            email: "g@example.com".into(),
+            delivery_email: "g@example.com".into(),
+            full_name: "G".into(),
+            role,
+            is_active: true,
+            is_bot: false,
+            bot_type: None,
+            long_term_idle: false,
+            timezone: String::new(),
+            avatar_version: 1,
+            date_joined: String::new(),
+        }
+    }
+
+    #[test]
+    fn guests_cannot_watch_all_public_streams() {
+        let guest = user(crate::users::role::GUEST);
+        for register in [true, false] {
+            let mut p = Params::from_pairs(&[("all_public_streams", "true")]);
+            let e = queue_spec(&guest, "x".into(), None, &mut p, register).unwrap_err();
+            assert_eq!(e.msg, "User not authorized for this query");
+        }
+        let mut p = Params::from_pairs(&[("all_public_streams", "true")]);
+        assert!(
+            queue_spec(&user(crate::users::role::MEMBER), "x".into(), None, &mut p, true).unwrap().all_public_streams
+        );
+    }
+
+    #[test]
+    fn queue_options_and_lifespans() {
+        let member = user(crate::users::role::MEMBER);
+        let mut p = Params::from_pairs(&[
+            (
+                "client_capabilities",
+                r#"{"notification_settings_null": true, "bulk_message_deletion": true, "user_list_incomplete": true}"#,
+            ),
+            ("queue_lifespan_secs", "9999999"),
+            ("event_types", r#"["message"]"#),
+        ]);
+        let spec = queue_spec(&member, "ZulipPython".into(), Some("ZulipMobile/27.100"), &mut p, true).unwrap();
+        assert!(spec.bulk_message_deletion && spec.user_list_incomplete && !spec.stream_typing_notifications);
+        assert!(!spec.pronouns_field_type_supported);
+        assert!(spec.client_gravatar, "register defaults client_gravatar to true");
+        assert_eq!(spec.queue_timeout_secs, MAX_QUEUE_TIMEOUT_SECS);
+        assert_eq!(spec.event_types, Some(vec!["message".to_owned()]));
+        let mut p = Params::from_pairs(&[("lifespan_secs", "0")]);
+        let spec = queue_spec(&member, "x".into(), None, &mut p, false).unwrap();
+        assert_eq!(spec.queue_timeout_secs, DEFAULT_EVENT_QUEUE_TIMEOUT_SECS);
+        assert!(!spec.client_gravatar, "GET /events defaults client_gravatar to false");
+        let mut p = Params::from_pairs(&[("lifespan_secs", "-1")]);
+        assert!(queue_spec(&member, "x".into(), None, &mut p, false).is_err());
+    }
 
     #[test]
     fn pronouns_from_user_agent() {

@@ -326,7 +326,7 @@ fn notification_state_survives_a_restart() {
     let notify = squall_shard_router::envelope::NotifySets { online_push_user_ids: vec![2], ..Default::default() };
     a.deliver(dm(1, 2, notify));
     assert_eq!(a.take_notifications().len(), 1);
-    a.save_queues(&dir).unwrap();
+    a.save_queues(&dir, 1).unwrap();
     let mut b = state();
     assert_eq!(b.load_queues(&dir, topo, &json!({"type": "restart"})), 1);
     assert!(events(&mut b, 2, &q).iter().all(|e| e.get("internal_data").is_none()));
