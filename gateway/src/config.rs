@@ -27,6 +27,9 @@ pub struct Config {
     /// 45; up to 10 s of jitter is added). Lower it only for testing
     /// (`SQUALL_HEARTBEAT_MIN_SECS`).
     pub heartbeat_min_secs: u64,
+    /// Upper bound of the random extra heartbeat delay (Zulip: 10)
+    /// (`SQUALL_HEARTBEAT_JITTER_SECS`).
+    pub heartbeat_jitter_secs: u64,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// RabbitMQ for missed-message notifications; empty disables them
@@ -55,6 +58,7 @@ impl Default for Config {
             io_uring: true,
             inbox_capacity: 65_536,
             heartbeat_min_secs: 45,
+            heartbeat_jitter_secs: 10,
             migrate_on_start: true,
             state_dir: ".squall/state".into(),
             shared_secret: String::new(),
@@ -107,6 +111,9 @@ impl Config {
         }
         if let Some(v) = get("SQUALL_EXPECTED_CONNECTIONS") {
             self.expected_connections = v.parse().context("SQUALL_EXPECTED_CONNECTIONS must be a number")?;
+        }
+        if let Some(v) = get("SQUALL_HEARTBEAT_JITTER_SECS") {
+            self.heartbeat_jitter_secs = v.parse().context("SQUALL_HEARTBEAT_JITTER_SECS must be a number")?;
         }
         if let Some(v) = get("SQUALL_HEARTBEAT_MIN_SECS") {
             self.heartbeat_min_secs = v.parse().context("SQUALL_HEARTBEAT_MIN_SECS must be a number")?;

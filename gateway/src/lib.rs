@@ -66,7 +66,8 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
     let settings_generation = shard::now_secs() as i64;
     let settings = Settings { external_host, scheme: "http".into(), server_generation: settings_generation };
     let app = App::new(pool, Arc::new(bus), settings);
-    let timing = core::Timing { heartbeat_min_secs: cfg.heartbeat_min_secs, ..core::Timing::default() };
+    let timing =
+        core::Timing { heartbeat_min_secs: cfg.heartbeat_min_secs, heartbeat_jitter_secs: cfg.heartbeat_jitter_secs };
     let restart_event = Arc::new(serde_json::json!({
         "type": "restart",
         "zulip_version": squall_backend::ZULIP_VERSION,

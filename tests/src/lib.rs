@@ -130,6 +130,8 @@ pub struct ServerOptions {
     pub cores: u16,
     /// Heartbeat delay floor.
     pub heartbeat_min_secs: u64,
+    /// Heartbeat jitter bound.
+    pub heartbeat_jitter_secs: u64,
     /// Use io_uring (false forces the epoll driver).
     pub io_uring: bool,
     /// RabbitMQ for notifications; empty (the default) disables them so
@@ -139,7 +141,13 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { cores: 2, heartbeat_min_secs: 45, io_uring: true, amqp_url: String::new() }
+        ServerOptions {
+            cores: 2,
+            heartbeat_min_secs: 45,
+            heartbeat_jitter_secs: 10,
+            io_uring: true,
+            amqp_url: String::new(),
+        }
     }
 }
 
@@ -252,6 +260,7 @@ fn spawn_serve(database_url: &str, state_dir: &std::path::Path, opts: &ServerOpt
         .env("SQUALL_STATE_DIR", state_dir)
         .env("SQUALL_CORES", opts.cores.to_string())
         .env("SQUALL_HEARTBEAT_MIN_SECS", opts.heartbeat_min_secs.to_string())
+        .env("SQUALL_HEARTBEAT_JITTER_SECS", opts.heartbeat_jitter_secs.to_string())
         .env("SQUALL_IO_URING", if opts.io_uring { "true" } else { "false" })
         .env("SQUALL_AMQP_URL", &opts.amqp_url)
         .env("SQUALL_LOG", std::env::var("SQUALL_LOG").unwrap_or_else(|_| "warn".into()))

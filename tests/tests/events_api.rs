@@ -91,8 +91,13 @@ fn a_new_poll_completes_the_parked_one_and_delete_removes_the_queue() {
 
 #[test]
 fn parked_polls_get_heartbeats() {
-    // Heartbeat floor lowered to 1 s (plus up to 10 s jitter) for the test.
-    let server = Server::start_with(ServerOptions { heartbeat_min_secs: 1, ..ServerOptions::default() }).unwrap();
+    // Heartbeat after exactly 1 s for the test (Zulip: 45 s + 0..10 s).
+    let server = Server::start_with(ServerOptions {
+        heartbeat_min_secs: 1,
+        heartbeat_jitter_secs: 0,
+        ..ServerOptions::default()
+    })
+    .unwrap();
     let (q, _, _) = server.owner.register(&[]).unwrap();
     let started = Instant::now();
     let (status, body) = server.owner.get_events(&q, -1, false).unwrap();
