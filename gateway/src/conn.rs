@@ -219,7 +219,7 @@ fn parse_events_call(req: &ApiRequest, method: &str, user: &User, topo: Topology
         return Ok((core, EventsOp::Delete { queue_id }));
     }
     let client = p.str("client").unwrap_or_else(|| client_name_from_user_agent(req.header("user-agent")));
-    let new_queue = Box::new(queue_spec(user, client, req.header("user-agent"), &mut p, false).map_err(err)?);
+    let new_queue = Box::new(queue_spec(user, client, req.header("user-agent"), None, &mut p, false).map_err(err)?);
     let queue_id = p.str("queue_id");
     let last_event_id = p.int("last_event_id").map_err(err)?;
     let dont_block = p.bool("dont_block").map_err(err)?.unwrap_or(false);

@@ -61,30 +61,10 @@ pub fn pronouns_supported(user_agent: Option<&str>) -> bool {
 }
 
 /// Reads the queue-creation parameters shared by register and
-/// `GET /events` without a queue id.
+/// `GET /events` without a queue id. `caps` is register's
+/// `client_capabilities` (already read: register also needs it itself);
+/// `GET /events` takes the same capabilities as plain parameters.
 pub fn queue_spec(
-    user: &User,
-    client_name: String,
-    user_agent: Option<&str>,
-    p: &mut Params,
-    register: bool,
-) -> Result<QueueSpec, ApiError> {
-    let caps = if register { p.json("client_capabilities")? } else { None };
-    queue_spec_inner(user, client_name, user_agent, caps, p, register)
-}
-
-/// [`queue_spec`] for register, with `client_capabilities` already read.
-fn queue_spec_with_caps(
-    user: &User,
-    client_name: String,
-    user_agent: Option<&str>,
-    caps: Option<Value>,
-    p: &mut Params,
-) -> Result<QueueSpec, ApiError> {
-    queue_spec_inner(user, client_name, user_agent, caps, p, true)
-}
-
-fn queue_spec_inner(
     user: &User,
     client_name: String,
     user_agent: Option<&str>,
@@ -157,7 +137,7 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     let caps = p.json("client_capabilities")?;
     let notification_settings_null =
         caps.as_ref().and_then(|c| c.get("notification_settings_null")).and_then(Value::as_bool).unwrap_or(false);
-    let spec = queue_spec_with_caps(user, client_name, req.header("user-agent"), caps, p)?;
+    let spec = queue_spec(user, client_name, req.header("user-agent"), caps, p, true)?;
     let wanted = fetch_event_types.or_else(|| spec.event_types.clone());
     let want = |t: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == t));
 
@@ -359,38 +339,35 @@ mod tests {
         let guest = user(crate::users::role::GUEST);
         for register in [true, false] {
             let mut p = Params::from_pairs(&[("all_public_streams", "true")]);
-            let e = queue_spec(&guest, "x".into(), None, &mut p, register).unwrap_err();
+            let e = queue_spec(&guest, "x".into(), None, None, &mut p, register).unwrap_err();
             assert_eq!(e.msg, "User not authorized for this query");
         }
         let mut p = Params::from_pairs(&[("all_public_streams", "true")]);
         assert!(
-            queue_spec(&user(crate::users::role::MEMBER), "x".into(), None, &mut p, true).unwrap().all_public_streams
+            queue_spec(&user(crate::users::role::MEMBER), "x".into(), None, None, &mut p, true)
+                .unwrap()
+                .all_public_streams
         );
     }
 
     #[test]
     fn queue_options_and_lifespans() {
         let member = user(crate::users::role::MEMBER);
-        let mut p = Params::from_pairs(&[
-            (
-                "client_capabilities",
-                r#"{"notification_settings_null": true, "bulk_message_deletion": true, "user_list_incomplete": true}"#,
-            ),
-            ("queue_lifespan_secs", "9999999"),
-            ("event_types", r#"["message"]"#),
-        ]);
-        let spec = queue_spec(&member, "ZulipPython".into(), Some("ZulipMobile/27.100"), &mut p, true).unwrap();
+        let caps = serde_json::json!({"notification_settings_null": true, "bulk_message_deletion": true, "user_list_incomplete": true});
+        let mut p = Params::from_pairs(&[("queue_lifespan_secs", "9999999"), ("event_types", r#"["message"]"#)]);
+        let spec =
+            queue_spec(&member, "ZulipPython".into(), Some("ZulipMobile/27.100"), Some(caps), &mut p, true).unwrap();
         assert!(spec.bulk_message_deletion && spec.user_list_incomplete && !spec.stream_typing_notifications);
         assert!(!spec.pronouns_field_type_supported);
         assert!(spec.client_gravatar, "register defaults client_gravatar to true");
         assert_eq!(spec.queue_timeout_secs, MAX_QUEUE_TIMEOUT_SECS);
         assert_eq!(spec.event_types, Some(vec!["message".to_owned()]));
         let mut p = Params::from_pairs(&[("lifespan_secs", "0")]);
-        let spec = queue_spec(&member, "x".into(), None, &mut p, false).unwrap();
+        let spec = queue_spec(&member, "x".into(), None, None, &mut p, false).unwrap();
         assert_eq!(spec.queue_timeout_secs, DEFAULT_EVENT_QUEUE_TIMEOUT_SECS);
         assert!(!spec.client_gravatar, "GET /events defaults client_gravatar to false");
         let mut p = Params::from_pairs(&[("lifespan_secs", "-1")]);
-        assert!(queue_spec(&member, "x".into(), None, &mut p, false).is_err());
+        assert!(queue_spec(&member, "x".into(), None, None, &mut p, false).is_err());
     }
 
     #[test]
