@@ -32,6 +32,10 @@ pub(crate) enum Endpoint {
     Register,
     MessagesSend,
     MessagesGet,
+    FlagsUpdate,
+    MarkAllAsRead,
+    MarkStreamAsRead,
+    MarkTopicAsRead,
 }
 
 /// (path under the API prefix, method, access, endpoint)
@@ -47,6 +51,10 @@ const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
     ("register", "POST", Access::User, Endpoint::Register),
     ("messages", "POST", Access::User, Endpoint::MessagesSend),
     ("messages", "GET", Access::User, Endpoint::MessagesGet),
+    ("messages/flags", "POST", Access::User, Endpoint::FlagsUpdate),
+    ("mark_all_as_read", "POST", Access::User, Endpoint::MarkAllAsRead),
+    ("mark_stream_as_read", "POST", Access::User, Endpoint::MarkStreamAsRead),
+    ("mark_topic_as_read", "POST", Access::User, Endpoint::MarkTopicAsRead),
 ];
 
 /// Handles one request end to end, never panicking on input.

@@ -1,6 +1,7 @@
 //! Endpoint handlers, one file per group. Public so the gateway can reuse
 //! the queue-option parsing of register for `GET /events`.
 
+pub mod flags;
 pub mod messages;
 pub mod register;
 pub mod server;
@@ -25,6 +26,10 @@ pub(crate) async fn call(app: &App, e: Endpoint, user: &User, req: &ApiRequest, 
         Endpoint::Register => register::register(app, user, req, p).await,
         Endpoint::MessagesSend => messages::send(app, user, req, p).await,
         Endpoint::MessagesGet => messages::get(app, user, p).await,
+        Endpoint::FlagsUpdate => flags::update(app, user, p).await,
+        Endpoint::MarkAllAsRead => flags::mark_all(app, user).await,
+        Endpoint::MarkStreamAsRead => flags::mark_stream(app, user, p).await,
+        Endpoint::MarkTopicAsRead => flags::mark_topic(app, user, p).await,
         Endpoint::ServerSettings | Endpoint::FetchApiKey => {
             Err(crate::error::ApiError::internal(format!("{e:?} is a public endpoint")))
         }

@@ -1,0 +1,161 @@
+//! Message flags over HTTP: Zulip's test_message_flags behaviours.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
+use serde_json::{json, Value};
+use squall_e2e::{assert_error, assert_schema, Client, Server};
+
+fn flags_of(c: &Client, id: i64, narrow: &str) -> Vec<String> {
+    let (status, body) = c
+        .get(
+            "/api/v1/messages",
+            &[("anchor", &id.to_string()), ("num_before", "0"), ("num_after", "0"), ("narrow", narrow)],
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let m = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in {body}"));
+    m["flags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect()
+}
+
+fn set(c: &Client, op: &str, flag: &str, ids: &[i64]) -> (u16, Value) {
+    c.post("/api/v1/messages/flags", &[("messages", &json!(ids).to_string()), ("op", op), ("flag", flag)]).unwrap()
+}
+
+#[test]
+fn invalid_flags_and_operations() {
+    let server = Server::start().unwrap();
+    let id = server.owner.send_stream("general", "t", "x").unwrap();
+    for bad in ["invalid", "is_private", "active_mobile_push_notification"] {
+        assert_error(&set(&server.owner, "add", bad, &[id]), 400, "BAD_REQUEST", &format!("Invalid flag: '{bad}'"));
+    }
+    assert_error(&set(&server.owner, "add", "mentioned", &[id]), 400, "BAD_REQUEST", "Flag not editable: 'mentioned'");
+    assert_error(
+        &set(&server.owner, "bogus", "read", &[id]),
+        400,
+        "BAD_REQUEST",
+        "Invalid message flag operation: 'bogus'",
+    );
+    let r = server.owner.post("/api/v1/messages/flags", &[("op", "add"), ("flag", "read")]).unwrap();
+    assert_error(&r, 400, "REQUEST_VARIABLE_MISSING", "Missing 'messages' argument");
+}
+
+#[test]
+fn read_and_starred_round_trip_with_events() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let (q, _, _) = alice.register(&[("event_types", r#"["update_message_flags"]"#)]).unwrap();
+    let id = server.owner.send_stream("general", "t", "hello").unwrap();
+    let general = r#"[["stream", "general"]]"#;
+    assert!(flags_of(&alice, id, general).is_empty(), "others' messages arrive unread");
+
+    let (status, body) = set(&alice, "add", "read", &[id]);
+    assert_eq!((status, body["messages"].clone()), (200, json!([id])));
+    assert_schema("/messages/flags", "post", 200, &body);
+    assert_eq!(flags_of(&alice, id, general), vec!["read"]);
+    // Already read: nothing changes, but the event still comes (empty).
+    set(&alice, "add", "read", &[id]);
+    set(&alice, "add", "starred", &[id]);
+    set(&alice, "remove", "read", &[id]);
+    assert_eq!(flags_of(&alice, id, general), vec!["starred"]);
+
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    assert_schema("/events", "get", 200, &events);
+    let evs = events["events"].as_array().unwrap();
+    // The two add/read events were merged into one (virtual events).
+    let kinds: Vec<(String, String, Value)> = evs
+        .iter()
+        .map(|e| (e["op"].as_str().unwrap().into(), e["flag"].as_str().unwrap().into(), e["messages"].clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("add".into(), "read".into(), json!([id])),
+            ("add".into(), "starred".into(), json!([id])),
+            ("remove".into(), "read".into(), json!([id]))
+        ]
+    );
+    let remove = &evs[2];
+    assert_eq!(
+        remove["message_details"][id.to_string()],
+        json!({"type": "stream", "stream_id": 1, "topic": "t", "unmuted_stream_msg": true})
+    );
+}
+
+#[test]
+fn historical_rows_and_access() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    server.owner.subscribe(&["open"]).unwrap();
+    let public = server.owner.send_stream("open", "t", "public").unwrap();
+    // Alice is not subscribed: she has no row, yet may star it.
+    let (status, _) = set(&alice, "add", "starred", &[public]);
+    assert_eq!(status, 200);
+    assert_eq!(flags_of(&alice, public, r#"[["stream", "open"]]"#), vec!["read", "starred", "historical"]);
+    // Marking it unread is silently ignored: she is not subscribed.
+    let (status, body) = set(&alice, "remove", "read", &[public]);
+    assert_eq!((status, body["messages"].clone()), (200, json!([public])));
+    assert_eq!(flags_of(&alice, public, r#"[["stream", "open"]]"#), vec!["read", "starred", "historical"]);
+
+    let subs = json!([{"name": "secret"}]).to_string();
+    server.owner.post("/api/v1/users/me/subscriptions", &[("subscriptions", &subs), ("invite_only", "true")]).unwrap();
+    let private = server.owner.send_stream("secret", "t", "private").unwrap();
+    assert_error(&set(&alice, "add", "starred", &[private]), 400, "BAD_REQUEST", "Invalid message(s)");
+    let (_, dm) = server
+        .owner
+        .post("/api/v1/messages", &[("type", "direct"), ("to", &format!("[{}]", bob.user_id)), ("content", "psst")])
+        .unwrap();
+    assert_error(
+        &set(&alice, "add", "starred", &[dm["id"].as_i64().unwrap()]),
+        400,
+        "BAD_REQUEST",
+        "Invalid message(s)",
+    );
+    // Nothing was half-applied.
+    assert_eq!(flags_of(&alice, public, r#"[["stream", "open"]]"#), vec!["read", "starred", "historical"]);
+}
+
+#[test]
+fn mark_all_stream_and_topic_as_read() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    alice.subscribe(&["other"]).unwrap();
+    server.owner.subscribe(&["other"]).unwrap();
+    let a = server.owner.send_stream("general", "one", "a").unwrap();
+    let b = server.owner.send_stream("general", "two", "b").unwrap();
+    let c = server.owner.send_stream("other", "x", "c").unwrap();
+    let (q, _, _) = alice.register(&[("event_types", r#"["update_message_flags"]"#)]).unwrap();
+
+    let r = alice.post("/api/v1/mark_topic_as_read", &[("stream_id", "1"), ("topic_name", "nope")]).unwrap();
+    assert_error(&r, 400, "BAD_REQUEST", "No such topic 'nope'");
+    assert_error(
+        &alice.post("/api/v1/mark_stream_as_read", &[("stream_id", "999")]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Invalid channel ID",
+    );
+    let (status, _) = alice.post("/api/v1/mark_topic_as_read", &[("stream_id", "1"), ("topic_name", "ONE")]).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(flags_of(&alice, a, "[]"), vec!["read"]);
+    assert!(flags_of(&alice, b, "[]").is_empty());
+    alice.post("/api/v1/mark_stream_as_read", &[("stream_id", "1")]).unwrap();
+    assert_eq!(flags_of(&alice, b, "[]"), vec!["read"]);
+    assert!(flags_of(&alice, c, "[]").is_empty());
+    let (status, body) = alice.post("/api/v1/mark_all_as_read", &[]).unwrap();
+    assert_eq!((status, body["complete"].clone()), (200, json!(true)));
+    assert_eq!(flags_of(&alice, c, "[]"), vec!["read"]);
+
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    assert_schema("/events", "get", 200, &events);
+    let evs = events["events"].as_array().unwrap();
+    assert_eq!(evs.last().unwrap()["all"], true);
+    assert_eq!(evs.last().unwrap()["messages"], json!([]));
+    let read_ids: Vec<Value> =
+        evs.iter().filter(|e| e["all"] == false).flat_map(|e| e["messages"].as_array().unwrap().clone()).collect();
+    assert_eq!(read_ids, vec![json!(a), json!(b)]);
+}
