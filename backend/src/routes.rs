@@ -36,6 +36,7 @@ pub(crate) enum Endpoint {
     MarkAllAsRead,
     MarkStreamAsRead,
     MarkTopicAsRead,
+    Typing,
 }
 
 /// (path under the API prefix, method, access, endpoint)
@@ -55,6 +56,7 @@ const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
     ("mark_all_as_read", "POST", Access::User, Endpoint::MarkAllAsRead),
     ("mark_stream_as_read", "POST", Access::User, Endpoint::MarkStreamAsRead),
     ("mark_topic_as_read", "POST", Access::User, Endpoint::MarkTopicAsRead),
+    ("typing", "POST", Access::User, Endpoint::Typing),
 ];
 
 /// Handles one request end to end, never panicking on input.

@@ -18,7 +18,13 @@ def main() -> int:
     spec_path, path, method, status = sys.argv[1:]
     with open(spec_path) as f:
         spec = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    schema = dict(spec["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"])
+    response = spec["paths"][path][method]["responses"][status]
+    while "$ref" in response:  # e.g. "#/components/responses/SimpleSuccess"
+        node = spec
+        for part in response["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        response = node
+    schema = dict(response["content"]["application/json"]["schema"])
     schema["components"] = spec["components"]
     body = json.load(sys.stdin)
     try:

@@ -6,6 +6,7 @@ pub mod messages;
 pub mod register;
 pub mod server;
 pub mod streams;
+pub mod typing;
 pub mod users;
 
 use crate::error::ApiResult;
@@ -30,6 +31,7 @@ pub(crate) async fn call(app: &App, e: Endpoint, user: &User, req: &ApiRequest, 
         Endpoint::MarkAllAsRead => flags::mark_all(app, user).await,
         Endpoint::MarkStreamAsRead => flags::mark_stream(app, user, p).await,
         Endpoint::MarkTopicAsRead => flags::mark_topic(app, user, p).await,
+        Endpoint::Typing => typing::set_typing_status(app, user, p).await,
         Endpoint::ServerSettings | Endpoint::FetchApiKey => {
             Err(crate::error::ApiError::internal(format!("{e:?} is a public endpoint")))
         }
