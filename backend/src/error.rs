@@ -84,7 +84,12 @@ impl ApiError {
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        ApiError::internal(format!("database: {e}"))
+        // The Display of a server-side error is just "db error"; the
+        // server's code and message are what an operator needs.
+        match e.as_db_error() {
+            Some(db) => ApiError::internal(format!("database: {} ({}): {}", db.message(), db.code().code(), e)),
+            None => ApiError::internal(format!("database: {e}")),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod markdown;
+pub mod presence;
 pub mod realm;
 pub mod request;
 pub mod routes;

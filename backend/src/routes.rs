@@ -37,6 +37,8 @@ pub(crate) enum Endpoint {
     MarkStreamAsRead,
     MarkTopicAsRead,
     Typing,
+    PresenceUpdate,
+    RealmPresence,
 }
 
 /// (path under the API prefix, method, access, endpoint)
@@ -57,6 +59,8 @@ const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
     ("mark_stream_as_read", "POST", Access::User, Endpoint::MarkStreamAsRead),
     ("mark_topic_as_read", "POST", Access::User, Endpoint::MarkTopicAsRead),
     ("typing", "POST", Access::User, Endpoint::Typing),
+    ("users/me/presence", "POST", Access::User, Endpoint::PresenceUpdate),
+    ("realm/presence", "GET", Access::User, Endpoint::RealmPresence),
 ];
 
 /// Handles one request end to end, never panicking on input.

@@ -28,6 +28,10 @@ fn offline_and_online_recipients_get_zulips_notifications() {
     let away = server.create_user("away@example.com", "Away User").unwrap();
     let here = server.create_user("here@example.com", "Here User").unwrap();
     let (q, _, _) = here.register(&[("event_types", r#"["message"]"#)]).unwrap();
+    // Connected *and* active: Zulip treats a connected user with no recent
+    // presence as idle.
+    let (status, _) = here.post("/api/v1/users/me/presence", &[("status", "active")]).unwrap();
+    assert_eq!(status, 200);
 
     // A DM to a user with no queue: push and email now.
     let to = format!("[{}]", away.user_id);

@@ -379,14 +379,18 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
         .iter()
         .map(|r| r.get::<_, i32>(0) as i64)
         .collect();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let presence_idle = crate::presence::idle_users(&tx, &recipients, now).await?;
     tx.commit().await?;
 
     // Notification id sets. Squall stores no per-user notification settings
     // yet, so every user has Zulip's defaults: push while online, offline
     // email and push for DMs and mentions, no stream notifications,
-    // wildcard mentions notify. Presence is not tracked yet, so nobody is
-    // presence-idle; the gateway treats users without queues as idle.
+    // wildcard mentions notify. Users not active within the offline
+    // threshold are presence-idle.
     let notify = NotifySets {
+        presence_idle_user_ids: presence_idle,
         online_push_user_ids: recipients.clone(),
         stream_wildcard_mention_user_ids: if rendered.stream_wildcard && !is_private {
             recipients.clone()

@@ -3,6 +3,7 @@
 
 pub mod flags;
 pub mod messages;
+pub mod presence;
 pub mod register;
 pub mod server;
 pub mod streams;
@@ -32,6 +33,8 @@ pub(crate) async fn call(app: &App, e: Endpoint, user: &User, req: &ApiRequest, 
         Endpoint::MarkStreamAsRead => flags::mark_stream(app, user, p).await,
         Endpoint::MarkTopicAsRead => flags::mark_topic(app, user, p).await,
         Endpoint::Typing => typing::set_typing_status(app, user, p).await,
+        Endpoint::PresenceUpdate => presence::update(app, user, p).await,
+        Endpoint::RealmPresence => presence::realm(app, user).await,
         Endpoint::ServerSettings | Endpoint::FetchApiKey => {
             Err(crate::error::ApiError::internal(format!("{e:?} is a public endpoint")))
         }

@@ -238,6 +238,21 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
         state.insert("unsubscribed".into(), json!([]));
         state.insert("never_subscribed".into(), never.into());
     }
+    if want("presence") {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let (presences, last) = crate::presence::realm_presences(
+            &client,
+            user.realm_id,
+            spec.slim_presence,
+            None,
+            crate::presence::DEFAULT_HISTORY_DAYS,
+            now.as_secs() as i64,
+        )
+        .await?;
+        state.insert("presences".into(), Value::Object(presences));
+        state.insert("presence_last_update_id".into(), last.into());
+        state.insert("server_timestamp".into(), now.as_secs_f64().into());
+    }
     if want("realm") {
         let row = client
             .query_one(

@@ -9,7 +9,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr;
 
 /// Migrations in apply order: (version, name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/0001_initial.sql")),
+    (2, "presence", include_str!("../../migrations/0002_presence.sql")),
+];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.
 const MIGRATION_LOCK: i64 = 0x5351_5541_4c4c; // "SQUALL"
@@ -55,4 +58,27 @@ async fn apply_pending(client: &mut deadpool_postgres::Client) -> anyhow::Result
         ran += 1;
     }
     Ok(ran)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    #[test]
+    fn every_migration_file_is_registered_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations dir")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), MIGRATIONS.len(), "unregistered migration files: {files:?}");
+        for (i, (file, (version, name, sql))) in files.iter().zip(MIGRATIONS).enumerate() {
+            assert_eq!(*version as usize, i + 1, "versions must be 1, 2, 3, ...");
+            assert_eq!(file, &format!("{version:04}_{name}.sql"));
+            let on_disk = std::fs::read_to_string(format!("{dir}/{file}")).expect("readable");
+            assert_eq!(&on_disk, sql);
+        }
+    }
 }
