@@ -39,6 +39,8 @@ pub(crate) enum Endpoint {
     Typing,
     PresenceUpdate,
     RealmPresence,
+    MessageEdit,
+    MessageDelete,
 }
 
 /// (path under the API prefix, method, access, endpoint)
@@ -61,7 +63,29 @@ const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
     ("typing", "POST", Access::User, Endpoint::Typing),
     ("users/me/presence", "POST", Access::User, Endpoint::PresenceUpdate),
     ("realm/presence", "GET", Access::User, Endpoint::RealmPresence),
+    ("messages/{id}", "PATCH", Access::User, Endpoint::MessageEdit),
+    ("messages/{id}", "DELETE", Access::User, Endpoint::MessageDelete),
 ];
+
+/// Matches `path` against a route pattern whose `{...}` segments are
+/// non-negative integers; returns the captured integers.
+fn match_route(pattern: &str, path: &str) -> Option<Vec<i64>> {
+    let (mut pat, mut got) = (pattern.split('/'), path.split('/'));
+    let mut ids = Vec::new();
+    loop {
+        match (pat.next(), got.next()) {
+            (None, None) => return Some(ids),
+            (Some(p), Some(g)) if p.starts_with('{') => {
+                if g.is_empty() || !g.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                ids.push(g.parse().ok()?);
+            }
+            (Some(p), Some(g)) if p == g => {}
+            _ => return None,
+        }
+    }
+}
 
 /// Handles one request end to end, never panicking on input.
 pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
@@ -81,7 +105,8 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
     if method == "POST" && params.has("method") {
         method = params.str("method").unwrap_or_default().to_ascii_uppercase();
     }
-    let candidates: Vec<_> = ROUTES.iter().filter(|r| r.0 == sub).collect();
+    let candidates: Vec<_> = ROUTES.iter().filter(|r| match_route(r.0, sub).is_some()).collect();
+    let path_ids = candidates.first().and_then(|r| match_route(r.0, sub)).unwrap_or_default();
     if candidates.is_empty() {
         return not_found();
     }
@@ -102,7 +127,7 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
         Access::Public => call_public(app, endpoint, &req, &mut params).await,
         Access::User => {
             match crate::auth::authenticate(&app.pool, &req, &app.settings.external_host, json_path).await {
-                Ok(user) => api::call(app, endpoint, &user, &req, &mut params).await,
+                Ok(user) => api::call(app, endpoint, &user, &req, &path_ids, &mut params).await,
                 Err(e) => Err(e),
             }
         }
@@ -128,6 +153,22 @@ fn success(mut fields: Map<String, Value>, unused: Vec<String>) -> ApiResponse {
         fields.insert("ignored_parameters_unsupported".into(), unused.into());
     }
     ApiResponse { status: 200, headers: vec![], body: Value::Object(fields).to_string().into_bytes() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_route;
+
+    #[test]
+    fn path_parameters() {
+        assert_eq!(match_route("messages/{id}", "messages/42"), Some(vec![42]));
+        assert_eq!(match_route("messages/{id}", "messages/abc"), None);
+        assert_eq!(match_route("messages/{id}", "messages/"), None);
+        assert_eq!(match_route("messages/{id}", "messages/1/2"), None);
+        assert_eq!(match_route("messages/{id}", "messages/99999999999999999999999"), None);
+        assert_eq!(match_route("messages", "messages"), Some(vec![]));
+        assert_eq!(match_route("messages", "messages/flags"), None);
+    }
 }
 
 fn not_found() -> ApiResponse {

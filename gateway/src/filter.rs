@@ -83,6 +83,8 @@ mod tests {
             avatar_url: "u".into(),
             avatar_is_gravatar: true,
             destination: dest,
+            last_edit_timestamp: None,
+            edit_history: None,
         }
     }
 

@@ -246,6 +246,8 @@ fn message_notice(event: &Map<String, Value>, users: &Value) -> Result<Notice, S
         avatar_url: s("avatar_url"),
         avatar_is_gravatar: false,
         destination,
+        last_edit_timestamp: None,
+        edit_history: None,
     };
     let recipients = users
         .as_array()

@@ -199,6 +199,12 @@ pub struct WideMessage {
     pub avatar_is_gravatar: bool,
     /// Stream or direct.
     pub destination: Destination,
+    /// Unix time of the last edit, for edited messages.
+    #[serde(default)]
+    pub last_edit_timestamp: Option<i64>,
+    /// Zulip's `edit_history` (newest first), for edited messages.
+    #[serde(default)]
+    pub edit_history: Option<serde_json::Value>,
 }
 
 /// The message-payload variant a client asked for.
@@ -240,6 +246,10 @@ struct ClientMessage<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_id: Option<i64>,
     avatar_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_edit_timestamp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edit_history: Option<&'a serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     flags: Option<Vec<&'static str>>,
 }
@@ -292,6 +302,8 @@ impl WideMessage {
             kind,
             stream_id,
             avatar_url,
+            last_edit_timestamp: self.last_edit_timestamp,
+            edit_history: self.edit_history.as_ref(),
             flags: flags.map(crate::flags::api_names),
         };
         // Serialising plain strings and integers into a String cannot fail.
@@ -326,6 +338,8 @@ pub(crate) mod tests_support {
             avatar_url: "https://secure.gravatar.com/avatar/x?d=identicon&version=1".into(),
             avatar_is_gravatar: true,
             destination,
+            last_edit_timestamp: None,
+            edit_history: None,
         }
     }
 }

@@ -342,6 +342,11 @@ impl Client {
         Self::finish(self.auth(self.http.delete(format!("{}{path}", self.base)).form(form)))
     }
 
+    /// Any method with a form body.
+    pub fn raw_form(&self, method: &str, path: &str, form: &[(&str, &str)]) -> Result<(u16, Value)> {
+        Self::finish(self.auth(self.http.request(method.parse()?, format!("{}{path}", self.base)).form(form)))
+    }
+
     /// Any request with custom headers and a raw body.
     pub fn raw(
         &self,

@@ -430,6 +430,8 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
         avatar_url: sender.avatar_url(),
         avatar_is_gravatar: true,
         destination,
+        last_edit_timestamp: None,
+        edit_history: None,
     };
     let users = recipients
         .iter()
@@ -522,7 +524,7 @@ async fn group_recipient(db: &impl deadpool_postgres::GenericClient, members: &[
 
 /// Active users of the realm that `refs` could name: by lower-cased full
 /// name and by id.
-async fn mention_candidates(
+pub(crate) async fn mention_candidates(
     db: &impl deadpool_postgres::GenericClient,
     realm_id: i64,
     refs: &BTreeSet<MentionRef>,
@@ -558,7 +560,7 @@ async fn mention_candidates(
     Ok((by_name, by_id))
 }
 
-fn resolve_mention(
+pub(crate) fn resolve_mention(
     (by_name, by_id): &(HashMap<String, Vec<MentionTarget>>, HashMap<i64, MentionTarget>),
     r: &MentionRef,
 ) -> Option<MentionTarget> {

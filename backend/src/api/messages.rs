@@ -287,7 +287,8 @@ async fn load_messages(
         return Ok(HashMap::new());
     }
     let q = "SELECT m.id, m.sender_id, m.recipient_id, extract(epoch from m.date_sent)::bigint, m.sending_client,
-                    m.subject, m.content, m.rendered_content, m.is_me_message, r.type, r.type_id, s.name
+                    m.subject, m.content, m.rendered_content, m.is_me_message, r.type, r.type_id, s.name,
+                    extract(epoch from m.last_edit_time)::bigint, m.edit_history
              FROM message m JOIN recipient r ON r.id = m.recipient_id
              LEFT JOIN stream s ON r.type = 2 AND s.id = r.type_id
              WHERE m.id = ANY($1) AND m.realm_id = $2";
@@ -362,8 +363,35 @@ async fn load_messages(
                 avatar_url: sender.avatar_url(),
                 avatar_is_gravatar: true,
                 destination,
+                last_edit_timestamp: r.get(12),
+                edit_history: r.get(13),
             },
         );
     }
     Ok(out)
+}
+
+/// `PATCH /messages/{id}`.
+pub async fn edit(app: &App, user: &User, id: i64, p: &mut Params) -> ApiResult {
+    let topic = p.str("topic");
+    let subject = p.str("subject");
+    let req = crate::actions::edit::EditRequest {
+        content: p.str("content"),
+        topic: topic.or(subject),
+        propagate_mode: p.str("propagate_mode").unwrap_or_else(|| "change_one".into()),
+        stream_id: p.int("stream_id")?,
+    };
+    // Squall sends no notification-bot messages about moves (yet).
+    let _ = p.bool("send_notification_to_old_thread")?;
+    let _ = p.bool("send_notification_to_new_thread")?;
+    crate::actions::edit::edit_message(app, user, id, req).await?;
+    let mut m = Map::new();
+    m.insert("detached_uploads".into(), Value::Array(vec![]));
+    Ok(m)
+}
+
+/// `DELETE /messages/{id}`.
+pub async fn delete(app: &App, user: &User, id: i64) -> ApiResult {
+    crate::actions::edit::delete_message(app, user, id).await?;
+    Ok(Map::new())
 }

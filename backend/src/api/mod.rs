@@ -17,7 +17,15 @@ use crate::users::User;
 use crate::App;
 
 /// Runs an authenticated endpoint.
-pub(crate) async fn call(app: &App, e: Endpoint, user: &User, req: &ApiRequest, p: &mut Params) -> ApiResult {
+pub(crate) async fn call(
+    app: &App,
+    e: Endpoint,
+    user: &User,
+    req: &ApiRequest,
+    path_ids: &[i64],
+    p: &mut Params,
+) -> ApiResult {
+    let path_id = path_ids.first().copied().unwrap_or(0);
     match e {
         Endpoint::UsersCreate => users::create(app, user, p).await,
         Endpoint::UsersList => users::list(app, user, p).await,
@@ -35,6 +43,8 @@ pub(crate) async fn call(app: &App, e: Endpoint, user: &User, req: &ApiRequest, 
         Endpoint::Typing => typing::set_typing_status(app, user, p).await,
         Endpoint::PresenceUpdate => presence::update(app, user, p).await,
         Endpoint::RealmPresence => presence::realm(app, user).await,
+        Endpoint::MessageEdit => messages::edit(app, user, path_id, p).await,
+        Endpoint::MessageDelete => messages::delete(app, user, path_id).await,
         Endpoint::ServerSettings | Endpoint::FetchApiKey => {
             Err(crate::error::ApiError::internal(format!("{e:?} is a public endpoint")))
         }

@@ -12,6 +12,7 @@ use std::str::FromStr;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/0001_initial.sql")),
     (2, "presence", include_str!("../../migrations/0002_presence.sql")),
+    (3, "message_edits", include_str!("../../migrations/0003_message_edits.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.

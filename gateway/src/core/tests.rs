@@ -177,6 +177,8 @@ fn message(flags_for: &[(i64, i64)], sender_queue: Option<String>) -> Notice {
         avatar_url: "https://a".into(),
         avatar_is_gravatar: true,
         destination: Destination::Stream { stream_id: 3, name: "Denmark".into() },
+        last_edit_timestamp: None,
+        edit_history: None,
     };
     Notice::Message(Box::new(MessageNotice {
         message: Arc::new(msg),

@@ -167,6 +167,8 @@ fn stream_message(client: &str) -> WideMessage {
         avatar_url: "u".into(),
         avatar_is_gravatar: false,
         destination: Destination::Stream { stream_id: 3, name: "Denmark".into() },
+        last_edit_timestamp: None,
+        edit_history: None,
     }
 }
 
