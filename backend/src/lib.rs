@@ -17,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod markdown;
 pub mod presence;
+pub mod ratelimit;
 pub mod realm;
 pub mod request;
 pub mod routes;
@@ -46,6 +47,10 @@ pub struct Settings {
     pub scheme: String,
     /// Server start time, unix seconds (`server_generation`).
     pub server_generation: i64,
+    /// Requests per minute per user (Zulip: 200); 0 disables.
+    pub rate_limit_per_user: u32,
+    /// Unauthenticated requests per minute per IP (Zulip: 100); 0 disables.
+    pub rate_limit_per_ip: u32,
 }
 
 /// The backend: a database pool, the event bus and settings.
@@ -54,12 +59,14 @@ pub struct App {
     pub(crate) pool: Pool,
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) settings: Arc<Settings>,
+    pub(crate) limiter: Arc<ratelimit::RateLimiter>,
 }
 
 impl App {
     /// A backend on `pool` publishing to `bus`.
     pub fn new(pool: Pool, bus: Arc<dyn EventBus>, settings: Settings) -> Self {
-        App { pool, bus, settings: Arc::new(settings) }
+        let limiter = Arc::new(ratelimit::RateLimiter::new(settings.rate_limit_per_user, settings.rate_limit_per_ip));
+        App { pool, bus, settings: Arc::new(settings), limiter }
     }
 
     /// The database pool.

@@ -24,6 +24,8 @@ pub struct ApiRequest {
     pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// The client's address, when the edge knows it.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl ApiRequest {
@@ -183,6 +185,7 @@ mod tests {
             query: query.into(),
             headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
             body: body.as_bytes().to_vec(),
+            peer: None,
         }
     }
 

@@ -124,10 +124,16 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
         return ApiResponse { status: 405, headers: vec![], body: body.to_string().into_bytes() };
     };
     let result = match access {
-        Access::Public => call_public(app, endpoint, &req, &mut params).await,
+        Access::Public => match req.peer.map(|ip| app.limiter.check(crate::ratelimit::Key::Ip(ip))) {
+            Some(Err(e)) => Err(e),
+            _ => call_public(app, endpoint, &req, &mut params).await,
+        },
         Access::User => {
             match crate::auth::authenticate(&app.pool, &req, &app.settings.external_host, json_path).await {
-                Ok(user) => api::call(app, endpoint, &user, &req, &path_ids, &mut params).await,
+                Ok(user) => match app.limiter.check(crate::ratelimit::Key::User(user.id)) {
+                    Ok(()) => api::call(app, endpoint, &user, &req, &path_ids, &mut params).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             }
         }

@@ -30,6 +30,12 @@ pub struct Config {
     /// Upper bound of the random extra heartbeat delay (Zulip: 10)
     /// (`SQUALL_HEARTBEAT_JITTER_SECS`).
     pub heartbeat_jitter_secs: u64,
+    /// API requests per minute per user (Zulip: 200); 0 disables
+    /// (`SQUALL_RATE_LIMIT_PER_USER`).
+    pub rate_limit_per_user: u32,
+    /// Unauthenticated requests per minute per IP address (Zulip: 100); 0
+    /// disables.
+    pub rate_limit_per_ip: u32,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// RabbitMQ for missed-message notifications; empty disables them
@@ -59,6 +65,8 @@ impl Default for Config {
             inbox_capacity: 65_536,
             heartbeat_min_secs: 45,
             heartbeat_jitter_secs: 10,
+            rate_limit_per_user: 200,
+            rate_limit_per_ip: 100,
             migrate_on_start: true,
             state_dir: ".squall/state".into(),
             shared_secret: String::new(),
@@ -99,6 +107,9 @@ impl Config {
         }
         if let Some(v) = get("SQUALL_IO_URING") {
             self.io_uring = matches!(v.as_str(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = get("SQUALL_RATE_LIMIT_PER_USER") {
+            self.rate_limit_per_user = v.parse().context("SQUALL_RATE_LIMIT_PER_USER must be a number")?;
         }
         if let Some(v) = get("SQUALL_AMQP_URL") {
             self.amqp_url = v;

@@ -82,7 +82,9 @@ async fn route(
     if path.starts_with("/api/internal/") {
         return Some(crate::internal::handle(&req, peer, ctx).await);
     }
-    if path == "/api/v1/events" || path == "/json/events" {
+    let is_events = path == "/api/v1/events" || path == "/json/events";
+    let req = ApiRequest { peer, ..req };
+    if is_events {
         return events(req, ctx, stream, pending).await;
     }
     Some(backend(req, ctx).await)

@@ -87,6 +87,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
         query: query.to_owned(),
         headers: hdrs,
         body: buf[head_len..total].to_vec(),
+        peer: None,
     };
     Parsed::Complete(Request { api, keep_alive }, total)
 }

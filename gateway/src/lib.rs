@@ -64,7 +64,13 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
     let bus = bus::LocalBus::new(inboxes.clone(), 0, topo);
     let external_host = if cfg.external_host.is_empty() { addr.to_string() } else { cfg.external_host.clone() };
     let settings_generation = shard::now_secs() as i64;
-    let settings = Settings { external_host, scheme: "http".into(), server_generation: settings_generation };
+    let settings = Settings {
+        external_host,
+        scheme: "http".into(),
+        server_generation: settings_generation,
+        rate_limit_per_user: cfg.rate_limit_per_user,
+        rate_limit_per_ip: cfg.rate_limit_per_ip,
+    };
     let app = App::new(pool, Arc::new(bus), settings);
     let timing =
         core::Timing { heartbeat_min_secs: cfg.heartbeat_min_secs, heartbeat_jitter_secs: cfg.heartbeat_jitter_secs };

@@ -134,6 +134,8 @@ pub struct ServerOptions {
     pub heartbeat_jitter_secs: u64,
     /// Use io_uring (false forces the epoll driver).
     pub io_uring: bool,
+    /// Requests per minute per user.
+    pub rate_limit_per_user: u32,
     /// RabbitMQ for notifications; empty (the default) disables them so
     /// parallel tests do not share queues (see [`fresh_amqp_vhost`]).
     pub amqp_url: String,
@@ -147,6 +149,7 @@ impl Default for ServerOptions {
             heartbeat_jitter_secs: 10,
             io_uring: true,
             amqp_url: String::new(),
+            rate_limit_per_user: 200,
         }
     }
 }
@@ -263,6 +266,7 @@ fn spawn_serve(database_url: &str, state_dir: &std::path::Path, opts: &ServerOpt
         .env("SQUALL_HEARTBEAT_JITTER_SECS", opts.heartbeat_jitter_secs.to_string())
         .env("SQUALL_IO_URING", if opts.io_uring { "true" } else { "false" })
         .env("SQUALL_AMQP_URL", &opts.amqp_url)
+        .env("SQUALL_RATE_LIMIT_PER_USER", opts.rate_limit_per_user.to_string())
         .env("SQUALL_LOG", std::env::var("SQUALL_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

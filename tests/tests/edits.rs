@@ -187,7 +187,12 @@ fn deletes_with_permissions_and_events() {
     assert_eq!(evs[2]["property"], "first_message_id");
     assert_eq!(evs[2]["value"], Value::Null);
     let checkable: Vec<&Value> = evs.iter().filter(|e| e["value"] != Value::Null || e["type"] != "stream").collect();
-    assert_schema("/events", "get", 200, &json!({"result": "success", "msg": "", "events": checkable, "queue_id": "q"}));
+    assert_schema(
+        "/events",
+        "get",
+        200,
+        &json!({"result": "success", "msg": "", "events": checkable, "queue_id": "q"}),
+    );
     // Deleting a stream's first message updates first_message_id first.
     assert_eq!(evs[0]["type"], "stream");
     assert_eq!(evs[0]["property"], "first_message_id");

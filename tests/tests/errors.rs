@@ -208,3 +208,42 @@ fn content_and_topic_normalisation() {
     let ids: Vec<i64> = hist["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, vec![pair_id]);
 }
+
+#[test]
+fn rate_limits_answer_429_with_retry_after() {
+    let server = squall_e2e::Server::start_with(squall_e2e::ServerOptions {
+        rate_limit_per_user: 5,
+        ..squall_e2e::ServerOptions::default()
+    })
+    .unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    for _ in 0..5 {
+        assert_eq!(alice.get("/api/v1/users/me", &[]).unwrap().0, 200);
+    }
+    let (status, body, headers) =
+        alice.raw("GET", "/api/v1/users/me", &[("Authorization", &basic(&alice))], "").unwrap();
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "RATE_LIMIT_HIT");
+    assert_eq!(body["msg"], "API usage exceeded rate limit");
+    let wait = body["retry-after"].as_f64().unwrap();
+    assert!(wait > 0.0 && wait <= 12.0, "5/min refills one every 12 s: {wait}");
+    let header: f64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(header >= wait);
+    squall_e2e::assert_schema("/users/me", "get", 200, &server.owner.get("/api/v1/users/me", &[]).unwrap().1);
+    // Another user is not affected.
+    assert_eq!(server.owner.get("/api/v1/users/me", &[]).unwrap().0, 200);
+}
+
+fn basic(c: &Client) -> String {
+    let raw = format!("{}:{}", c.email, c.api_key);
+    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::from("Basic ");
+    for chunk in raw.as_bytes().chunks(3) {
+        let n =
+            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { table[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
