@@ -47,6 +47,25 @@ fn with_database(url: &str, db: &str) -> String {
     }
 }
 
+/// Runs statements against `db` (test setup), or one SELECT whose rows
+/// are returned (inspection).
+pub fn sql_query(db: &str, query: &str) -> Result<Vec<tokio_postgres::Row>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(conn);
+        let rows = if query.trim_start().to_ascii_uppercase().starts_with("SELECT") {
+            client.query(query, &[]).await?
+        } else {
+            client.batch_execute(query).await?;
+            Vec::new()
+        };
+        drop(client);
+        let _ = task.await;
+        anyhow::Ok(rows)
+    })
+}
+
 /// Creates a fresh, empty database and returns its URL.
 pub fn fresh_database() -> Result<String> {
     let name = format!("squall_test_{:016x}", rand::random::<u64>());

@@ -157,3 +157,47 @@ fn many_users_across_cores_all_receive_a_stream_message() {
         assert_eq!(body["events"][0]["message"]["id"], id, "{body}");
     }
 }
+
+#[test]
+fn a_big_stream_gets_every_row_through_the_bulk_copy_path() {
+    // 600 subscribers: above the size from which rows are written with COPY.
+    let server = Server::start().unwrap();
+    squall_e2e::sql_query(
+        &server.database_url,
+        "INSERT INTO userprofile (realm_id, email, delivery_email, full_name, role, api_key)
+           SELECT 1, 'u' || g || '@bulk.example', 'u' || g || '@bulk.example', 'Bulk ' || g, 400,
+                  substr(md5(g::text) || md5((g + 7)::text), 1, 32)
+           FROM generate_series(1, 600) g;
+         INSERT INTO recipient (type, type_id) SELECT 1, id FROM userprofile WHERE email LIKE '%@bulk.example';
+         INSERT INTO subscription (user_profile_id, recipient_id)
+           SELECT u.id, s.recipient_id FROM userprofile u, stream s
+           WHERE s.name = 'general' AND u.email LIKE '%@bulk.example';",
+    )
+    .unwrap();
+    let id = server.owner.send_stream("general", "crowd", "hello @**Bulk 7** and everyone").unwrap();
+    let rows = squall_e2e::sql_query(
+        &server.database_url,
+        &format!(
+            "SELECT count(*)::bigint, count(*) FILTER (WHERE flags & 8 <> 0)::bigint,
+                    bool_and(u.full_name <> 'Bulk 7' OR um.flags & 8 <> 0)
+             FROM usermessage um JOIN userprofile u ON u.id = um.user_profile_id WHERE um.message_id = {id}"
+        ),
+    )
+    .unwrap();
+    let (count, mentioned, bulk7_mentioned): (i64, i64, bool) = (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+    assert_eq!(count, 601, "every subscriber (600 + the owner) has a row");
+    assert_eq!(mentioned, 1);
+    assert!(bulk7_mentioned);
+    // And a bulk user sees it through the API with the right flags.
+    let key: String = squall_e2e::sql_query(
+        &server.database_url,
+        "SELECT api_key::text FROM userprofile WHERE email = 'u7@bulk.example'",
+    )
+    .unwrap()[0]
+        .get(0);
+    let u7 = squall_e2e::Client::new(&server.url, "u7@bulk.example", &key);
+    let (_, hist) =
+        u7.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "1"), ("num_after", "0")]).unwrap();
+    assert_eq!(hist["messages"][0]["id"], id);
+    assert_eq!(hist["messages"][0]["flags"], json!(["mentioned"]));
+}
