@@ -22,6 +22,7 @@ pub mod realm;
 pub mod request;
 pub mod routes;
 pub mod streams;
+pub mod unread;
 pub mod users;
 
 mod actions;

@@ -159,3 +159,36 @@ fn mark_all_stream_and_topic_as_read() {
         evs.iter().filter(|e| e["all"] == false).flat_map(|e| e["messages"].as_array().unwrap().clone()).collect();
     assert_eq!(read_ids, vec![json!(a), json!(b)]);
 }
+
+#[test]
+fn register_reports_unread_messages_grouped_like_zulip() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let s1 = server.owner.send_stream("general", "one", "hi @**Alice**").unwrap();
+    let s2 = server.owner.send_stream("general", "one", "again").unwrap();
+    let (_, dm) = server
+        .owner
+        .post("/api/v1/messages", &[("type", "direct"), ("to", &format!("[{}]", alice.user_id)), ("content", "dm")])
+        .unwrap();
+    let dm = dm["id"].as_i64().unwrap();
+    let to = format!("[{}, {}]", alice.user_id, bob.user_id);
+    let (_, group) =
+        server.owner.post("/api/v1/messages", &[("type", "direct"), ("to", &to), ("content", "group")]).unwrap();
+    let group = group["id"].as_i64().unwrap();
+    set(&alice, "add", "read", &[s2]);
+
+    let (_, _, state) = alice.register(&[]).unwrap();
+    assert_schema("/register", "post", 200, &state);
+    let u = &state["unread_msgs"];
+    assert_eq!(u["count"], 3);
+    assert_eq!(u["streams"], json!([{"stream_id": 1, "topic": "one", "unread_message_ids": [s1]}]));
+    assert_eq!(u["pms"], json!([{"other_user_id": 1, "sender_id": 1, "unread_message_ids": [dm]}]));
+    let ids_string = format!("1,{},{}", alice.user_id, bob.user_id);
+    assert_eq!(u["huddles"], json!([{"user_ids_string": ids_string, "unread_message_ids": [group]}]));
+    assert_eq!(u["mentions"], json!([s1]));
+    assert_eq!(u["old_unreads_missing"], false);
+    // Only with both message and update_message_flags wanted.
+    let (_, _, state) = alice.register(&[("fetch_event_types", r#"["message"]"#)]).unwrap();
+    assert!(state.get("unread_msgs").is_none());
+}

@@ -155,6 +155,9 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             .get(0);
         state.insert("max_message_id".into(), max.unwrap_or(-1).into());
     }
+    if want("message") && want("update_message_flags") {
+        state.insert("unread_msgs".into(), crate::unread::unread_msgs(&client, user.id).await?);
+    }
     if want("realm_user") {
         let all = users::realm_users(&client, user.realm_id).await?;
         let (active, inactive): (Vec<&User>, Vec<&User>) = all.iter().partition(|u| u.is_active);
