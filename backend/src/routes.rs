@@ -41,6 +41,7 @@ pub(crate) enum Endpoint {
     RealmPresence,
     MessageEdit,
     MessageDelete,
+    MessageGetOne,
 }
 
 /// (path under the API prefix, method, access, endpoint)
@@ -65,6 +66,7 @@ const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
     ("realm/presence", "GET", Access::User, Endpoint::RealmPresence),
     ("messages/{id}", "PATCH", Access::User, Endpoint::MessageEdit),
     ("messages/{id}", "DELETE", Access::User, Endpoint::MessageDelete),
+    ("messages/{id}", "GET", Access::User, Endpoint::MessageGetOne),
 ];
 
 /// Matches `path` against a route pattern whose `{...}` segments are

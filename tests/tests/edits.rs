@@ -206,3 +206,32 @@ fn deletes_with_permissions_and_events() {
     let ids: Vec<Value> = events["events"].as_array().unwrap().iter().map(|e| e["message_id"].clone()).collect();
     assert_eq!(ids, vec![json!(first), json!(second)]);
 }
+
+#[test]
+fn single_message_fetch() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let id = server.owner.send_stream("general", "t", "**hi** @**Alice**").unwrap();
+    let (status, body) = alice.get(&format!("/api/v1/messages/{id}"), &[]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_schema("/messages/{message_id}", "get", 200, &body);
+    assert_eq!(body["raw_content"], "**hi** @**Alice**");
+    assert_eq!(body["message"]["id"], id);
+    assert_eq!(body["message"]["flags"], json!(["mentioned"]));
+    assert!(body["message"]["content"].as_str().unwrap().starts_with("<p><strong>hi</strong>"));
+    let (_, body) = alice.get(&format!("/api/v1/messages/{id}"), &[("apply_markdown", "false")]).unwrap();
+    assert_eq!(body["message"]["content"], "**hi** @**Alice**");
+    // A DM between others is invisible; so is a missing id.
+    let (_, dm) = server
+        .owner
+        .post("/api/v1/messages", &[("type", "direct"), ("to", &format!("[{}]", bob.user_id)), ("content", "x")])
+        .unwrap();
+    assert_error(
+        &alice.get(&format!("/api/v1/messages/{}", dm["id"]), &[]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Invalid message(s)",
+    );
+    assert_error(&alice.get("/api/v1/messages/99999", &[]).unwrap(), 400, "BAD_REQUEST", "Invalid message(s)");
+}

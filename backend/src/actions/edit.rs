@@ -27,11 +27,11 @@ const EDIT_LIMIT_BUFFER_SECS: i64 = 20;
 const MENTION_BITS: i64 = flags::MENTIONED | flags::STREAM_WILDCARD_MENTIONED | flags::TOPIC_WILDCARD_MENTIONED;
 
 /// A message as an edit or delete sees it.
-struct Target {
+pub(crate) struct Target {
     sender_id: i64,
     recipient_id: i64,
     subject: String,
-    content: String,
+    pub(crate) content: String,
     rendered_content: String,
     date_sent: i64,
     edit_history: Option<Value>,
@@ -43,7 +43,7 @@ fn now_secs() -> i64 {
 }
 
 /// Loads a message the user may access, else Zulip's `Invalid message(s)`.
-async fn load_accessible(db: &impl GenericClient, user: &User, id: i64) -> Result<Target, ApiError> {
+pub(crate) async fn load_accessible(db: &impl GenericClient, user: &User, id: i64) -> Result<Target, ApiError> {
     let invalid = || ApiError::bad_request("Invalid message(s)");
     let row = db
         .query_opt(

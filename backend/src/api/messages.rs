@@ -395,3 +395,26 @@ pub async fn delete(app: &App, user: &User, id: i64) -> ApiResult {
     crate::actions::edit::delete_message(app, user, id).await?;
     Ok(Map::new())
 }
+
+/// `GET /messages/{id}`: one message the user may access, with their flags.
+pub async fn get_one(app: &App, user: &User, id: i64, p: &mut Params) -> ApiResult {
+    let apply_markdown = p.bool("apply_markdown")?.unwrap_or(true);
+    let client = app.pool.get().await?;
+    let target = crate::actions::edit::load_accessible(&client, user, id).await?;
+    let bits: i64 = client
+        .query_opt(
+            "SELECT flags FROM usermessage WHERE user_profile_id = $1 AND message_id = $2",
+            &[&(user.id as i32), &id],
+        )
+        .await?
+        .map(|r| r.get(0))
+        .unwrap_or(flags::READ | flags::HISTORICAL);
+    let messages = load_messages(&client, user.realm_id, &[(id, bits)]).await?;
+    let m = messages.get(&id).ok_or_else(|| ApiError::bad_request("Invalid message(s)"))?;
+    let json = m.client_json(Variant { apply_markdown, client_gravatar: false }, Some(bits));
+    let message: Value = serde_json::from_str(&json).map_err(|e| ApiError::internal(format!("message json: {e}")))?;
+    let mut out = Map::new();
+    out.insert("raw_content".into(), target.content.into());
+    out.insert("message".into(), message);
+    Ok(out)
+}

@@ -45,6 +45,7 @@ pub(crate) async fn call(
         Endpoint::RealmPresence => presence::realm(app, user).await,
         Endpoint::MessageEdit => messages::edit(app, user, path_id, p).await,
         Endpoint::MessageDelete => messages::delete(app, user, path_id).await,
+        Endpoint::MessageGetOne => messages::get_one(app, user, path_id, p).await,
         Endpoint::ServerSettings | Endpoint::FetchApiKey => {
             Err(crate::error::ApiError::internal(format!("{e:?} is a public endpoint")))
         }
