@@ -295,6 +295,28 @@ pub async fn subscription_dicts(
         .collect())
 }
 
+/// Members of direct-message groups, by the groups' recipient ids (all
+/// members, active or not: they are the conversation's participants).
+pub async fn group_members(
+    db: &impl GenericClient,
+    group_recipient_ids: &[i32],
+) -> Result<std::collections::HashMap<i64, Vec<i64>>, ApiError> {
+    let mut out: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
+    if group_recipient_ids.is_empty() {
+        return Ok(out);
+    }
+    for r in db
+        .query(
+            "SELECT recipient_id, user_profile_id FROM subscription WHERE recipient_id = ANY($1) ORDER BY 1, 2",
+            &[&group_recipient_ids],
+        )
+        .await?
+    {
+        out.entry(r.get::<_, i32>(0) as i64).or_default().push(r.get::<_, i32>(1) as i64);
+    }
+    Ok(out)
+}
+
 /// Subscriber ids of each of `recipient_ids` (active users only).
 pub async fn subscribers_of(
     db: &impl GenericClient,

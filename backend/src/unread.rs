@@ -26,18 +26,7 @@ pub async fn unread_msgs(db: &impl GenericClient, user_id: i64) -> Result<Value,
     let rows = &rows[..rows.len().min(MAX_UNREAD_MESSAGES as usize)];
     // Group members of the direct-message groups involved.
     let group_rids: Vec<i32> = rows.iter().filter(|r| r.get::<_, i16>(3) == 3).map(|r| r.get(6)).collect();
-    let mut members: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-    if !group_rids.is_empty() {
-        for r in db
-            .query(
-                "SELECT recipient_id, user_profile_id FROM subscription WHERE recipient_id = ANY($1)",
-                &[&group_rids],
-            )
-            .await?
-        {
-            members.entry(r.get(0)).or_default().push(r.get::<_, i32>(1) as i64);
-        }
-    }
+    let members = crate::streams::group_members(db, &group_rids).await?;
     let mut streams: BTreeMap<(i64, String), Vec<i64>> = BTreeMap::new();
     let mut pms: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     let mut huddles: BTreeMap<String, Vec<i64>> = BTreeMap::new();
@@ -54,7 +43,7 @@ pub async fn unread_msgs(db: &impl GenericClient, user_id: i64) -> Result<Value,
                 pms.entry(other).or_default().push(id);
             }
             _ => {
-                let mut ids = members.get(&r.get::<_, i32>(6)).cloned().unwrap_or_default();
+                let mut ids = members.get(&(r.get::<_, i32>(6) as i64)).cloned().unwrap_or_default();
                 ids.sort_unstable();
                 let key = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
                 huddles.entry(key).or_default().push(id);

@@ -365,6 +365,15 @@ impl Client {
         Self::finish(self.auth(self.http.delete(format!("{}{path}", self.base)).form(form)))
     }
 
+    /// This client's `Authorization: Basic ...` header value.
+    pub fn basic_header(&self) -> String {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.email, self.api_key))
+        )
+    }
+
     /// Any method with a form body.
     pub fn raw_form(&self, method: &str, path: &str, form: &[(&str, &str)]) -> Result<(u16, Value)> {
         Self::finish(self.auth(self.http.request(method.parse()?, format!("{}{path}", self.base)).form(form)))

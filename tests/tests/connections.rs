@@ -9,27 +9,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-fn basic(email: &str, key: &str) -> String {
-    use std::fmt::Write as _;
-    // Minimal base64 for the Authorization header.
-    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{email}:{key}");
-    let b = input.as_bytes();
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n =
-            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let _ = out.write_char(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Reads one HTTP response (head + Content-Length body) from `s`.
 fn read_response(s: &mut TcpStream) -> (u16, Value) {
     let mut buf = Vec::new();
@@ -53,10 +32,12 @@ fn keep_alive_after_long_poll(opts: ServerOptions) {
     let server = Server::start_with(opts).unwrap();
     let (q, _, _) = server.owner.register(&[]).unwrap();
     let addr = server.url.trim_start_matches("http://").to_owned();
-    let auth = basic(&server.owner.email, &server.owner.api_key);
+    let auth = server.owner.basic_header();
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let poll = format!("GET /api/v1/events?queue_id={q}&last_event_id=-1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\r\n");
+    let poll = format!(
+        "GET /api/v1/events?queue_id={q}&last_event_id=-1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\n\r\n"
+    );
     s.write_all(poll.as_bytes()).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // An event completes the parked poll ...
@@ -68,9 +49,9 @@ fn keep_alive_after_long_poll(opts: ServerOptions) {
     // immediate /events answers (whose socket watch must not swallow the
     // start of the next request).
     let quick = format!(
-        "GET /api/v1/events?queue_id={q}&last_event_id=-1&dont_block=true HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\r\n"
+        "GET /api/v1/events?queue_id={q}&last_event_id=-1&dont_block=true HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\n\r\n"
     );
-    let me = format!("GET /api/v1/users/me HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\r\n");
+    let me = format!("GET /api/v1/users/me HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\n\r\n");
     for i in 0..40 {
         s.write_all(quick.as_bytes()).unwrap();
         let (status, body) = read_response(&mut s);

@@ -221,7 +221,7 @@ fn rate_limits_answer_429_with_retry_after() {
         assert_eq!(alice.get("/api/v1/users/me", &[]).unwrap().0, 200);
     }
     let (status, body, headers) =
-        alice.raw("GET", "/api/v1/users/me", &[("Authorization", &basic(&alice))], "").unwrap();
+        alice.raw("GET", "/api/v1/users/me", &[("Authorization", &alice.basic_header())], "").unwrap();
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["code"], "RATE_LIMIT_HIT");
     assert_eq!(body["msg"], "API usage exceeded rate limit");
@@ -232,18 +232,4 @@ fn rate_limits_answer_429_with_retry_after() {
     squall_e2e::assert_schema("/users/me", "get", 200, &server.owner.get("/api/v1/users/me", &[]).unwrap().1);
     // Another user is not affected.
     assert_eq!(server.owner.get("/api/v1/users/me", &[]).unwrap().0, 200);
-}
-
-fn basic(c: &Client) -> String {
-    let raw = format!("{}:{}", c.email, c.api_key);
-    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::from("Basic ");
-    for chunk in raw.as_bytes().chunks(3) {
-        let n =
-            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { table[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
 }

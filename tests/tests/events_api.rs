@@ -224,8 +224,13 @@ fn notify_tornado_completes_a_parked_poll_and_checks_its_secret() {
     let poll = {
         let (c, q) = (server.owner.clone(), q.clone());
         thread::spawn(move || {
-            c.raw("GET", &format!("/api/v1/events?queue_id={q}&last_event_id=-1"), &[("Authorization", &basic(&c))], "")
-                .unwrap()
+            c.raw(
+                "GET",
+                &format!("/api/v1/events?queue_id={q}&last_event_id=-1"),
+                &[("Authorization", &c.basic_header())],
+                "",
+            )
+            .unwrap()
         })
     };
     thread::sleep(Duration::from_millis(300));
@@ -236,20 +241,6 @@ fn notify_tornado_completes_a_parked_poll_and_checks_its_secret() {
     assert_eq!(body["events"], json!([{"type": "test", "data": "test data", "id": 0}]));
     assert_eq!(body["result"], "success");
     assert_eq!(headers["vary"], "Accept-Language, Cookie");
-}
-
-fn basic(c: &squall_e2e::Client) -> String {
-    let raw = format!("{}:{}", c.email, c.api_key);
-    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::from("Basic ");
-    for chunk in raw.as_bytes().chunks(3) {
-        let n =
-            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { table[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
 }
 
 #[test]

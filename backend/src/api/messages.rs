@@ -304,20 +304,8 @@ async fn load_messages(
             _ => {}
         }
     }
-    let mut groups: HashMap<i64, Vec<i64>> = HashMap::new();
-    if !group_rids.is_empty() {
-        for r in db
-            .query(
-                "SELECT recipient_id, user_profile_id FROM subscription WHERE recipient_id = ANY($1)",
-                &[&group_rids],
-            )
-            .await?
-        {
-            let (rid, uid) = (r.get::<_, i32>(0) as i64, r.get::<_, i32>(1) as i64);
-            groups.entry(rid).or_default().push(uid);
-            user_ids.push(uid);
-        }
-    }
+    let groups = streams::group_members(db, &group_rids).await?;
+    user_ids.extend(groups.values().flatten().copied());
     user_ids.sort_unstable();
     user_ids.dedup();
     let people: HashMap<i64, User> =
