@@ -42,6 +42,7 @@ pub(crate) enum Endpoint {
     MessageEdit,
     MessageDelete,
     MessageGetOne,
+    SubscriptionsRemove,
 }
 
 /// (path under the API prefix, method, access, endpoint)
@@ -53,6 +54,7 @@ const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
     ("users/me", "GET", Access::User, Endpoint::UsersMe),
     ("users/me/subscriptions", "POST", Access::User, Endpoint::SubscriptionsAdd),
     ("users/me/subscriptions", "GET", Access::User, Endpoint::SubscriptionsList),
+    ("users/me/subscriptions", "DELETE", Access::User, Endpoint::SubscriptionsRemove),
     ("streams", "GET", Access::User, Endpoint::StreamsList),
     ("register", "POST", Access::User, Endpoint::Register),
     ("messages", "POST", Access::User, Endpoint::MessagesSend),

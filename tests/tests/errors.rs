@@ -233,3 +233,40 @@ fn rate_limits_answer_429_with_retry_after() {
     // Another user is not affected.
     assert_eq!(server.owner.get("/api/v1/users/me", &[]).unwrap().0, 200);
 }
+
+#[test]
+fn unsubscribing_with_events() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    alice.subscribe(&["Denmark"]).unwrap();
+    server.owner.subscribe(&["Denmark"]).unwrap();
+    let (aq, _, _) = alice.register(&[("event_types", r#"["subscription"]"#)]).unwrap();
+    let (oq, _, _) = server.owner.register(&[("event_types", r#"["subscription"]"#)]).unwrap();
+    let subs = json!(["Denmark", "general"]).to_string();
+    alice.post("/api/v1/users/me/subscriptions", &[("method", "DELETE"), ("subscriptions", r#"["general"]"#)]).unwrap();
+    let (status, body) = alice.delete("/api/v1/users/me/subscriptions", &[("subscriptions", &subs)]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    squall_e2e::assert_schema("/users/me/subscriptions", "delete", 200, &body);
+    assert_eq!((body["removed"].clone(), body["not_removed"].clone()), (json!(["Denmark"]), json!(["general"])));
+    let (_, events) = alice.get_events(&aq, -1, true).unwrap();
+    squall_e2e::assert_schema("/events", "get", 200, &events);
+    assert_eq!(events["events"][0]["op"], "remove", "the method override removed general first: {events}");
+    assert_eq!(events["events"][1]["subscriptions"][0]["name"], "Denmark");
+    let (_, events) = server.owner.get_events(&oq, -1, true).unwrap();
+    let peer = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["op"] == "peer_remove" && e["user_ids"] == json!([alice.user_id]))
+        .cloned();
+    assert!(peer.is_some(), "{events}");
+    let (_, mine) = alice.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+    assert_eq!(mine["subscriptions"], json!([]));
+    let r = alice.delete("/api/v1/users/me/subscriptions", &[("subscriptions", r#"["Atlantis"]"#)]).unwrap();
+    assert_error(&r, 400, "STREAM_DOES_NOT_EXIST", "Channel 'Atlantis' does not exist");
+    assert_eq!(r.1["stream"], "Atlantis");
+    let r = alice
+        .delete("/api/v1/users/me/subscriptions", &[("subscriptions", r#"["Denmark"]"#), ("principals", "[1]")])
+        .unwrap();
+    assert_error(&r, 400, "UNAUTHORIZED_PRINCIPAL", "Insufficient permission");
+}

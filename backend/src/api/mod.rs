@@ -32,6 +32,7 @@ pub(crate) async fn call(
         Endpoint::UsersMe => users::me(app, user).await,
         Endpoint::SubscriptionsAdd => streams::subscribe(app, user, p).await,
         Endpoint::SubscriptionsList => streams::list_subscriptions(app, user, p).await,
+        Endpoint::SubscriptionsRemove => streams::unsubscribe(app, user, p).await,
         Endpoint::StreamsList => streams::list_streams(app, user, p).await,
         Endpoint::Register => register::register(app, user, req, p).await,
         Endpoint::MessagesSend => messages::send(app, user, req, p).await,

@@ -221,3 +221,75 @@ pub async fn list_streams(app: &App, actor: &User, p: &mut Params) -> ApiResult 
     m.insert("streams".into(), list.into());
     Ok(m)
 }
+
+/// `DELETE /users/me/subscriptions`: unsubscribe the user (or, for
+/// administrators, `principals`) from streams by name.
+pub async fn unsubscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
+    let names = p.str_list("subscriptions")?.ok_or_else(|| ApiError::missing("subscriptions"))?;
+    let targets = principals(app, actor, p).await?;
+    if targets.iter().any(|u| u.id != actor.id) && !actor.is_realm_admin() {
+        return Err(ApiError::with_code("UNAUTHORIZED_PRINCIPAL", "Insufficient permission"));
+    }
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let (mut removed, mut not_removed) = (Vec::new(), Vec::new());
+    let mut changes: Vec<(Stream, Vec<i64>)> = Vec::new();
+    for raw in &names {
+        let name = raw.trim();
+        let stream = streams::stream_by_name(&tx, actor.realm_id, name).await?;
+        // A private stream the actor cannot see does not exist for them.
+        let visible = match &stream {
+            Some(s) if s.is_public() && !actor.is_guest() => true,
+            Some(s) => actor.is_realm_admin() || streams::is_subscribed(&tx, actor.id, s).await?,
+            None => false,
+        };
+        let Some(stream) = stream.filter(|_| visible) else {
+            return Err(ApiError::with_code("STREAM_DOES_NOT_EXIST", format!("Channel '{name}' does not exist"))
+                .field("stream", name));
+        };
+        let ids: Vec<i32> = targets.iter().map(|u| u.id as i32).collect();
+        let gone: Vec<i64> = tx
+            .query(
+                "UPDATE subscription SET active = false
+                 WHERE recipient_id = $1 AND user_profile_id = ANY($2) AND active RETURNING user_profile_id",
+                &[&(stream.recipient_id as i32), &ids],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get::<_, i32>(0) as i64)
+            .collect();
+        if gone.is_empty() {
+            not_removed.push(stream.name.clone());
+        } else {
+            removed.push(stream.name.clone());
+            changes.push((stream, gone));
+        }
+    }
+    let mut remaining: Vec<Vec<i64>> = Vec::new();
+    for (stream, _) in &changes {
+        remaining.push(streams::active_subscriber_ids(&tx, stream.recipient_id).await?);
+    }
+    tx.commit().await?;
+
+    let realm_id = actor.realm_id;
+    for ((stream, gone), others) in changes.iter().zip(remaining) {
+        let removal = json!({"type": "subscription", "op": "remove",
+                             "subscriptions": [{"name": stream.name, "stream_id": stream.id}]});
+        let mut envelopes =
+            vec![Envelope { realm_id, notice: Notice::Generic { event: Arc::new(removal), users: gone.clone() } }];
+        if !others.is_empty() {
+            let peer =
+                json!({"type": "subscription", "op": "peer_remove", "stream_ids": [stream.id], "user_ids": gone});
+            envelopes.push(Envelope { realm_id, notice: Notice::Generic { event: Arc::new(peer), users: others } });
+        }
+        for env in envelopes {
+            if let Err(e) = app.bus.publish(env).await {
+                tracing::warn!(error = %e, "subscription event not delivered");
+            }
+        }
+    }
+    let mut m = Map::new();
+    m.insert("removed".into(), json!(removed));
+    m.insert("not_removed".into(), json!(not_removed));
+    Ok(m)
+}
