@@ -295,6 +295,30 @@ pub async fn subscription_dicts(
         .collect())
 }
 
+/// Who hears about subscription changes of `stream` (Zulip's peer
+/// events): everyone who can see its subscribers — every active non-guest
+/// user for a public stream, administrators for a private one, plus the
+/// subscribers — except the users whose subscription changed.
+pub async fn peer_audience(
+    db: &impl GenericClient,
+    stream: &Stream,
+    subscribers: &[i64],
+    altered: &[i64],
+) -> Result<Vec<i64>, ApiError> {
+    let sql = if stream.is_public() {
+        "SELECT id FROM userprofile WHERE realm_id = $1 AND is_active AND role <> 600"
+    } else {
+        "SELECT id FROM userprofile WHERE realm_id = $1 AND is_active AND role <= 200"
+    };
+    let mut ids: Vec<i64> =
+        db.query(sql, &[&(stream.realm_id as i32)]).await?.iter().map(|r| r.get::<_, i32>(0) as i64).collect();
+    ids.extend_from_slice(subscribers);
+    ids.sort_unstable();
+    ids.dedup();
+    ids.retain(|u| !altered.contains(u));
+    Ok(ids)
+}
+
 /// Members of direct-message groups, by the groups' recipient ids (all
 /// members, active or not: they are the conversation's participants).
 pub async fn group_members(

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
-use serde_json::json;
+use serde_json::{json, Value};
 use squall_e2e::{assert_error, Client, Server};
 
 #[test]
@@ -242,6 +242,10 @@ fn unsubscribing_with_events() {
     server.owner.subscribe(&["Denmark"]).unwrap();
     let (aq, _, _) = alice.register(&[("event_types", r#"["subscription"]"#)]).unwrap();
     let (oq, _, _) = server.owner.register(&[("event_types", r#"["subscription"]"#)]).unwrap();
+    // Bob is not subscribed to Denmark, but a public stream's subscriber
+    // list is visible to every member, so he hears about it too.
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let (bq, _, _) = bob.register(&[("event_types", r#"["subscription"]"#)]).unwrap();
     let subs = json!(["Denmark", "general"]).to_string();
     alice.post("/api/v1/users/me/subscriptions", &[("method", "DELETE"), ("subscriptions", r#"["general"]"#)]).unwrap();
     let (status, body) = alice.delete("/api/v1/users/me/subscriptions", &[("subscriptions", &subs)]).unwrap();
@@ -260,6 +264,10 @@ fn unsubscribing_with_events() {
         .find(|e| e["op"] == "peer_remove" && e["user_ids"] == json!([alice.user_id]))
         .cloned();
     assert!(peer.is_some(), "{events}");
+    let (_, events) = bob.get_events(&bq, -1, true).unwrap();
+    let bob_saw: Vec<(Value, Value)> =
+        events["events"].as_array().unwrap().iter().map(|e| (e["op"].clone(), e["user_ids"].clone())).collect();
+    assert!(bob_saw.contains(&(json!("peer_remove"), json!([alice.user_id]))), "{events}");
     let (_, mine) = alice.get("/api/v1/users/me/subscriptions", &[]).unwrap();
     assert_eq!(mine["subscriptions"], json!([]));
     let r = alice.delete("/api/v1/users/me/subscriptions", &[("subscriptions", r#"["Atlantis"]"#)]).unwrap();

@@ -80,8 +80,8 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     let mut already: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut unauthorized: Vec<String> = Vec::new();
     let mut created: Vec<Stream> = Vec::new();
-    // (stream, newly subscribed users, subscribers before)
-    let mut changes: Vec<(Stream, Vec<i64>, Vec<i64>)> = Vec::new();
+    // (stream, newly subscribed users, subscribers before, peer-event audience)
+    let mut changes: Vec<(Stream, Vec<i64>, Vec<i64>, Vec<i64>)> = Vec::new();
     for (name, description) in &wanted {
         let stream = match streams::stream_by_name(&tx, actor.realm_id, name).await? {
             Some(s) => {
@@ -113,7 +113,8 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
             let bucket = if new.contains(&u.id) { &mut subscribed } else { &mut already };
             bucket.entry(key).or_default().push(stream.name.clone());
         }
-        changes.push((stream, new, before));
+        let audience = streams::peer_audience(&tx, &stream, &before, &new).await?;
+        changes.push((stream, new, before, audience));
     }
     if fatal && !unauthorized.is_empty() {
         return Err(ApiError::bad_request(format!("Unable to access channel ({}).", unauthorized[0])));
@@ -138,7 +139,7 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
         };
         envelopes.push(generic(json!({"type": "stream", "op": "create", "streams": [s.api_dict()]}), users));
     }
-    for (stream, new, before) in &changes {
+    for (stream, new, before, audience) in &changes {
         if new.is_empty() {
             continue;
         }
@@ -158,10 +159,10 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
             let dict = stream.subscription_dict(&streams::SubscriptionProps { color, ..props.clone() }, Some(&all));
             envelopes.push(generic(json!({"type": "subscription", "op": "add", "subscriptions": [dict]}), vec![u]));
         }
-        if !before.is_empty() {
+        if !audience.is_empty() {
             envelopes.push(generic(
                 json!({"type": "subscription", "op": "peer_add", "stream_ids": [stream.id], "user_ids": new}),
-                before.clone(),
+                audience.clone(),
             ));
         }
     }
@@ -266,8 +267,9 @@ pub async fn unsubscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
         }
     }
     let mut remaining: Vec<Vec<i64>> = Vec::new();
-    for (stream, _) in &changes {
-        remaining.push(streams::active_subscriber_ids(&tx, stream.recipient_id).await?);
+    for (stream, gone) in &changes {
+        let others = streams::active_subscriber_ids(&tx, stream.recipient_id).await?;
+        remaining.push(streams::peer_audience(&tx, stream, &others, gone).await?);
     }
     tx.commit().await?;
 
