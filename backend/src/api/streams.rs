@@ -50,6 +50,17 @@ async fn principals(app: &App, actor: &User, p: &mut Params) -> Result<Vec<User>
     Ok(found)
 }
 
+/// One stream's subscription change within a request.
+struct Change {
+    stream: Stream,
+    /// Users newly subscribed.
+    new: Vec<i64>,
+    /// Subscribers before the change.
+    before: Vec<i64>,
+    /// Who gets the peer event.
+    audience: Vec<i64>,
+}
+
 /// `POST /users/me/subscriptions`: subscribe (creating streams as needed).
 pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     let Some(subs) = p.json("subscriptions")? else { return Err(ApiError::missing("subscriptions")) };
@@ -80,8 +91,7 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     let mut already: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut unauthorized: Vec<String> = Vec::new();
     let mut created: Vec<Stream> = Vec::new();
-    // (stream, newly subscribed users, subscribers before, peer-event audience)
-    let mut changes: Vec<(Stream, Vec<i64>, Vec<i64>, Vec<i64>)> = Vec::new();
+    let mut changes: Vec<Change> = Vec::new();
     for (name, description) in &wanted {
         let stream = match streams::stream_by_name(&tx, actor.realm_id, name).await? {
             Some(s) => {
@@ -114,7 +124,7 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
             bucket.entry(key).or_default().push(stream.name.clone());
         }
         let audience = streams::peer_audience(&tx, &stream, &before, &new).await?;
-        changes.push((stream, new, before, audience));
+        changes.push(Change { stream, new, before, audience });
     }
     if fatal && !unauthorized.is_empty() {
         return Err(ApiError::bad_request(format!("Unable to access channel ({}).", unauthorized[0])));
@@ -135,11 +145,11 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
         let users = if s.is_public() {
             realm_users.clone()
         } else {
-            changes.iter().find(|c| c.0.id == s.id).map(|c| c.1.clone()).unwrap_or_default()
+            changes.iter().find(|c| c.stream.id == s.id).map(|c| c.new.clone()).unwrap_or_default()
         };
         envelopes.push(generic(json!({"type": "stream", "op": "create", "streams": [s.api_dict()]}), users));
     }
-    for (stream, new, before, audience) in &changes {
+    for Change { stream, new, before, audience } in &changes {
         if new.is_empty() {
             continue;
         }
