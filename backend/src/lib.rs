@@ -39,6 +39,11 @@ pub const ZULIP_FEATURE_LEVEL: i64 = 313;
 /// Merge base reported with the version.
 pub const ZULIP_MERGE_BASE: &str = "10.0-squall";
 
+/// Time since the Unix epoch (zero if the clock is before it).
+pub fn unix_time() -> std::time::Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}
+
 /// Facts about this server the API reports.
 #[derive(Debug, Clone)]
 pub struct Settings {

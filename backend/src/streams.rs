@@ -225,13 +225,29 @@ pub async fn active_subscriber_ids(db: &impl GenericClient, recipient_id: i64) -
         .collect())
 }
 
-/// Subscribes users; returns the ids that were newly subscribed (already
-/// active subscriptions are left alone; inactive ones are reactivated).
+/// Active subscribers who are active and not soft-deactivated, in id
+/// order: who hears about edits, deletes and stream typing.
+pub async fn active_nonidle_subscriber_ids(db: &impl GenericClient, recipient_id: i64) -> Result<Vec<i64>, ApiError> {
+    Ok(db
+        .query(
+            "SELECT s.user_profile_id FROM subscription s JOIN userprofile u ON u.id = s.user_profile_id
+             WHERE s.recipient_id = $1 AND s.active AND u.is_active AND NOT u.long_term_idle ORDER BY 1",
+            &[&(recipient_id as i32)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i32>(0) as i64)
+        .collect())
+}
+
+/// Subscribes users; returns the newly subscribed ones with their colour,
+/// in id order (already active subscriptions are left alone; inactive ones
+/// are reactivated).
 pub async fn add_subscriptions(
     db: &impl GenericClient,
     stream: &Stream,
     user_ids: &[i64],
-) -> Result<Vec<i64>, ApiError> {
+) -> Result<Vec<(i64, String)>, ApiError> {
     let ids: Vec<i32> = user_ids.iter().map(|&u| u as i32).collect();
     let color = COLORS[(stream.id as usize) % COLORS.len()];
     let rows = db
@@ -240,11 +256,11 @@ pub async fn add_subscriptions(
              SELECT u, $2, $3 FROM unnest($1::int[]) AS u
              ON CONFLICT (user_profile_id, recipient_id) DO UPDATE SET active = true
              WHERE NOT subscription.active
-             RETURNING user_profile_id",
+             RETURNING user_profile_id, color",
             &[&ids, &(stream.recipient_id as i32), &color],
         )
         .await?;
-    let mut out: Vec<i64> = rows.iter().map(|r| r.get::<_, i32>(0) as i64).collect();
+    let mut out: Vec<(i64, String)> = rows.iter().map(|r| (r.get::<_, i32>(0) as i64, r.get(1))).collect();
     out.sort_unstable();
     Ok(out)
 }

@@ -67,6 +67,25 @@ impl Ready {
     }
 }
 
+/// The queue options that choose a generic event's variant (copied out of
+/// the descriptor so the core can be mutated while they are in use).
+#[derive(Clone, Copy)]
+struct VariantNeeds {
+    slim_presence: bool,
+    bulk_message_deletion: bool,
+    pronouns_field_type_supported: bool,
+}
+
+impl VariantNeeds {
+    fn of(spec: &QueueSpec) -> Self {
+        VariantNeeds {
+            slim_presence: spec.slim_presence,
+            bulk_message_deletion: spec.bulk_message_deletion,
+            pronouns_field_type_supported: spec.pronouns_field_type_supported,
+        }
+    }
+}
+
 /// The per-queue variants of one generic event, built on first use.
 struct Variants {
     base: Ready,
@@ -76,7 +95,7 @@ struct Variants {
 }
 
 impl Variants {
-    fn for_queue(&mut self, spec: &QueueSpec) -> &[Ready] {
+    fn for_queue(&mut self, spec: VariantNeeds) -> &[Ready] {
         let ty = self.base.map.get("type").and_then(Value::as_str).unwrap_or("");
         match ty {
             "presence" if spec.slim_presence => {
@@ -205,8 +224,8 @@ impl CoreState {
                 {
                     continue;
                 }
-                let spec = d.spec.clone();
-                for r in variants.for_queue(&spec) {
+                let needs = VariantNeeds::of(&d.spec);
+                for r in variants.for_queue(needs) {
                     self.push_ready(&qid, r);
                 }
             }

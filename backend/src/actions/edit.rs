@@ -39,7 +39,7 @@ pub(crate) struct Target {
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    crate::unix_time().as_secs() as i64
 }
 
 /// Loads a message the user may access, else Zulip's `Invalid message(s)`.
@@ -103,19 +103,6 @@ async fn row_holders(db: &impl GenericClient, message_id: i64) -> Result<Vec<(i6
         .collect())
 }
 
-async fn active_subscribers(db: &impl GenericClient, recipient_id: i64) -> Result<Vec<i64>, ApiError> {
-    Ok(db
-        .query(
-            "SELECT s.user_profile_id FROM subscription s JOIN userprofile u ON u.id = s.user_profile_id
-             WHERE s.recipient_id = $1 AND s.active AND u.is_active AND NOT u.long_term_idle ORDER BY 1",
-            &[&(recipient_id as i32)],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get::<_, i32>(0) as i64)
-        .collect())
-}
-
 /// `DELETE /messages/{id}`.
 pub async fn delete_message(app: &App, user: &User, id: i64) -> Result<(), ApiError> {
     let mut client = app.pool.get().await?;
@@ -132,7 +119,7 @@ pub async fn delete_message(app: &App, user: &User, id: i64) -> Result<(), ApiEr
     let holders: Vec<i64> = row_holders(&tx, id).await?.into_iter().map(|(u, _)| u).collect();
     let mut users: Vec<i64> = match &m.stream {
         Some(s) => {
-            let subs = active_subscribers(&tx, m.recipient_id).await?;
+            let subs = streams::active_nonidle_subscriber_ids(&tx, m.recipient_id).await?;
             if s.history_public_to_subscribers {
                 subs
             } else {
@@ -353,7 +340,7 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
     let after: HashMap<i64, i64> = row_holders(&tx, id).await?.into_iter().collect();
     let mut recipients: Vec<(i64, i64)> = after.iter().map(|(u, f)| (*u, *f)).collect();
     if let Some(s) = m.stream.as_ref().filter(|s| s.history_public_to_subscribers) {
-        for u in active_subscribers(&tx, s.recipient_id).await? {
+        for u in streams::active_nonidle_subscriber_ids(&tx, s.recipient_id).await? {
             if !after.contains_key(&u) {
                 recipients.push((u, flags::READ | flags::HISTORICAL));
             }

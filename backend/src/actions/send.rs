@@ -339,8 +339,7 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
 
     // Who gets a row, with what the notification sets need about them (one
     // query: for a big stream this is the expensive read).
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = crate::unix_time().as_secs() as i64;
     let (recipient_id, people, is_private) = match &target {
         Target::Stream(s) => {
             (s.recipient_id, recipient_facts(&tx, RecipientsOf::Stream(s.recipient_id), now).await?, false)

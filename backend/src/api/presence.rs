@@ -10,7 +10,7 @@ use squall_shard_router::envelope::{Envelope, Notice};
 use std::sync::Arc;
 
 fn now_secs() -> (i64, f64) {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = crate::unix_time();
     (d.as_secs() as i64, d.as_secs_f64())
 }
 

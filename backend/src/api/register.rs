@@ -242,7 +242,7 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
         state.insert("never_subscribed".into(), never.into());
     }
     if want("presence") {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = crate::unix_time();
         let (presences, last) = crate::presence::realm_presences(
             &client,
             user.realm_id,

@@ -55,6 +55,8 @@ struct Change {
     stream: Stream,
     /// Users newly subscribed.
     new: Vec<i64>,
+    /// Their subscription colours, in the same order.
+    colors: Vec<String>,
     /// Subscribers before the change.
     before: Vec<i64>,
     /// Who gets the peer event.
@@ -117,14 +119,16 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
         };
         let before = streams::active_subscriber_ids(&tx, stream.recipient_id).await?;
         let ids: Vec<i64> = targets.iter().map(|u| u.id).collect();
-        let new = streams::add_subscriptions(&tx, &stream, &ids).await?;
+        let added = streams::add_subscriptions(&tx, &stream, &ids).await?;
+        let new: Vec<i64> = added.iter().map(|(u, _)| *u).collect();
         for u in &targets {
             let key = u.id.to_string();
             let bucket = if new.contains(&u.id) { &mut subscribed } else { &mut already };
             bucket.entry(key).or_default().push(stream.name.clone());
         }
         let audience = streams::peer_audience(&tx, &stream, &before, &new).await?;
-        changes.push(Change { stream, new, before, audience });
+        let colors = added.into_iter().map(|(_, c)| c).collect();
+        changes.push(Change { stream, new, colors, before, audience });
     }
     if fatal && !unauthorized.is_empty() {
         return Err(ApiError::bad_request(format!("Unable to access channel ({}).", unauthorized[0])));
@@ -149,24 +153,16 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
         };
         envelopes.push(generic(json!({"type": "stream", "op": "create", "streams": [s.api_dict()]}), users));
     }
-    for Change { stream, new, before, audience } in &changes {
+    for Change { stream, new, colors, before, audience } in &changes {
         if new.is_empty() {
             continue;
         }
         let mut all: Vec<i64> = before.iter().chain(new.iter()).copied().collect();
         all.sort_unstable();
         all.dedup();
-        let props = streams::SubscriptionProps { is_muted: false, pin_to_top: false, color: String::new() };
-        for &u in new {
-            let client = app.pool.get().await?;
-            let color: String = client
-                .query_one(
-                    "SELECT color FROM subscription WHERE user_profile_id = $1 AND recipient_id = $2",
-                    &[&(u as i32), &(stream.recipient_id as i32)],
-                )
-                .await?
-                .get(0);
-            let dict = stream.subscription_dict(&streams::SubscriptionProps { color, ..props.clone() }, Some(&all));
+        for (&u, color) in new.iter().zip(colors) {
+            let props = streams::SubscriptionProps { is_muted: false, pin_to_top: false, color: color.clone() };
+            let dict = stream.subscription_dict(&props, Some(&all));
             envelopes.push(generic(json!({"type": "subscription", "op": "add", "subscriptions": [dict]}), vec![u]));
         }
         if !audience.is_empty() {

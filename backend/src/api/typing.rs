@@ -47,16 +47,7 @@ pub async fn set_typing_status(app: &App, user: &User, p: &mut Params) -> ApiRes
             Some(s) if (s.is_public() && !user.is_guest()) || streams::is_subscribed(&client, user.id, &s).await? => s,
             _ => return Err(ApiError::bad_request("Invalid channel ID")),
         };
-        let subscribers: Vec<i64> = client
-            .query(
-                "SELECT s.user_profile_id FROM subscription s JOIN userprofile u ON u.id = s.user_profile_id
-                 WHERE s.recipient_id = $1 AND s.active AND u.is_active AND NOT u.long_term_idle ORDER BY 1",
-                &[&(stream.recipient_id as i32)],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get::<_, i32>(0) as i64)
-            .collect();
+        let subscribers = streams::active_nonidle_subscriber_ids(&client, stream.recipient_id).await?;
         if subscribers.len() > MAX_STREAM_SIZE_FOR_TYPING_NOTIFICATIONS {
             return Ok(Map::new());
         }
