@@ -7,7 +7,7 @@
 
 use crate::error::ApiError;
 use crate::request::ApiRequest;
-use crate::users::{User, USER_COLUMNS};
+use crate::users::{User, USER_COLUMNS, USER_COLUMN_COUNT};
 use base64::Engine;
 use deadpool_postgres::Pool;
 
@@ -40,6 +40,10 @@ fn valid_api_key_shape(key: &str) -> bool {
     key.len() == 32 && key.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
+/// How fresh `userprofile.last_activity` is kept: an authenticated request
+/// rewrites it only when it is older than this.
+pub const ACTIVITY_RESOLUTION_SECS: u32 = 900;
+
 /// Authenticates `req` by HTTP Basic `email:api_key`. `json_path` selects
 /// the session-style challenge used on `/json/...` paths.
 pub async fn authenticate(
@@ -64,8 +68,12 @@ pub async fn authenticate(
         return Err(ApiError::unauthorized("Malformed API key", json_path));
     }
     let client = pool.get().await?;
-    let sql =
-        format!("SELECT {USER_COLUMNS} FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.api_key = $1");
+    // The last column says whether the user's activity stamp (which soft
+    // deactivation reads) is stale enough to be worth a write.
+    let sql = format!(
+        "SELECT {USER_COLUMNS}, coalesce(u.last_activity < now() - make_interval(secs => {ACTIVITY_RESOLUTION_SECS}), true)
+         FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.api_key = $1"
+    );
     let row = client.query_opt(&sql, &[&key]).await?;
     let Some(row) = row else {
         return Err(ApiError::unauthorized("Invalid API key", json_path));
@@ -83,6 +91,10 @@ pub async fn authenticate(
     let sub = subdomain_for_host(req.header("host"), external_host);
     if sub != user.realm_string_id {
         return Err(ApiError::unauthorized("Account is not associated with this subdomain", json_path));
+    }
+    let activity_stale: bool = row.get(USER_COLUMN_COUNT);
+    if activity_stale {
+        client.execute("UPDATE userprofile SET last_activity = now() WHERE id = $1", &[&(user.id as i32)]).await?;
     }
     Ok(user)
 }

@@ -12,6 +12,14 @@ pub struct BackendConfig {
     pub pool_size: usize,
     /// tokio worker threads for the backend runtime.
     pub worker_threads: usize,
+    /// Users without activity for this many days are soft-deactivated by
+    /// the periodic job (Zulip: 28).
+    pub soft_deactivate_inactive_days: u32,
+    /// Seconds between runs of the soft-deactivation job; 0 disables it.
+    pub soft_deactivate_interval_secs: u64,
+    /// Whether the job also backfills idle users' missed rows (Zulip's
+    /// AUTO_CATCH_UP_SOFT_DEACTIVATED_USERS), keeping them idle.
+    pub soft_deactivate_catch_up: bool,
 }
 
 impl Default for BackendConfig {
@@ -21,6 +29,9 @@ impl Default for BackendConfig {
             database_url: "postgres://postgres@127.0.0.1:15433/squall".into(),
             pool_size: 16,
             worker_threads: 2,
+            soft_deactivate_inactive_days: crate::soft_deactivation::DEFAULT_INACTIVE_DAYS,
+            soft_deactivate_interval_secs: 86_400,
+            soft_deactivate_catch_up: true,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod realm;
 pub mod request;
 pub mod routes;
+pub mod soft_deactivation;
 pub mod streams;
 pub mod unread;
 pub mod users;

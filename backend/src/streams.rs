@@ -256,12 +256,20 @@ pub async fn add_subscriptions(
              SELECT u, $2, $3 FROM unnest($1::int[]) AS u
              ON CONFLICT (user_profile_id, recipient_id) DO UPDATE SET active = true
              WHERE NOT subscription.active
-             RETURNING user_profile_id, color",
+             RETURNING user_profile_id, color, xmax = 0",
             &[&ids, &(stream.recipient_id as i32), &color],
         )
         .await?;
     let mut out: Vec<(i64, String)> = rows.iter().map(|r| (r.get::<_, i32>(0) as i64, r.get(1))).collect();
     out.sort_unstable();
+    // The subscription log add_missing_messages reads (xmax = 0: inserted,
+    // not reactivated).
+    let (created, reactivated): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.get::<_, bool>(2));
+    let ids_of = |rows: Vec<&Row>| rows.iter().map(|r| r.get::<_, i32>(0) as i64).collect::<Vec<i64>>();
+    use crate::soft_deactivation::{audit, log_subscription_changes};
+    log_subscription_changes(db, stream.realm_id, stream.id, &ids_of(created), audit::SUBSCRIPTION_CREATED).await?;
+    log_subscription_changes(db, stream.realm_id, stream.id, &ids_of(reactivated), audit::SUBSCRIPTION_ACTIVATED)
+        .await?;
     Ok(out)
 }
 

@@ -30,6 +30,9 @@ pub const USER_COLUMNS: &str = "u.id, u.realm_id, r.string_id, r.deactivated, r.
     u.timezone, u.avatar_version, \
     to_char(u.date_joined AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')";
 
+/// How many columns [`USER_COLUMNS`] selects.
+pub const USER_COLUMN_COUNT: usize = 16;
+
 /// A user with the realm facts requests need.
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {

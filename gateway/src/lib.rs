@@ -83,6 +83,9 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
     }));
 
     let publisher = amqp::Publisher::spawn(rt.handle(), &cfg.amqp_url);
+    if cfg.backend.soft_deactivate_interval_secs > 0 {
+        rt.spawn(soft_deactivation_job(app.pool().clone(), cfg.backend.clone()));
+    }
     let shared_secret: Arc<str> = Arc::from(internal::shared_secret(&cfg)?);
     let mut threads = Vec::new();
     for c in 0..cores {
@@ -164,4 +167,31 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// Runs the soft-deactivation job every `soft_deactivate_interval_secs`
+/// (first run one interval after start).
+async fn soft_deactivation_job(pool: squall_backend::db::Pool, cfg: squall_backend::config::BackendConfig) {
+    let every = std::time::Duration::from_secs(cfg.soft_deactivate_interval_secs);
+    loop {
+        tokio::time::sleep(every).await;
+        let run = async {
+            let mut db = pool.get().await.map_err(squall_backend::error::ApiError::from)?;
+            squall_backend::soft_deactivation::run_job(
+                &mut db,
+                None,
+                cfg.soft_deactivate_inactive_days,
+                cfg.soft_deactivate_catch_up,
+            )
+            .await
+        };
+        match run.await {
+            Ok(r) => tracing::info!(
+                deactivated = r.deactivated.len(),
+                caught_up_rows = r.caught_up_rows,
+                "soft deactivation"
+            ),
+            Err(e) => tracing::warn!(error = %e.msg, "soft deactivation job failed"),
+        }
+    }
 }

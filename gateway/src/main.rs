@@ -59,6 +59,22 @@ enum Admin {
         #[arg(long)]
         owner_name: Option<String>,
     },
+    /// Soft-deactivate users inactive for N days (what the periodic job
+    /// does), then backfill idle users' missed messages unless
+    /// --no-catch-up. Prints {"deactivated":[ids],"caught_up_rows":n}.
+    ///
+    /// Example: squall admin soft-deactivate --inactive-days 28
+    SoftDeactivate {
+        /// Days without activity after which a user is soft-deactivated.
+        #[arg(long, default_value_t = squall_backend::soft_deactivation::DEFAULT_INACTIVE_DAYS)]
+        inactive_days: u32,
+        /// Only users of this realm (subdomain; "" is the root realm).
+        #[arg(long)]
+        realm: Option<String>,
+        /// Do not backfill idle users afterwards.
+        #[arg(long)]
+        no_catch_up: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -113,6 +129,32 @@ fn main() -> anyhow::Result<()> {
             let site =
                 if subdomain.is_empty() { format!("http://{host}") } else { format!("http://{subdomain}.{host}") };
             println!("{}", serde_json::json!({"site": site, "email": owner_email, "api_key": created.api_key}));
+            Ok(())
+        }
+        Command::Admin { task: Admin::SoftDeactivate { inactive_days, realm, no_catch_up } } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let pool = squall_backend::db::connect(&cfg.backend.database_url, 1)?;
+            rt.block_on(squall_backend::db::migrate(&pool))?;
+            let report = rt
+                .block_on(async {
+                    let mut db = pool.get().await?;
+                    let realm_id = match &realm {
+                        None => None,
+                        Some(sub) => {
+                            let row = db.query_opt("SELECT id FROM realm WHERE string_id = $1", &[sub]).await?;
+                            Some(row.with_context(|| format!("no realm with subdomain {sub:?}"))?.get::<_, i32>(0)
+                                as i64)
+                        }
+                    };
+                    squall_backend::soft_deactivation::run_job(&mut db, realm_id, inactive_days, !no_catch_up)
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e.msg))
+                })
+                .context("soft-deactivating users")?;
+            println!(
+                "{}",
+                serde_json::json!({"deactivated": report.deactivated, "caught_up_rows": report.caught_up_rows})
+            );
             Ok(())
         }
     }

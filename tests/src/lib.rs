@@ -225,6 +225,22 @@ impl Server {
         Ok(clean)
     }
 
+    /// Runs `squall admin ARGS` against this server's database and parses
+    /// its JSON output.
+    pub fn admin(&self, args: &[&str]) -> Result<Value> {
+        let out = Command::new(squall_bin())
+            .arg("admin")
+            .args(args)
+            .env("SQUALL_DATABASE_URL", &self.database_url)
+            .env("SQUALL_LOG", "warn")
+            .output()
+            .context("running squall admin")?;
+        if !out.status.success() {
+            bail!("squall admin {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        serde_json::from_slice(&out.stdout).context("squall admin output")
+    }
+
     /// A client for the same account on this server's current URL.
     pub fn client_for(&self, c: &Client) -> Client {
         let mut n = Client::new(&self.url, &c.email, &c.api_key);

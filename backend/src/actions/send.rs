@@ -203,8 +203,10 @@ pub fn build_addressee(kind: &str, to: Option<&str>, topic: Option<&str>) -> Res
 
 /// Whose facts [`recipient_facts`] reads.
 enum RecipientsOf<'a> {
-    /// Active subscribers of a stream's recipient.
-    Stream(i64),
+    /// Active subscribers of a stream's recipient, leaving out
+    /// soft-deactivated ones unless `keep_idle` or they are in `idle_kept`
+    /// (users the message may flag).
+    Stream { recipient_id: i64, keep_idle: bool, idle_kept: &'a [i32] },
     /// These users (direct-message participants).
     Users(&'a [i32]),
 }
@@ -215,6 +217,8 @@ struct RecipientFacts {
     is_bot: bool,
     /// Not active within the offline threshold.
     presence_idle: bool,
+    /// Soft-deactivated.
+    long_term_idle: bool,
 }
 
 /// Recipients with their bot and presence facts, in id order.
@@ -224,15 +228,18 @@ async fn recipient_facts(
     now: i64,
 ) -> Result<Vec<RecipientFacts>, ApiError> {
     let since = (now - crate::presence::OFFLINE_THRESHOLD_SECS) as f64;
-    let select = "SELECT u.id, u.is_bot, coalesce(p.last_active_time >= to_timestamp($2), false)";
+    let select = "SELECT u.id, u.is_bot, coalesce(p.last_active_time >= to_timestamp($2), false), u.long_term_idle";
     let rows = match of {
-        RecipientsOf::Stream(rid) => {
+        RecipientsOf::Stream { recipient_id, keep_idle, idle_kept } => {
+            // Filtering idle users here, not after, is what makes a stream
+            // of mostly idle subscribers cheap to send to.
             let sql = format!(
                 "{select} FROM subscription s JOIN userprofile u ON u.id = s.user_profile_id
                  LEFT JOIN userpresence p ON p.user_profile_id = u.id
-                 WHERE s.recipient_id = $1 AND s.active AND u.is_active ORDER BY 1"
+                 WHERE s.recipient_id = $1 AND s.active AND u.is_active
+                   AND (NOT u.long_term_idle OR $3 OR u.id = ANY($4)) ORDER BY 1"
             );
-            db.query(&sql, &[&(rid as i32), &since]).await?
+            db.query(&sql, &[&(recipient_id as i32), &since, &keep_idle, &idle_kept]).await?
         }
         RecipientsOf::Users(ids) => {
             let sql = format!(
@@ -248,6 +255,7 @@ async fn recipient_facts(
             id: r.get::<_, i32>(0) as i64,
             is_bot: r.get(1),
             presence_idle: !r.get::<_, bool>(2),
+            long_term_idle: r.get(3),
         })
         .collect())
 }
@@ -340,9 +348,32 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
     // Who gets a row, with what the notification sets need about them (one
     // query: for a big stream this is the expensive read).
     let now = crate::unix_time().as_secs() as i64;
+    let topic_participants: BTreeSet<i64> = match &target {
+        Target::Stream(s) if rendered.topic_wildcard => {
+            let mut set: BTreeSet<i64> = tx
+                .query(
+                    "SELECT DISTINCT sender_id FROM message WHERE recipient_id = $1 AND lower(subject) = lower($2)",
+                    &[&(s.recipient_id as i32), &topic],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get::<_, i32>(0) as i64)
+                .collect();
+            set.insert(sender.id);
+            set
+        }
+        _ => BTreeSet::new(),
+    };
     let (recipient_id, people, is_private) = match &target {
         Target::Stream(s) => {
-            (s.recipient_id, recipient_facts(&tx, RecipientsOf::Stream(s.recipient_id), now).await?, false)
+            let idle_kept: Vec<i32> =
+                rendered.mentioned_user_ids.iter().chain(&topic_participants).map(|&u| u as i32).collect();
+            let of = RecipientsOf::Stream {
+                recipient_id: s.recipient_id,
+                keep_idle: rendered.stream_wildcard,
+                idle_kept: &idle_kept,
+            };
+            (s.recipient_id, recipient_facts(&tx, of, now).await?, false)
         }
         Target::Direct { participants, recipient_id } => {
             let ids: Vec<i32> = participants.iter().map(|u| u.id as i32).collect();
@@ -352,21 +383,6 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
     let mut recipients: Vec<i64> = people.iter().map(|p| p.id).collect();
     let bots: Vec<i64> = people.iter().filter(|p| p.is_bot).map(|p| p.id).collect();
     let presence_idle: Vec<i64> = people.iter().filter(|p| p.presence_idle).map(|p| p.id).collect();
-    let topic_participants: BTreeSet<i64> = if rendered.topic_wildcard && !is_private {
-        let mut set: BTreeSet<i64> = tx
-            .query(
-                "SELECT DISTINCT sender_id FROM message WHERE recipient_id = $1 AND lower(subject) = lower($2)",
-                &[&(recipient_id as i32), &topic],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get::<_, i32>(0) as i64)
-            .collect();
-        set.insert(sender.id);
-        set
-    } else {
-        BTreeSet::new()
-    };
     // The sender first when a recipient, as Zulip orders the event's users.
     recipients.sort_by_key(|&u| (u != sender.id, u));
     let read_by_sender =
@@ -378,7 +394,7 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
     if is_private {
         base |= flags::IS_PRIVATE;
     }
-    let user_flags: Vec<i64> = recipients
+    let mut user_flags: Vec<i64> = recipients
         .iter()
         .map(|&u| {
             let mut f = base;
@@ -394,6 +410,29 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
             f
         })
         .collect();
+    // Soft-deactivated users get a stream message's row only when it flags
+    // them; DMs always get one. Those about to be notified of a DM or a
+    // personal mention come back (after the commit).
+    let long_term_idle: BTreeSet<i64> = people.iter().filter(|p| p.long_term_idle).map(|p| p.id).collect();
+    let mut reactivate: Vec<i64> = Vec::new();
+    if !long_term_idle.is_empty() {
+        let mut kept = Vec::with_capacity(recipients.len());
+        let mut kept_flags = Vec::with_capacity(recipients.len());
+        for (&u, &f) in recipients.iter().zip(&user_flags) {
+            if long_term_idle.contains(&u) {
+                if !is_private && f == 0 {
+                    continue;
+                }
+                if u != sender.id && (is_private || f & (flags::MENTIONED | flags::TOPIC_WILDCARD_MENTIONED) != 0) {
+                    reactivate.push(u);
+                }
+            }
+            kept.push(u);
+            kept_flags.push(f);
+        }
+        recipients = kept;
+        user_flags = kept_flags;
+    }
 
     // One Message row, UserMessage rows in one bulk statement.
     let is_me = markdown::is_me_message(&content);
@@ -498,6 +537,20 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
             notify,
         })),
     };
+    if !reactivate.is_empty() {
+        let app = app.clone();
+        tokio::spawn(async move {
+            for user_id in reactivate {
+                let result = match app.pool.get().await {
+                    Ok(mut db) => crate::soft_deactivation::reactivate_user(&mut db, user_id).await.map(|_| ()),
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(user_id, error = ?e, "soft reactivation failed");
+                }
+            }
+        });
+    }
     // The message is committed; a delivery failure must not turn the send
     // into an error (clients would resend a stored message).
     if let Err(e) = app.bus.publish(envelope).await {

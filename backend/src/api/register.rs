@@ -141,6 +141,12 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     let wanted = fetch_event_types.or_else(|| spec.event_types.clone());
     let want = |t: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == t));
 
+    // A returning soft-deactivated user gets the rows they missed before
+    // any state is computed from them.
+    if user.long_term_idle {
+        crate::soft_deactivation::reactivate_user(&mut app.pool.get().await?, user.id).await?;
+    }
+
     let queue_id = app.bus.allocate_queue(spec.clone()).await.map_err(|e| {
         tracing::warn!(error = %e, "queue allocation failed");
         ApiError::bad_request("Could not allocate event queue")

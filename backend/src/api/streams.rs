@@ -2,6 +2,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::request::Params;
+use crate::soft_deactivation;
 use crate::streams::{self, check_stream_name, Stream, MAX_STREAM_DESCRIPTION_LENGTH};
 use crate::users::{self, User};
 use crate::App;
@@ -265,6 +266,14 @@ pub async fn unsubscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
             .iter()
             .map(|r| r.get::<_, i32>(0) as i64)
             .collect();
+        soft_deactivation::log_subscription_changes(
+            &tx,
+            stream.realm_id,
+            stream.id,
+            &gone,
+            soft_deactivation::audit::SUBSCRIPTION_DEACTIVATED,
+        )
+        .await?;
         if gone.is_empty() {
             not_removed.push(stream.name.clone());
         } else {

@@ -5,7 +5,8 @@
 //! starts do not race. `squall_migrations` records what has been applied.
 
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+pub use deadpool_postgres::Pool;
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use std::str::FromStr;
 
 /// Migrations in apply order: (version, name, SQL).
@@ -13,6 +14,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/0001_initial.sql")),
     (2, "presence", include_str!("../../migrations/0002_presence.sql")),
     (3, "message_edits", include_str!("../../migrations/0003_message_edits.sql")),
+    (4, "soft_deactivation", include_str!("../../migrations/0004_soft_deactivation.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.
