@@ -55,10 +55,7 @@ fn audit_count(server: &Server, user: &Client, event_type: i16) -> i64 {
 
 fn send_dm(from: &Client, to: &Client, content: &str) -> i64 {
     let (status, body) = from
-        .post(
-            "/api/v1/messages",
-            &[("type", "direct"), ("to", &json!([to.user_id]).to_string()), ("content", content)],
-        )
+        .post("/api/v1/messages", &[("type", "direct"), ("to", &json!([to.user_id]).to_string()), ("content", content)])
         .unwrap();
     assert_eq!(status, 200, "{body}");
     body["id"].as_i64().unwrap()
@@ -75,7 +72,7 @@ fn only_users_inactive_past_the_threshold_are_deactivated() {
     let report = soft_deactivate(&server, &["--no-catch-up"]);
     assert_eq!(report["deactivated"], json!([alice.user_id]), "{report}");
     assert_eq!(idle(&server, &alice), (true, Some(last)), "last_active_message_id = newest row");
-    assert_eq!(idle(&server, &bob).0, false);
+    assert!(!idle(&server, &bob).0);
     assert_eq!(audit_count(&server, &alice, 121), 1);
     // Running again finds nobody new.
     assert_eq!(soft_deactivate(&server, &["--no-catch-up"])["deactivated"], json!([]));
@@ -102,7 +99,7 @@ fn idle_users_get_rows_only_for_messages_that_concern_them() {
     assert_eq!(row(&server, &alice, other), None, "someone else's mention");
     let topic = owner.send_stream("general", "never-posted", "@**topic** here").unwrap();
     assert_eq!(row(&server, &alice, topic), None, "topic wildcard where alice never posted");
-    assert_eq!(idle(&server, &alice).0, true, "none of these brings alice back");
+    assert!(idle(&server, &alice).0, "none of these brings alice back");
 
     // A personal mention gets a row and, like a DM, brings the user back:
     // the rows skipped meanwhile are then backfilled.
@@ -145,8 +142,7 @@ fn register_backfills_exactly_what_subscriptions_allowed() {
     owner.subscribe(&["s2", "gone"]).unwrap();
     alice.subscribe(&["s2", "gone"]).unwrap();
     // Left "gone" before going idle: ignored entirely.
-    let (status, body) =
-        alice.delete("/api/v1/users/me/subscriptions", &[("subscriptions", r#"["gone"]"#)]).unwrap();
+    let (status, body) = alice.delete("/api/v1/users/me/subscriptions", &[("subscriptions", r#"["gone"]"#)]).unwrap();
     assert_eq!(status, 200, "{body}");
     age(&server, &alice);
     soft_deactivate(&server, &["--no-catch-up"]);
@@ -156,8 +152,7 @@ fn register_backfills_exactly_what_subscriptions_allowed() {
     let gone = owner.send_stream("gone", "t", "not for alice").unwrap();
     // Alice leaves s2 and comes back (quickly, then after a message) while idle.
     for _ in 0..2 {
-        let (status, body) =
-            alice.delete("/api/v1/users/me/subscriptions", &[("subscriptions", r#"["s2"]"#)]).unwrap();
+        let (status, body) = alice.delete("/api/v1/users/me/subscriptions", &[("subscriptions", r#"["s2"]"#)]).unwrap();
         assert_eq!(status, 200, "{body}");
         alice.subscribe(&["s2"]).unwrap();
     }
@@ -166,7 +161,7 @@ fn register_backfills_exactly_what_subscriptions_allowed() {
     let m3 = owner.send_stream("s2", "t", "m3 while alice was away").unwrap();
     alice.subscribe(&["s2"]).unwrap();
     let m4 = owner.send_stream("s2", "t", "m4").unwrap();
-    assert_eq!(idle(&server, &alice).0, true, "subscription changes do not reactivate");
+    assert!(idle(&server, &alice).0, "subscription changes do not reactivate");
     for id in [m1, m2, m3, m4] {
         assert_eq!(row(&server, &alice, id), None);
     }
@@ -181,9 +176,8 @@ fn register_backfills_exactly_what_subscriptions_allowed() {
     assert_eq!(audit_count(&server, &alice, 120), 1);
 
     // Her history reads as if she had never been away.
-    let (status, body) = alice
-        .get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "100"), ("num_after", "0")])
-        .unwrap();
+    let (status, body) =
+        alice.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "100"), ("num_after", "0")]).unwrap();
     assert_eq!(status, 200, "{body}");
     let ids: Vec<i64> = body["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect();
     for id in [m1, m2, m4] {
