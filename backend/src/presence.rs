@@ -46,6 +46,33 @@ pub fn legacy(p: Presence, now: i64) -> Value {
            "aggregated": {"client": "website", "status": status, "timestamp": ts}})
 }
 
+/// `GET /users/{id}/presence`'s object: the legacy status and timestamp
+/// under `website` and `aggregated`, `offline` once older than the offline
+/// threshold.
+pub fn single_user(p: Presence, now: i64) -> Value {
+    let (mut status, ts) = match p.last_active {
+        Some(a) if now - a <= 120 => ("active", a),
+        _ => ("idle", p.last_connected),
+    };
+    if now - ts > OFFLINE_THRESHOLD_SECS {
+        status = "offline";
+    }
+    let one = json!({"status": status, "timestamp": ts});
+    json!({"website": one, "aggregated": one})
+}
+
+/// One user's stored presence.
+pub async fn user_presence(db: &impl GenericClient, user_id: i64) -> Result<Option<Presence>, ApiError> {
+    Ok(db
+        .query_opt(
+            "SELECT extract(epoch from last_connected_time)::bigint, extract(epoch from last_active_time)::bigint
+             FROM userpresence WHERE user_profile_id = $1",
+            &[&(user_id as i32)],
+        )
+        .await?
+        .map(|r| Presence { last_connected: r.get(0), last_active: r.get(1) }))
+}
+
 /// The `presence` object of a presence event, right after an update.
 pub fn event_dict(p: Presence) -> Value {
     let (status, ts) = match p.last_active {
@@ -221,5 +248,15 @@ mod tests {
         assert_eq!(legacy(p, 1200)["website"]["timestamp"], 1000);
         assert_eq!(event_dict(p)["website"]["status"], "active");
         assert_eq!(event_dict(Presence { last_connected: 1000, last_active: Some(900) })["website"]["status"], "idle");
+    }
+
+    #[test]
+    fn single_user_status_ages_to_offline() {
+        let p = Presence { last_connected: 1000, last_active: Some(990) };
+        assert_eq!(single_user(p, 1000)["aggregated"], json!({"status": "active", "timestamp": 990}));
+        assert_eq!(single_user(p, 1150)["website"], json!({"status": "idle", "timestamp": 1000}));
+        assert_eq!(single_user(p, 1000 + OFFLINE_THRESHOLD_SECS + 1)["aggregated"]["status"], "offline");
+        let never_active = Presence { last_connected: 1000, last_active: None };
+        assert_eq!(single_user(never_active, 1010)["aggregated"]["status"], "idle");
     }
 }

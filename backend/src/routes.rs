@@ -43,6 +43,8 @@ pub(crate) enum Endpoint {
     MessageDelete,
     MessageGetOne,
     SubscriptionsRemove,
+    UserPresence,
+    FlagsNarrow,
 }
 
 /// (path under the API prefix, method, access, endpoint)
@@ -69,21 +71,34 @@ const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
     ("messages/{id}", "PATCH", Access::User, Endpoint::MessageEdit),
     ("messages/{id}", "DELETE", Access::User, Endpoint::MessageDelete),
     ("messages/{id}", "GET", Access::User, Endpoint::MessageGetOne),
+    ("users/{key}/presence", "GET", Access::User, Endpoint::UserPresence),
+    ("messages/flags/narrow", "POST", Access::User, Endpoint::FlagsNarrow),
 ];
 
-/// Matches `path` against a route pattern whose `{...}` segments are
-/// non-negative integers; returns the captured integers.
-fn match_route(pattern: &str, path: &str) -> Option<Vec<i64>> {
+/// Captured path parameters: `{id}` segments as integers, `{key}` segments
+/// (ids or emails) as text (the edge has percent-decoded the path).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct PathParams {
+    pub ids: Vec<i64>,
+    pub keys: Vec<String>,
+}
+
+/// Matches `path` against a route pattern: `{id}` segments must be
+/// non-negative integers, `{key}` segments any non-empty text.
+fn match_route(pattern: &str, path: &str) -> Option<PathParams> {
     let (mut pat, mut got) = (pattern.split('/'), path.split('/'));
-    let mut ids = Vec::new();
+    let mut params = PathParams::default();
     loop {
         match (pat.next(), got.next()) {
-            (None, None) => return Some(ids),
+            (None, None) => return Some(params),
+            (Some("{key}"), Some(g)) if !g.is_empty() => {
+                params.keys.push(g.to_owned());
+            }
             (Some(p), Some(g)) if p.starts_with('{') => {
                 if g.is_empty() || !g.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
-                ids.push(g.parse().ok()?);
+                params.ids.push(g.parse().ok()?);
             }
             (Some(p), Some(g)) if p == g => {}
             _ => return None,
@@ -110,7 +125,6 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
         method = params.str("method").unwrap_or_default().to_ascii_uppercase();
     }
     let candidates: Vec<_> = ROUTES.iter().filter(|r| match_route(r.0, sub).is_some()).collect();
-    let path_ids = candidates.first().and_then(|r| match_route(r.0, sub)).unwrap_or_default();
     if candidates.is_empty() {
         return not_found();
     }
@@ -127,6 +141,7 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
         let body = serde_json::json!({"result": "error", "msg": "Method Not Allowed", "allowed_methods": allowed});
         return ApiResponse { status: 405, headers: vec![], body: body.to_string().into_bytes() };
     };
+    let path_params = candidates.iter().find(|r| r.1 == method).and_then(|r| match_route(r.0, sub)).unwrap_or_default();
     let result = match access {
         Access::Public => match req.peer.map(|ip| app.limiter.check(crate::ratelimit::Key::Ip(ip))) {
             Some(Err(e)) => Err(e),
@@ -135,7 +150,7 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
         Access::User => {
             match crate::auth::authenticate(&app.pool, &req, &app.settings.external_host, json_path).await {
                 Ok(user) => match app.limiter.check(crate::ratelimit::Key::User(user.id)) {
-                    Ok(()) => api::call(app, endpoint, &user, &req, &path_ids, &mut params).await,
+                    Ok(()) => api::call(app, endpoint, &user, &req, &path_params, &mut params).await,
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
@@ -167,17 +182,25 @@ fn success(mut fields: Map<String, Value>, unused: Vec<String>) -> ApiResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::match_route;
+    use super::{match_route, PathParams};
+
+    fn ids(v: Vec<i64>) -> Option<PathParams> {
+        Some(PathParams { ids: v, keys: vec![] })
+    }
 
     #[test]
     fn path_parameters() {
-        assert_eq!(match_route("messages/{id}", "messages/42"), Some(vec![42]));
+        assert_eq!(match_route("messages/{id}", "messages/42"), ids(vec![42]));
         assert_eq!(match_route("messages/{id}", "messages/abc"), None);
         assert_eq!(match_route("messages/{id}", "messages/"), None);
         assert_eq!(match_route("messages/{id}", "messages/1/2"), None);
         assert_eq!(match_route("messages/{id}", "messages/99999999999999999999999"), None);
-        assert_eq!(match_route("messages", "messages"), Some(vec![]));
+        assert_eq!(match_route("messages", "messages"), ids(vec![]));
         assert_eq!(match_route("messages", "messages/flags"), None);
+        let key = |k: &str| Some(PathParams { ids: vec![], keys: vec![k.to_owned()] });
+        assert_eq!(match_route("users/{key}/presence", "users/a@b.example/presence"), key("a@b.example"));
+        assert_eq!(match_route("users/{key}/presence", "users/7/presence"), key("7"));
+        assert_eq!(match_route("users/{key}/presence", "users//presence"), None);
     }
 }
 

@@ -23,10 +23,11 @@ struct Args {
     small_streams: i64,
     senders: usize,
     seconds: u64,
+    idle: i64,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { subscribers: 10_000, messages: 200, small_streams: 100, senders: 8, seconds: 10 };
+    let mut a = Args { subscribers: 10_000, messages: 200, small_streams: 100, senders: 8, seconds: 10, idle: 9_000 };
     let argv: Vec<String> = std::env::args().skip(1).filter(|x| x != "--bench").collect();
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -37,8 +38,10 @@ fn parse_args() -> Result<Args> {
             "--small-streams" => a.small_streams = val()?,
             "--senders" => a.senders = val()? as usize,
             "--seconds" => a.seconds = val()? as u64,
+            "--idle" => a.idle = val()?,
             "-h" | "--help" => {
-                println!("send_path [--subscribers N] [--messages M] [--small-streams K] [--senders S] [--seconds T]");
+                println!("send_path [--subscribers N] [--messages M] [--small-streams K] [--senders S] [--seconds T] [--idle I]\n\
+                     --idle I: after the all-active pass, soft-deactivate I of the N subscribers and measure again");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
@@ -147,6 +150,36 @@ fn main() -> Result<()> {
         percentile(&lat, 99.0),
         lat.last().copied().unwrap_or(0.0)
     );
+
+    // The same stream with most subscribers soft-deactivated.
+    if args.idle > 0 {
+        sql(
+            &db,
+            &format!(
+                "UPDATE userprofile SET long_term_idle = true, last_active_message_id = (SELECT max(id) FROM message)
+                 WHERE id > 1 + {active};
+                 ANALYZE userprofile;",
+                active = n - args.idle
+            ),
+        )?;
+        let mut lat = Vec::with_capacity(args.messages);
+        for i in 0..args.messages {
+            let start = Instant::now();
+            owner.send_stream("big", "bench-idle", &format!("message {i}"))?;
+            lat.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "POST /messages to a stream of {} subscribers, {} soft-deactivated ({} sends): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            n + 1,
+            args.idle,
+            lat.len(),
+            percentile(&lat, 50.0),
+            percentile(&lat, 90.0),
+            percentile(&lat, 99.0),
+            lat.last().copied().unwrap_or(0.0)
+        );
+    }
 
     // Sustained throughput to small streams from concurrent senders.
     let sent = Arc::new(AtomicU64::new(0));

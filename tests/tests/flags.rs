@@ -192,3 +192,62 @@ fn register_reports_unread_messages_grouped_like_zulip() {
     let (_, _, state) = alice.register(&[("fetch_event_types", r#"["message"]"#)]).unwrap();
     assert!(state.get("unread_msgs").is_none());
 }
+
+#[test]
+fn flags_by_narrow_update_a_range_and_report_it() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let ids: Vec<i64> = (0..5).map(|i| server.owner.send_stream("general", "t", &format!("m{i}")).unwrap()).collect();
+    let other = server.owner.send_stream("general", "elsewhere", "not in the narrow").unwrap();
+    let narrow = json!([{"operator": "channel", "operand": "general"}, {"operator": "topic", "operand": "t"}]);
+    let call = |anchor: &str, before: &str, after: &str, include: &str| {
+        alice
+            .post(
+                "/api/v1/messages/flags/narrow",
+                &[
+                    ("anchor", anchor),
+                    ("num_before", before),
+                    ("num_after", after),
+                    ("include_anchor", include),
+                    ("narrow", &narrow.to_string()),
+                    ("op", "add"),
+                    ("flag", "read"),
+                ],
+            )
+            .unwrap()
+    };
+    // The first two after the oldest (the "oldest" anchor is no message).
+    let (status, body) = call("oldest", "0", "2", "true");
+    assert_eq!(status, 200, "{body}");
+    assert_schema("/messages/flags/narrow", "post", 200, &body);
+    assert_eq!(
+        (&body["processed_count"], &body["updated_count"], &body["first_processed_id"], &body["last_processed_id"]),
+        (&json!(2), &json!(2), &json!(ids[0]), &json!(ids[1]))
+    );
+    assert_eq!((&body["found_oldest"], &body["found_newest"]), (&json!(true), &json!(false)));
+    // From the second to the newest: only the three unread ones change.
+    let (status, body) = call(&ids[1].to_string(), "0", "100", "true");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((&body["processed_count"], &body["updated_count"]), (&json!(4), &json!(3)));
+    assert_eq!(body["found_newest"], json!(true));
+    let general_t = r#"[["stream", "general"], ["topic", "t"]]"#;
+    for id in &ids {
+        assert_eq!(flags_of(&alice, *id, general_t), vec!["read"]);
+    }
+    assert!(flags_of(&alice, other, r#"[["stream", "general"]]"#).is_empty(), "outside the narrow: untouched");
+    // Excluding the anchor from the middle of a range is refused.
+    assert_error(
+        &call(&ids[2].to_string(), "1", "1", "false"),
+        400,
+        "BAD_REQUEST",
+        "The anchor can only be excluded at an end of the range",
+    );
+    // An empty range is a success with null ids.
+    let (status, body) = call("newest", "0", "0", "false");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((&body["processed_count"], &body["first_processed_id"]), (&json!(0), &Value::Null));
+    let r = alice
+        .post("/api/v1/messages/flags/narrow", &[("anchor", "oldest"), ("num_before", "0"), ("num_after", "1")])
+        .unwrap();
+    assert_error(&r, 400, "REQUEST_VARIABLE_MISSING", "Missing 'narrow' argument");
+}

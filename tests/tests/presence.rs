@@ -73,3 +73,28 @@ fn presence_reports_formats_and_events() {
     let keys: Vec<&String> = body["presences"].as_object().unwrap().keys().collect();
     assert_eq!(keys, vec!["alice@example.com", "bob@example.com"]);
 }
+
+#[test]
+fn one_users_presence_by_id_or_email() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let path = format!("/api/v1/users/{}/presence", bob.user_id);
+    assert_error(&alice.get(&path, &[]).unwrap(), 400, "BAD_REQUEST", &format!("No presence data for {}", bob.user_id));
+
+    let (status, body) = bob.post("/api/v1/users/me/presence", &[("status", "active")]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    for key in [bob.user_id.to_string(), "bob@example.com".to_owned()] {
+        let (status, body) = alice.get(&format!("/api/v1/users/{key}/presence"), &[]).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_schema("/users/{user_id_or_email}/presence", "get", 200, &body);
+        let aggregated = &body["presence"]["aggregated"];
+        assert_eq!(aggregated["status"], "active", "{body}");
+        assert_eq!(body["presence"]["website"], *aggregated);
+        assert!(aggregated["timestamp"].as_i64().unwrap() > 1_700_000_000);
+    }
+    for missing in ["999999", "nobody@example.com"] {
+        let r = alice.get(&format!("/api/v1/users/{missing}/presence"), &[]).unwrap();
+        assert_error(&r, 400, "BAD_REQUEST", "No such user");
+    }
+}

@@ -1,7 +1,8 @@
-//! `POST /messages/flags`, `/mark_all_as_read`, `/mark_stream_as_read`,
+//! `POST /messages/flags`, `/messages/flags/narrow`, `/mark_all_as_read`, `/mark_stream_as_read`,
 //! `/mark_topic_as_read`.
 
 use crate::actions::flags;
+use crate::api::messages;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Params;
 use crate::streams;
@@ -71,4 +72,55 @@ pub async fn mark_topic(app: &App, user: &User, p: &mut Params) -> ApiResult {
     }
     flags::mark_as_read(app, user, Some((stream.recipient_id, Some(topic)))).await?;
     Ok(Map::new())
+}
+
+/// Most messages one `POST /messages/flags/narrow` touches (Zulip's
+/// MAX_MESSAGES_PER_UPDATE).
+pub const MAX_MESSAGES_PER_UPDATE: i64 = 5000;
+
+/// `POST /messages/flags/narrow`: `anchor`, `include_anchor`,
+/// `num_before`, `num_after`, `narrow`, `op`, `flag`.
+pub async fn update_narrow(app: &App, user: &User, p: &mut Params) -> ApiResult {
+    let anchor = p.req_str("anchor")?;
+    let include_anchor = p.bool("include_anchor")?.unwrap_or(true);
+    let mut num_before = p.int("num_before")?.ok_or_else(|| ApiError::missing("num_before"))?;
+    let mut num_after = p.int("num_after")?.ok_or_else(|| ApiError::missing("num_after"))?;
+    let narrow = match p.json("narrow")? {
+        None => return Err(ApiError::missing("narrow")),
+        Some(Value::Null) => Vec::new(),
+        Some(v) => messages::parse_narrow(v)?,
+    };
+    let op = p.req_str("op")?;
+    let flag = p.req_str("flag")?;
+    for (name, n) in [("num_before", num_before), ("num_after", num_after)] {
+        if n < 0 {
+            return Err(ApiError::bad_request(format!("{name} is too small")));
+        }
+    }
+    if num_before > 0 && num_after > 0 && !include_anchor {
+        return Err(ApiError::bad_request("The anchor can only be excluded at an end of the range"));
+    }
+    if anchor == "first_unread" {
+        return Err(ApiError::bad_request("Invalid anchor"));
+    }
+    // Validate before reading anything.
+    flags::check_flag_change(&flag, &op)?;
+    // Zulip clamps the range rather than refusing it.
+    num_before = num_before.min(MAX_MESSAGES_PER_UPDATE);
+    num_after = num_after.min(MAX_MESSAGES_PER_UPDATE - num_before);
+
+    let range = {
+        let client = app.pool.get().await?;
+        messages::fetch_range(&client, user, narrow, Some(&anchor), include_anchor, num_before, num_after).await?
+    };
+    let ids: Vec<i64> = range.rows.iter().map(|(id, _)| *id).collect();
+    let updated = if ids.is_empty() { 0 } else { flags::update_message_flags(app, user, &op, &flag, &ids).await? };
+    let mut m = Map::new();
+    m.insert("processed_count".into(), ids.len().into());
+    m.insert("updated_count".into(), updated.into());
+    m.insert("first_processed_id".into(), ids.first().copied().into());
+    m.insert("last_processed_id".into(), ids.last().copied().into());
+    m.insert("found_oldest".into(), range.found_oldest.into());
+    m.insert("found_newest".into(), range.found_newest.into());
+    Ok(m)
 }

@@ -57,7 +57,7 @@ fn bad_narrow(desc: &str) -> ApiError {
 
 /// Reads `narrow`: a list of `{operator, operand, negated?}` dicts or of
 /// `[operator, operand]` pairs.
-fn parse_narrow(v: Value) -> Result<Vec<(String, Value, bool)>, ApiError> {
+pub(crate) fn parse_narrow(v: Value) -> Result<Vec<(String, Value, bool)>, ApiError> {
     let Value::Array(items) = v else { return Err(ApiError::bad_request("narrow is not a list")) };
     items
         .into_iter()
@@ -164,8 +164,50 @@ pub async fn get(app: &App, user: &User, p: &mut Params) -> ApiResult {
     if num_before + num_after > MAX_MESSAGES_PER_FETCH {
         return Err(ApiError::bad_request("Too many messages requested (maximum 5000)."));
     }
+    let anchor = if use_first_unread { Some("first_unread".to_owned()) } else { anchor_raw };
     let client = app.pool.get().await?;
-    let (terms, stream) = resolve_terms(&client, user, narrow).await?;
+    let range = fetch_range(&client, user, narrow, anchor.as_deref(), include_anchor, num_before, num_after).await?;
+    let variant = Variant { apply_markdown, client_gravatar };
+    let messages = load_messages(&client, user.realm_id, &range.rows).await?;
+    let list: Vec<String> =
+        range.rows.iter().filter_map(|(id, f)| messages.get(id).map(|m| m.client_json(variant, Some(*f)))).collect();
+    let messages_json: Value = serde_json::from_str(&format!("[{}]", list.join(",")))
+        .map_err(|e| ApiError::internal(format!("message json: {e}")))?;
+    let mut m = Map::new();
+    m.insert("anchor".into(), range.anchor.into());
+    m.insert("found_anchor".into(), range.found_anchor.into());
+    m.insert("found_oldest".into(), range.found_oldest.into());
+    m.insert("found_newest".into(), range.found_newest.into());
+    m.insert("history_limited".into(), false.into());
+    m.insert("messages".into(), messages_json);
+    Ok(m)
+}
+
+/// A range of a narrow around an anchor, as `GET /messages` and
+/// `POST /messages/flags/narrow` select it.
+pub(crate) struct Range {
+    /// (message id, the user's flags) in id order.
+    pub rows: Vec<(i64, i64)>,
+    /// The resolved anchor.
+    pub anchor: i64,
+    pub found_anchor: bool,
+    pub found_oldest: bool,
+    pub found_newest: bool,
+}
+
+/// Selects up to `num_before` messages before and `num_after` after the
+/// anchor (`oldest`, `newest`, `first_unread` or an id; None is an error)
+/// in `narrow`, as visible to `user`.
+pub(crate) async fn fetch_range(
+    client: &deadpool_postgres::Client,
+    user: &User,
+    narrow: Vec<(String, Value, bool)>,
+    anchor: Option<&str>,
+    include_anchor: bool,
+    num_before: i64,
+    num_after: i64,
+) -> Result<Range, ApiError> {
+    let (terms, stream) = resolve_terms(client, user, narrow).await?;
 
     // Public-stream narrows read the stream's whole history (rows missing for
     // this user show as read+historical); everything else reads the user's
@@ -220,16 +262,12 @@ pub async fn get(app: &App, user: &User, p: &mut Params) -> ApiResult {
         }
     }
 
-    let anchor = if use_first_unread {
-        None
-    } else {
-        match anchor_raw.as_deref() {
-            None => return Err(ApiError::bad_request("Missing 'anchor' argument.")),
-            Some("oldest") => Some(0),
-            Some("newest") => Some(LARGER_THAN_MAX_MESSAGE_ID),
-            Some("first_unread") => None,
-            Some(s) => Some(s.parse::<i64>().map_err(|_| ApiError::bad_request("Invalid anchor"))?.max(0)),
-        }
+    let anchor = match anchor {
+        None => return Err(ApiError::bad_request("Missing 'anchor' argument.")),
+        Some("oldest") => Some(0),
+        Some("newest") => Some(LARGER_THAN_MAX_MESSAGE_ID),
+        Some("first_unread") => None,
+        Some(s) => Some(s.parse::<i64>().map_err(|_| ApiError::bad_request("Invalid anchor"))?.max(0)),
     };
     let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
         args.iter().map(|a| a.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
@@ -254,26 +292,15 @@ pub async fn get(app: &App, user: &User, p: &mut Params) -> ApiResult {
     let anchor_row = after_all.first().filter(|(id, _)| *id == anchor).copied();
     let newer: Vec<(i64, i64)> = after_all.iter().filter(|(id, _)| *id != anchor).copied().collect();
     let found_anchor = include_anchor && anchor_row.is_some();
-    let found_newest =
-        if anchor_row.is_some() { (newer.len() as i64) < num_after } else { (newer.len() as i64) <= num_after };
-    let found_oldest = (before.len() as i64) < num_before;
+    // Anchored at an end ("oldest"/"newest"), that end is found by
+    // definition, as in Zulip's post_process_limited_query.
+    let found_newest = anchor >= LARGER_THAN_MAX_MESSAGE_ID
+        || if anchor_row.is_some() { (newer.len() as i64) < num_after } else { (newer.len() as i64) <= num_after };
+    let found_oldest = anchor == 0 || (before.len() as i64) < num_before;
     let after: Vec<(i64, i64)> =
         anchor_row.filter(|_| found_anchor).into_iter().chain(newer.into_iter().take(num_after as usize)).collect();
     let rows: Vec<(i64, i64)> = before.into_iter().chain(after).collect();
-    let variant = Variant { apply_markdown, client_gravatar };
-    let messages = load_messages(&client, user.realm_id, &rows).await?;
-    let list: Vec<String> =
-        rows.iter().filter_map(|(id, f)| messages.get(id).map(|m| m.client_json(variant, Some(*f)))).collect();
-    let messages_json: Value = serde_json::from_str(&format!("[{}]", list.join(",")))
-        .map_err(|e| ApiError::internal(format!("message json: {e}")))?;
-    let mut m = Map::new();
-    m.insert("anchor".into(), anchor.into());
-    m.insert("found_anchor".into(), found_anchor.into());
-    m.insert("found_oldest".into(), found_oldest.into());
-    m.insert("found_newest".into(), found_newest.into());
-    m.insert("history_limited".into(), false.into());
-    m.insert("messages".into(), messages_json);
-    Ok(m)
+    Ok(Range { rows, anchor, found_anchor, found_oldest, found_newest })
 }
 
 /// Loads messages with their senders and display recipients.

@@ -22,10 +22,11 @@ pub(crate) async fn call(
     e: Endpoint,
     user: &User,
     req: &ApiRequest,
-    path_ids: &[i64],
+    path: &crate::routes::PathParams,
     p: &mut Params,
 ) -> ApiResult {
-    let path_id = path_ids.first().copied().unwrap_or(0);
+    let path_id = path.ids.first().copied().unwrap_or(0);
+    let path_key = path.keys.first().map(String::as_str).unwrap_or_default();
     match e {
         Endpoint::UsersCreate => users::create(app, user, p).await,
         Endpoint::UsersList => users::list(app, user, p).await,
@@ -47,6 +48,8 @@ pub(crate) async fn call(
         Endpoint::MessageEdit => messages::edit(app, user, path_id, p).await,
         Endpoint::MessageDelete => messages::delete(app, user, path_id).await,
         Endpoint::MessageGetOne => messages::get_one(app, user, path_id, p).await,
+        Endpoint::UserPresence => presence::for_user(app, user, path_key).await,
+        Endpoint::FlagsNarrow => flags::update_narrow(app, user, p).await,
         Endpoint::ServerSettings | Endpoint::FetchApiKey => {
             Err(crate::error::ApiError::internal(format!("{e:?} is a public endpoint")))
         }

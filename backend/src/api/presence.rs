@@ -1,4 +1,4 @@
-//! `POST /users/me/presence`, `GET /realm/presence`.
+//! `POST /users/me/presence`, `GET /realm/presence`, `GET /users/{id}/presence`.
 
 use crate::error::{ApiError, ApiResult};
 use crate::presence::{self, USER_LIMIT_FOR_SENDING_PRESENCE_UPDATE_EVENTS};
@@ -68,5 +68,26 @@ pub async fn realm(app: &App, user: &User) -> ApiResult {
     let mut m = Map::new();
     m.insert("presences".into(), Value::Object(presences));
     m.insert("server_timestamp".into(), now_f.into());
+    Ok(m)
+}
+
+/// `GET /users/{user_id_or_email}/presence`.
+pub async fn for_user(app: &App, user: &User, key: &str) -> ApiResult {
+    let client = app.pool.get().await?;
+    let found = match key.parse::<i64>() {
+        Ok(id) => users::users_by_ids(&client, user.realm_id, &[id]).await?,
+        Err(_) => users::users_by_emails(&client, user.realm_id, &[key.to_owned()]).await?,
+    };
+    let Some(target) = found.into_iter().find(|u| u.is_active) else {
+        return Err(ApiError::bad_request("No such user"));
+    };
+    if target.is_bot {
+        return Err(ApiError::bad_request("Presence is not supported for bot users."));
+    }
+    let Some(stored) = presence::user_presence(&client, target.id).await? else {
+        return Err(ApiError::bad_request(format!("No presence data for {key}")));
+    };
+    let mut m = Map::new();
+    m.insert("presence".into(), presence::single_user(stored, now_secs().0));
     Ok(m)
 }
