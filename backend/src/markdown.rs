@@ -3,7 +3,9 @@
 //! CommonMark via pulldown-cmark, then a pass over the event stream that:
 //! turns `@**Full Name**`, `@**Name|id**`, silent `@_**Name**` and the
 //! wildcards (`@**all**`, `@**everyone**`, `@**stream**`, `@**channel**`,
-//! `@**topic**`) into Zulip's mention spans; escapes raw HTML instead of
+//! `@**topic**`) into Zulip's mention spans; `#**channel**` and
+//! `#**channel>topic**` into narrow links; `:emoji_name:` into emoji spans
+//! (names from the gemoji set, which Zulip's names mostly share); escapes raw HTML instead of
 //! passing it through; drops links with unsafe schemes; renders images as
 //! links; and makes single newlines line breaks, as Zulip does.
 //!
@@ -22,6 +24,15 @@ pub enum MentionRef {
     Name(String),
     /// `@**Full Name|id**`
     Id(i64),
+}
+
+/// A resolved `#**channel**` link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamTarget {
+    /// Stream id.
+    pub id: i64,
+    /// Name, as displayed.
+    pub name: String,
 }
 
 /// A resolved user mention.
@@ -52,17 +63,29 @@ fn options() -> Options {
     Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TABLES
 }
 
-/// A mention found in the event stream: index range of its events, whether
-/// silent, and the text between the `**`.
+/// A mention or channel link found in the event stream: index range of its
+/// events, its sigil (`@`, `@_` or `#`), and the text between the `**`.
 struct Found {
     start: usize,
     end: usize,
     silent: bool,
+    channel: bool,
     text: String,
 }
 
-/// Finds `@**x**` / `@_**x**` patterns: a text event ending in `@` or `@_`
-/// followed by Strong(text).
+impl Found {
+    /// Length of the sigil at the end of the preceding text event.
+    fn marker_len(&self) -> usize {
+        if self.silent {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// Finds `@**x**`, `@_**x**` and `#**x**` patterns: a text event ending in
+/// the sigil followed by Strong(text).
 fn find_mentions(events: &[Event<'_>]) -> Vec<Found> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -71,13 +94,14 @@ fn find_mentions(events: &[Event<'_>]) -> Vec<Found> {
             (&events[i], &events[i + 1], &events[i + 2], &events[i + 3])
         {
             let silent = t.ends_with("@_");
+            let channel = t.ends_with('#');
             let marker = if silent { 2 } else { 1 };
-            if t.ends_with('@') || silent {
-                // The `@` must start a word: at the start of the text or after
-                // a non-alphanumeric character.
+            if t.ends_with('@') || silent || channel {
+                // The sigil must start a word: at the start of the text or
+                // after a non-alphanumeric character.
                 let before = &t[..t.len() - marker];
                 if before.chars().last().is_none_or(|c| !c.is_alphanumeric()) {
-                    out.push(Found { start: i, end: i + 3, silent, text: inner.to_string() });
+                    out.push(Found { start: i, end: i + 3, silent, channel, text: inner.to_string() });
                     i += 4;
                     continue;
                 }
@@ -86,6 +110,97 @@ fn find_mentions(events: &[Event<'_>]) -> Vec<Found> {
         i += 1;
     }
     out
+}
+
+/// `#**channel**` / `#**channel>topic**` → (channel name, topic).
+fn parse_channel_link(text: &str) -> (&str, Option<&str>) {
+    match text.split_once('>') {
+        Some((name, topic)) => (name, Some(topic)),
+        None => (text, None),
+    }
+}
+
+/// Zulip's `hash_util_encode`: percent-encoding with `.` in place of `%`
+/// (and `.` itself encoded), for narrow URLs.
+fn hash_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!(".{b:02X}"));
+        }
+    }
+    out
+}
+
+fn channel_link_html(f: &Found, resolve: &dyn Fn(&str) -> Option<StreamTarget>) -> String {
+    let (name, topic) = parse_channel_link(&f.text);
+    let Some(s) = resolve(name.trim()) else {
+        return escape(&format!("#**{}**", f.text));
+    };
+    let base = format!("/#narrow/channel/{}-{}", s.id, hash_encode(&s.name.replace(' ', "-")));
+    match topic {
+        None => format!("<a class=\"stream\" data-stream-id=\"{}\" href=\"{base}\">#{}</a>", s.id, escape(&s.name)),
+        Some(t) => format!(
+            "<a class=\"stream-topic\" data-stream-id=\"{}\" href=\"{base}/topic/{}\">#{} &gt; {}</a>",
+            s.id,
+            hash_encode(t),
+            escape(&s.name),
+            escape(t)
+        ),
+    }
+}
+
+/// The emoji `:name:` stands for, as Zulip's code (code points in hex,
+/// without variation selectors).
+fn emoji_code(name: &str) -> Option<String> {
+    let e = emojis::get_by_shortcode(name)?;
+    let code: Vec<String> =
+        e.as_str().chars().filter(|c| *c != '\u{fe0f}').map(|c| format!("{:x}", c as u32)).collect();
+    Some(code.join("-"))
+}
+
+/// Splits text around `:emoji_name:` shortcodes that name an emoji (not
+/// glued to a word on either side), pushing text and emoji spans.
+fn push_emojified<'a>(text: &CowStr<'a>, out: &mut Vec<Event<'a>>) {
+    if !text.contains(':') {
+        out.push(Event::Text(text.clone()));
+        return;
+    }
+    let is_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-');
+    let s: &str = text;
+    let mut plain_from = 0;
+    let mut i = 0;
+    while let Some(open) = s[i..].find(':').map(|o| i + o) {
+        let name_len = s[open + 1..].find(|c: char| !is_name(c)).unwrap_or(s.len() - open - 1);
+        let close = open + 1 + name_len;
+        let glued_before = s[..open].chars().last().is_some_and(|c| c.is_alphanumeric());
+        let closes = s[close..].starts_with(':');
+        let glued_after = closes && s[close + 1..].chars().next().is_some_and(|c| c.is_alphanumeric());
+        let name = &s[open + 1..close];
+        match (name_len > 0 && closes && !glued_before && !glued_after).then(|| emoji_code(name)).flatten() {
+            Some(code) => {
+                if plain_from < open {
+                    out.push(Event::Text(CowStr::from(s[plain_from..open].to_owned())));
+                }
+                let title = escape(&name.replace('_', " "));
+                out.push(Event::InlineHtml(CowStr::from(format!(
+                    "<span aria-label=\"{title}\" class=\"emoji emoji-{code}\" role=\"img\" title=\"{title}\">:{}:</span>",
+                    escape(name)
+                ))));
+                i = close + 1;
+                plain_from = i;
+            }
+            // Not an emoji: the closing colon may open the next one.
+            None => i = if closes { close } else { close.max(open + 1) },
+        }
+    }
+    if plain_from == 0 {
+        out.push(Event::Text(text.clone()));
+    } else if plain_from < s.len() {
+        out.push(Event::Text(CowStr::from(s[plain_from..].to_owned())));
+    }
 }
 
 fn parse_ref(text: &str) -> Option<MentionRef> {
@@ -109,7 +224,18 @@ fn collect_events(content: &str) -> Vec<Event<'_>> {
 /// Every user `content` could mention, for the caller to look up.
 pub fn mention_refs(content: &str) -> BTreeSet<MentionRef> {
     let events = collect_events(content);
-    find_mentions(&events).iter().filter_map(|f| parse_ref(&f.text)).collect()
+    find_mentions(&events).iter().filter(|f| !f.channel).filter_map(|f| parse_ref(&f.text)).collect()
+}
+
+/// Every channel name `content` links to (`#**name**`, `#**name>topic**`),
+/// for the caller to look up.
+pub fn channel_refs(content: &str) -> BTreeSet<String> {
+    let events = collect_events(content);
+    find_mentions(&events)
+        .iter()
+        .filter(|f| f.channel)
+        .map(|f| parse_channel_link(&f.text).0.trim().to_owned())
+        .collect()
 }
 
 fn escape(s: &str) -> String {
@@ -137,9 +263,19 @@ fn safe_url(url: &str) -> bool {
     }
 }
 
-/// Renders `content`. `resolve` answers each [`MentionRef`]; unresolved
-/// mentions stay as literal text.
+/// Renders `content` with no channel links. `resolve` answers each
+/// [`MentionRef`]; unresolved mentions stay as literal text.
 pub fn render(content: &str, resolve: &dyn Fn(&MentionRef) -> Option<MentionTarget>) -> Rendered {
+    render_with(content, resolve, &|_| None)
+}
+
+/// Renders `content`: `resolve` answers each [`MentionRef`], `channel`
+/// each linked channel name; what is not resolved stays literal text.
+pub fn render_with(
+    content: &str,
+    resolve: &dyn Fn(&MentionRef) -> Option<MentionTarget>,
+    channel: &dyn Fn(&str) -> Option<StreamTarget>,
+) -> Rendered {
     let events = collect_events(content);
     let found = find_mentions(&events);
     let mut result = Rendered::default();
@@ -147,16 +283,17 @@ pub fn render(content: &str, resolve: &dyn Fn(&MentionRef) -> Option<MentionTarg
     let mut next = found.iter().peekable();
     // Link/image nesting: for each open link or image, whether we kept it.
     let mut link_stack: Vec<bool> = Vec::new();
+    let mut in_code_block = false;
     let mut i = 0;
     while i < events.len() {
         if let Some(f) = next.peek().filter(|f| f.start == i) {
             let Event::Text(t) = &events[i] else { unreachable!("find_mentions only matches text") };
-            let marker = if f.silent { 2 } else { 1 };
-            let before = &t[..t.len() - marker];
+            let before = &t[..t.len() - f.marker_len()];
             if !before.is_empty() {
-                out.push(Event::Text(CowStr::from(before.to_owned())));
+                push_emojified(&CowStr::from(before.to_owned()), &mut out);
             }
-            out.push(Event::InlineHtml(CowStr::from(mention_html(f, resolve, &mut result))));
+            let html = if f.channel { channel_link_html(f, channel) } else { mention_html(f, resolve, &mut result) };
+            out.push(Event::InlineHtml(CowStr::from(html)));
             i = f.end + 1;
             next.next();
             continue;
@@ -164,6 +301,15 @@ pub fn render(content: &str, resolve: &dyn Fn(&MentionRef) -> Option<MentionTarg
         match &events[i] {
             Event::Html(s) | Event::InlineHtml(s) => out.push(Event::Text(s.clone())),
             Event::SoftBreak => out.push(Event::HardBreak),
+            Event::Start(Tag::CodeBlock(_)) => {
+                in_code_block = true;
+                out.push(events[i].clone());
+            }
+            Event::End(TagEnd::CodeBlock) => {
+                in_code_block = false;
+                out.push(events[i].clone());
+            }
+            Event::Text(t) if !in_code_block => push_emojified(t, &mut out),
             Event::Start(Tag::Link { dest_url, .. }) => {
                 let keep = safe_url(dest_url);
                 link_stack.push(keep);
@@ -342,5 +488,55 @@ mod tests {
         assert!(is_me_message("/me waves"));
         assert!(!is_me_message("/me waves\nmore"));
         assert!(!is_me_message("/mention"));
+    }
+
+    fn channels(name: &str) -> Option<StreamTarget> {
+        (name.eq_ignore_ascii_case("Verona") || name == "Rome. Italy")
+            .then(|| StreamTarget { id: if name == "Rome. Italy" { 12 } else { 9 }, name: name.to_owned() })
+    }
+
+    #[test]
+    fn channel_and_topic_links() {
+        let r = render_with("see #**Verona** and #**Verona>lunch time**", &users, &channels);
+        assert_eq!(
+            r.html,
+            "<p>see <a class=\"stream\" data-stream-id=\"9\" href=\"/#narrow/channel/9-Verona\">#Verona</a> and \
+             <a class=\"stream-topic\" data-stream-id=\"9\" href=\"/#narrow/channel/9-Verona/topic/lunch.20time\">\
+             #Verona &gt; lunch time</a></p>"
+        );
+        // Zulip's hash encoding: spaces in names become '-', '.' and other
+        // bytes become .XX.
+        let r = render_with("#**Rome. Italy**", &users, &channels);
+        assert!(r.html.contains("href=\"/#narrow/channel/12-Rome.2E-Italy\""), "{}", r.html);
+        // Unknown channels and code stay literal; links are not mentions.
+        let r = render_with("#**Nowhere** `#**Verona**`", &users, &channels);
+        assert_eq!(r.html, "<p>#**Nowhere** <code>#**Verona**</code></p>");
+        assert!(r.mentioned_user_ids.is_empty());
+        assert_eq!(
+            channel_refs("#**Verona>x** #**Rome** @**Verona**"),
+            BTreeSet::from(["Rome".into(), "Verona".into()])
+        );
+        assert_eq!(mention_refs("#**Verona**"), BTreeSet::new());
+    }
+
+    #[test]
+    fn emoji_shortcodes() {
+        let r = render("good :thumbsup: :not_an_emoji: a:smile:b", &users);
+        assert_eq!(
+            r.html,
+            "<p>good <span aria-label=\"thumbsup\" class=\"emoji emoji-1f44d\" role=\"img\" title=\"thumbsup\">\
+             :thumbsup:</span> :not_an_emoji: a:smile:b</p>"
+        );
+        // Adjacent shortcodes, underscores shown as spaces in the title,
+        // variation selectors dropped from the code.
+        let r = render(":smile::heart: :slightly_smiling_face:", &users);
+        assert!(r.html.contains("emoji-1f604"), "{}", r.html);
+        assert!(r.html.contains("class=\"emoji emoji-2764\""), "{}", r.html);
+        assert!(r.html.contains("title=\"slightly smiling face\""), "{}", r.html);
+        // Never inside code.
+        assert_eq!(render("`:smile:`", &users).html, "<p><code>:smile:</code></p>");
+        assert_eq!(render("```\n:smile:\n```", &users).html, "<pre><code>:smile:\n</code></pre>");
+        // Times and ratios are not emoji.
+        assert_eq!(render("at 10:30:45", &users).html, "<p>at 10:30:45</p>");
     }
 }

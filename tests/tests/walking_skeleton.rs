@@ -201,3 +201,30 @@ fn a_big_stream_gets_every_row_through_the_bulk_copy_path() {
     assert_eq!(hist["messages"][0]["id"], id);
     assert_eq!(hist["messages"][0]["flags"], json!(["mentioned"]));
 }
+
+#[test]
+fn channel_links_and_emoji_render_as_zulip_does() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let (status, body) = server
+        .owner
+        .post(
+            "/api/v1/users/me/subscriptions",
+            &[("subscriptions", r#"[{"name": "secret"}]"#), ("invite_only", "true")],
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let content = "see #**general>lunch** :tada: and #**secret**";
+    let id = alice.send_stream("general", "t", content).unwrap();
+    let (status, body) = alice.get(&format!("/api/v1/messages/{id}"), &[]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let html = body["message"]["content"].as_str().unwrap();
+    assert!(
+        html.contains(r#"class="stream-topic""#) && html.contains("/topic/lunch\">#general &gt; lunch</a>"),
+        "{html}"
+    );
+    assert!(html.contains(r#"<span aria-label="tada" class="emoji emoji-1f389" role="img" title="tada">:tada:</span>"#));
+    assert!(html.contains("#**secret**"), "a private channel alice cannot see is not linked: {html}");
+    let (_, raw) = alice.get(&format!("/api/v1/messages/{id}"), &[("apply_markdown", "false")]).unwrap();
+    assert_eq!(raw["message"]["content"], content);
+}

@@ -2,7 +2,7 @@
 //! `do_delete_messages`, with their permission rules, time limits and
 //! events (`update_message` with per-user flags, `delete_message`).
 
-use crate::actions::send::{check_topic, mention_candidates, normalize_body, resolve_mention};
+use crate::actions::send::{check_topic, normalize_body, render_message};
 use crate::error::ApiError;
 use crate::markdown;
 use crate::streams::{self, Stream};
@@ -231,9 +231,7 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
 
     if let Some(raw) = &req.content {
         let content = normalize_body(raw)?;
-        let refs = markdown::mention_refs(&content);
-        let candidates = mention_candidates(&tx, user.realm_id, &refs).await?;
-        let rendered = markdown::render(&content, &|r| resolve_mention(&candidates, r));
+        let rendered = render_message(&tx, user, &content).await?;
         let is_me = markdown::is_me_message(&content);
         let topic_participants: BTreeSet<i64> = if rendered.topic_wildcard && m.stream.is_some() {
             tx.query(

@@ -341,9 +341,7 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
     };
 
     // Render, resolving mentions against the realm's users.
-    let refs = markdown::mention_refs(&content);
-    let candidates = mention_candidates(&tx, sender.realm_id, &refs).await?;
-    let rendered = markdown::render(&content, &|r| resolve_mention(&candidates, r));
+    let rendered = render_message(&tx, sender, &content).await?;
 
     // Who gets a row, with what the notification sets need about them (one
     // query: for a big stream this is the expensive read).
@@ -653,6 +651,39 @@ async fn group_recipient(db: &impl deadpool_postgres::GenericClient, members: &[
     )
     .await?;
     Ok(rid as i64)
+}
+
+/// Renders message content as `author` writes it: user mentions resolved
+/// against the realm's active users, channel links against the channels
+/// the author can see.
+pub(crate) async fn render_message(
+    db: &impl deadpool_postgres::GenericClient,
+    author: &User,
+    content: &str,
+) -> Result<markdown::Rendered, ApiError> {
+    let refs = markdown::mention_refs(content);
+    let candidates = mention_candidates(db, author.realm_id, &refs).await?;
+    let names: Vec<String> = markdown::channel_refs(content).iter().map(|n| n.to_lowercase()).collect();
+    let mut channels: HashMap<String, markdown::StreamTarget> = HashMap::new();
+    if !names.is_empty() {
+        let rows = db
+            .query(
+                "SELECT st.id, st.name FROM stream st
+                 WHERE st.realm_id = $1 AND lower(st.name) = ANY($2)
+                   AND ((NOT st.invite_only AND NOT $4) OR EXISTS (
+                       SELECT 1 FROM subscription s WHERE s.recipient_id = st.recipient_id
+                         AND s.user_profile_id = $3 AND s.active))",
+                &[&(author.realm_id as i32), &names, &(author.id as i32), &author.is_guest()],
+            )
+            .await?;
+        for r in rows {
+            let t = markdown::StreamTarget { id: r.get::<_, i32>(0) as i64, name: r.get(1) };
+            channels.insert(t.name.to_lowercase(), t);
+        }
+    }
+    Ok(markdown::render_with(content, &|r| resolve_mention(&candidates, r), &|name| {
+        channels.get(&name.to_lowercase()).cloned()
+    }))
 }
 
 /// Active users of the realm that `refs` could name: by lower-cased full
