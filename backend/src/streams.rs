@@ -1,6 +1,7 @@
 //! Streams (channels) and subscriptions: model, name rules, queries.
 
 use crate::error::ApiError;
+use crate::users::User;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Value};
 use tokio_postgres::Row;
@@ -14,7 +15,22 @@ pub const MAX_STREAM_DESCRIPTION_LENGTH: usize = 1024;
 pub const STREAM_COLUMNS: &str = "s.id, s.realm_id, s.name, s.description, s.rendered_description, \
     s.invite_only, s.is_web_public, s.history_public_to_subscribers, s.recipient_id, \
     s.first_message_id, extract(epoch from s.date_created)::bigint, s.creator_id, \
-    coalesce(s.can_remove_subscribers_group_id, 0)";
+    coalesce(s.can_remove_subscribers_group_id, 0), s.stream_post_policy";
+
+/// How many columns [`STREAM_COLUMNS`] selects.
+pub const STREAM_COLUMN_COUNT: usize = 14;
+
+/// Zulip's `stream_post_policy` values.
+pub mod post_policy {
+    /// Everyone may post.
+    pub const EVERYONE: i16 = 1;
+    /// Administrators only.
+    pub const ADMINS: i16 = 2;
+    /// Everyone except new members (and guests).
+    pub const RESTRICT_NEW_MEMBERS: i16 = 3;
+    /// Administrators and moderators.
+    pub const MODERATORS: i16 = 4;
+}
 
 /// A stream row.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +61,8 @@ pub struct Stream {
     pub creator_id: Option<i64>,
     /// The group allowed to remove subscribers.
     pub can_remove_subscribers_group: i64,
+    /// Who may post (see [`post_policy`]).
+    pub stream_post_policy: i16,
 }
 
 impl Stream {
@@ -64,6 +82,7 @@ impl Stream {
             date_created: r.get(10),
             creator_id: r.get::<_, Option<i32>>(11).map(i64::from),
             can_remove_subscribers_group: r.get::<_, i32>(12) as i64,
+            stream_post_policy: r.get(13),
         }
     }
 
@@ -83,7 +102,7 @@ impl Stream {
             "creator_id": self.creator_id,
             "invite_only": self.invite_only,
             "is_web_public": self.is_web_public,
-            "stream_post_policy": 1,
+            "stream_post_policy": self.stream_post_policy,
             "message_retention_days": Value::Null,
             "history_public_to_subscribers": self.history_public_to_subscribers,
             "first_message_id": self.first_message_id,
@@ -158,6 +177,40 @@ pub fn is_unprintable(c: char) -> bool {
 
 /// A palette of subscription colours, assigned round-robin by stream id.
 const COLORS: [&str; 8] = ["#76ce90", "#fae589", "#a6c7e5", "#e79ab5", "#bfd56f", "#f4ae55", "#b0a5fd", "#addfe5"];
+
+/// Zulip's stream posting policy check. `provisional`: the sender is a
+/// member who joined less than the realm's waiting period ago.
+pub fn check_post_policy(stream: &Stream, sender: &User, provisional: bool) -> Result<(), ApiError> {
+    use crate::users::role;
+    let policy = stream.stream_post_policy;
+    let msg = if sender.is_realm_admin() {
+        return Ok(());
+    } else if policy == post_policy::ADMINS {
+        "Only organization administrators can send to this channel."
+    } else if policy == post_policy::MODERATORS && sender.role != role::MODERATOR {
+        "Only organization administrators and moderators can send to this channel."
+    } else if policy != post_policy::EVERYONE && sender.is_guest() {
+        "Guests cannot send to this channel."
+    } else if policy == post_policy::RESTRICT_NEW_MEMBERS && provisional {
+        "New members cannot send to this channel."
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::bad_request(msg))
+}
+
+/// Whether `user` is still a new member: joined less than the realm's
+/// `waiting_period_threshold` days ago.
+pub async fn is_provisional_member(db: &impl GenericClient, user: &User) -> Result<bool, ApiError> {
+    Ok(db
+        .query_one(
+            "SELECT u.date_joined > now() - make_interval(days => r.waiting_period_threshold)
+             FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.id = $1",
+            &[&(user.id as i32)],
+        )
+        .await?
+        .get(0))
+}
 
 /// Creates a stream with its recipient row.
 pub async fn create_stream(
@@ -287,7 +340,7 @@ pub async fn user_subscriptions(
     Ok(rows
         .iter()
         .map(|r| {
-            let n = 13;
+            let n = STREAM_COLUMN_COUNT;
             (
                 Stream::from_row(r),
                 SubscriptionProps { is_muted: r.get(n), pin_to_top: r.get(n + 1), color: r.get(n + 2) },
@@ -402,5 +455,53 @@ mod tests {
             check_stream_name("ab\u{0007}c").unwrap_err().msg,
             "Invalid character in channel name, at position 3."
         );
+    }
+
+    #[test]
+    fn posting_policies() {
+        use crate::users::role;
+        let stream = |policy| Stream {
+            id: 1,
+            realm_id: 1,
+            name: "s".into(),
+            description: String::new(),
+            rendered_description: String::new(),
+            invite_only: false,
+            is_web_public: false,
+            history_public_to_subscribers: true,
+            recipient_id: 2,
+            first_message_id: None,
+            date_created: 0,
+            creator_id: None,
+            can_remove_subscribers_group: 0,
+            stream_post_policy: policy,
+        };
+        let check = |policy, r, provisional| {
+            check_post_policy(&stream(policy), &User::for_tests(r), provisional).err().map(|e| e.msg)
+        };
+        for r in [role::OWNER, role::ADMIN] {
+            for policy in 1..=4 {
+                assert_eq!(check(policy, r, true), None, "admins post anywhere");
+            }
+        }
+        assert_eq!(check(post_policy::EVERYONE, role::GUEST, true), None);
+        assert_eq!(
+            check(post_policy::ADMINS, role::MODERATOR, false).unwrap(),
+            "Only organization administrators can send to this channel."
+        );
+        assert_eq!(check(post_policy::MODERATORS, role::MODERATOR, false), None);
+        assert_eq!(
+            check(post_policy::MODERATORS, role::MEMBER, false).unwrap(),
+            "Only organization administrators and moderators can send to this channel."
+        );
+        assert_eq!(
+            check(post_policy::RESTRICT_NEW_MEMBERS, role::GUEST, false).unwrap(),
+            "Guests cannot send to this channel."
+        );
+        assert_eq!(
+            check(post_policy::RESTRICT_NEW_MEMBERS, role::MEMBER, true).unwrap(),
+            "New members cannot send to this channel."
+        );
+        assert_eq!(check(post_policy::RESTRICT_NEW_MEMBERS, role::MEMBER, false), None);
     }
 }

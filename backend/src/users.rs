@@ -93,6 +93,29 @@ impl User {
         }
     }
 
+    /// An active human user with `role`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(role: i32) -> Self {
+        User {
+            id: 5,
+            realm_id: 1,
+            realm_string_id: String::new(),
+            realm_deactivated: false,
+            realm_name: "R".into(),
+            email: "g@example.com".into(),
+            delivery_email: "g@example.com".into(),
+            full_name: "G".into(),
+            role,
+            is_active: true,
+            is_bot: false,
+            bot_type: None,
+            long_term_idle: false,
+            timezone: String::new(),
+            avatar_version: 1,
+            date_joined: String::new(),
+        }
+    }
+
     /// Owner or administrator.
     pub fn is_realm_admin(&self) -> bool {
         self.role <= role::ADMIN

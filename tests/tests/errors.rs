@@ -278,3 +278,58 @@ fn unsubscribing_with_events() {
         .unwrap();
     assert_error(&r, 400, "UNAUTHORIZED_PRINCIPAL", "Insufficient permission");
 }
+
+#[test]
+fn channel_posting_policies() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let create = |name: &str, policy: &str| {
+        let subs = serde_json::json!([{"name": name}]).to_string();
+        let (status, body) = server
+            .owner
+            .post(
+                "/api/v1/users/me/subscriptions",
+                &[
+                    ("subscriptions", &subs),
+                    ("principals", r#"["owner@example.com", "alice@example.com"]"#),
+                    ("stream_post_policy", policy),
+                ],
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+    };
+    create("announce", "2");
+    create("mods", "4");
+    create("veterans", "3");
+    let send = |c: &squall_e2e::Client, stream: &str| {
+        c.post("/api/v1/messages", &[("type", "stream"), ("to", stream), ("topic", "t"), ("content", "hi")]).unwrap()
+    };
+    let (status, body) = alice.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let announce = body["subscriptions"].as_array().unwrap().iter().find(|s| s["name"] == "announce").unwrap();
+    assert_eq!(announce["stream_post_policy"], 2);
+
+    let msg = "Only organization administrators can send to this channel.";
+    assert_error(&send(&alice, "announce"), 400, "BAD_REQUEST", msg);
+    let msg = "Only organization administrators and moderators can send to this channel.";
+    assert_error(&send(&alice, "mods"), 400, "BAD_REQUEST", msg);
+    for stream in ["announce", "mods", "veterans"] {
+        assert_eq!(send(&server.owner, stream).0, 200, "admins post anywhere");
+    }
+    assert_eq!(send(&alice, "veterans").0, 200, "no waiting period: nobody is new");
+    // With a waiting period, alice (who just joined) is a new member.
+    squall_e2e::sql_query(&server.database_url, "UPDATE realm SET waiting_period_threshold = 3").unwrap();
+    assert_error(&send(&alice, "veterans"), 400, "BAD_REQUEST", "New members cannot send to this channel.");
+    // Moderators may post where moderators are allowed.
+    squall_e2e::sql_query(
+        &server.database_url,
+        &format!("UPDATE userprofile SET role = 300 WHERE id = {}", alice.user_id),
+    )
+    .unwrap();
+    assert_eq!(send(&alice, "mods").0, 200);
+    let bad = server
+        .owner
+        .post("/api/v1/users/me/subscriptions", &[("subscriptions", r#"[{"name": "x"}]"#), ("stream_post_policy", "9")])
+        .unwrap();
+    assert_error(&bad, 400, "BAD_REQUEST", "Invalid stream_post_policy");
+}

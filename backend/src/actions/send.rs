@@ -296,6 +296,10 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
                         .field("stream_id", *id)
                 })?,
             };
+            let provisional = stream.stream_post_policy == streams::post_policy::RESTRICT_NEW_MEMBERS
+                && !sender.is_realm_admin()
+                && streams::is_provisional_member(&tx, sender).await?;
+            streams::check_post_policy(&stream, sender, provisional)?;
             let allowed = (stream.is_public() && !sender.is_guest())
                 || stream.is_web_public
                 || streams::is_subscribed(&tx, sender.id, &stream).await?;

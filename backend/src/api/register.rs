@@ -338,24 +338,7 @@ mod tests {
     use serde_json::json;
 
     fn user(role: i32) -> User {
-        User {
-            id: 5,
-            realm_id: 1,
-            realm_string_id: String::new(),
-            realm_deactivated: false,
-            realm_name: "R".into(),
-            email: "g@example.com".into(),
-            delivery_email: "g@example.com".into(),
-            full_name: "G".into(),
-            role,
-            is_active: true,
-            is_bot: false,
-            bot_type: None,
-            long_term_idle: false,
-            timezone: String::new(),
-            avatar_version: 1,
-            date_joined: String::new(),
-        }
+        User::for_tests(role)
     }
 
     #[test]

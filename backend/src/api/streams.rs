@@ -69,6 +69,11 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     let Some(subs) = p.json("subscriptions")? else { return Err(ApiError::missing("subscriptions")) };
     let Value::Array(subs) = subs else { return Err(ApiError::bad_request("subscriptions is not a list")) };
     let invite_only = p.bool("invite_only")?.unwrap_or(false);
+    let post_policy = match p.int("stream_post_policy")? {
+        None => streams::post_policy::EVERYONE,
+        Some(v @ 1..=4) => v as i16,
+        Some(_) => return Err(ApiError::bad_request("Invalid stream_post_policy")),
+    };
     let fatal = p.bool("authorization_errors_fatal")?.unwrap_or(true);
     let _announce = p.bool("announce")?;
     let mut wanted: Vec<(String, String)> = Vec::new();
@@ -112,8 +117,16 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
                 if actor.is_guest() {
                     return Err(ApiError::bad_request("Insufficient permission"));
                 }
-                let s =
+                let mut s =
                     streams::create_stream(&tx, actor.realm_id, name, description, invite_only, Some(actor.id)).await?;
+                if post_policy != streams::post_policy::EVERYONE {
+                    tx.execute(
+                        "UPDATE stream SET stream_post_policy = $1 WHERE id = $2",
+                        &[&post_policy, &(s.id as i32)],
+                    )
+                    .await?;
+                    s.stream_post_policy = post_policy;
+                }
                 created.push(s.clone());
                 s
             }
@@ -218,7 +231,7 @@ pub async fn list_streams(app: &App, actor: &User, p: &mut Params) -> ApiResult 
         .iter()
         .filter_map(|r| {
             let s = Stream::from_row(r);
-            let subscribed: bool = r.get(13);
+            let subscribed: bool = r.get(streams::STREAM_COLUMN_COUNT);
             let visible = include_all_active
                 || (include_subscribed && subscribed)
                 || (include_public && s.is_public() && !actor.is_guest());
