@@ -199,6 +199,28 @@ pub fn check_post_policy(stream: &Stream, sender: &User, provisional: bool) -> R
     Err(ApiError::bad_request(msg))
 }
 
+/// Channels and topics with at most this many subscribers / participants
+/// allow wildcard mentions from anyone (Zulip's WILDCARD_MENTION_THRESHOLD).
+pub const WILDCARD_MENTION_THRESHOLD: usize = 15;
+
+/// Whether the realm's `wildcard_mention_policy` lets `sender` use a
+/// wildcard mention reaching `audience` users.
+pub fn wildcard_mention_allowed(policy: i16, sender: &User, audience: usize, provisional: bool) -> bool {
+    use crate::users::role;
+    if audience <= WILDCARD_MENTION_THRESHOLD {
+        return true;
+    }
+    match policy {
+        1 => true,
+        2 => !sender.is_guest(),
+        3 => !sender.is_guest() && !provisional,
+        7 => sender.is_realm_admin() || sender.role == role::MODERATOR,
+        6 => false,
+        // 5 (administrators) and the retired 4 (channel administrators).
+        _ => sender.is_realm_admin(),
+    }
+}
+
 /// Whether `user` is still a new member: joined less than the realm's
 /// `waiting_period_threshold` days ago.
 pub async fn is_provisional_member(db: &impl GenericClient, user: &User) -> Result<bool, ApiError> {
@@ -503,5 +525,32 @@ mod tests {
             "New members cannot send to this channel."
         );
         assert_eq!(check(post_policy::RESTRICT_NEW_MEMBERS, role::MEMBER, false), None);
+    }
+
+    #[test]
+    fn wildcard_mention_policies() {
+        use crate::users::role;
+        let (member, admin, moderator, guest) = (
+            User::for_tests(role::MEMBER),
+            User::for_tests(role::ADMIN),
+            User::for_tests(role::MODERATOR),
+            User::for_tests(role::GUEST),
+        );
+        let big = WILDCARD_MENTION_THRESHOLD + 1;
+        for policy in 1..=7 {
+            assert!(
+                wildcard_mention_allowed(policy, &guest, WILDCARD_MENTION_THRESHOLD, true),
+                "small audiences: anyone"
+            );
+        }
+        assert!(!wildcard_mention_allowed(5, &member, big, false), "Zulip's default: administrators only");
+        assert!(wildcard_mention_allowed(5, &admin, big, false));
+        assert!(wildcard_mention_allowed(7, &moderator, big, false));
+        assert!(!wildcard_mention_allowed(7, &member, big, false));
+        assert!(wildcard_mention_allowed(2, &member, big, true));
+        assert!(!wildcard_mention_allowed(2, &guest, big, false));
+        assert!(!wildcard_mention_allowed(3, &member, big, true), "full members only");
+        assert!(!wildcard_mention_allowed(6, &admin, big, false), "nobody");
+        assert!(wildcard_mention_allowed(1, &guest, big, true));
     }
 }

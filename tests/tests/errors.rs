@@ -333,3 +333,29 @@ fn channel_posting_policies() {
         .unwrap();
     assert_error(&bad, 400, "BAD_REQUEST", "Invalid stream_post_policy");
 }
+
+#[test]
+fn wildcard_mentions_in_large_channels_need_permission() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let send = |c: &Client, content: &str| {
+        c.post("/api/v1/messages", &[("type", "stream"), ("to", "general"), ("topic", "t"), ("content", content)])
+            .unwrap()
+    };
+    // 2 subscribers: anyone may.
+    assert_eq!(send(&alice, "@**all** hi").0, 200);
+    for i in 0..15 {
+        server.create_user(&format!("u{i}@example.com"), &format!("User {i}")).unwrap();
+    }
+    // 17 subscribers: only administrators, Zulip's default policy.
+    assert_error(
+        &send(&alice, "@**everyone** hi"),
+        400,
+        "STREAM_WILDCARD_MENTION_NOT_ALLOWED",
+        "You do not have permission to use channel wildcard mentions in this channel.",
+    );
+    assert_eq!(send(&alice, "@_**all** silent is fine").0, 200, "silent wildcards notify nobody");
+    assert_eq!(send(&server.owner, "@**channel** hi").0, 200);
+    squall_e2e::sql_query(&server.database_url, "UPDATE realm SET wildcard_mention_policy = 2").unwrap();
+    assert_eq!(send(&alice, "@**all** members may now").0, 200);
+}

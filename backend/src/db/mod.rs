@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "message_edits", include_str!("../../migrations/0003_message_edits.sql")),
     (4, "soft_deactivation", include_str!("../../migrations/0004_soft_deactivation.sql")),
     (5, "posting_policy", include_str!("../../migrations/0005_posting_policy.sql")),
+    (6, "wildcard_mention_policy", include_str!("../../migrations/0006_wildcard_mention_policy.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.
