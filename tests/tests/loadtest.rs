@@ -1,0 +1,102 @@
+//! The bundled load-test harness against a real `squall serve`: small
+//! `fanout` and `chat` runs must deliver everything exactly once and write
+//! their JSON report and plot.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
+use serde_json::Value;
+use squall_e2e::{Server, ServerOptions};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn loadtest_bin() -> PathBuf {
+    squall_e2e::squall_bin().with_file_name("squall-loadtest")
+}
+
+fn run(server: &Server, dir: &std::path::Path, args: &[&str]) -> (Value, String) {
+    let json = dir.join("report.json");
+    let out = Command::new(loadtest_bin())
+        .args(args)
+        .args(["--site", &server.url, "--email", &server.owner.email, "--api-key", &server.owner.api_key])
+        .arg("--state")
+        .arg(dir.join("state.json"))
+        .arg("--json")
+        .arg(&json)
+        .args(["--clients-per-worker", "10", "--threads", "2", "--setup-parallel", "4"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "squall-loadtest {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap(), stdout)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("squall-lt-{name}-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn fanout_delivers_every_message_exactly_once_and_reuses_users() {
+    let server = Server::start_with(ServerOptions { rate_limit_per_user: 0, ..ServerOptions::default() }).unwrap();
+    let dir = temp_dir("fanout");
+    let plot = dir.join("latency.svg");
+    let plot_arg = plot.to_string_lossy().into_owned();
+    let args = ["fanout", "--recipients", "25", "--messages", "5", "--interval-ms", "20", "--plot", &plot_arg];
+    let (report, stdout) = run(&server, &dir, &args);
+    assert_eq!(report["verdict"]["expected"], 125, "{report}");
+    assert_eq!(report["verdict"]["delivered"], 125);
+    assert_eq!((report["verdict"]["lost"].as_u64(), report["verdict"]["duplicated"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(report["progress"]["registrations"], 25, "25 clients over 3 worker processes");
+    let delivery = &report["latencies"][0];
+    assert_eq!(delivery["count"], 125);
+    assert!(delivery["p50_ms"].as_f64().unwrap() > 0.0 && !delivery["hdr_base64"].as_str().unwrap().is_empty());
+    assert!(stdout.contains("exactly-once") && stdout.contains("p99.9"), "{stdout}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("percentile"), "plot written");
+
+    // A second run reuses the cached users: no new accounts.
+    let users_before = server.owner.get("/api/v1/users", &[]).unwrap().1["members"].as_array().unwrap().len();
+    let (report, _) = run(&server, &dir, &["fanout", "--recipients", "25", "--messages", "2", "--interval-ms", "10"]);
+    assert_eq!(report["verdict"]["delivered"], 50);
+    let users_after = server.owner.get("/api/v1/users", &[]).unwrap().1["members"].as_array().unwrap().len();
+    assert_eq!(users_before, users_after);
+}
+
+#[test]
+fn chat_mix_is_checked_per_recipient() {
+    let server = Server::start_with(ServerOptions { rate_limit_per_user: 0, ..ServerOptions::default() }).unwrap();
+    let dir = temp_dir("chat");
+    let args = [
+        "chat",
+        "--streams",
+        "3",
+        "--stream-size",
+        "4",
+        "--senders",
+        "4",
+        "--rate",
+        "40",
+        "--seconds",
+        "2",
+        "--dm-fraction",
+        "0.3",
+        "--read-fraction",
+        "0.3",
+        "--drain-secs",
+        "20",
+    ];
+    let (report, _) = run(&server, &dir, &args);
+    let v = &report["verdict"];
+    assert!(report["sent"].as_u64().unwrap() >= 20, "{report}");
+    assert_eq!(report["send_errors"], 0, "{report}");
+    assert_eq!(v["lost"], 0, "{report}");
+    assert_eq!(v["duplicated"], 0);
+    assert_eq!(v["unexpected"], 0);
+    assert_eq!(v["delivered"], v["expected"]);
+    assert!(v["expected"].as_u64().unwrap() > report["sent"].as_u64().unwrap(), "stream messages reach 4 members");
+}
