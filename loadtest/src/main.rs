@@ -250,16 +250,13 @@ fn run() -> Result<i32> {
         Command::Hold { common, clients, users, seconds, server_pid } => {
             let admin = common.admin()?;
             let accounts = common.users(&admin, users.unwrap_or(clients).clamp(1, clients.max(1)))?;
-            hold::command(
-                &admin,
-                &common.fleet(&admin.site),
-                &accounts,
+            let h = hold::Hold {
                 clients,
-                Duration::from_secs(seconds),
-                Duration::from_secs(common.connect_timeout_secs),
+                hold: Duration::from_secs(seconds),
+                connect_timeout: Duration::from_secs(common.connect_timeout_secs),
                 server_pid,
-                &common.output(),
-            )
+            };
+            hold::command(&admin, &common.fleet(&admin.site), &accounts, &h, &common.output())
         }
         Command::Fanout { common, fanout: f } => {
             let admin = common.admin()?;

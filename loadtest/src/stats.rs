@@ -94,8 +94,8 @@ mod tests {
         record(&mut h, u64::MAX); // clamped, not lost
         let s = Summary::of("delivery", &h).unwrap();
         assert_eq!(s.count, 1001);
-        assert!((s.p50_ms - 500.0).abs() < 1.0, "{s:?}");
-        assert!((s.p99_ms - 990.0).abs() < 2.0, "{s:?}");
+        assert!((s.p50_ms - 500.0).abs() < 3.0, "{s:?}");
+        assert!((s.p99_ms - 990.0).abs() < 3.0, "{s:?}");
         assert!(s.max_ms >= 599_000.0);
         let back = decode(&s.hdr_base64).unwrap();
         assert_eq!(back.len(), h.len());

@@ -7,17 +7,18 @@ use anyhow::Result;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// Parameters.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub clients: usize,
+    pub hold: Duration,
+    pub connect_timeout: Duration,
+    pub server_pid: Option<u32>,
+}
+
 /// Runs `clients` long-polls spread over `users` for `hold`.
-pub fn command(
-    admin: &Admin,
-    fleet_opts: &FleetOptions,
-    users: &[Account],
-    clients: usize,
-    hold: Duration,
-    connect_timeout: Duration,
-    server_pid: Option<u32>,
-    out: &Output,
-) -> Result<i32> {
+pub fn command(admin: &Admin, fleet_opts: &FleetOptions, users: &[Account], h: &Hold, out: &Output) -> Result<i32> {
+    let Hold { clients, hold, connect_timeout, server_pid } = h.clone();
     let started = Instant::now();
     let before = server_pid.and_then(rss_kib);
     // Several queues per user when there are fewer users than clients.
