@@ -111,6 +111,9 @@ impl Config {
         if let Some(v) = get("SQUALL_RATE_LIMIT_PER_USER") {
             self.rate_limit_per_user = v.parse().context("SQUALL_RATE_LIMIT_PER_USER must be a number")?;
         }
+        if let Some(v) = get("SQUALL_RATE_LIMIT_PER_IP") {
+            self.rate_limit_per_ip = v.parse().context("SQUALL_RATE_LIMIT_PER_IP must be a number")?;
+        }
         if let Some(v) = get("SQUALL_AMQP_URL") {
             self.amqp_url = v;
         }
