@@ -124,24 +124,24 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
     if method == "POST" && params.has("method") {
         method = params.str("method").unwrap_or_default().to_ascii_uppercase();
     }
-    let candidates: Vec<_> = ROUTES.iter().filter(|r| match_route(r.0, sub).is_some()).collect();
+    // Routes whose path matches, with what they capture from it.
+    let candidates: Vec<_> = ROUTES.iter().filter_map(|r| match_route(r.0, sub).map(|p| (r, p))).collect();
     if candidates.is_empty() {
         return not_found();
     }
     if method == "OPTIONS" {
-        let allow: Vec<&str> = candidates.iter().map(|r| r.1).collect();
+        let allow: Vec<&str> = candidates.iter().map(|(r, _)| r.1).collect();
         return ApiResponse {
             status: 204,
             headers: vec![("Allow", format!("OPTIONS, {}", allow.join(", ")))],
             body: vec![],
         };
     }
-    let Some(&&(_, _, access, endpoint)) = candidates.iter().find(|r| r.1 == method) else {
-        let allowed: Vec<&str> = candidates.iter().map(|r| r.1).collect();
+    let Some((&(_, _, access, endpoint), path_params)) = candidates.iter().find(|(r, _)| r.1 == method) else {
+        let allowed: Vec<&str> = candidates.iter().map(|(r, _)| r.1).collect();
         let body = serde_json::json!({"result": "error", "msg": "Method Not Allowed", "allowed_methods": allowed});
         return ApiResponse { status: 405, headers: vec![], body: body.to_string().into_bytes() };
     };
-    let path_params = candidates.iter().find(|r| r.1 == method).and_then(|r| match_route(r.0, sub)).unwrap_or_default();
     let result = match access {
         Access::Public => match req.peer.map(|ip| app.limiter.check(crate::ratelimit::Key::Ip(ip))) {
             Some(Err(e)) => Err(e),
@@ -150,7 +150,7 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
         Access::User => {
             match crate::auth::authenticate(&app.pool, &req, &app.settings.external_host, json_path).await {
                 Ok(user) => match app.limiter.check(crate::ratelimit::Key::User(user.id)) {
-                    Ok(()) => api::call(app, endpoint, &user, &req, &path_params, &mut params).await,
+                    Ok(()) => api::call(app, endpoint, &user, &req, path_params, &mut params).await,
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),

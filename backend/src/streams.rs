@@ -221,13 +221,18 @@ pub fn wildcard_mention_allowed(policy: i16, sender: &User, audience: usize, pro
     }
 }
 
+/// SQL over `userprofile u JOIN realm r`: the user joined less than the
+/// realm's waiting period ago (a "new member").
+pub const PROVISIONAL_MEMBER: &str = "u.date_joined > now() - make_interval(days => r.waiting_period_threshold)";
+
 /// Whether `user` is still a new member: joined less than the realm's
 /// `waiting_period_threshold` days ago.
 pub async fn is_provisional_member(db: &impl GenericClient, user: &User) -> Result<bool, ApiError> {
     Ok(db
         .query_one(
-            "SELECT u.date_joined > now() - make_interval(days => r.waiting_period_threshold)
-             FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.id = $1",
+            &format!(
+                "SELECT {PROVISIONAL_MEMBER} FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.id = $1"
+            ),
             &[&(user.id as i32)],
         )
         .await?

@@ -117,11 +117,10 @@ pub fn main() -> Result<()> {
         std::thread::Builder::new().name(format!("loadtest-{t}")).spawn(move || {
             let _ = monoio::utils::bind_to_cpu_set(Some(t % cpus));
             let work = async move {
-                for (n, (i, c)) in mine.into_iter().enumerate() {
+                for (i, c) in mine {
                     let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
                     monoio::spawn(client::run(c, target.clone(), source, counters.clone(), received.clone()));
                     // Ramp: this thread's share of the connection rate.
-                    let _ = n;
                     monoio::time::sleep(Duration::from_secs_f64(1.0 / per_thread_rate)).await;
                 }
                 // Keep the runtime alive for the clients.

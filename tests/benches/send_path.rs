@@ -70,6 +70,26 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// `messages` sequential sends to the big stream; prints their latency.
+fn latency_pass(owner: &Client, topic: &str, messages: usize, label: &str) -> Result<()> {
+    let mut lat = Vec::with_capacity(messages);
+    for i in 0..messages {
+        let start = Instant::now();
+        owner.send_stream("big", topic, &format!("message {i}"))?;
+        lat.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "{label} ({} sends): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        lat.len(),
+        percentile(&lat, 50.0),
+        percentile(&lat, 90.0),
+        percentile(&lat, 99.0),
+        lat.last().copied().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
     let db = fresh_database()?;
@@ -134,22 +154,8 @@ fn main() -> Result<()> {
     for i in 0..10 {
         owner.send_stream("big", "warmup", &format!("warmup {i}"))?;
     }
-    let mut lat = Vec::with_capacity(args.messages);
-    for i in 0..args.messages {
-        let start = Instant::now();
-        owner.send_stream("big", "bench", &format!("message {i}"))?;
-        lat.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    lat.sort_by(f64::total_cmp);
-    println!(
-        "POST /messages to a stream of {} active subscribers ({} sends): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        n + 1,
-        lat.len(),
-        percentile(&lat, 50.0),
-        percentile(&lat, 90.0),
-        percentile(&lat, 99.0),
-        lat.last().copied().unwrap_or(0.0)
-    );
+    let label = format!("POST /messages to a stream of {} active subscribers", n + 1);
+    latency_pass(&owner, "bench", args.messages, &label)?;
 
     // The same stream with most subscribers soft-deactivated.
     if args.idle > 0 {
@@ -162,23 +168,8 @@ fn main() -> Result<()> {
                 active = n - args.idle
             ),
         )?;
-        let mut lat = Vec::with_capacity(args.messages);
-        for i in 0..args.messages {
-            let start = Instant::now();
-            owner.send_stream("big", "bench-idle", &format!("message {i}"))?;
-            lat.push(start.elapsed().as_secs_f64() * 1000.0);
-        }
-        lat.sort_by(f64::total_cmp);
-        println!(
-            "POST /messages to a stream of {} subscribers, {} soft-deactivated ({} sends): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            n + 1,
-            args.idle,
-            lat.len(),
-            percentile(&lat, 50.0),
-            percentile(&lat, 90.0),
-            percentile(&lat, 99.0),
-            lat.last().copied().unwrap_or(0.0)
-        );
+        let label = format!("POST /messages to a stream of {} subscribers, {} soft-deactivated", n + 1, args.idle);
+        latency_pass(&owner, "bench-idle", args.messages, &label)?;
     }
 
     // Sustained throughput to small streams from concurrent senders.

@@ -368,16 +368,14 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
     };
     if let Target::Stream(s) = &target {
         if rendered.stream_wildcard || rendered.topic_wildcard {
-            let row = tx
-                .query_one(
-                    "SELECT r.wildcard_mention_policy,
-                            u.date_joined > now() - make_interval(days => r.waiting_period_threshold),
-                            (SELECT count(*) FROM subscription s JOIN userprofile su ON su.id = s.user_profile_id
-                             WHERE s.recipient_id = $2 AND s.active AND su.is_active)
-                     FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.id = $1",
-                    &[&(sender.id as i32), &(s.recipient_id as i32)],
-                )
-                .await?;
+            let sql = format!(
+                "SELECT r.wildcard_mention_policy, {},
+                        (SELECT count(*) FROM subscription s JOIN userprofile su ON su.id = s.user_profile_id
+                         WHERE s.recipient_id = $2 AND s.active AND su.is_active)
+                 FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.id = $1",
+                streams::PROVISIONAL_MEMBER
+            );
+            let row = tx.query_one(&sql, &[&(sender.id as i32), &(s.recipient_id as i32)]).await?;
             let (policy, provisional, subscribers): (i16, bool, i64) = (row.get(0), row.get(1), row.get(2));
             if rendered.stream_wildcard
                 && !streams::wildcard_mention_allowed(policy, sender, subscribers as usize, provisional)
