@@ -5,11 +5,11 @@
 //! changes effective immediately. The gateway keeps its own short-lived
 //! per-core cache in front of this for `/events`.
 
-use crate::error::ApiError;
-use crate::request::ApiRequest;
 use crate::users::{User, USER_COLUMNS, USER_COLUMN_COUNT};
 use base64::Engine;
 use deadpool_postgres::Pool;
+use squall_proto::api::ApiRequest;
+use squall_proto::error::ApiError;
 
 /// The realm subdomain a request is for. Hosts that are IP addresses,
 /// `localhost`, or the configured external host itself map to the root

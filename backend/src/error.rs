@@ -1,103 +1,69 @@
-//! The one API error type: Zulip's `{"result":"error","msg","code",...}`.
+//! How the backend's failures become Zulip errors.
 //!
-//! Client faults (4xx) are normal operation and not logged as errors; our
-//! own faults (5xx) are logged with their cause where they are converted.
+//! Handlers return [`ApiError`]s; a database or pool error converts into a
+//! 500 that keeps the error as its cause (see `squall_proto::error`). At
+//! dispatch, [`classify`] looks at that cause once: what the client could
+//! have caused (a constraint its input violated, text PostgreSQL cannot
+//! store) becomes a 400, a database that is away or overloaded a 503, and
+//! only the rest stays a 500.
 
-use serde_json::{Map, Value};
+use squall_proto::error::ApiError;
 
-/// An error as Zulip's API reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: u16,
-    /// Zulip error code, e.g. `BAD_REQUEST`.
-    pub code: &'static str,
-    /// Human-readable message (Zulip's exact text).
-    pub msg: String,
-    /// Extra top-level fields (`var_name`, `queue_id`, `stream`, ...).
-    pub extra: Vec<(&'static str, Value)>,
-    /// Extra response headers (`WWW-Authenticate`, `Retry-After`).
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl ApiError {
-    /// 400 `BAD_REQUEST` with `msg`.
-    pub fn bad_request(msg: impl Into<String>) -> Self {
-        ApiError { status: 400, code: "BAD_REQUEST", msg: msg.into(), extra: vec![], headers: vec![] }
+/// Refines a 500 by its cause; other errors pass through unchanged.
+pub fn classify(e: ApiError) -> ApiError {
+    if e.status != 500 {
+        return e;
     }
-
-    /// 400 with a specific code.
-    pub fn with_code(code: &'static str, msg: impl Into<String>) -> Self {
-        ApiError { code, ..Self::bad_request(msg) }
-    }
-
-    /// `Missing '<name>' argument`, code `REQUEST_VARIABLE_MISSING`.
-    pub fn missing(name: &str) -> Self {
-        ApiError {
-            extra: vec![("var_name", Value::String(name.to_owned()))],
-            ..Self::with_code("REQUEST_VARIABLE_MISSING", format!("Missing '{name}' argument"))
+    let Some(cause) = e.cause.clone() else { return e };
+    let refined = if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
+        from_postgres(pg)
+    } else if let Some(pool) = cause.downcast_ref::<deadpool_postgres::PoolError>() {
+        from_pool(pool)
+    } else {
+        None
+    };
+    match refined {
+        Some(mut r) => {
+            r.cause = Some(cause);
+            r
         }
-    }
-
-    /// 401 `UNAUTHORIZED` with the `WWW-Authenticate` challenge.
-    pub fn unauthorized(msg: impl Into<String>, session: bool) -> Self {
-        let challenge = if session { "Session realm=\"zulip\"" } else { "Basic realm=\"zulip\"" };
-        ApiError {
-            status: 401,
-            code: "UNAUTHORIZED",
-            msg: msg.into(),
-            extra: vec![],
-            headers: vec![("WWW-Authenticate", challenge.to_owned())],
-        }
-    }
-
-    /// 500: our fault. Logs the cause; the client sees a generic message.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(%cause, "internal server error");
-        ApiError {
-            status: 500,
-            code: "BAD_REQUEST",
-            msg: "Internal server error".to_owned(),
-            extra: vec![],
-            headers: vec![],
-        }
-    }
-
-    /// Adds an extra field.
-    pub fn field(mut self, key: &'static str, value: impl Into<Value>) -> Self {
-        self.extra.push((key, value.into()));
-        self
-    }
-
-    /// The JSON body.
-    pub fn body(&self) -> Vec<u8> {
-        let mut m = Map::new();
-        m.insert("result".into(), "error".into());
-        m.insert("msg".into(), self.msg.clone().into());
-        m.insert("code".into(), self.code.into());
-        for (k, v) in &self.extra {
-            m.insert((*k).to_owned(), v.clone());
-        }
-        Value::Object(m).to_string().into_bytes()
+        None => e,
     }
 }
 
-impl From<tokio_postgres::Error> for ApiError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        // The Display of a server-side error is just "db error"; the
-        // server's code and message are what an operator needs.
-        match e.as_db_error() {
-            Some(db) => ApiError::internal(format!("database: {} ({}): {}", db.message(), db.code().code(), e)),
-            None => ApiError::internal(format!("database: {e}")),
-        }
+fn unavailable() -> ApiError {
+    ApiError::busy("The database is unavailable; try again")
+}
+
+fn from_pool(e: &deadpool_postgres::PoolError) -> Option<ApiError> {
+    match e {
+        deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Backend(_) => Some(unavailable()),
+        _ => None,
     }
 }
 
-impl From<deadpool_postgres::PoolError> for ApiError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        ApiError::internal(format!("database pool: {e}"))
-    }
+fn from_postgres(e: &tokio_postgres::Error) -> Option<ApiError> {
+    let Some(db) = e.as_db_error() else {
+        // No server answer: the connection broke or never came up.
+        return e.is_closed().then(unavailable).or_else(|| Some(unavailable()));
+    };
+    let code = db.code().code();
+    Some(match code {
+        // unique_violation: the request raced another one creating the same thing.
+        "23505" => ApiError::bad_request("This conflicts with existing data; reload and try again"),
+        // foreign_key_violation: something the request names is gone.
+        "23503" => ApiError::bad_request("Something this request refers to does not exist"),
+        // check_violation / not_null_violation
+        "23514" | "23502" => ApiError::bad_request("Invalid value in request"),
+        // character_not_in_repertoire (NUL in text), invalid byte sequence
+        "22021" | "22P05" => ApiError::bad_request("Invalid characters in request"),
+        // string_data_right_truncation, numeric_value_out_of_range
+        "22001" => ApiError::bad_request("A value in the request is too long"),
+        "22003" => ApiError::bad_request("A number in the request is out of range"),
+        // serialization_failure, deadlock_detected, too_many_connections,
+        // admin/crash shutdown, cannot_connect_now: retry later.
+        "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" => unavailable(),
+        c if c.starts_with("08") => unavailable(),
+        _ => return None,
+    })
 }
-
-/// Result of an API handler: the success fields, or an error.
-pub type ApiResult = Result<Map<String, Value>, ApiError>;

@@ -4,14 +4,13 @@
 //! and calls [`App::handle`] → [`routes`] picks the endpoint → an `api/`
 //! module reads [`request::Params`], authenticates via [`auth`], does the
 //! work against PostgreSQL (`db`, [`users`], `streams`, `actions/`) and
-//! publishes events through the [`bus::EventBus`] → [`request::ApiResponse`].
+//! publishes events through the [`bus::EventBus`] → [`squall_proto::api::ApiResponse`].
 //!
 //! The backend runs on a conventional multi-threaded tokio runtime and is
 //! the only part of Squall that touches the database.
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod bus;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -19,7 +18,6 @@ pub mod markdown;
 pub mod presence;
 pub mod ratelimit;
 pub mod realm;
-pub mod request;
 pub mod routes;
 pub mod soft_deactivation;
 pub mod streams;
@@ -29,16 +27,9 @@ pub mod users;
 mod actions;
 pub mod api;
 
-use bus::EventBus;
 use deadpool_postgres::Pool;
+use squall_proto::bus::EventBus;
 use std::sync::Arc;
-
-/// Zulip version string reported to clients.
-pub const ZULIP_VERSION: &str = "10.0-squall";
-/// Zulip API feature level Squall speaks (that of the reference OpenAPI file).
-pub const ZULIP_FEATURE_LEVEL: i64 = 313;
-/// Merge base reported with the version.
-pub const ZULIP_MERGE_BASE: &str = "10.0-squall";
 
 /// Time since the Unix epoch (zero if the clock is before it).
 pub fn unix_time() -> std::time::Duration {
@@ -82,12 +73,15 @@ impl App {
     }
 
     /// Answers one API request.
-    pub async fn handle(&self, req: request::ApiRequest) -> request::ApiResponse {
+    pub async fn handle(&self, req: squall_proto::api::ApiRequest) -> squall_proto::api::ApiResponse {
         routes::dispatch(self, req).await
     }
 
     /// Authenticates a request (used by the gateway for `/events`).
-    pub async fn authenticate(&self, req: &request::ApiRequest) -> Result<users::User, error::ApiError> {
+    pub async fn authenticate(
+        &self,
+        req: &squall_proto::api::ApiRequest,
+    ) -> Result<users::User, squall_proto::error::ApiError> {
         let json_path = req.path.starts_with("/json/");
         auth::authenticate(&self.pool, req, &self.settings.external_host, json_path).await
     }

@@ -1,9 +1,9 @@
 //! Presence: storage, Zulip's two response formats, and the event rules.
 
-use crate::error::ApiError;
 use crate::users::User;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
+use squall_proto::error::ApiError;
 
 /// Seconds without activity after which a user counts as offline.
 pub const OFFLINE_THRESHOLD_SECS: i64 = 200;

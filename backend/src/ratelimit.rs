@@ -5,7 +5,7 @@
 //! refused request gets 429 `RATE_LIMIT_HIT`, `API usage exceeded rate
 //! limit`, with `retry-after` (seconds, float) in the body and the header.
 
-use crate::error::ApiError;
+use squall_proto::error::ApiError;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;

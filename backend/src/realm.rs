@@ -1,9 +1,9 @@
 //! Realms (organizations): creation with their owner and defaults.
 
-use crate::error::ApiError;
 use crate::streams;
 use crate::users::{self, role};
 use deadpool_postgres::Pool;
+use squall_proto::error::ApiError;
 
 /// What `squall admin create-realm` reports.
 #[derive(Debug, Clone)]

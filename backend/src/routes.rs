@@ -1,4 +1,7 @@
-//! Every endpoint in one table.
+//! Every endpoint in one table, and dispatch: match the path and method,
+//! authenticate, rate-limit, call the handler, turn the outcome into Zulip's
+//! JSON. Handlers live in `api/` (one file per group) and never call back
+//! here.
 //!
 //! Paths are matched under `/api/v1/` (HTTP Basic) and `/json/` (the same
 //! handlers; Squall has no browser sessions, so Basic auth is accepted
@@ -6,15 +9,18 @@
 //! as Zulip does. `/events` never reaches here: the gateway serves it.
 
 use crate::api;
-use crate::error::ApiError;
-use crate::request::{ApiRequest, ApiResponse, Params};
+use crate::users::User;
 use crate::App;
 use serde_json::{Map, Value};
+use squall_proto::api::{ApiRequest, ApiResponse, Params};
+use squall_proto::error::{ApiError, ApiResult};
 
 /// Who may call an endpoint.
-#[derive(Clone, Copy, PartialEq)]
-enum Access {
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Access {
+    /// Anyone (rate-limited per IP).
     Public,
+    /// An authenticated user (rate-limited per user).
     User,
 }
 
@@ -47,32 +53,42 @@ pub(crate) enum Endpoint {
     FlagsNarrow,
 }
 
-/// (path under the API prefix, method, access, endpoint)
-const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
-    ("server_settings", "GET", Access::Public, Endpoint::ServerSettings),
-    ("fetch_api_key", "POST", Access::Public, Endpoint::FetchApiKey),
-    ("users", "POST", Access::User, Endpoint::UsersCreate),
-    ("users", "GET", Access::User, Endpoint::UsersList),
-    ("users/me", "GET", Access::User, Endpoint::UsersMe),
-    ("users/me/subscriptions", "POST", Access::User, Endpoint::SubscriptionsAdd),
-    ("users/me/subscriptions", "GET", Access::User, Endpoint::SubscriptionsList),
-    ("users/me/subscriptions", "DELETE", Access::User, Endpoint::SubscriptionsRemove),
-    ("streams", "GET", Access::User, Endpoint::StreamsList),
-    ("register", "POST", Access::User, Endpoint::Register),
-    ("messages", "POST", Access::User, Endpoint::MessagesSend),
-    ("messages", "GET", Access::User, Endpoint::MessagesGet),
-    ("messages/flags", "POST", Access::User, Endpoint::FlagsUpdate),
-    ("mark_all_as_read", "POST", Access::User, Endpoint::MarkAllAsRead),
-    ("mark_stream_as_read", "POST", Access::User, Endpoint::MarkStreamAsRead),
-    ("mark_topic_as_read", "POST", Access::User, Endpoint::MarkTopicAsRead),
-    ("typing", "POST", Access::User, Endpoint::Typing),
-    ("users/me/presence", "POST", Access::User, Endpoint::PresenceUpdate),
-    ("realm/presence", "GET", Access::User, Endpoint::RealmPresence),
-    ("messages/{id}", "PATCH", Access::User, Endpoint::MessageEdit),
-    ("messages/{id}", "DELETE", Access::User, Endpoint::MessageDelete),
-    ("messages/{id}", "GET", Access::User, Endpoint::MessageGetOne),
-    ("users/{key}/presence", "GET", Access::User, Endpoint::UserPresence),
-    ("messages/flags/narrow", "POST", Access::User, Endpoint::FlagsNarrow),
+impl Endpoint {
+    /// Who may call it.
+    pub(crate) fn access(self) -> Access {
+        match self {
+            Endpoint::ServerSettings | Endpoint::FetchApiKey => Access::Public,
+            _ => Access::User,
+        }
+    }
+}
+
+/// (path under the API prefix, method, endpoint)
+const ROUTES: &[(&str, &str, Endpoint)] = &[
+    ("server_settings", "GET", Endpoint::ServerSettings),
+    ("fetch_api_key", "POST", Endpoint::FetchApiKey),
+    ("users", "POST", Endpoint::UsersCreate),
+    ("users", "GET", Endpoint::UsersList),
+    ("users/me", "GET", Endpoint::UsersMe),
+    ("users/me/subscriptions", "POST", Endpoint::SubscriptionsAdd),
+    ("users/me/subscriptions", "GET", Endpoint::SubscriptionsList),
+    ("users/me/subscriptions", "DELETE", Endpoint::SubscriptionsRemove),
+    ("streams", "GET", Endpoint::StreamsList),
+    ("register", "POST", Endpoint::Register),
+    ("messages", "POST", Endpoint::MessagesSend),
+    ("messages", "GET", Endpoint::MessagesGet),
+    ("messages/flags", "POST", Endpoint::FlagsUpdate),
+    ("mark_all_as_read", "POST", Endpoint::MarkAllAsRead),
+    ("mark_stream_as_read", "POST", Endpoint::MarkStreamAsRead),
+    ("mark_topic_as_read", "POST", Endpoint::MarkTopicAsRead),
+    ("typing", "POST", Endpoint::Typing),
+    ("users/me/presence", "POST", Endpoint::PresenceUpdate),
+    ("realm/presence", "GET", Endpoint::RealmPresence),
+    ("messages/{id}", "PATCH", Endpoint::MessageEdit),
+    ("messages/{id}", "DELETE", Endpoint::MessageDelete),
+    ("messages/{id}", "GET", Endpoint::MessageGetOne),
+    ("users/{key}/presence", "GET", Endpoint::UserPresence),
+    ("messages/flags/narrow", "POST", Endpoint::FlagsNarrow),
 ];
 
 /// Captured path parameters: `{id}` segments as integers, `{key}` segments
@@ -106,15 +122,27 @@ fn match_route(pattern: &str, path: &str) -> Option<PathParams> {
     }
 }
 
-/// Handles one request end to end, never panicking on input.
+/// Handles one request end to end, never panicking on input. A failure is
+/// classified (database causes → 4xx/503) and, if it is ours, logged here
+/// once with the request's method, path and user.
 pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
-    let mut params = match Params::from_request(&req) {
-        Ok(p) => p,
-        Err(e) => return e.into(),
-    };
+    let mut user_id = None;
+    let outcome = route(app, &req, &mut user_id).await;
+    match outcome {
+        Ok(resp) => resp,
+        Err(e) => {
+            let e = crate::error::classify(e);
+            e.log(&req.method, &req.path, user_id);
+            e.into()
+        }
+    }
+}
+
+async fn route(app: &App, req: &ApiRequest, user_id: &mut Option<i64>) -> Result<ApiResponse, ApiError> {
+    let mut params = Params::from_request(req)?;
     let json_path = req.path.starts_with("/json/");
     let Some(sub) = req.path.strip_prefix("/api/v1/").or_else(|| req.path.strip_prefix("/json/")) else {
-        return not_found();
+        return Err(ApiError::not_found());
     };
     let sub = sub.trim_end_matches('/');
     let mut method = req.method.clone();
@@ -127,47 +155,71 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
     // Routes whose path matches, with what they capture from it.
     let candidates: Vec<_> = ROUTES.iter().filter_map(|r| match_route(r.0, sub).map(|p| (r, p))).collect();
     if candidates.is_empty() {
-        return not_found();
+        return Err(ApiError::not_found());
     }
+    let allowed: Vec<&str> = candidates.iter().map(|(r, _)| r.1).collect();
     if method == "OPTIONS" {
-        let allow: Vec<&str> = candidates.iter().map(|(r, _)| r.1).collect();
-        return ApiResponse {
-            status: 204,
-            headers: vec![("Allow", format!("OPTIONS, {}", allow.join(", ")))],
-            body: vec![],
-        };
+        return Ok(ApiResponse::options(&allowed));
     }
-    let Some((&(_, _, access, endpoint), path_params)) = candidates.iter().find(|(r, _)| r.1 == method) else {
-        let allowed: Vec<&str> = candidates.iter().map(|(r, _)| r.1).collect();
-        let body = serde_json::json!({"result": "error", "msg": "Method Not Allowed", "allowed_methods": allowed});
-        return ApiResponse { status: 405, headers: vec![], body: body.to_string().into_bytes() };
+    let Some((&(_, _, endpoint), path)) = candidates.iter().find(|(r, _)| r.1 == method) else {
+        return Ok(ApiResponse::method_not_allowed(&allowed));
     };
-    let result = match access {
-        Access::Public => match req.peer.map(|ip| app.limiter.check(crate::ratelimit::Key::Ip(ip))) {
-            Some(Err(e)) => Err(e),
-            _ => call_public(app, endpoint, &req, &mut params).await,
-        },
-        Access::User => {
-            match crate::auth::authenticate(&app.pool, &req, &app.settings.external_host, json_path).await {
-                Ok(user) => match app.limiter.check(crate::ratelimit::Key::User(user.id)) {
-                    Ok(()) => api::call(app, endpoint, &user, &req, path_params, &mut params).await,
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
+    let fields = match endpoint.access() {
+        Access::Public => {
+            if let Some(ip) = req.peer {
+                app.limiter.check(crate::ratelimit::Key::Ip(ip))?;
             }
+            call_public(app, endpoint, req, &mut params).await?
+        }
+        Access::User => {
+            let user = crate::auth::authenticate(&app.pool, req, &app.settings.external_host, json_path).await?;
+            *user_id = Some(user.id);
+            app.limiter.check(crate::ratelimit::Key::User(user.id))?;
+            call(app, endpoint, &user, req, path, &mut params).await?
         }
     };
-    match result {
-        Ok(fields) => success(fields, params.unused()),
-        Err(e) => e.into(),
-    }
+    Ok(success(fields, params.unused()))
 }
 
-async fn call_public(app: &App, endpoint: Endpoint, req: &ApiRequest, params: &mut Params) -> crate::error::ApiResult {
+async fn call_public(app: &App, endpoint: Endpoint, req: &ApiRequest, params: &mut Params) -> ApiResult {
     match endpoint {
         Endpoint::ServerSettings => api::server::server_settings(app, req).await,
         Endpoint::FetchApiKey => api::server::fetch_api_key(app, req, params).await,
         other => Err(ApiError::internal(format!("{other:?} is not a public endpoint"))),
+    }
+}
+
+/// Runs an authenticated endpoint's handler.
+async fn call(app: &App, e: Endpoint, user: &User, req: &ApiRequest, path: &PathParams, p: &mut Params) -> ApiResult {
+    use api::*;
+    let path_id = path.ids.first().copied().unwrap_or(0);
+    let path_key = path.keys.first().map(String::as_str).unwrap_or_default();
+    match e {
+        Endpoint::UsersCreate => users::create(app, user, p).await,
+        Endpoint::UsersList => users::list(app, user, p).await,
+        Endpoint::UsersMe => users::me(app, user).await,
+        Endpoint::SubscriptionsAdd => streams::subscribe(app, user, p).await,
+        Endpoint::SubscriptionsList => streams::list_subscriptions(app, user, p).await,
+        Endpoint::SubscriptionsRemove => streams::unsubscribe(app, user, p).await,
+        Endpoint::StreamsList => streams::list_streams(app, user, p).await,
+        Endpoint::Register => register::register(app, user, req, p).await,
+        Endpoint::MessagesSend => messages::send(app, user, req, p).await,
+        Endpoint::MessagesGet => messages::get(app, user, p).await,
+        Endpoint::FlagsUpdate => flags::update(app, user, p).await,
+        Endpoint::MarkAllAsRead => flags::mark_all(app, user).await,
+        Endpoint::MarkStreamAsRead => flags::mark_stream(app, user, p).await,
+        Endpoint::MarkTopicAsRead => flags::mark_topic(app, user, p).await,
+        Endpoint::Typing => typing::set_typing_status(app, user, p).await,
+        Endpoint::PresenceUpdate => presence::update(app, user, p).await,
+        Endpoint::RealmPresence => presence::realm(app, user).await,
+        Endpoint::MessageEdit => messages::edit(app, user, path_id, p).await,
+        Endpoint::MessageDelete => messages::delete(app, user, path_id).await,
+        Endpoint::MessageGetOne => messages::get_one(app, user, path_id, p).await,
+        Endpoint::UserPresence => presence::for_user(app, user, path_key).await,
+        Endpoint::FlagsNarrow => flags::update_narrow(app, user, p).await,
+        Endpoint::ServerSettings | Endpoint::FetchApiKey => {
+            Err(ApiError::internal(format!("{e:?} is a public endpoint")))
+        }
     }
 }
 
@@ -202,9 +254,4 @@ mod tests {
         assert_eq!(match_route("users/{key}/presence", "users/7/presence"), key("7"));
         assert_eq!(match_route("users/{key}/presence", "users//presence"), None);
     }
-}
-
-fn not_found() -> ApiResponse {
-    let e = ApiError { status: 404, ..ApiError::bad_request("Not Found") };
-    e.into()
 }

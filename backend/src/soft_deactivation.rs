@@ -7,8 +7,8 @@
 //! writes exactly the rows they missed, from the subscription entries of
 //! the audit log, so their history looks as if they had never been idle.
 
-use crate::error::ApiError;
 use deadpool_postgres::GenericClient;
+use squall_proto::error::ApiError;
 use std::collections::HashMap;
 
 /// Zulip's RealmAuditLog event types that soft deactivation reads or writes.

@@ -1,9 +1,9 @@
 //! Streams (channels) and subscriptions: model, name rules, queries.
 
-use crate::error::ApiError;
 use crate::users::User;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Value};
+use squall_proto::error::ApiError;
 use tokio_postgres::Row;
 
 /// Longest stream name Zulip accepts.

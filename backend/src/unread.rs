@@ -1,10 +1,10 @@
 //! The `unread_msgs` section of register: a user's unread messages grouped
 //! the way clients keep their unread counts.
 
-use crate::error::ApiError;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Value};
-use squall_shard_router::flags;
+use squall_proto::error::ApiError;
+use squall_proto::flags;
 use std::collections::BTreeMap;
 
 /// At most this many unread messages are reported (Zulip's limit); the

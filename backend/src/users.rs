@@ -1,6 +1,5 @@
 //! Users: the row model, Zulip's user dictionaries, and creation.
 
-use crate::error::ApiError;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use deadpool_postgres::GenericClient;
@@ -8,21 +7,10 @@ use md5::{Digest, Md5};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Value};
+use squall_proto::error::ApiError;
 use tokio_postgres::Row;
 
-/// Zulip's role values.
-pub mod role {
-    /// Organization owner.
-    pub const OWNER: i32 = 100;
-    /// Organization administrator.
-    pub const ADMIN: i32 = 200;
-    /// Moderator.
-    pub const MODERATOR: i32 = 300;
-    /// Member.
-    pub const MEMBER: i32 = 400;
-    /// Guest.
-    pub const GUEST: i32 = 600;
-}
+pub use squall_proto::user::role;
 
 /// Columns [`User::from_row`] expects, for `userprofile u JOIN realm r`.
 pub const USER_COLUMNS: &str = "u.id, u.realm_id, r.string_id, r.deactivated, r.name, u.email, \
@@ -124,6 +112,11 @@ impl User {
     /// Guest.
     pub fn is_guest(&self) -> bool {
         self.role == role::GUEST
+    }
+
+    /// What the event server needs to know about this user.
+    pub fn authed(&self) -> squall_proto::user::AuthedUser {
+        squall_proto::user::AuthedUser { id: self.id, realm_id: self.realm_id, role: self.role }
     }
 
     /// Gravatar URL of this user.

@@ -12,11 +12,11 @@ use crate::shard::CoreCtx;
 use futures_channel::oneshot;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
-use squall_backend::api::register::queue_spec;
-use squall_backend::error::ApiError;
-use squall_backend::request::{client_name_from_user_agent, ApiRequest, ApiResponse, Params};
 use squall_backend::users::User;
-use squall_shard_router::ids::QueueId;
+use squall_proto::api::{client_name_from_user_agent, ApiRequest, ApiResponse, Params};
+use squall_proto::error::ApiError;
+use squall_proto::ids::QueueId;
+use squall_proto::queue_spec::queue_spec;
 use squall_shard_router::placement::Topology;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -221,7 +221,8 @@ fn parse_events_call(req: &ApiRequest, method: &str, user: &User, topo: Topology
         return Ok((core, EventsOp::Delete { queue_id }));
     }
     let client = p.str("client").unwrap_or_else(|| client_name_from_user_agent(req.header("user-agent")));
-    let new_queue = Box::new(queue_spec(user, client, req.header("user-agent"), None, &mut p, false).map_err(err)?);
+    let new_queue =
+        Box::new(queue_spec(&user.authed(), client, req.header("user-agent"), None, &mut p, false).map_err(err)?);
     let queue_id = p.str("queue_id");
     let last_event_id = p.int("last_event_id").map_err(err)?;
     let dont_block = p.bool("dont_block").map_err(err)?.unwrap_or(false);

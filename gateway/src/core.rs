@@ -11,10 +11,11 @@ use crate::notify::{on_last_queue_gone, Notification};
 use crate::queue::{EventBody, EventQueue};
 use futures_channel::oneshot;
 use serde_json::Value;
-use squall_backend::error::ApiError;
-use squall_shard_router::envelope::{Notice, QueueSpec};
-use squall_shard_router::ids::QueueId;
-use squall_shard_router::Shard;
+use squall_proto::envelope::Notice;
+use squall_proto::error::ApiError;
+use squall_proto::ids::QueueId;
+use squall_proto::queue_spec::QueueSpec;
+use squall_proto::Shard;
 use std::collections::HashMap;
 
 /// An item in a core's inbox.

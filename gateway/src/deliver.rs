@@ -10,8 +10,9 @@ use crate::filter::{accepts_event, accepts_messages, narrow_matches};
 use crate::notify::{maybe_enqueue, InternalData, NotificationData};
 use crate::queue::{is_compressible, virtual_key, EventBody};
 use serde_json::{Map, Value};
-use squall_shard_router::envelope::{MessageNotice, Notice, NotifySets, PerUserData, QueueSpec, Variant};
-use squall_shard_router::flags;
+use squall_proto::envelope::{MessageNotice, Notice, NotifySets, PerUserData, Variant};
+use squall_proto::flags;
+use squall_proto::queue_spec::QueueSpec;
 use std::collections::HashMap;
 use std::rc::Rc;
 

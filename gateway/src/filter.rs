@@ -3,8 +3,9 @@
 //! the event.
 
 use serde_json::Value;
-use squall_shard_router::envelope::{Destination, QueueSpec, WideMessage};
-use squall_shard_router::flags;
+use squall_proto::envelope::{Destination, WideMessage};
+use squall_proto::flags;
+use squall_proto::queue_spec::QueueSpec;
 
 /// Zulip's `accepts_event`, in its order: the `event_types` filter (and
 /// `muted_topics` dropped when `user_topic` is wanted), stream typing only
@@ -64,7 +65,7 @@ pub fn narrow_matches(narrow: &[(String, String)], msg: &WideMessage, bits: i64)
 mod tests {
     use super::*;
     use serde_json::json;
-    use squall_shard_router::envelope::Participant;
+    use squall_proto::envelope::Participant;
 
     fn msg(dest: Destination, subject: &str) -> WideMessage {
         WideMessage {

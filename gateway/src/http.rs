@@ -1,7 +1,7 @@
 //! HTTP/1.1 framing for the edge: request head parsing (httparse), bodies by
 //! Content-Length, keep-alive, and response writing.
 
-use squall_backend::request::ApiRequest;
+use squall_proto::api::ApiRequest;
 
 /// Largest request head accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;

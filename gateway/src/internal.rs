@@ -17,12 +17,12 @@ use crate::http::Response;
 use crate::shard::CoreCtx;
 use futures_channel::oneshot;
 use serde_json::{json, Map, Value};
-use squall_backend::error::ApiError;
-use squall_backend::request::{ApiRequest, Params};
-use squall_shard_router::envelope::{
+use squall_proto::api::{ApiRequest, Params};
+use squall_proto::envelope::{
     Destination, MessageNotice, MessageRecipient, Notice, NotifySets, Participant, PerUserData, WideMessage,
 };
-use squall_shard_router::flags;
+use squall_proto::error::ApiError;
+use squall_proto::flags;
 use squall_shard_router::split::split_for_node;
 use std::net::IpAddr;
 use std::rc::Rc;

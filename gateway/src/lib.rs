@@ -27,8 +27,8 @@ pub mod shard;
 use anyhow::Context;
 use config::Config;
 use squall_backend::{App, Settings};
+use squall_proto::Shard;
 use squall_shard_router::placement::Topology;
-use squall_shard_router::Shard;
 use std::sync::Arc;
 
 /// Runs a single-node Squall (backend + gateway on one port) until
@@ -76,9 +76,9 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
         core::Timing { heartbeat_min_secs: cfg.heartbeat_min_secs, heartbeat_jitter_secs: cfg.heartbeat_jitter_secs };
     let restart_event = Arc::new(serde_json::json!({
         "type": "restart",
-        "zulip_version": squall_backend::ZULIP_VERSION,
-        "zulip_merge_base": squall_backend::ZULIP_MERGE_BASE,
-        "zulip_feature_level": squall_backend::ZULIP_FEATURE_LEVEL,
+        "zulip_version": squall_proto::ZULIP_VERSION,
+        "zulip_merge_base": squall_proto::ZULIP_MERGE_BASE,
+        "zulip_feature_level": squall_proto::ZULIP_FEATURE_LEVEL,
         "server_generation": settings_generation,
     }));
 
@@ -176,7 +176,7 @@ async fn soft_deactivation_job(pool: squall_backend::db::Pool, cfg: squall_backe
     loop {
         tokio::time::sleep(every).await;
         let run = async {
-            let mut db = pool.get().await.map_err(squall_backend::error::ApiError::from)?;
+            let mut db = pool.get().await.map_err(squall_proto::error::ApiError::from)?;
             squall_backend::soft_deactivation::run_job(
                 &mut db,
                 None,

@@ -12,8 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use squall_shard_router::envelope::NotifySets;
-use squall_shard_router::flags;
+use squall_proto::envelope::NotifySets;
+use squall_proto::flags;
 
 /// RabbitMQ queue of mobile push notifications.
 pub const MOBILE_QUEUE: &str = "missedmessage_mobile_notifications";

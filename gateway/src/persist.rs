@@ -14,8 +14,8 @@
 use crate::core::{CoreState, Descriptor};
 use crate::queue::{EventQueue, SavedQueue};
 use serde::{Deserialize, Serialize};
-use squall_shard_router::envelope::QueueSpec;
-use squall_shard_router::ids::QueueId;
+use squall_proto::ids::QueueId;
+use squall_proto::queue_spec::QueueSpec;
 use squall_shard_router::placement::Topology;
 use std::path::{Path, PathBuf};
 
@@ -238,8 +238,8 @@ mod tests {
     use super::*;
     use crate::core::Timing;
     use serde_json::json;
-    use squall_shard_router::envelope::Notice;
-    use squall_shard_router::Shard;
+    use squall_proto::envelope::Notice;
+    use squall_proto::Shard;
     use std::sync::Arc;
 
     fn tempdir() -> PathBuf {

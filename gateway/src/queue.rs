@@ -9,7 +9,7 @@
 use crate::notify::InternalData;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use squall_shard_router::flags;
+use squall_proto::flags;
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::rc::Rc;

@@ -11,7 +11,7 @@
 //! process, and queues persisted across a restart with a different core
 //! count are re-placed on load.
 
-use crate::Shard;
+use squall_proto::Shard;
 
 /// The shape of the cluster: how many gateway nodes, how many cores each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 //! receives an envelope splits it so every core gets only its own users,
 //! sharing the (possibly large) event body by reference.
 
-use crate::envelope::{MessageNotice, Notice, PerUserData};
 use crate::placement::Topology;
+use squall_proto::envelope::{MessageNotice, Notice, PerUserData};
 
 /// Splits `notice` into per-core parts for node `node`. Users placed on other
 /// nodes are dropped (they are another node's business). Cores without users
@@ -68,7 +68,7 @@ pub fn split_for_node(notice: &Notice, topo: Topology, node: u16) -> Vec<(u16, N
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::MessageRecipient;
+    use squall_proto::envelope::MessageRecipient;
     use std::sync::Arc;
 
     #[test]
@@ -94,7 +94,7 @@ mod tests {
         let topo = Topology { nodes: 2, cores: 1 };
         let users: Vec<MessageRecipient> =
             (1..=40).map(|id| MessageRecipient { id, flags: id, mentioned_user_group_id: None }).collect();
-        let msg = crate::envelope::tests_support::message();
+        let msg = squall_proto::envelope::fixtures::message();
         let notice = Notice::Message(Box::new(MessageNotice {
             message: Arc::new(msg),
             users: users.clone(),
@@ -117,7 +117,7 @@ mod tests {
     fn public_stream_messages_reach_every_core() {
         let topo = Topology::single_node(4);
         let notice = Notice::Message(Box::new(MessageNotice {
-            message: Arc::new(crate::envelope::tests_support::message()),
+            message: Arc::new(squall_proto::envelope::fixtures::message()),
             users: vec![MessageRecipient { id: 1, flags: 0, mentioned_user_group_id: None }],
             sender_queue_id: None,
             local_id: None,

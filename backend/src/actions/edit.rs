@@ -3,15 +3,15 @@
 //! events (`update_message` with per-user flags, `delete_message`).
 
 use crate::actions::send::{check_topic, normalize_body, render_message};
-use crate::error::ApiError;
 use crate::markdown;
 use crate::streams::{self, Stream};
 use crate::users::{self, User};
 use crate::App;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
-use squall_shard_router::envelope::{Envelope, Notice, PerUserData};
-use squall_shard_router::flags;
+use squall_proto::envelope::{Envelope, Notice, PerUserData};
+use squall_proto::error::ApiError;
+use squall_proto::flags;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 

@@ -2,13 +2,13 @@
 //! mark-as-read family. Every change sends one `update_message_flags`
 //! event to the acting user.
 
-use crate::error::ApiError;
 use crate::users::User;
 use crate::App;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
-use squall_shard_router::envelope::{Envelope, Notice};
-use squall_shard_router::flags::{self, FLAG_NAMES};
+use squall_proto::envelope::{Envelope, Notice};
+use squall_proto::error::ApiError;
+use squall_proto::flags::{self, FLAG_NAMES};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 

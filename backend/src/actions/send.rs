@@ -1,16 +1,16 @@
 //! Sending a message: Zulip's `check_message` validation and
 //! `do_send_messages` (one Message row, UserMessage rows in bulk, one event).
 
-use crate::error::ApiError;
 use crate::markdown::{self, MentionRef, MentionTarget};
 use crate::streams::{self, is_unprintable, Stream};
 use crate::users::{self, User};
 use crate::App;
 use serde_json::Value;
-use squall_shard_router::envelope::{
+use squall_proto::envelope::{
     Destination, Envelope, MessageNotice, MessageRecipient, Notice, NotifySets, Participant, WideMessage,
 };
-use squall_shard_router::flags;
+use squall_proto::error::ApiError;
+use squall_proto::flags;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 

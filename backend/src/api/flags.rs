@@ -3,12 +3,12 @@
 
 use crate::actions::flags;
 use crate::api::messages;
-use crate::error::{ApiError, ApiResult};
-use crate::request::Params;
 use crate::streams;
 use crate::users::User;
 use crate::App;
 use serde_json::{json, Map, Value};
+use squall_proto::api::Params;
+use squall_proto::error::{ApiError, ApiResult};
 
 /// `POST /messages/flags`: `messages` (JSON list of ids), `op`, `flag`.
 pub async fn update(app: &App, user: &User, p: &mut Params) -> ApiResult {

@@ -1,14 +1,14 @@
 //! `POST /messages` (send) and `GET /messages` (history).
 
 use crate::actions::send::{self, display_recipient, Outgoing};
-use crate::error::{ApiError, ApiResult};
-use crate::request::{client_name_from_user_agent, ApiRequest, Params};
 use crate::streams;
 use crate::users::{self, User};
 use crate::App;
 use serde_json::{Map, Value};
-use squall_shard_router::envelope::{Destination, Variant, WideMessage};
-use squall_shard_router::flags;
+use squall_proto::api::{client_name_from_user_agent, ApiRequest, Params};
+use squall_proto::envelope::{Destination, Variant, WideMessage};
+use squall_proto::error::{ApiError, ApiResult};
+use squall_proto::flags;
 use std::collections::HashMap;
 
 /// Anchor past every message id (Zulip's `LARGER_THAN_MAX_MESSAGE_ID`).

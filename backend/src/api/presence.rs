@@ -1,12 +1,12 @@
 //! `POST /users/me/presence`, `GET /realm/presence`, `GET /users/{id}/presence`.
 
-use crate::error::{ApiError, ApiResult};
 use crate::presence::{self, USER_LIMIT_FOR_SENDING_PRESENCE_UPDATE_EVENTS};
-use crate::request::Params;
 use crate::users::{self, User};
 use crate::App;
 use serde_json::{json, Map, Value};
-use squall_shard_router::envelope::{Envelope, Notice};
+use squall_proto::api::Params;
+use squall_proto::envelope::{Envelope, Notice};
+use squall_proto::error::{ApiError, ApiResult};
 use std::sync::Arc;
 
 fn now_secs() -> (i64, f64) {

@@ -1,11 +1,12 @@
 //! Unauthenticated endpoints: `GET /server_settings`, `POST /fetch_api_key`.
 
 use crate::auth::subdomain_for_host;
-use crate::error::{ApiError, ApiResult};
-use crate::request::{ApiRequest, Params};
 use crate::users::{verify_password, User, USER_COLUMNS};
-use crate::{App, ZULIP_FEATURE_LEVEL, ZULIP_MERGE_BASE, ZULIP_VERSION};
+use crate::App;
 use serde_json::{json, Map, Value};
+use squall_proto::api::{ApiRequest, Params};
+use squall_proto::error::{ApiError, ApiResult};
+use squall_proto::{ZULIP_FEATURE_LEVEL, ZULIP_MERGE_BASE, ZULIP_VERSION};
 
 /// The realm's URL as clients should use it.
 pub fn realm_url(app: &App, subdomain: &str) -> String {

@@ -1,13 +1,13 @@
 //! `POST/GET /users/me/subscriptions`, `GET /streams`.
 
-use crate::error::{ApiError, ApiResult};
-use crate::request::Params;
 use crate::soft_deactivation;
 use crate::streams::{self, check_stream_name, Stream, MAX_STREAM_DESCRIPTION_LENGTH};
 use crate::users::{self, User};
 use crate::App;
 use serde_json::{json, Map, Value};
-use squall_shard_router::envelope::{Envelope, Notice};
+use squall_proto::api::Params;
+use squall_proto::envelope::{Envelope, Notice};
+use squall_proto::error::{ApiError, ApiResult};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -1,12 +1,12 @@
 //! `POST /typing`: typing notifications for direct messages and topics.
 
-use crate::error::{ApiError, ApiResult};
-use crate::request::Params;
 use crate::streams;
 use crate::users::{self, User};
 use crate::App;
 use serde_json::{json, Map, Value};
-use squall_shard_router::envelope::{Envelope, Notice};
+use squall_proto::api::Params;
+use squall_proto::envelope::{Envelope, Notice};
+use squall_proto::error::{ApiError, ApiResult};
 use std::sync::Arc;
 
 /// Streams with more subscribers than this get no typing events

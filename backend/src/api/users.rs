@@ -1,12 +1,12 @@
 //! `POST /users`, `GET /users`, `GET /users/me`.
 
-use crate::error::{ApiError, ApiResult};
-use crate::request::Params;
 use crate::streams;
 use crate::users::{self, role, User};
 use crate::App;
 use serde_json::{json, Map, Value};
-use squall_shard_router::envelope::{Envelope, Notice};
+use squall_proto::api::Params;
+use squall_proto::envelope::{Envelope, Notice};
+use squall_proto::error::{ApiError, ApiResult};
 use std::sync::Arc;
 
 /// `POST /users`: an administrator creates a user.

@@ -3,8 +3,8 @@
 use super::*;
 use futures_channel::oneshot::Receiver;
 use serde_json::json;
-use squall_shard_router::envelope::{Destination, MessageNotice, MessageRecipient, WideMessage};
-use squall_shard_router::flags;
+use squall_proto::envelope::{Destination, MessageNotice, MessageRecipient, WideMessage};
+use squall_proto::flags;
 use std::sync::Arc;
 
 fn state() -> CoreState {

@@ -3,10 +3,9 @@
 
 use crate::core::{CoreState, Timing};
 use serde_json::{json, Value};
-use squall_shard_router::envelope::{
-    Destination, MessageNotice, MessageRecipient, Notice, PerUserData, QueueSpec, WideMessage,
-};
-use squall_shard_router::{flags, Shard};
+use squall_proto::envelope::{Destination, MessageNotice, MessageRecipient, Notice, PerUserData, WideMessage};
+use squall_proto::queue_spec::QueueSpec;
+use squall_proto::{flags, Shard};
 use std::sync::Arc;
 
 fn state() -> CoreState {
@@ -224,7 +223,7 @@ fn mirror_clients_loop_guard_and_invite_only_marker() {
     assert!(p["message"].get("invite_only_stream").is_none());
 }
 
-fn dm(sender: i64, to: i64, notify: squall_shard_router::envelope::NotifySets) -> Notice {
+fn dm(sender: i64, to: i64, notify: squall_proto::envelope::NotifySets) -> Notice {
     let mut msg = stream_message("test");
     msg.sender_id = sender;
     msg.destination = Destination::Private { participants: vec![] };
@@ -268,7 +267,7 @@ fn an_online_user_gets_email_only_when_their_last_queue_goes() {
     let mut s = state();
     let q1 = s.allocate(spec(2), 0);
     let q2 = s.allocate(spec(2), 0);
-    let notify = squall_shard_router::envelope::NotifySets { online_push_user_ids: vec![2], ..Default::default() };
+    let notify = squall_proto::envelope::NotifySets { online_push_user_ids: vec![2], ..Default::default() };
     s.deliver(dm(1, 2, notify));
     assert_eq!(
         queues_and_triggers(&mut s),
@@ -325,7 +324,7 @@ fn notification_state_survives_a_restart() {
     let topo = squall_shard_router::placement::Topology::single_node(1);
     let mut a = state();
     let q = a.allocate(spec(2), 0);
-    let notify = squall_shard_router::envelope::NotifySets { online_push_user_ids: vec![2], ..Default::default() };
+    let notify = squall_proto::envelope::NotifySets { online_push_user_ids: vec![2], ..Default::default() };
     a.deliver(dm(1, 2, notify));
     assert_eq!(a.take_notifications().len(), 1);
     a.save_queues(&dir, 1).unwrap();

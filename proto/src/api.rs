@@ -1,8 +1,8 @@
-//! Requests and responses as the backend sees them, and Zulip's parameter
-//! rules.
+//! Requests and responses as the API sees them, and Zulip's parameter rules.
 //!
-//! The edge (the gateway in single-node mode) parses HTTP and hands the
-//! backend an [`ApiRequest`]; the backend answers with an [`ApiResponse`].
+//! The edge (the gateway) parses HTTP into an [`ApiRequest`]; whoever
+//! answers it (the gateway for `/events`, the backend for the rest) returns
+//! an [`ApiResponse`].
 //! [`Params`] reads parameters the way Zulip does: form body first, then
 //! query string, JSON-typed values decoded with Zulip's error messages, and
 //! every parameter not read reported back in `ignored_parameters_unsupported`.
@@ -35,15 +35,37 @@ impl ApiRequest {
     }
 }
 
-/// An HTTP response from the backend.
-#[derive(Debug, Clone)]
+/// An HTTP response: status, extra headers, JSON body.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiResponse {
     /// Status code.
     pub status: u16,
-    /// Extra headers (Content-Type is always JSON).
+    /// Extra headers (Content-Type is JSON whenever there is a body).
     pub headers: Vec<(&'static str, String)>,
-    /// JSON body.
+    /// JSON body (may be empty).
     pub body: Vec<u8>,
+}
+
+impl ApiResponse {
+    /// A JSON response.
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        ApiResponse { status, headers: vec![], body: body.into() }
+    }
+
+    /// `405 Method Not Allowed` with Zulip's body and an `Allow` header.
+    pub fn method_not_allowed(allowed: &[&str]) -> Self {
+        let body = serde_json::json!({"result": "error", "msg": "Method Not Allowed", "allowed_methods": allowed});
+        ApiResponse {
+            status: 405,
+            headers: vec![("Allow", format!("OPTIONS, {}", allowed.join(", ")))],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// `204` answer to `OPTIONS` listing the allowed methods.
+    pub fn options(allowed: &[&str]) -> Self {
+        ApiResponse { status: 204, headers: vec![("Allow", format!("OPTIONS, {}", allowed.join(", ")))], body: vec![] }
+    }
 }
 
 impl From<ApiError> for ApiResponse {

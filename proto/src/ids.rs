@@ -6,8 +6,16 @@
 //! request to the owning core without any lookup table. The random part is
 //! 128 bits, so ids are unguessable and never collide in practice.
 
-use crate::Shard;
 use std::fmt;
+
+/// A gateway core on a gateway node: the owner of a set of users' queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Shard {
+    /// Gateway node index, `0..nodes`.
+    pub node: u16,
+    /// Core index on that node, `0..cores`.
+    pub core: u16,
+}
 
 /// A parsed queue id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

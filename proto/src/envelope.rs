@@ -311,17 +311,17 @@ impl WideMessage {
     }
 }
 
-/// Test fixtures shared with the other modules' tests.
-#[cfg(test)]
-pub(crate) mod tests_support {
+/// Test fixtures for this and other crates' tests.
+#[doc(hidden)]
+pub mod fixtures {
     use super::*;
 
     /// A stream message with every field set.
-    pub(crate) fn message() -> WideMessage {
+    pub fn message() -> WideMessage {
         sample(Destination::Stream { stream_id: 1, name: "a".into() })
     }
 
-    pub(crate) fn sample(destination: Destination) -> WideMessage {
+    pub fn sample(destination: Destination) -> WideMessage {
         WideMessage {
             id: 42,
             sender_id: 7,
@@ -346,7 +346,7 @@ pub(crate) mod tests_support {
 
 #[cfg(test)]
 mod tests {
-    use super::tests_support::sample;
+    use super::fixtures::sample;
     use super::*;
     use serde_json::{json, Value};
 
@@ -415,80 +415,5 @@ mod tests {
             }
             Notice::Generic { .. } | Notice::PerUser { .. } => panic!("wrong kind"),
         }
-    }
-}
-
-/// Everything the gateway needs to create a queue (Zulip's client
-/// descriptor options), as sent by register or by `GET /events` without a
-/// queue id.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct QueueSpec {
-    /// Owner.
-    pub user_id: i64,
-    /// Owner's realm.
-    pub realm_id: i64,
-    /// Client name of the creating request (`ZulipPython`, `website`, ...).
-    pub client_type_name: String,
-    /// `null` = every type; otherwise the accepted event types.
-    pub event_types: Option<Vec<String>>,
-    /// `[operator, operand]` pairs (validated by the caller).
-    pub narrow: Vec<(String, String)>,
-    /// HTML instead of Markdown in message events.
-    pub apply_markdown: bool,
-    /// `avatar_url: null` for Gravatar senders.
-    pub client_gravatar: bool,
-    /// Presence events without `email`.
-    pub slim_presence: bool,
-    /// Receive every public-stream message of the realm.
-    pub all_public_streams: bool,
-    /// Idle lifetime in seconds (already defaulted and capped).
-    pub queue_timeout_secs: u64,
-    /// One `delete_message` event with `message_ids`.
-    pub bulk_message_deletion: bool,
-    /// Receive stream typing events.
-    pub stream_typing_notifications: bool,
-    /// Only `user_settings` events for settings changes.
-    pub user_settings_object: bool,
-    /// Linkifiers as URL templates.
-    pub linkifier_url_template: bool,
-    /// The client may not know every user: skip `realm_user` adds of
-    /// inaccessible users.
-    pub user_list_incomplete: bool,
-    /// Receive events about deactivated user groups.
-    pub include_deactivated_groups: bool,
-    /// The client knows the PRONOUNS custom-profile-field type.
-    pub pronouns_field_type_supported: bool,
-}
-
-impl Default for QueueSpec {
-    fn default() -> Self {
-        QueueSpec {
-            user_id: 0,
-            realm_id: 0,
-            client_type_name: String::new(),
-            event_types: None,
-            narrow: Vec::new(),
-            apply_markdown: false,
-            client_gravatar: false,
-            slim_presence: false,
-            all_public_streams: false,
-            queue_timeout_secs: 600,
-            bulk_message_deletion: false,
-            stream_typing_notifications: false,
-            user_settings_object: false,
-            linkifier_url_template: false,
-            user_list_incomplete: false,
-            include_deactivated_groups: false,
-            pronouns_field_type_supported: true,
-        }
-    }
-}
-
-impl QueueSpec {
-    /// A realm-wide watcher: receives public-stream messages it is not a
-    /// recipient of (`all_public_streams`, or any narrow, as in Zulip).
-    pub fn is_realm_watcher(&self) -> bool {
-        self.all_public_streams || !self.narrow.is_empty()
     }
 }

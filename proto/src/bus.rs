@@ -5,9 +5,10 @@
 //! per-core inboxes; across nodes a RabbitMQ implementation will (a later
 //! issue). The backend never knows which.
 
+use crate::envelope::Envelope;
+use crate::queue_spec::QueueSpec;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
-use squall_shard_router::envelope::{Envelope, QueueSpec};
 
 /// Why the event system could not do what was asked.
 #[derive(Debug, thiserror::Error)]
