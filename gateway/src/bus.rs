@@ -6,8 +6,8 @@
 //! past that the core is considered stuck and the bus reports it
 //! unavailable.
 
-use crate::core::Item;
 use crate::inbox::Inbox;
+use crate::state::Item;
 use futures_channel::oneshot;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
@@ -62,7 +62,7 @@ impl EventBus for LocalBus {
             let core = this.topo.shard_of(spec.user_id).core;
             let (reply, rx) = oneshot::channel();
             this.push(core, Item::Allocate { spec, reply }).await?;
-            rx.await.map_err(|_| BusError::Unavailable("core stopped".into()))
+            rx.await.map(|id| id.to_string()).map_err(|_| BusError::Unavailable("core stopped".into()))
         })
     }
 
@@ -71,7 +71,10 @@ impl EventBus for LocalBus {
         Box::pin(async move {
             let id = QueueId::parse(&queue_id).ok_or_else(|| BusError::BadQueue(queue_id.clone()))?;
             let (reply, rx) = oneshot::channel();
-            this.push(id.shard.core, Item::Peek { user_id, queue_id: queue_id.clone(), reply }).await?;
+            if id.shard.node != this.node {
+                return Err(BusError::BadQueue(queue_id));
+            }
+            this.push(id.shard.core, Item::Peek { user_id, queue_id: id, reply }).await?;
             rx.await.map_err(|_| BusError::Unavailable("core stopped".into()))?.ok_or(BusError::BadQueue(queue_id))
         })
     }

@@ -1,191 +1,51 @@
-//! Configuration of the `squall` binary: one TOML file, then `SQUALL_*`
-//! environment overrides, then command-line flags. Every knob has a default
-//! that works on a laptop.
+//! What a gateway needs to know to run. The `squall` binary fills this in
+//! from its TOML file and environment; tests build it directly.
 
-use anyhow::Context;
-use serde::{Deserialize, Serialize};
-use squall_backend::config::BackendConfig;
-use std::path::Path;
+use crate::clock::Clock;
+use crate::state::Timing;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// All of Squall's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// The gateway's settings.
+#[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to listen on (`SQUALL_LISTEN`).
-    pub listen: String,
-    /// Host clients use to reach the server; empty = `listen`
-    /// (`SQUALL_EXTERNAL_HOST`). Realm subdomains hang off it.
-    pub external_host: String,
-    /// Gateway cores; 0 = one per available CPU (`SQUALL_CORES`).
+    /// Cores (one pinned executor each); at least 1.
     pub cores: u16,
-    /// Use io_uring when the kernel allows it; false forces epoll
-    /// (`SQUALL_IO_URING`).
+    /// Use io_uring when the kernel allows it; epoll otherwise.
     pub io_uring: bool,
-    /// Capacity of each core's inbox.
+    /// Capacity of each core's inbox (items).
     pub inbox_capacity: usize,
-    /// Minimum seconds before a parked long-poll gets a heartbeat (Zulip:
-    /// 45; up to 10 s of jitter is added). Lower it only for testing
-    /// (`SQUALL_HEARTBEAT_MIN_SECS`).
-    pub heartbeat_min_secs: u64,
-    /// Upper bound of the random extra heartbeat delay (Zulip: 10)
-    /// (`SQUALL_HEARTBEAT_JITTER_SECS`).
-    pub heartbeat_jitter_secs: u64,
-    /// API requests per minute per user (Zulip: 200); 0 disables
-    /// (`SQUALL_RATE_LIMIT_PER_USER`).
-    pub rate_limit_per_user: u32,
-    /// Unauthenticated requests per minute per IP address (Zulip: 100); 0
-    /// disables.
-    pub rate_limit_per_ip: u32,
-    /// Apply pending migrations when `serve` starts.
-    pub migrate_on_start: bool,
-    /// RabbitMQ for missed-message notifications; empty disables them
-    /// (`SQUALL_AMQP_URL`).
-    pub amqp_url: String,
-    /// Secret for the internal endpoints (`/api/internal/...`); empty = a
-    /// random one per start, written to `<state_dir>/shared_secret`
-    /// (`SQUALL_SHARED_SECRET`).
+    /// Heartbeat delay and jitter.
+    pub timing: Timing,
+    /// How often each core checks heartbeat deadlines and queue expiry.
+    pub tick: Duration,
+    /// Where "now" comes from.
+    pub clock: Clock,
+    /// Where queues are saved at shutdown and restored at start; `None`
+    /// keeps them in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Secret the internal endpoints require.
     pub shared_secret: String,
-    /// Where event queues are saved at shutdown and restored at start
-    /// (`SQUALL_STATE_DIR`).
-    pub state_dir: String,
-    /// Connections this host should hold; the start-up host check warns
-    /// about every setting that falls short (`SQUALL_EXPECTED_CONNECTIONS`).
-    pub expected_connections: u64,
-    /// The backend.
-    pub backend: BackendConfig,
+    /// Server start time (unix seconds), carried by `restart` events; the
+    /// backend reports the same value as `server_generation`.
+    pub server_generation: i64,
+    /// Pin each core's thread to a CPU.
+    pub pin_cores: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "127.0.0.1:9991".into(),
-            external_host: String::new(),
-            cores: 0,
+            cores: 1,
             io_uring: true,
             inbox_capacity: 65_536,
-            heartbeat_min_secs: 45,
-            heartbeat_jitter_secs: 10,
-            rate_limit_per_user: 200,
-            rate_limit_per_ip: 100,
-            migrate_on_start: true,
-            state_dir: ".squall/state".into(),
+            timing: Timing::default(),
+            tick: Duration::from_secs(1),
+            clock: Clock::System,
+            state_dir: None,
             shared_secret: String::new(),
-            amqp_url: "amqp://guest:guest@127.0.0.1:5673/%2f".into(),
-            expected_connections: 10_000,
-            backend: BackendConfig::default(),
+            server_generation: 0,
+            pin_cores: true,
         }
-    }
-}
-
-impl Config {
-    /// Loads `path` (if given), then applies environment overrides.
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let mut cfg = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
-            }
-            None => Config::default(),
-        };
-        cfg.apply_env(|k| std::env::var(k).ok())?;
-        Ok(cfg)
-    }
-
-    /// Applies `SQUALL_*` overrides read through `get`.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        if let Some(v) = get("SQUALL_LISTEN") {
-            self.listen = v;
-        }
-        if let Some(v) = get("SQUALL_EXTERNAL_HOST") {
-            self.external_host = v;
-        }
-        if let Some(v) = get("SQUALL_DATABASE_URL") {
-            self.backend.database_url = v;
-        }
-        if let Some(v) = get("SQUALL_CORES") {
-            self.cores = v.parse().context("SQUALL_CORES must be a number")?;
-        }
-        if let Some(v) = get("SQUALL_IO_URING") {
-            self.io_uring = matches!(v.as_str(), "1" | "true" | "yes" | "on");
-        }
-        if let Some(v) = get("SQUALL_RATE_LIMIT_PER_USER") {
-            self.rate_limit_per_user = v.parse().context("SQUALL_RATE_LIMIT_PER_USER must be a number")?;
-        }
-        if let Some(v) = get("SQUALL_RATE_LIMIT_PER_IP") {
-            self.rate_limit_per_ip = v.parse().context("SQUALL_RATE_LIMIT_PER_IP must be a number")?;
-        }
-        if let Some(v) = get("SQUALL_AMQP_URL") {
-            self.amqp_url = v;
-        }
-        if let Some(v) = get("SQUALL_SHARED_SECRET") {
-            self.shared_secret = v;
-        }
-        if let Some(v) = get("SQUALL_STATE_DIR") {
-            self.state_dir = v;
-        }
-        if let Some(v) = get("SQUALL_EXPECTED_CONNECTIONS") {
-            self.expected_connections = v.parse().context("SQUALL_EXPECTED_CONNECTIONS must be a number")?;
-        }
-        if let Some(v) = get("SQUALL_HEARTBEAT_JITTER_SECS") {
-            self.heartbeat_jitter_secs = v.parse().context("SQUALL_HEARTBEAT_JITTER_SECS must be a number")?;
-        }
-        if let Some(v) = get("SQUALL_HEARTBEAT_MIN_SECS") {
-            self.heartbeat_min_secs = v.parse().context("SQUALL_HEARTBEAT_MIN_SECS must be a number")?;
-        }
-        Ok(())
-    }
-
-    /// The host clients reach us at.
-    pub fn external_host(&self) -> String {
-        if self.external_host.is_empty() {
-            self.listen.clone()
-        } else {
-            self.external_host.clone()
-        }
-    }
-
-    /// Gateway cores to run.
-    pub fn core_count(&self) -> u16 {
-        if self.cores > 0 {
-            self.cores
-        } else {
-            std::thread::available_parallelism().map(|n| n.get() as u16).unwrap_or(1)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shipped_example_parses_and_matches_defaults() {
-        let text = include_str!("../../squall.example.toml");
-        let cfg: Config = toml::from_str(text).expect("example config parses");
-        assert_eq!(cfg, Config::default());
-    }
-
-    #[test]
-    fn env_overrides() {
-        let mut cfg = Config::default();
-        cfg.apply_env(|k| match k {
-            "SQUALL_LISTEN" => Some("0.0.0.0:1".into()),
-            "SQUALL_DATABASE_URL" => Some("postgres://x/y".into()),
-            "SQUALL_IO_URING" => Some("false".into()),
-            "SQUALL_CORES" => Some("3".into()),
-            _ => None,
-        })
-        .unwrap();
-        assert_eq!(cfg.listen, "0.0.0.0:1");
-        assert_eq!(cfg.external_host(), "0.0.0.0:1");
-        assert_eq!(cfg.backend.database_url, "postgres://x/y");
-        assert!(!cfg.io_uring);
-        assert_eq!(cfg.core_count(), 3);
-        assert!(cfg.apply_env(|k| (k == "SQUALL_CORES").then(|| "many".into())).is_err());
-    }
-
-    #[test]
-    fn unknown_keys_are_refused() {
-        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
     }
 }

@@ -5,13 +5,15 @@
 //! presence, legacy per-message deletes, downgraded pronouns fields, content
 //! variants of messages), never once per queue; queues share the bytes.
 
-use crate::core::{deferred, CoreState};
 use crate::filter::{accepts_event, accepts_messages, narrow_matches};
 use crate::notify::{maybe_enqueue, InternalData, NotificationData};
 use crate::queue::{is_compressible, virtual_key, EventBody};
+use crate::state::CoreState;
+use crate::stats::CoreStats;
 use serde_json::{Map, Value};
 use squall_proto::envelope::{MessageNotice, Notice, NotifySets, PerUserData, Variant};
 use squall_proto::flags;
+use squall_proto::ids::QueueId;
 use squall_proto::queue_spec::QueueSpec;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -152,8 +154,8 @@ impl CoreState {
 
     /// Appends to one queue, merging flag events, and completes its parked
     /// long-poll.
-    fn push_ready(&mut self, queue_id: &str, r: &Ready) {
-        let Some(d) = self.queues.get_mut(queue_id) else { return };
+    fn push_ready(&mut self, queue_id: QueueId, r: &Ready) {
+        let Some(d) = self.reg.get_mut(queue_id) else { return };
         if is_compressible(&r.key) {
             d.queue.push_value(r.map.clone(), None);
         } else {
@@ -163,12 +165,12 @@ impl CoreState {
     }
 
     /// Appends a prepared body to one queue and completes its long-poll.
-    pub(crate) fn push_body(&mut self, queue_id: &str, body: EventBody) {
+    pub(crate) fn push_body(&mut self, queue_id: QueueId, body: EventBody) {
         self.push_body_with(queue_id, body, None);
     }
 
-    fn push_body_with(&mut self, queue_id: &str, body: EventBody, internal: Option<Rc<InternalData>>) {
-        let Some(d) = self.queues.get_mut(queue_id) else { return };
+    fn push_body_with(&mut self, queue_id: QueueId, body: EventBody, internal: Option<Rc<InternalData>>) {
+        let Some(d) = self.reg.get_mut(queue_id) else { return };
         d.queue.push_with(body, internal);
         self.wake(queue_id);
     }
@@ -176,22 +178,17 @@ impl CoreState {
     /// Whether none of the user's queues accepts messages (Zulip's
     /// `receiver_is_off_zulip`).
     fn off_zulip(&self, user: i64) -> bool {
-        !self
-            .by_user
-            .get(&user)
-            .is_some_and(|qs| qs.iter().any(|q| self.queues.get(q).is_some_and(|d| accepts_messages(&d.spec))))
+        !self.reg.of_user(user).iter().any(|&q| self.reg.get(q).is_some_and(|d| accepts_messages(&d.spec)))
     }
 
-    fn wake(&mut self, queue_id: &str) {
-        if let Some(d) = self.queues.get_mut(queue_id) {
-            if let Some(w) = d.waiter.take() {
-                let _ = w.send(deferred(queue_id, d));
-            }
-        }
+    /// Counts an appended event and completes the queue's parked poll.
+    fn wake(&mut self, queue_id: QueueId) {
+        CoreStats::bump(&self.counters().events_queued);
+        self.complete(queue_id);
     }
 
-    fn queues_of(&self, user: i64) -> Vec<String> {
-        self.by_user.get(&user).cloned().unwrap_or_default()
+    fn queues_of(&self, user: i64) -> Vec<QueueId> {
+        self.reg.of_user(user).to_vec()
     }
 
     fn deliver_generic(&mut self, event: &Value, users: &[i64]) {
@@ -200,8 +197,10 @@ impl CoreState {
         let op = obj.get("op").and_then(Value::as_str).unwrap_or("");
         if ty == "cleanup_queue" {
             let queue_id = obj.get("queue_id").and_then(Value::as_str).unwrap_or("");
-            match (users.first(), self.queues.get(queue_id)) {
-                (Some(&u), Some(d)) if d.spec.user_id == u => self.remove_queue(queue_id),
+            let id = QueueId::parse(queue_id);
+            let owner = id.and_then(|id| self.reg.get(id)).map(|d| d.spec.user_id);
+            match (id, owner) {
+                (Some(id), Some(owner)) if users.first() == Some(&owner) => self.remove_queue(id),
                 _ => tracing::warn!(queue_id, "cleanup_queue for an unknown or foreign queue"),
             }
             return;
@@ -218,7 +217,7 @@ impl CoreState {
         let mut variants = Variants { base: Ready::new(base), slim: None, per_message: None, downgraded: None };
         for &user in users {
             for qid in self.queues_of(user) {
-                let Some(d) = self.queues.get(&qid) else { continue };
+                let Some(d) = self.reg.get(qid) else { continue };
                 if !accepts_event(&d.spec, &filter_view)
                     || (inaccessible && d.spec.user_list_incomplete)
                     || (deactivated_group && !d.spec.include_deactivated_groups)
@@ -227,7 +226,7 @@ impl CoreState {
                 }
                 let needs = VariantNeeds::of(&d.spec);
                 for r in variants.for_queue(needs) {
-                    self.push_ready(&qid, r);
+                    self.push_ready(qid, r);
                 }
             }
         }
@@ -252,8 +251,8 @@ impl CoreState {
             let filter_view = Value::Object(m.clone());
             let ready = Ready::new(m);
             for qid in self.queues_of(u.id) {
-                if self.queues.get(&qid).is_some_and(|d| accepts_event(&d.spec, &filter_view)) {
-                    self.push_ready(&qid, &ready);
+                if self.reg.get(qid).is_some_and(|d| accepts_event(&d.spec, &filter_view)) {
+                    self.push_ready(qid, &ready);
                 }
             }
         }
@@ -318,28 +317,29 @@ impl CoreState {
 
         // Target queues with their flags: realm-wide watchers first (flags
         // empty), then every queue of each recipient (their own flags win).
-        let mut order: Vec<String> = Vec::new();
-        let mut flags_of: HashMap<String, i64> = HashMap::new();
+        let mut order: Vec<QueueId> = Vec::new();
+        let mut flags_of: HashMap<QueueId, i64> = HashMap::new();
         if m.public_stream && !m.invite_only {
-            for qid in self.watchers.get(&m.realm_id).cloned().unwrap_or_default() {
-                if flags_of.insert(qid.clone(), 0).is_none() {
+            for &qid in self.reg.watchers_of(m.realm_id) {
+                if flags_of.insert(qid, 0).is_none() {
                     order.push(qid);
                 }
             }
         }
         for r in &m.users {
-            for qid in self.queues_of(r.id) {
-                if flags_of.insert(qid.clone(), r.flags).is_none() {
+            for &qid in self.reg.of_user(r.id) {
+                if flags_of.insert(qid, r.flags).is_none() {
                     order.push(qid);
                 }
             }
         }
         let sending_client = m.message.client.to_lowercase();
+        let sender_queue = m.sender_queue_id.as_deref().and_then(QueueId::parse);
         let mut variants: [Option<Rc<str>>; 4] = Default::default();
         let mut mirror_variants: [Option<Rc<str>>; 4] = Default::default();
         for qid in order {
             let bits = flags_of.get(&qid).copied().unwrap_or(0);
-            let Some(d) = self.queues.get(&qid) else { continue };
+            let Some(d) = self.reg.get(qid) else { continue };
             if !accepts_messages(&d.spec) || !narrow_matches(&d.spec.narrow, &m.message, bits) {
                 continue;
             }
@@ -362,10 +362,9 @@ impl CoreState {
             } else {
                 variants[variant.index()].get_or_insert_with(|| Rc::from(m.message.client_json(variant, None))).clone()
             };
-            let local_message_id =
-                if m.sender_queue_id.as_deref() == Some(qid.as_str()) { m.local_id.clone() } else { None };
+            let local_message_id = if sender_queue == Some(qid) { m.local_id.clone() } else { None };
             let internal = internal_of.get(&d.spec.user_id).cloned();
-            self.push_body_with(&qid, EventBody::Message { payload, flags: bits, local_message_id }, internal);
+            self.push_body_with(qid, EventBody::Message { payload, flags: bits, local_message_id }, internal);
         }
     }
 }

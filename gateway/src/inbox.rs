@@ -7,7 +7,7 @@
 //! (`Err(item)`), so nothing is dropped silently and the producer decides
 //! how to wait.
 
-use crate::core::Item;
+use crate::state::Item;
 use crossbeam_queue::ArrayQueue;
 use futures_util::task::AtomicWaker;
 use std::future::Future;

@@ -11,59 +11,45 @@
 //! Only loopback peers with the shared secret get in (else 403 `Access
 //! denied`).
 
-use crate::config::Config;
-use crate::core::Item;
-use crate::http::Response;
-use crate::shard::CoreCtx;
+use crate::ctx::CoreCtx;
+use crate::state::Item;
 use futures_channel::oneshot;
 use serde_json::{json, Map, Value};
-use squall_proto::api::{ApiRequest, Params};
+use squall_proto::api::{ApiRequest, ApiResponse, Params};
 use squall_proto::envelope::{
     Destination, MessageNotice, MessageRecipient, Notice, NotifySets, Participant, PerUserData, WideMessage,
 };
 use squall_proto::error::ApiError;
 use squall_proto::flags;
 use squall_shard_router::split::split_for_node;
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// The configured secret, or a fresh random one written to
-/// `<state_dir>/shared_secret` (mode 0600) for local tools.
-pub fn shared_secret(cfg: &Config) -> anyhow::Result<String> {
-    if !cfg.shared_secret.is_empty() {
-        return Ok(cfg.shared_secret.clone());
-    }
-    let secret = format!("{:032x}", rand::random::<u128>());
-    let dir = std::path::Path::new(&cfg.state_dir);
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join("shared_secret");
-    std::fs::write(&path, &secret)?;
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    Ok(secret)
+fn error(e: ApiError) -> ApiResponse {
+    e.into()
 }
 
-fn error(e: ApiError) -> Response {
-    Response { status: e.status, headers: e.headers.clone(), body: e.body() }
+fn access_denied() -> ApiResponse {
+    error(ApiError::new(403, "ACCESS_DENIED", "Access denied"))
 }
 
-fn access_denied() -> Response {
-    error(ApiError { status: 403, ..ApiError::with_code("ACCESS_DENIED", "Access denied") })
+fn busy() -> ApiResponse {
+    error(ApiError::busy("Server is busy; try again"))
 }
 
-fn ok(fields: Value) -> Response {
+fn ok(fields: Value) -> ApiResponse {
     let mut m = match fields {
         Value::Object(m) => m,
         _ => Map::new(),
     };
     m.insert("result".into(), "success".into());
     m.insert("msg".into(), "".into());
-    Response::json(200, Value::Object(m).to_string())
+    ApiResponse::json(200, Value::Object(m).to_string())
 }
 
 /// Serves `/api/internal/...`.
-pub async fn handle(req: &ApiRequest, peer: Option<IpAddr>, ctx: &Rc<CoreCtx>) -> Response {
-    if !peer.is_some_and(|p| p.is_loopback()) {
+pub async fn handle(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> ApiResponse {
+    if !req.peer.is_some_and(|p| p.is_loopback()) {
         return access_denied();
     }
     let mut p = match Params::from_request(req) {
@@ -92,7 +78,7 @@ pub async fn handle(req: &ApiRequest, peer: Option<IpAddr>, ctx: &Rc<CoreCtx>) -
                 if core == ctx.shard.core {
                     ctx.state.borrow_mut().deliver(part);
                 } else if ctx.inboxes[core as usize].push(Item::Notice(part)).is_err() {
-                    return error(ApiError { status: 503, ..ApiError::bad_request("Server is busy; try again") });
+                    return busy();
                 }
             }
             ok(json!({}))
@@ -118,7 +104,7 @@ pub async fn handle(req: &ApiRequest, peer: Option<IpAddr>, ctx: &Rc<CoreCtx>) -
                 } else {
                     let (reply, rx) = oneshot::channel();
                     if ctx.inboxes[core as usize].push(Item::Reload { max, immediate, reply }).is_err() {
-                        return error(ApiError { status: 503, ..ApiError::bad_request("Server is busy; try again") });
+                        return busy();
                     }
                     rx.await.unwrap_or(0)
                 };
@@ -126,7 +112,7 @@ pub async fn handle(req: &ApiRequest, peer: Option<IpAddr>, ctx: &Rc<CoreCtx>) -
             let complete = count.is_none() || sent < wanted;
             ok(json!({"sent_events": sent, "complete": complete}))
         }
-        _ => error(ApiError { status: 404, ..ApiError::bad_request("Not Found") }),
+        _ => error(ApiError::not_found()),
     }
 }
 

@@ -11,8 +11,9 @@
 //! that accepts it a `restart` event. A missing file means no queues; a
 //! corrupt one is logged and ignored.
 
-use crate::core::{CoreState, Descriptor};
+use crate::descriptor::Descriptor;
 use crate::queue::{EventQueue, SavedQueue};
+use crate::state::CoreState;
 use serde::{Deserialize, Serialize};
 use squall_proto::ids::QueueId;
 use squall_proto::queue_spec::QueueSpec;
@@ -168,8 +169,15 @@ impl CoreState {
     /// Writes every queue of this core to `dir` (write to a temporary file,
     /// then rename, so a crash never leaves half a file). Returns how many.
     pub fn save_queues(&mut self, dir: &Path, cores: u16) -> std::io::Result<usize> {
-        let list: Vec<(String, SavedDescriptor)> =
-            self.queues.iter().map(|(id, d)| (id.clone(), SavedDescriptor::from_descriptor(id, d))).collect();
+        let list: Vec<(String, SavedDescriptor)> = self
+            .reg
+            .iter()
+            .map(|(id, d)| {
+                let id = id.to_string();
+                let saved = SavedDescriptor::from_descriptor(&id, d);
+                (id, saved)
+            })
+            .collect();
         std::fs::create_dir_all(dir)?;
         let path = dump_path(dir, self.shard.core, cores);
         let tmp = path.with_extension("json.tmp");
@@ -203,21 +211,22 @@ impl CoreState {
         let mut loaded = 0;
         let mut dropped = 0;
         for (id, saved) in list {
-            let ours = QueueId::parse(&id).is_some_and(|q| q.shard == self.shard)
-                && topo.shard_of(saved.user_profile_id) == self.shard;
-            if !ours {
-                dropped += 1;
-                continue;
-            }
+            let id = match QueueId::parse(&id) {
+                Some(q) if q.shard == self.shard && topo.shard_of(saved.user_profile_id) == self.shard => q,
+                _ => {
+                    dropped += 1;
+                    continue;
+                }
+            };
             let (spec, queue, last_connection_time) = saved.into_parts();
-            self.insert_queue(id.clone(), spec, queue, last_connection_time);
-            let accepts = self.queues.get(&id).is_some_and(|d| crate::filter::accepts_event(&d.spec, restart_event));
+            self.insert_queue(id, spec, queue, last_connection_time);
+            let accepts = self.reg.get(id).is_some_and(|d| crate::filter::accepts_event(&d.spec, restart_event));
             if accepts {
-                self.push_body(&id, crate::queue::EventBody::Shared(std::rc::Rc::from(restart_event.to_string())));
+                self.push_body(id, crate::queue::EventBody::Shared(std::rc::Rc::from(restart_event.to_string())));
             }
             let reload = serde_json::json!({"type": "web_reload_client"});
-            if let Some(d) = self.queues.get(&id).filter(|d| crate::filter::accepts_event(&d.spec, &reload)) {
-                self.reload_pending.push((d.spec.realm_id, id.clone()));
+            if let Some(d) = self.reg.get(id).filter(|d| crate::filter::accepts_event(&d.spec, &reload)) {
+                self.reload_pending.push((d.spec.realm_id, id));
             }
             loaded += 1;
         }
@@ -236,7 +245,7 @@ impl CoreState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Timing;
+    use crate::state::Timing;
     use serde_json::json;
     use squall_proto::envelope::Notice;
     use squall_proto::Shard;
@@ -267,7 +276,7 @@ mod tests {
         assert_eq!(b.load_queues(&dir, topo, &restart), 2);
         assert!(!dir.join("event_queues.json").exists(), "Zulip's single-process name");
         assert!(dir.join("event_queues.json.last").exists(), "the dump is renamed to .last");
-        let got = b.peek(3, &q).unwrap();
+        let got = b.peek(3, q).unwrap();
         assert_eq!(
             got,
             vec![
@@ -275,7 +284,7 @@ mod tests {
                 json!({"id": 1, "type": "restart", "zulip_version": "v", "server_generation": 9})
             ]
         );
-        assert!(b.peek(3, &only_messages).unwrap().is_empty(), "restart goes through the event_types filter");
+        assert!(b.peek(3, only_messages).unwrap().is_empty(), "restart goes through the event_types filter");
         // Idle time keeps counting from the saved last_connection_time.
         assert_eq!(b.gc(1234 + 599), 0);
         assert_eq!(b.gc(1234 + 600), 2);

@@ -1,59 +1,30 @@
 //! One pinned monoio executor per core.
 //!
 //! Each core thread owns a [`CoreState`] (the queues of its users), accepts
-//! connections on the shared listening socket, drains its inbox, and runs
-//! its own GC timer. Cores share nothing mutable: the only things they hold
-//! in common are the inboxes (lock-free queues) and immutable handles.
-//! io_uring is used when the kernel allows it, epoll otherwise.
+//! connections on the shared listening socket, drains its inbox, and ticks
+//! its clock (heartbeats, queue expiry). Cores share nothing mutable: the
+//! only things they hold in common are the inboxes (lock-free queues),
+//! counters and immutable handles. io_uring is used when the kernel allows
+//! it, epoll otherwise.
 
-use crate::core::{CoreState, HeartbeatTimer, Item, Timing};
+use crate::auth::AuthCache;
+use crate::backend::Backend;
+use crate::clock::Clock;
+use crate::ctx::CoreCtx;
 use crate::inbox::Inbox;
-use squall_backend::users::User;
-use squall_backend::App;
+use crate::notify::Notification;
+use crate::state::{CoreState, Item, Timing};
+use crate::stats::Stats;
 use squall_proto::Shard;
 use squall_shard_router::placement::Topology;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// How often each core collects expired queues (Zulip: 60 s).
-pub const GC_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Unix time in seconds.
-pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// What a core's tasks share (all on the core's own thread).
-pub struct CoreCtx {
-    /// This core.
-    pub shard: Shard,
-    /// Cluster shape.
-    pub topo: Topology,
-    /// Every core's inbox, for hand-offs.
-    pub inboxes: Arc<Vec<Arc<Inbox>>>,
-    /// The queues this core owns.
-    pub state: RefCell<CoreState>,
-    /// The backend.
-    pub app: App,
-    /// The backend's runtime.
-    pub tokio: tokio::runtime::Handle,
-    /// Recently authenticated credentials → user.
-    pub auth_cache: RefCell<HashMap<String, (User, Instant)>>,
-    /// Secret the internal endpoints require.
-    pub shared_secret: Arc<str>,
-}
-
-/// Arms a heartbeat timer on this core.
-pub fn arm_heartbeat(ctx: &Rc<CoreCtx>, t: HeartbeatTimer) {
-    let ctx = ctx.clone();
-    monoio::spawn(async move {
-        monoio::time::sleep(Duration::from_secs(t.delay_secs)).await;
-        ctx.state.borrow_mut().heartbeat(&t);
-    });
-}
+/// Where a core hands the notifications it decides (must not block).
+pub type Notifier = Arc<dyn Fn(Notification) + Send + Sync>;
 
 /// Everything a core thread needs to start.
 pub struct CoreStart {
@@ -65,31 +36,39 @@ pub struct CoreStart {
     pub inboxes: Arc<Vec<Arc<Inbox>>>,
     /// A clone of the shared listening socket.
     pub listener: std::net::TcpListener,
-    /// The backend.
-    pub app: App,
-    /// The backend's runtime.
-    pub tokio: tokio::runtime::Handle,
+    /// Everything that is not `/events`.
+    pub backend: Arc<dyn Backend>,
     /// Timing knobs.
     pub timing: Timing,
+    /// How often to tick.
+    pub tick: Duration,
+    /// Where "now" comes from.
+    pub clock: Clock,
     /// Use io_uring when available.
     pub io_uring: bool,
+    /// Pin the thread to a CPU.
+    pub pin: bool,
     /// Where queues are saved at shutdown and restored at start.
-    pub state_dir: std::path::PathBuf,
+    pub state_dir: Option<PathBuf>,
     /// The `restart` event restored queues receive (without `id`).
     pub restart_event: Arc<serde_json::Value>,
     /// Where missed-message notifications go.
-    pub publisher: crate::amqp::Publisher,
+    pub notifier: Notifier,
     /// Secret the internal endpoints require.
     pub shared_secret: Arc<str>,
+    /// Every core's counters.
+    pub stats: Arc<Stats>,
 }
 
 /// Runs a core until it receives [`Item::Shutdown`]. Blocks the thread.
 pub fn run_core(start: CoreStart) -> std::io::Result<()> {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if let Err(e) = monoio::utils::bind_to_cpu_set(Some(start.shard.core as usize % cpus)) {
-        tracing::warn!(core = start.shard.core, error = %e, "could not pin core thread");
+    if start.pin {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if let Err(e) = monoio::utils::bind_to_cpu_set(Some(start.shard.core as usize % cpus)) {
+            tracing::warn!(core = start.shard.core, error = %e, "could not pin core thread");
+        }
     }
-    if start.io_uring {
+    if start.io_uring && monoio::utils::detect_uring() {
         let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build()?;
         rt.block_on(core_main(start))
     } else {
@@ -99,84 +78,93 @@ pub fn run_core(start: CoreStart) -> std::io::Result<()> {
 }
 
 async fn core_main(start: CoreStart) -> std::io::Result<()> {
-    let state_dir = start.state_dir.clone();
-    let restart_event = start.restart_event.clone();
     let listener = monoio::net::TcpListener::from_std(start.listener)?;
     let inbox = start.inboxes[start.shard.core as usize].clone();
-    let mut state = CoreState::new(start.shard, start.timing);
-    let publisher = start.publisher.clone();
-    state.set_notification_sink(Box::new(move |n| publisher.publish(n)));
+    let mut state = CoreState::with_stats(start.shard, start.timing, start.stats.clone());
+    let notifier = start.notifier.clone();
+    state.set_notification_sink(Box::new(move |n| notifier(n)));
     // Restore before accepting anything, so no poll races the load.
-    let restored = state.load_queues(&state_dir, start.topo, &restart_event);
+    let restored = match &start.state_dir {
+        Some(dir) => state.load_queues(dir, start.topo, &start.restart_event),
+        None => 0,
+    };
     let ctx = Rc::new(CoreCtx {
         shard: start.shard,
         topo: start.topo,
         inboxes: start.inboxes,
         state: RefCell::new(state),
-        app: start.app,
-        tokio: start.tokio,
-        auth_cache: RefCell::new(HashMap::new()),
-        shared_secret: start.shared_secret.clone(),
+        backend: start.backend,
+        auth_cache: RefCell::new(AuthCache::default()),
+        shared_secret: start.shared_secret,
+        clock: start.clock,
+        stats: start.stats,
     });
     tracing::info!(core = ctx.shard.core, restored, "core started");
+    monoio::spawn(accept_loop(listener, ctx.clone()));
+    monoio::spawn(tick_loop(ctx.clone(), start.tick));
+    drain_inbox(&inbox, &ctx).await;
 
-    let accept_ctx = ctx.clone();
-    monoio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    monoio::spawn(crate::conn::serve(stream, accept_ctx.clone()));
-                }
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    monoio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    });
-
-    let gc_ctx = ctx.clone();
-    monoio::spawn(async move {
-        loop {
-            monoio::time::sleep(GC_INTERVAL).await;
-            let n = gc_ctx.state.borrow_mut().gc(now_secs());
-            if n > 0 {
-                tracing::debug!(core = gc_ctx.shard.core, expired = n, "garbage-collected queues");
-            }
-        }
-    });
-
-    loop {
-        let item = inbox.pop().await;
-        let now = now_secs();
-        match item {
-            Item::Shutdown => break,
-            Item::Allocate { spec, reply } => {
-                let id = ctx.state.borrow_mut().allocate(spec, now);
-                let _ = reply.send(id);
-            }
-            Item::Peek { user_id, queue_id, reply } => {
-                let _ = reply.send(ctx.state.borrow_mut().peek(user_id, &queue_id));
-            }
-            Item::Notice(notice) => ctx.state.borrow_mut().deliver(notice),
-            Item::Events(call) => {
-                let timer = ctx.state.borrow_mut().events(call, now);
-                if let Some(t) = timer {
-                    arm_heartbeat(&ctx, t);
-                }
-            }
-            Item::Reload { max, immediate, reply } => {
-                let _ = reply.send(ctx.state.borrow_mut().send_reload(max, immediate));
-            }
-        }
-    }
     let mut state = ctx.state.borrow_mut();
     state.release_all();
-    match state.save_queues(&state_dir, ctx.topo.cores) {
-        Ok(n) => tracing::info!(core = ctx.shard.core, saved = n, dir = %state_dir.display(), "core stopped"),
-        Err(e) => tracing::error!(core = ctx.shard.core, error = %e, "could not save queues"),
+    if let Some(dir) = &start.state_dir {
+        match state.save_queues(dir, ctx.topo.cores) {
+            Ok(n) => tracing::info!(core = ctx.shard.core, saved = n, dir = %dir.display(), "core stopped"),
+            Err(e) => tracing::error!(core = ctx.shard.core, error = %e, "could not save queues"),
+        }
     }
     Ok(())
+}
+
+async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<CoreCtx>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(crate::conn::serve(stream, ctx.clone()));
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn tick_loop(ctx: Rc<CoreCtx>, every: Duration) {
+    loop {
+        monoio::time::sleep(every).await;
+        let expired = ctx.state.borrow_mut().tick(ctx.clock.now_secs());
+        if expired > 0 {
+            tracing::debug!(core = ctx.shard.core, expired, "garbage-collected queues");
+        }
+    }
+}
+
+/// Handles inbox items until [`Item::Shutdown`].
+async fn drain_inbox(inbox: &Inbox, ctx: &Rc<CoreCtx>) {
+    loop {
+        let item = inbox.pop().await;
+        let now = ctx.clock.now_secs();
+        let mut state = ctx.state.borrow_mut();
+        match item {
+            Item::Shutdown => return,
+            Item::Allocate { spec, reply } => {
+                let _ = reply.send(state.allocate(spec, now));
+            }
+            Item::Peek { user_id, queue_id, reply } => {
+                let _ = reply.send(state.peek(user_id, queue_id));
+            }
+            Item::Notice(notice) => state.deliver(notice),
+            Item::Events(call) => state.events(call, now),
+            Item::Reload { max, immediate, reply } => {
+                let _ = reply.send(state.send_reload(max, immediate));
+            }
+        }
+    }
+}
+
+/// Whether this kernel lets us use io_uring (otherwise cores run on epoll).
+pub fn io_uring_available() -> bool {
+    monoio::utils::detect_uring()
 }

@@ -18,7 +18,7 @@ pub struct Shard {
 }
 
 /// A parsed queue id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueId {
     /// Where the queue lives.
     pub shard: Shard,

@@ -1,9 +1,10 @@
 //! Dispatch rules of `process_notification` / `process_message_event`,
 //! as unit tests on a core's state.
 
-use crate::core::{CoreState, Timing};
+use crate::state::{CoreState, Timing};
 use serde_json::{json, Value};
 use squall_proto::envelope::{Destination, MessageNotice, MessageRecipient, Notice, PerUserData, WideMessage};
+use squall_proto::ids::QueueId;
 use squall_proto::queue_spec::QueueSpec;
 use squall_proto::{flags, Shard};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ fn generic(event: Value, users: &[i64]) -> Notice {
     Notice::Generic { event: Arc::new(event), users: users.to_vec() }
 }
 
-fn events(s: &mut CoreState, user: i64, q: &str) -> Vec<Value> {
+fn events(s: &mut CoreState, user: i64, q: QueueId) -> Vec<Value> {
     s.peek(user, q).expect("queue exists")
 }
 
@@ -30,10 +31,10 @@ fn delete_message_is_bulk_or_per_message_by_capability() {
     let bulk = s.allocate(QueueSpec { bulk_message_deletion: true, ..spec(1) }, 0);
     let legacy = s.allocate(spec(1), 0);
     s.deliver(generic(json!({"type": "delete_message", "message_type": "stream", "message_ids": [5, 6], "stream_id": 1, "topic": "t"}), &[1]));
-    let b = events(&mut s, 1, &bulk);
+    let b = events(&mut s, 1, bulk);
     assert_eq!(b.len(), 1);
     assert_eq!(b[0]["message_ids"], json!([5, 6]));
-    let l = events(&mut s, 1, &legacy);
+    let l = events(&mut s, 1, legacy);
     assert_eq!(l.len(), 2);
     assert_eq!((l[0]["message_id"].clone(), l[1]["message_id"].clone()), (json!(5), json!(6)));
     assert!(l[0].get("message_ids").is_none());
@@ -47,8 +48,8 @@ fn presence_drops_email_for_slim_queues() {
     let full = s.allocate(spec(1), 0);
     let ev = json!({"type": "presence", "user_id": 9, "email": "x@y.z", "server_timestamp": 1.5, "presence": {}});
     s.deliver(generic(ev, &[1]));
-    assert!(events(&mut s, 1, &slim)[0].get("email").is_none());
-    assert_eq!(events(&mut s, 1, &full)[0]["email"], "x@y.z");
+    assert!(events(&mut s, 1, slim)[0].get("email").is_none());
+    assert_eq!(events(&mut s, 1, full)[0]["email"], "x@y.z");
 }
 
 #[test]
@@ -58,13 +59,13 @@ fn realm_user_add_for_inaccessible_users_skips_incomplete_lists() {
     let complete = s.allocate(spec(1), 0);
     let ev = json!({"type": "realm_user", "op": "add", "person": {"user_id": 9}, "inaccessible_user": true});
     s.deliver(generic(ev, &[1]));
-    assert!(events(&mut s, 1, &incomplete).is_empty());
-    let got = events(&mut s, 1, &complete);
+    assert!(events(&mut s, 1, incomplete).is_empty());
+    let got = events(&mut s, 1, complete);
     assert_eq!(got.len(), 1);
     assert!(got[0].get("inaccessible_user").is_none(), "internal key removed: {}", got[0]);
     // Without the internal flag everybody gets it.
     s.deliver(generic(json!({"type": "realm_user", "op": "add", "person": {"user_id": 10}}), &[1]));
-    assert_eq!(events(&mut s, 1, &incomplete).len(), 1);
+    assert_eq!(events(&mut s, 1, incomplete).len(), 1);
 }
 
 #[test]
@@ -74,10 +75,10 @@ fn renames_of_deactivated_groups_need_the_capability() {
     let without = s.allocate(spec(1), 0);
     let ev = json!({"type": "user_group", "op": "update", "group_id": 3, "data": {"name": "new"}, "deactivated": true});
     s.deliver(generic(ev, &[1]));
-    let got = events(&mut s, 1, &with);
+    let got = events(&mut s, 1, with);
     assert_eq!(got.len(), 1);
     assert!(got[0].get("deactivated").is_none());
-    assert!(events(&mut s, 1, &without).is_empty());
+    assert!(events(&mut s, 1, without).is_empty());
 }
 
 #[test]
@@ -88,19 +89,19 @@ fn pronouns_fields_are_downgraded_for_old_clients() {
     let ev = json!({"type": "custom_profile_fields", "fields": [{"id": 1, "type": 8, "name": "Pronouns"}, {"id": 2, "type": 3}]});
     s.deliver(generic(ev, &[1]));
     assert_eq!(
-        events(&mut s, 1, &old)[0]["fields"],
+        events(&mut s, 1, old)[0]["fields"],
         json!([{"id": 1, "type": 1, "name": "Pronouns"}, {"id": 2, "type": 3}])
     );
-    assert_eq!(events(&mut s, 1, &new)[0]["fields"][0]["type"], 8);
+    assert_eq!(events(&mut s, 1, new)[0]["fields"][0]["type"], 8);
 }
 
 #[test]
 fn cleanup_queue_removes_only_the_owners_queue() {
     let mut s = state();
     let q = s.allocate(spec(1), 0);
-    s.deliver(generic(json!({"type": "cleanup_queue", "queue_id": q}), &[2]));
+    s.deliver(generic(json!({"type": "cleanup_queue", "queue_id": q.to_string()}), &[2]));
     assert_eq!(s.queue_count(), 1, "not the owner");
-    s.deliver(generic(json!({"type": "cleanup_queue", "queue_id": q}), &[1]));
+    s.deliver(generic(json!({"type": "cleanup_queue", "queue_id": q.to_string()}), &[1]));
     assert_eq!(s.queue_count(), 0);
 }
 
@@ -112,7 +113,7 @@ fn flag_events_from_notices_are_compressed() {
         let ev = json!({"type": "update_message_flags", "op": "add", "operation": "add", "flag": "read", "messages": ids, "all": false});
         s.deliver(generic(ev, &[1]));
     }
-    let got = events(&mut s, 1, &q);
+    let got = events(&mut s, 1, q);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["messages"], json!([1, 2, 3, 4]));
     assert_eq!(got[0]["id"], 1);
@@ -131,8 +132,8 @@ fn update_message_carries_each_users_flags_without_internal_keys() {
         event: Arc::new(template),
         users: vec![user(1, json!(["read"])), user(2, json!(["mentioned"]))],
     });
-    let e1 = &events(&mut s, 1, &q1)[0];
-    let e2 = &events(&mut s, 2, &q2)[0];
+    let e1 = &events(&mut s, 1, q1)[0];
+    let e2 = &events(&mut s, 2, q2)[0];
     assert_eq!(e1["flags"], json!(["read"]));
     assert_eq!(e2["flags"], json!(["mentioned"]));
     for e in [e1, e2] {
@@ -192,21 +193,21 @@ fn realm_wide_watchers_get_public_stream_messages_with_empty_flags() {
     let other_narrow = s.allocate(QueueSpec { narrow: vec![("stream".into(), "scotland".into())], ..spec(6) }, 0);
     let other_realm = s.allocate(QueueSpec { all_public_streams: true, realm_id: 2, ..spec(7) }, 0);
     let recipient = s.allocate(QueueSpec { all_public_streams: true, ..spec(1) }, 0);
-    s.deliver(message_notice(stream_message("test"), &[(1, flags::READ)], true, Some(watcher.clone())));
-    let w = &events(&mut s, 5, &watcher)[0];
+    s.deliver(message_notice(stream_message("test"), &[(1, flags::READ)], true, Some(watcher.to_string())));
+    let w = &events(&mut s, 5, watcher)[0];
     assert_eq!(w["flags"], json!([]));
     assert_eq!(w["local_message_id"], "9.9", "the sender's queue is recognised by id, watcher or not");
-    assert_eq!(events(&mut s, 6, &narrowed)[0]["flags"], json!([]));
-    assert!(events(&mut s, 6, &other_narrow).is_empty());
-    assert!(events(&mut s, 7, &other_realm).is_empty());
-    let r = events(&mut s, 1, &recipient);
+    assert_eq!(events(&mut s, 6, narrowed)[0]["flags"], json!([]));
+    assert!(events(&mut s, 6, other_narrow).is_empty());
+    assert!(events(&mut s, 7, other_realm).is_empty());
+    let r = events(&mut s, 1, recipient);
     assert_eq!(r.len(), 1, "a recipient who is also a watcher gets it once");
     assert_eq!(r[0]["flags"], json!(["read"]));
 
     // Private streams reach recipients only.
     s.deliver(message_notice(stream_message("test"), &[(1, 0)], false, None));
-    assert_eq!(events(&mut s, 5, &watcher).len(), 1);
-    assert_eq!(events(&mut s, 1, &recipient).len(), 2);
+    assert_eq!(events(&mut s, 5, watcher).len(), 1);
+    assert_eq!(events(&mut s, 1, recipient).len(), 2);
 }
 
 #[test]
@@ -216,10 +217,10 @@ fn mirror_clients_loop_guard_and_invite_only_marker() {
     let other_mirror = s.allocate(QueueSpec { client_type_name: "irc_mirror".into(), ..spec(1) }, 0);
     let plain = s.allocate(spec(1), 0);
     s.deliver(message_notice(stream_message("Zephyr_Mirror"), &[(1, 0)], false, None));
-    assert!(events(&mut s, 1, &mirror).is_empty(), "a mirror never gets back what it mirrored");
-    let m = &events(&mut s, 1, &other_mirror)[0];
+    assert!(events(&mut s, 1, mirror).is_empty(), "a mirror never gets back what it mirrored");
+    let m = &events(&mut s, 1, other_mirror)[0];
     assert_eq!(m["message"]["invite_only_stream"], true);
-    let p = &events(&mut s, 1, &plain)[0];
+    let p = &events(&mut s, 1, plain)[0];
     assert!(p["message"].get("invite_only_stream").is_none());
 }
 
@@ -274,12 +275,15 @@ fn an_online_user_gets_email_only_when_their_last_queue_goes() {
         vec![(crate::notify::MOBILE_QUEUE, "direct_message".into())],
         "online: push only"
     );
-    let e = &events(&mut s, 2, &q1)[0];
+    let e = &events(&mut s, 2, q1)[0];
     assert!(e.get("internal_data").is_none(), "internal data is never shown: {e}");
 
     // Not the last queue: nothing.
     let (tx, _rx) = futures_channel::oneshot::channel();
-    s.events(crate::core::EventsCall { user_id: 2, op: crate::core::EventsOp::Delete { queue_id: q1 }, reply: tx }, 0);
+    s.events(
+        crate::state::EventsCall { user_id: 2, op: crate::state::EventsOp::Delete { queue_id: q1 }, reply: tx },
+        0,
+    );
     assert!(s.take_notifications().is_empty());
     // The last one: the email now; the push is not repeated.
     assert_eq!(s.gc(10_000), 1);
@@ -298,7 +302,7 @@ fn the_hook_ignores_watcher_copies_and_acknowledged_events() {
     let mut s = state();
     let watcher = s.allocate(QueueSpec { all_public_streams: true, ..spec(5) }, 0);
     s.deliver(message_notice(stream_message("test"), &[(1, 0)], true, None));
-    assert_eq!(events(&mut s, 5, &watcher)[0]["flags"], json!([]));
+    assert_eq!(events(&mut s, 5, watcher)[0]["flags"], json!([]));
     assert_eq!(s.gc(10_000), 1);
     assert!(s.take_notifications().is_empty(), "a watcher's copy carries no notification data");
 
@@ -307,13 +311,13 @@ fn the_hook_ignores_watcher_copies_and_acknowledged_events() {
     s.deliver(message_notice(stream_message("test"), &[(2, flags::MENTIONED)], true, None));
     let _ = s.take_notifications();
     let (tx, _rx) = futures_channel::oneshot::channel();
-    let op = crate::core::EventsOp::Get {
-        queue_id: Some(q.clone()),
+    let op = crate::state::EventsOp::Get {
+        queue_id: Some(q),
         last_event_id: Some(0),
         dont_block: true,
         new_queue: Box::new(spec(2)),
     };
-    s.events(crate::core::EventsCall { user_id: 2, op, reply: tx }, 0);
+    s.events(crate::state::EventsCall { user_id: 2, op, reply: tx }, 0);
     assert_eq!(s.gc(10_000), 1);
     assert!(s.take_notifications().is_empty());
 }
@@ -330,7 +334,7 @@ fn notification_state_survives_a_restart() {
     a.save_queues(&dir, 1).unwrap();
     let mut b = state();
     assert_eq!(b.load_queues(&dir, topo, &json!({"type": "restart"})), 1);
-    assert!(events(&mut b, 2, &q).iter().all(|e| e.get("internal_data").is_none()));
+    assert!(events(&mut b, 2, q).iter().all(|e| e.get("internal_data").is_none()));
     assert_eq!(b.gc(10_000), 1);
     let got = b.take_notifications();
     assert_eq!(got.len(), 1, "email after restart, push not repeated: {got:?}");

@@ -1,5 +1,5 @@
-//! HTTP/1.1 framing for the edge: request head parsing (httparse), bodies by
-//! Content-Length, keep-alive, and response writing.
+//! Request parsing: the head (httparse), the body by Content-Length,
+//! keep-alive, and the limits on both.
 
 use squall_proto::api::ApiRequest;
 
@@ -114,65 +114,6 @@ fn percent_decode_path(p: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A response ready to write.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// Extra headers.
-    pub headers: Vec<(&'static str, String)>,
-    /// JSON body (may be empty).
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// A JSON response.
-    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Response { status, headers: vec![], body: body.into() }
-    }
-
-    /// Serialises head and body.
-    pub fn to_bytes(&self, keep_alive: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(160 + self.body.len());
-        out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).as_bytes());
-        if !self.body.is_empty() {
-            out.extend_from_slice(b"Content-Type: application/json\r\n");
-        }
-        out.extend_from_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
-        if !keep_alive {
-            out.extend_from_slice(b"Connection: close\r\n");
-        }
-        for (k, v) in &self.headers {
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
-        out
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,19 +160,5 @@ mod tests {
     #[test]
     fn decodes_percent_paths() {
         assert_eq!(percent_decode_path("/a%20b/%zz"), "/a b/%zz");
-    }
-
-    #[test]
-    fn writes_responses() {
-        let r = Response {
-            status: 401,
-            headers: vec![("WWW-Authenticate", "Basic realm=\"zulip\"".into())],
-            body: b"{}".to_vec(),
-        };
-        let s = String::from_utf8(r.to_bytes(true)).unwrap();
-        assert!(s.starts_with("HTTP/1.1 401 Unauthorized\r\n"));
-        assert!(s.contains("Content-Length: 2\r\n"));
-        assert!(s.contains("WWW-Authenticate: Basic realm=\"zulip\"\r\n"));
-        assert!(s.ends_with("\r\n\r\n{}"));
     }
 }

@@ -15,25 +15,14 @@ fn spec(user_id: i64) -> QueueSpec {
     QueueSpec { user_id, realm_id: 1, queue_timeout_secs: 600, ..QueueSpec::default() }
 }
 
-fn get(
-    s: &mut CoreState,
-    user: i64,
-    q: Option<&str>,
-    last: Option<i64>,
-    dont_block: bool,
-) -> (Receiver<Response>, Option<HeartbeatTimer>) {
+fn get(s: &mut CoreState, user: i64, q: Option<QueueId>, last: Option<i64>, dont_block: bool) -> Receiver<ApiResponse> {
     let (tx, rx) = oneshot::channel();
-    let op = EventsOp::Get {
-        queue_id: q.map(str::to_owned),
-        last_event_id: last,
-        dont_block,
-        new_queue: Box::new(spec(user)),
-    };
-    let hb = s.events(EventsCall { user_id: user, op, reply: tx }, 1000);
-    (rx, hb)
+    let op = EventsOp::Get { queue_id: q, last_event_id: last, dont_block, new_queue: Box::new(spec(user)) };
+    s.events(EventsCall { user_id: user, op, reply: tx }, 1000);
+    rx
 }
 
-fn body(rx: &mut Receiver<Response>) -> (u16, serde_json::Value, Response) {
+fn body(rx: &mut Receiver<ApiResponse>) -> (u16, serde_json::Value, ApiResponse) {
     let r = rx.try_recv().expect("sender dropped").expect("no response yet");
     (r.status, serde_json::from_slice(&r.body).expect("json body"), r)
 }
@@ -46,17 +35,17 @@ fn generic(users: Vec<i64>) -> Notice {
 fn parked_poll_completes_on_event_with_queue_id_and_vary() {
     let mut s = state();
     let q = s.allocate(spec(7), 1000);
-    assert!(q.starts_with("0-1-"), "queue id names its shard: {q}");
-    let (mut rx, hb) = get(&mut s, 7, Some(&q), Some(-1), false);
-    let hb = hb.expect("parking arms a heartbeat");
-    assert!((45..=55).contains(&hb.delay_secs));
+    assert!(q.to_string().starts_with("0-1-"), "queue id names its shard: {q}");
+    let mut rx = get(&mut s, 7, Some(q), Some(-1), false);
     assert!(rx.try_recv().unwrap().is_none(), "should be parked");
+    assert_eq!(s.counters().parked.load(std::sync::atomic::Ordering::Relaxed), 1);
     s.deliver(generic(vec![7]));
     let (status, v, r) = body(&mut rx);
     assert_eq!(status, 200);
     assert_eq!(v["events"], json!([{"type": "test", "data": "test data", "id": 0}]));
-    assert_eq!(v["queue_id"], json!(q));
+    assert_eq!(v["queue_id"], json!(q.to_string()));
     assert_eq!(v["result"], "success");
+    assert_eq!(s.counters().parked.load(std::sync::atomic::Ordering::Relaxed), 0);
     assert!(r.headers.contains(&("Vary", "Accept-Language, Cookie".to_owned())));
 }
 
@@ -65,13 +54,12 @@ fn immediate_responses_have_no_queue_id() {
     let mut s = state();
     let q = s.allocate(spec(7), 1000);
     s.deliver(generic(vec![7]));
-    let (mut rx, hb) = get(&mut s, 7, Some(&q), Some(-1), false);
-    assert!(hb.is_none());
+    let mut rx = get(&mut s, 7, Some(q), Some(-1), false);
     let (_, v, _) = body(&mut rx);
     assert_eq!(v["events"].as_array().unwrap().len(), 1);
     assert!(v.get("queue_id").is_none());
     // Acknowledge and poll with dont_block: empty, immediate.
-    let (mut rx, _) = get(&mut s, 7, Some(&q), Some(0), true);
+    let mut rx = get(&mut s, 7, Some(q), Some(0), true);
     assert_eq!(body(&mut rx).1["events"], json!([]));
 }
 
@@ -79,11 +67,11 @@ fn immediate_responses_have_no_queue_id() {
 fn new_poll_supersedes_the_parked_one() {
     let mut s = state();
     let q = s.allocate(spec(7), 1000);
-    let (mut first, _) = get(&mut s, 7, Some(&q), Some(-1), false);
-    let (mut second, _) = get(&mut s, 7, Some(&q), Some(-1), false);
+    let mut first = get(&mut s, 7, Some(q), Some(-1), false);
+    let mut second = get(&mut s, 7, Some(q), Some(-1), false);
     let (_, v, _) = body(&mut first);
     assert_eq!(v["events"], json!([]));
-    assert_eq!(v["queue_id"], json!(q));
+    assert_eq!(v["queue_id"], json!(q.to_string()));
     assert!(second.try_recv().unwrap().is_none());
 }
 
@@ -91,32 +79,32 @@ fn new_poll_supersedes_the_parked_one() {
 fn queue_errors() {
     let mut s = state();
     let q = s.allocate(spec(7), 1000);
-    let (mut rx, _) = get(&mut s, 8, Some(&q), Some(-1), false);
+    let mut rx = get(&mut s, 8, Some(q), Some(-1), false);
     let (status, v, _) = body(&mut rx);
     assert_eq!(status, 400);
     assert_eq!(v["code"], "BAD_EVENT_QUEUE_ID");
     assert_eq!(v["msg"], format!("Bad event queue ID: {q}"));
-    assert_eq!(v["queue_id"], json!(q));
+    assert_eq!(v["queue_id"], json!(q.to_string()));
 
-    let (mut rx, _) = get(&mut s, 7, Some(&q), None, false);
+    let mut rx = get(&mut s, 7, Some(q), None, false);
     assert_eq!(body(&mut rx).1["msg"], "Missing 'last_event_id' argument");
-    let (mut rx, _) = get(&mut s, 7, None, None, false);
+    let mut rx = get(&mut s, 7, None, None, false);
     let (_, v, _) = body(&mut rx);
     assert_eq!(v["msg"], "Missing 'queue_id' argument");
     assert_eq!(v["code"], "BAD_REQUEST");
-    let (mut rx, _) = get(&mut s, 7, Some(&q), Some(3), true);
+    let mut rx = get(&mut s, 7, Some(q), Some(3), true);
     assert_eq!(body(&mut rx).1["msg"], "Event 3 was not in this queue");
 }
 
 #[test]
 fn dont_block_without_queue_creates_one() {
     let mut s = state();
-    let (mut rx, _) = get(&mut s, 7, None, None, true);
+    let mut rx = get(&mut s, 7, None, None, true);
     let (_, v, _) = body(&mut rx);
     assert_eq!(v["events"], json!([]));
-    let q = v["queue_id"].as_str().unwrap().to_owned();
+    let q = QueueId::parse(v["queue_id"].as_str().unwrap()).unwrap();
     assert_eq!(s.queue_count(), 1);
-    let (mut rx, _) = get(&mut s, 7, Some(&q), Some(-1), true);
+    let mut rx = get(&mut s, 7, Some(q), Some(-1), true);
     assert_eq!(body(&mut rx).0, 200);
 }
 
@@ -124,38 +112,68 @@ fn dont_block_without_queue_creates_one() {
 fn delete_completes_parked_poll_and_forgets_queue() {
     let mut s = state();
     let q = s.allocate(spec(7), 1000);
-    let (mut parked, _) = get(&mut s, 7, Some(&q), Some(-1), false);
+    let mut parked = get(&mut s, 7, Some(q), Some(-1), false);
     let (tx, mut rx) = oneshot::channel();
-    s.events(EventsCall { user_id: 8, op: EventsOp::Delete { queue_id: q.clone() }, reply: tx }, 1000);
+    s.events(EventsCall { user_id: 8, op: EventsOp::Delete { queue_id: q }, reply: tx }, 1000);
     assert_eq!(body(&mut rx).1["code"], "BAD_EVENT_QUEUE_ID", "another user cannot delete it");
     let (tx, mut rx) = oneshot::channel();
-    s.events(EventsCall { user_id: 7, op: EventsOp::Delete { queue_id: q.clone() }, reply: tx }, 1000);
+    s.events(EventsCall { user_id: 7, op: EventsOp::Delete { queue_id: q }, reply: tx }, 1000);
     assert_eq!(body(&mut rx).1, json!({"result": "success", "msg": ""}));
     assert_eq!(body(&mut parked).1["events"], json!([]));
     assert_eq!(s.queue_count(), 0);
 }
 
 #[test]
-fn heartbeat_only_for_the_current_park_and_gc_spares_parked_queues() {
+fn heartbeat_comes_due_for_the_current_park_only_and_gc_spares_parked_queues() {
+    let mut s = CoreState::new(Shard { node: 0, core: 1 }, Timing { heartbeat_min_secs: 45, heartbeat_jitter_secs: 0 });
+    let q = s.allocate(spec(7), 1000);
+    let mut first = get(&mut s, 7, Some(q), Some(-1), false);
+    s.tick(1040);
+    assert!(first.try_recv().unwrap().is_none(), "not due before 45 s");
+    // A new park at t=1040 moves the deadline to 1085 (and answers the first).
+    let (tx, mut rx) = oneshot::channel();
+    let op =
+        EventsOp::Get { queue_id: Some(q), last_event_id: Some(-1), dont_block: false, new_queue: Box::new(spec(7)) };
+    s.events(EventsCall { user_id: 7, op, reply: tx }, 1040);
+    assert_eq!(body(&mut first).1["events"], json!([]));
+    s.tick(1045);
+    assert!(rx.try_recv().unwrap().is_none(), "the first park's deadline no longer counts");
+    assert_eq!(s.gc(1040 + 10_000), 0, "a parked queue never expires");
+    s.tick(1085);
+    assert_eq!(body(&mut rx).1["events"], json!([{"type": "heartbeat", "id": 0}]));
+    // Not parked any more: idle since the park at t=1040.
+    assert_eq!(s.gc(1040 + 599), 0);
+    assert_eq!(s.gc(1040 + 600), 1);
+}
+
+#[test]
+fn jitter_stays_within_its_bound() {
     let mut s = state();
     let q = s.allocate(spec(7), 1000);
-    let (mut rx, hb) = get(&mut s, 7, Some(&q), Some(-1), false);
-    let hb = hb.unwrap();
-    s.heartbeat(&HeartbeatTimer { park_gen: hb.park_gen + 1, ..hb.clone() });
-    assert!(rx.try_recv().unwrap().is_none(), "stale timer must not fire");
-    assert_eq!(s.gc(1000 + 10_000), 0, "a parked queue never expires");
-    s.heartbeat(&hb);
-    assert_eq!(body(&mut rx).1["events"], json!([{"type": "heartbeat", "id": 0}]));
-    // Not parked any more: idle since the park at t=1000.
-    assert_eq!(s.gc(1000 + 599), 0);
-    assert_eq!(s.gc(1000 + 600), 1);
+    let mut rx = get(&mut s, 7, Some(q), Some(-1), false);
+    s.tick(1044);
+    assert!(rx.try_recv().unwrap().is_none(), "never before 45 s");
+    s.tick(1055);
+    assert_eq!(body(&mut rx).1["events"][0]["type"], "heartbeat", "at most 45 + 10 s");
+}
+
+#[test]
+fn tick_expires_idle_queues_once_a_minute() {
+    let mut s = state();
+    s.allocate(spec(7), 1000);
+    assert_eq!(s.tick(1000), 0);
+    // Collections at 1000, then at 1599 (idle 599 s: kept), then not before 1659.
+    assert_eq!(s.tick(1599), 0);
+    assert_eq!(s.tick(1601), 0);
+    assert_eq!(s.tick(1659), 1);
+    assert_eq!(s.queue_count(), 0);
 }
 
 #[test]
 fn gc_treats_a_vanished_client_as_not_parked() {
     let mut s = state();
     let q = s.allocate(spec(7), 1000);
-    let (rx, _) = get(&mut s, 7, Some(&q), Some(-1), false);
+    let rx = get(&mut s, 7, Some(q), Some(-1), false);
     drop(rx);
     assert_eq!(s.gc(1000 + 600), 1);
 }
@@ -202,18 +220,18 @@ fn message_events_carry_per_user_flags_variant_and_local_id_only_for_sender_queu
     let other_sender_q = s.allocate(QueueSpec { apply_markdown: true, ..spec(7) }, 1000);
     let recip_q = s.allocate(QueueSpec { narrow: vec![("stream".into(), "denmark".into())], ..spec(8) }, 1000);
     let filtered_q = s.allocate(QueueSpec { event_types: Some(vec!["typing".into()]), ..spec(8) }, 1000);
-    s.deliver(message(&[(7, flags::READ), (8, flags::MENTIONED)], Some(sender_q.clone())));
-    let e = &s.peek(7, &sender_q).unwrap()[0];
+    s.deliver(message(&[(7, flags::READ), (8, flags::MENTIONED)], Some(sender_q.to_string())));
+    let e = &s.peek(7, sender_q).unwrap()[0];
     assert_eq!(e["flags"], json!(["read"]));
     assert_eq!(e["local_message_id"], "0.1");
     assert_eq!(e["message"]["content"], "**x**");
     assert_eq!(e["message"]["avatar_url"], "https://a");
-    let e = &s.peek(7, &other_sender_q).unwrap()[0];
+    let e = &s.peek(7, other_sender_q).unwrap()[0];
     assert!(e.get("local_message_id").is_none());
     assert_eq!(e["message"]["content"], "<p><strong>x</strong></p>");
-    let e = &s.peek(8, &recip_q).unwrap()[0];
+    let e = &s.peek(8, recip_q).unwrap()[0];
     assert_eq!(e["flags"], json!(["mentioned"]));
     assert!(e.get("local_message_id").is_none());
-    assert_eq!(s.peek(8, &filtered_q).unwrap(), Vec::<Value>::new());
-    assert_eq!(s.peek(7, &recip_q), None, "peek checks the owner");
+    assert_eq!(s.peek(8, filtered_q).unwrap(), Vec::<Value>::new());
+    assert_eq!(s.peek(7, recip_q), None, "peek checks the owner");
 }

@@ -1,8 +1,15 @@
-//! The `squall` command: serve, migrate, administer.
+//! The `squall` command: serve, migrate, administer. Parses the command
+//! line, loads the configuration and calls the library code that does the
+//! work; `serve` wires the backend and the gateway together.
+
+mod config;
+mod host;
+mod inprocess;
+mod serve;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use squall_gateway::config::Config;
+use config::Config;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -96,7 +103,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", toml::to_string_pretty(&cfg)?);
                 return Ok(());
             }
-            squall_gateway::serve(cfg, |addr| {
+            serve::serve(cfg, |addr| {
                 // Machine-readable line for scripts and tests.
                 println!("squall: listening on http://{addr}");
                 let _ = std::io::stdout().flush();

@@ -1,0 +1,43 @@
+//! What a core's tasks share, all on the core's own thread: its state, the
+//! other cores' inboxes, the backend, the credential cache. A leaf module:
+//! it names things and calls nothing.
+
+use crate::auth::AuthCache;
+use crate::backend::Backend;
+use crate::clock::Clock;
+use crate::inbox::Inbox;
+use crate::state::CoreState;
+use crate::stats::{CoreStats, Stats};
+use squall_proto::Shard;
+use squall_shard_router::placement::Topology;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+/// One core's shared context.
+pub struct CoreCtx {
+    /// This core.
+    pub shard: Shard,
+    /// Cluster shape.
+    pub topo: Topology,
+    /// Every core's inbox, for hand-offs.
+    pub inboxes: Arc<Vec<Arc<Inbox>>>,
+    /// The queues this core owns.
+    pub state: RefCell<CoreState>,
+    /// Everything that is not `/events`.
+    pub backend: Arc<dyn Backend>,
+    /// Recently authenticated credentials.
+    pub auth_cache: RefCell<AuthCache>,
+    /// Secret the internal endpoints require.
+    pub shared_secret: Arc<str>,
+    /// Where "now" comes from.
+    pub clock: Clock,
+    /// Every core's counters.
+    pub stats: Arc<Stats>,
+}
+
+impl CoreCtx {
+    /// This core's counters.
+    pub fn counters(&self) -> &CoreStats {
+        self.stats.core(self.shard.core)
+    }
+}

@@ -1,0 +1,30 @@
+//! Zulip's client descriptor: one event queue with its options, its parked
+//! long-poll (if any) and its timing facts.
+
+use crate::queue::EventQueue;
+use futures_channel::oneshot;
+use squall_proto::api::ApiResponse;
+use squall_proto::queue_spec::QueueSpec;
+
+/// Zulip's client descriptor.
+pub struct Descriptor {
+    pub(crate) spec: QueueSpec,
+    pub(crate) queue: EventQueue,
+    pub(crate) last_connection_time: u64,
+    pub(crate) waiter: Option<oneshot::Sender<ApiResponse>>,
+    /// When the parked poll gets a heartbeat (unix seconds).
+    pub(crate) heartbeat_due: Option<u64>,
+    /// Whether the heartbeat heap holds an entry for this queue (at most one).
+    pub(crate) heartbeat_listed: bool,
+}
+
+impl Descriptor {
+    pub(crate) fn new(spec: QueueSpec, queue: EventQueue, last_connection_time: u64) -> Self {
+        Descriptor { spec, queue, last_connection_time, waiter: None, heartbeat_due: None, heartbeat_listed: false }
+    }
+
+    /// Whether a client is waiting (and has not gone away).
+    pub(crate) fn parked(&self) -> bool {
+        self.waiter.as_ref().is_some_and(|w| !w.is_canceled())
+    }
+}

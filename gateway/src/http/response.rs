@@ -1,0 +1,74 @@
+//! Response writing: status line, `Content-Type`/`Content-Length`, extra
+//! headers, body.
+
+use squall_proto::api::ApiResponse;
+
+/// Serialises `r`; `head_only` (a `HEAD` request) keeps the headers,
+/// including the body's length, and drops the body.
+pub fn to_bytes(r: &ApiResponse, keep_alive: bool, head_only: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + r.body.len());
+    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status)).as_bytes());
+    if !r.body.is_empty() && !r.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        out.extend_from_slice(b"Content-Type: application/json\r\n");
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\n", r.body.len()).as_bytes());
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    for (k, v) in &r.headers {
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(&r.body);
+    }
+    out
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_responses() {
+        let r = ApiResponse {
+            status: 401,
+            headers: vec![("WWW-Authenticate", "Basic realm=\"zulip\"".into())],
+            body: b"{}".to_vec(),
+        };
+        let s = String::from_utf8(to_bytes(&r, true, false)).unwrap();
+        assert!(s.starts_with("HTTP/1.1 401 Unauthorized\r\n"));
+        assert!(s.contains("Content-Length: 2\r\n"));
+        assert!(s.contains("WWW-Authenticate: Basic realm=\"zulip\"\r\n"));
+        assert!(s.ends_with("\r\n\r\n{}"));
+    }
+
+    #[test]
+    fn head_keeps_the_length_and_drops_the_body() {
+        let s = String::from_utf8(to_bytes(&ApiResponse::json(200, &b"{}"[..]), false, true)).unwrap();
+        assert!(s.contains("Content-Length: 2\r\n") && s.contains("Connection: close\r\n"));
+        assert!(s.ends_with("\r\n\r\n"));
+    }
+}

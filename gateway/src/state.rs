@@ -1,0 +1,413 @@
+//! What one core owns and how it changes: the queues of the users placed on
+//! it, their parked long-polls, their heartbeat deadlines, and the handling
+//! of every inbox item.
+//!
+//! This is plain single-threaded code with no I/O: the shard loop
+//! (`shard.rs`) feeds it inbox items and clock ticks. Time is passed in as
+//! unix seconds, so tests drive it without sleeping.
+
+use crate::descriptor::Descriptor;
+use crate::notify::{on_last_queue_gone, Notification};
+use crate::queue::{EventBody, EventQueue};
+use crate::registry::Registry;
+use crate::stats::{CoreStats, Stats};
+use futures_channel::oneshot;
+use serde_json::Value;
+use squall_proto::api::ApiResponse;
+use squall_proto::envelope::Notice;
+use squall_proto::error::ApiError;
+use squall_proto::ids::QueueId;
+use squall_proto::queue_spec::QueueSpec;
+use squall_proto::Shard;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+/// How often each core collects expired queues (Zulip: 60 s).
+pub const GC_INTERVAL_SECS: u64 = 60;
+
+/// An item in a core's inbox.
+pub enum Item {
+    /// Create a queue; reply with its id.
+    Allocate {
+        /// Queue options.
+        spec: QueueSpec,
+        /// Gets the new queue id.
+        reply: oneshot::Sender<QueueId>,
+    },
+    /// Read a queue's events without waiting or acknowledging (register).
+    Peek {
+        /// Who asks (must own the queue).
+        user_id: i64,
+        /// The queue.
+        queue_id: QueueId,
+        /// Gets the events, or `None` for an unknown queue.
+        reply: oneshot::Sender<Option<Vec<Value>>>,
+    },
+    /// Deliver an event.
+    Notice(Notice),
+    /// A `/events` request handed to this core.
+    Events(EventsCall),
+    /// Send `web_reload_client` to up to `max` restored queues.
+    Reload {
+        /// At most this many.
+        max: usize,
+        /// The event's `immediate`.
+        immediate: bool,
+        /// Gets how many were sent.
+        reply: oneshot::Sender<usize>,
+    },
+    /// Stop the core.
+    Shutdown,
+}
+
+/// A `/events` request for the owning core.
+pub struct EventsCall {
+    /// The authenticated user.
+    pub user_id: i64,
+    /// What to do.
+    pub op: EventsOp,
+    /// Where the response goes (possibly much later, for a long-poll).
+    pub reply: oneshot::Sender<ApiResponse>,
+}
+
+/// `GET` or `DELETE /events`.
+pub enum EventsOp {
+    /// Poll (or create with `dont_block` and no queue id).
+    Get {
+        /// Queue to poll; `None` to create one.
+        queue_id: Option<QueueId>,
+        /// Highest event id the client has processed.
+        last_event_id: Option<i64>,
+        /// Answer at once even if empty.
+        dont_block: bool,
+        /// Options for a queue created by this request (boxed: it is large
+        /// and most polls do not create a queue).
+        new_queue: Box<QueueSpec>,
+    },
+    /// Delete a queue.
+    Delete {
+        /// The queue.
+        queue_id: QueueId,
+    },
+}
+
+/// Timing knobs of a core.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Heartbeat delay lower bound (Zulip: 45 s).
+    pub heartbeat_min_secs: u64,
+    /// Extra random delay, inclusive upper bound (Zulip: 10 s).
+    pub heartbeat_jitter_secs: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { heartbeat_min_secs: 45, heartbeat_jitter_secs: 10 }
+    }
+}
+
+/// Everything one core owns.
+pub struct CoreState {
+    pub(crate) shard: Shard,
+    pub(crate) timing: Timing,
+    pub(crate) reg: Registry,
+    /// Notifications not yet handed to the sink (all of them, without one).
+    pub(crate) notifications: Vec<Notification>,
+    /// Where notifications go as soon as they are decided.
+    sink: Option<Box<dyn FnMut(Notification)>>,
+    /// Restored queues still to be told to reload, in realm order.
+    pub(crate) reload_pending: Vec<(i64, QueueId)>,
+    /// Heartbeat deadlines, earliest first; entries whose queue re-parked
+    /// later are moved when they come up.
+    heartbeats: BinaryHeap<Reverse<(u64, QueueId)>>,
+    next_gc: u64,
+    stats: Arc<Stats>,
+}
+
+fn success_body(events: &str, queue_id: Option<QueueId>) -> Vec<u8> {
+    let mut s = String::with_capacity(events.len() + 96);
+    s.push_str("{\"result\":\"success\",\"msg\":\"\",\"events\":");
+    s.push_str(events);
+    if let Some(q) = queue_id {
+        s.push_str(",\"queue_id\":\"");
+        s.push_str(&q.to_string());
+        s.push('"');
+    }
+    s.push('}');
+    s.into_bytes()
+}
+
+/// `BAD_EVENT_QUEUE_ID`, exactly as Zulip returns it.
+pub fn bad_queue(queue_id: &str) -> ApiResponse {
+    ApiError::with_code("BAD_EVENT_QUEUE_ID", format!("Bad event queue ID: {queue_id}"))
+        .field("queue_id", queue_id)
+        .into()
+}
+
+/// A deferred (long-poll) completion always carries `queue_id`.
+fn deferred(queue_id: QueueId, d: &mut Descriptor) -> ApiResponse {
+    let mut r = ApiResponse::json(200, success_body(&d.queue.render_events(), Some(queue_id)));
+    r.headers.push(("Vary", "Accept-Language, Cookie".into()));
+    r
+}
+
+impl CoreState {
+    /// An empty core with counters of its own.
+    pub fn new(shard: Shard, timing: Timing) -> Self {
+        Self::with_stats(shard, timing, Arc::new(Stats::new(shard.core + 1)))
+    }
+
+    /// An empty core reporting into `stats` (slot `shard.core`).
+    pub fn with_stats(shard: Shard, timing: Timing, stats: Arc<Stats>) -> Self {
+        CoreState {
+            shard,
+            timing,
+            reg: Registry::default(),
+            notifications: Vec::new(),
+            sink: None,
+            reload_pending: Vec::new(),
+            heartbeats: BinaryHeap::new(),
+            next_gc: 0,
+            stats,
+        }
+    }
+
+    pub(crate) fn counters(&self) -> &CoreStats {
+        self.stats.core(self.shard.core)
+    }
+
+    /// Sends every notification decided from now on to `sink` (which must
+    /// not block: the core's event path calls it).
+    pub fn set_notification_sink(&mut self, sink: Box<dyn FnMut(Notification)>) {
+        self.sink = Some(sink);
+    }
+
+    /// Notifications decided so far and not handed to a sink.
+    pub fn take_notifications(&mut self) -> Vec<Notification> {
+        std::mem::take(&mut self.notifications)
+    }
+
+    /// Hands decided notifications to the sink, if there is one.
+    pub(crate) fn flush_notifications(&mut self) {
+        if let Some(sink) = self.sink.as_mut() {
+            for n in self.notifications.drain(..) {
+                sink(n);
+            }
+        }
+    }
+
+    /// Number of queues owned.
+    pub fn queue_count(&self) -> usize {
+        self.reg.len()
+    }
+
+    /// Creates a queue; returns its id.
+    pub fn allocate(&mut self, spec: QueueSpec, now: u64) -> QueueId {
+        let id = QueueId::new_random(self.shard);
+        self.insert_queue(id, spec, EventQueue::new(), now);
+        id
+    }
+
+    /// Adds a queue under `id`.
+    pub(crate) fn insert_queue(&mut self, id: QueueId, spec: QueueSpec, queue: EventQueue, last_connection_time: u64) {
+        self.reg.insert(id, Descriptor::new(spec, queue, last_connection_time));
+        CoreStats::add(&self.counters().queues, 1);
+    }
+
+    /// Events of a queue as JSON values (register's race check).
+    pub fn peek(&mut self, user_id: i64, queue_id: QueueId) -> Option<Vec<Value>> {
+        let d = self.reg.owned_mut(queue_id, user_id)?;
+        serde_json::from_str(&d.queue.render_events()).ok()
+    }
+
+    /// Answers a queue's parked poll, if any, with what the queue holds.
+    pub(crate) fn complete(&mut self, queue_id: QueueId) {
+        let stats = self.stats.clone();
+        let Some(d) = self.reg.get_mut(queue_id) else { return };
+        let Some(w) = d.waiter.take() else { return };
+        d.heartbeat_due = None;
+        let c = stats.core(self.shard.core);
+        CoreStats::add(&c.parked, -1);
+        if !d.queue.is_empty() {
+            CoreStats::bump(&c.deliveries);
+        }
+        let _ = w.send(deferred(queue_id, d));
+    }
+
+    /// Handles a `/events` call.
+    pub fn events(&mut self, call: EventsCall, now: u64) {
+        let EventsCall { user_id, op, reply } = call;
+        let resp = match op {
+            EventsOp::Delete { queue_id } => {
+                if self.reg.owned_mut(queue_id, user_id).is_some() {
+                    self.remove_queue(queue_id);
+                    ApiResponse::json(200, &b"{\"result\":\"success\",\"msg\":\"\"}"[..])
+                } else {
+                    bad_queue(&queue_id.to_string())
+                }
+            }
+            EventsOp::Get { queue_id: None, dont_block, new_queue, .. } => {
+                if dont_block {
+                    let id = self.allocate(*new_queue, now);
+                    ApiResponse::json(200, success_body("[]", Some(id)))
+                } else {
+                    ApiError::bad_request("Missing 'queue_id' argument").into()
+                }
+            }
+            EventsOp::Get { queue_id: Some(queue_id), last_event_id, dont_block, .. } => {
+                if let Some((reply, resp)) = self.poll(user_id, queue_id, last_event_id, dont_block, reply, now) {
+                    let _ = reply.send(resp);
+                }
+                return;
+            }
+        };
+        let _ = reply.send(resp);
+    }
+
+    /// `GET /events` on an existing queue: answers at once (returning the
+    /// reply and response) or parks the poll.
+    fn poll(
+        &mut self,
+        user_id: i64,
+        queue_id: QueueId,
+        last_event_id: Option<i64>,
+        dont_block: bool,
+        reply: oneshot::Sender<ApiResponse>,
+        now: u64,
+    ) -> Option<(oneshot::Sender<ApiResponse>, ApiResponse)> {
+        let Some(last_event_id) = last_event_id else {
+            return Some((reply, ApiError::bad_request("Missing 'last_event_id' argument").into()));
+        };
+        let Some(d) = self.reg.owned_mut(queue_id, user_id) else {
+            return Some((reply, bad_queue(&queue_id.to_string())));
+        };
+        if let Err(e) = d.queue.prune(last_event_id) {
+            return Some((reply, ApiError::bad_request(e.message()).into()));
+        }
+        // A new poll supersedes a parked one.
+        self.complete(queue_id);
+        let d = self.reg.get_mut(queue_id)?;
+        if !d.queue.is_empty() || dont_block {
+            let resp = ApiResponse::json(200, success_body(&d.queue.render_events(), None));
+            return Some((reply, resp));
+        }
+        d.waiter = Some(reply);
+        d.last_connection_time = now;
+        let jitter = match self.timing.heartbeat_jitter_secs {
+            0 => 0,
+            j => rand::random::<u64>() % (j + 1),
+        };
+        let due = now + self.timing.heartbeat_min_secs + jitter;
+        d.heartbeat_due = Some(due);
+        if !d.heartbeat_listed {
+            d.heartbeat_listed = true;
+            self.heartbeats.push(Reverse((due, queue_id)));
+        }
+        CoreStats::add(&self.counters().parked, 1);
+        None
+    }
+
+    /// Advances the core to `now`: heartbeats that are due, and queue
+    /// expiry every [`GC_INTERVAL_SECS`]. Returns how many queues expired.
+    pub fn tick(&mut self, now: u64) -> usize {
+        while let Some(&Reverse((due, id))) = self.heartbeats.peek() {
+            if due > now {
+                break;
+            }
+            self.heartbeats.pop();
+            let Some(d) = self.reg.get_mut(id) else { continue };
+            d.heartbeat_listed = false;
+            match d.heartbeat_due {
+                // Re-parked since this entry was listed: list it again.
+                Some(later) if later > now => {
+                    d.heartbeat_listed = true;
+                    self.heartbeats.push(Reverse((later, id)));
+                }
+                Some(_) if d.parked() => {
+                    d.queue.push(EventBody::Heartbeat);
+                    self.complete(id);
+                }
+                _ => d.heartbeat_due = None,
+            }
+        }
+        if now < self.next_gc {
+            return 0;
+        }
+        self.next_gc = now + GC_INTERVAL_SECS;
+        self.gc(now)
+    }
+
+    pub(crate) fn remove_queue(&mut self, queue_id: QueueId) {
+        // Complete a parked poll with what it had, as Zulip does.
+        self.complete(queue_id);
+        let Some(d) = self.reg.remove(queue_id) else { return };
+        CoreStats::add(&self.counters().queues, -1);
+        // The user's last queue: whatever is still queued for them is
+        // re-checked as if they were away (Zulip's missedmessage_hook).
+        if !self.reg.has_user(d.spec.user_id) {
+            for internal in d.queue.internal_data() {
+                on_last_queue_gone(internal, &mut self.notifications);
+            }
+            self.flush_notifications();
+        }
+    }
+
+    /// Sends `{"type":"web_reload_client","immediate":..}` to up to `max`
+    /// queues restored at start (in realm order), each at most once; queues
+    /// gone meanwhile are skipped. Returns how many got it.
+    pub fn send_reload(&mut self, max: usize, immediate: bool) -> usize {
+        let event = serde_json::json!({"type": "web_reload_client", "immediate": immediate});
+        let body: std::rc::Rc<str> = std::rc::Rc::from(event.to_string());
+        let mut sent = 0;
+        let mut taken = 0;
+        for &(_, qid) in &self.reload_pending {
+            if sent >= max {
+                break;
+            }
+            taken += 1;
+            if let Some(d) = self.reg.get_mut(qid) {
+                d.queue.push(EventBody::Shared(body.clone()));
+                sent += 1;
+            }
+        }
+        let done: Vec<QueueId> = self.reload_pending.drain(..taken).map(|(_, q)| q).collect();
+        for qid in done {
+            self.complete(qid);
+        }
+        sent
+    }
+
+    /// Removes queues idle past their timeout; returns how many.
+    pub fn gc(&mut self, now: u64) -> usize {
+        let mut vanished = 0;
+        let expired: Vec<QueueId> = self
+            .reg
+            .iter_mut()
+            .filter_map(|(id, d)| {
+                if d.waiter.as_ref().is_some_and(|w| w.is_canceled()) {
+                    d.waiter = None;
+                    vanished += 1;
+                }
+                let idle = now.saturating_sub(d.last_connection_time);
+                (!d.parked() && idle >= d.spec.queue_timeout_secs).then_some(*id)
+            })
+            .collect();
+        CoreStats::add(&self.counters().parked, -vanished);
+        for id in &expired {
+            self.remove_queue(*id);
+        }
+        expired.len()
+    }
+
+    /// Completes every parked poll (shutdown), so clients retry promptly.
+    pub fn release_all(&mut self) {
+        let ids: Vec<QueueId> = self.reg.iter().filter(|(_, d)| d.waiter.is_some()).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.complete(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! Counters each core keeps about itself, readable from any thread: what
+//! `/metrics` reports and what tests wait on ("the poll is parked") instead
+//! of sleeping. Each core writes only its own cache-line-sized slot.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// One core's counters.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct CoreStats {
+    /// Open client connections.
+    pub connections: AtomicI64,
+    /// Event queues.
+    pub queues: AtomicI64,
+    /// Long-polls waiting for events.
+    pub parked: AtomicI64,
+    /// Events appended to queues.
+    pub events_queued: AtomicU64,
+    /// Long-poll responses completed with events.
+    pub deliveries: AtomicU64,
+    /// Requests served (all kinds).
+    pub requests: AtomicU64,
+}
+
+impl CoreStats {
+    pub(crate) fn add(counter: &AtomicI64, n: i64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Every core's counters.
+#[derive(Debug)]
+pub struct Stats {
+    cores: Vec<CoreStats>,
+}
+
+/// A sum over cores at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Open client connections.
+    pub connections: i64,
+    /// Event queues.
+    pub queues: i64,
+    /// Parked long-polls.
+    pub parked: i64,
+    /// Events appended to queues.
+    pub events_queued: u64,
+    /// Long-poll responses completed with events.
+    pub deliveries: u64,
+    /// Requests served.
+    pub requests: u64,
+}
+
+impl Stats {
+    /// Zeroed counters for `cores` cores.
+    pub fn new(cores: u16) -> Self {
+        Stats { cores: (0..cores.max(1)).map(|_| CoreStats::default()).collect() }
+    }
+
+    /// One core's counters.
+    pub fn core(&self, core: u16) -> &CoreStats {
+        &self.cores[core as usize % self.cores.len()]
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> u16 {
+        self.cores.len() as u16
+    }
+
+    /// Sums over all cores.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for c in &self.cores {
+            t.connections += c.connections.load(Ordering::Relaxed);
+            t.queues += c.queues.load(Ordering::Relaxed);
+            t.parked += c.parked.load(Ordering::Relaxed);
+            t.events_queued += c.events_queued.load(Ordering::Relaxed);
+            t.deliveries += c.deliveries.load(Ordering::Relaxed);
+            t.requests += c.requests.load(Ordering::Relaxed);
+        }
+        t
+    }
+
+    /// Prometheus text exposition of the counters, per core.
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let gauges: [(&str, &str, fn(&CoreStats) -> i64); 3] = [
+            ("squall_connections", "Open client connections.", |c| c.connections.load(Ordering::Relaxed)),
+            ("squall_queues", "Event queues.", |c| c.queues.load(Ordering::Relaxed)),
+            ("squall_parked_polls", "Long-polls waiting for events.", |c| c.parked.load(Ordering::Relaxed)),
+        ];
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (i, c) in self.cores.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", get(c));
+            }
+        }
+        let counters: [(&str, &str, fn(&CoreStats) -> u64); 3] = [
+            ("squall_events_queued_total", "Events appended to queues.", |c| c.events_queued.load(Ordering::Relaxed)),
+            ("squall_deliveries_total", "Long-poll responses completed with events.", |c| {
+                c.deliveries.load(Ordering::Relaxed)
+            }),
+            ("squall_requests_total", "Requests served.", |c| c.requests.load(Ordering::Relaxed)),
+        ];
+        for (name, help, get) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (i, c) in self.cores.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", get(c));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,210 @@
+//! Configuration of the `squall` binary: one TOML file, then `SQUALL_*`
+//! environment overrides, then command-line flags. Every knob has a default
+//! that works on a laptop. The gateway and the backend each get their part
+//! ([`Config::gateway`], `backend`); neither reads files or environment.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use squall_backend::config::BackendConfig;
+use std::path::Path;
+
+/// All of Squall's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`SQUALL_LISTEN`).
+    pub listen: String,
+    /// Host clients use to reach the server; empty = `listen`
+    /// (`SQUALL_EXTERNAL_HOST`). Realm subdomains hang off it.
+    pub external_host: String,
+    /// Gateway cores; 0 = one per available CPU (`SQUALL_CORES`).
+    pub cores: u16,
+    /// Use io_uring when the kernel allows it; false forces epoll
+    /// (`SQUALL_IO_URING`).
+    pub io_uring: bool,
+    /// Capacity of each core's inbox.
+    pub inbox_capacity: usize,
+    /// Minimum seconds before a parked long-poll gets a heartbeat (Zulip:
+    /// 45; up to 10 s of jitter is added). Lower it only for testing
+    /// (`SQUALL_HEARTBEAT_MIN_SECS`).
+    pub heartbeat_min_secs: u64,
+    /// Upper bound of the random extra heartbeat delay (Zulip: 10)
+    /// (`SQUALL_HEARTBEAT_JITTER_SECS`).
+    pub heartbeat_jitter_secs: u64,
+    /// API requests per minute per user (Zulip: 200); 0 disables
+    /// (`SQUALL_RATE_LIMIT_PER_USER`).
+    pub rate_limit_per_user: u32,
+    /// Unauthenticated requests per minute per IP address (Zulip: 100); 0
+    /// disables.
+    pub rate_limit_per_ip: u32,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// RabbitMQ for missed-message notifications; empty disables them
+    /// (`SQUALL_AMQP_URL`).
+    pub amqp_url: String,
+    /// Secret for the internal endpoints (`/api/internal/...`); empty = a
+    /// random one per start, written to `<state_dir>/shared_secret`
+    /// (`SQUALL_SHARED_SECRET`).
+    pub shared_secret: String,
+    /// Where event queues are saved at shutdown and restored at start
+    /// (`SQUALL_STATE_DIR`).
+    pub state_dir: String,
+    /// Connections this host should hold; the start-up host check warns
+    /// about every setting that falls short (`SQUALL_EXPECTED_CONNECTIONS`).
+    pub expected_connections: u64,
+    /// The backend.
+    pub backend: BackendConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:9991".into(),
+            external_host: String::new(),
+            cores: 0,
+            io_uring: true,
+            inbox_capacity: 65_536,
+            heartbeat_min_secs: 45,
+            heartbeat_jitter_secs: 10,
+            rate_limit_per_user: 200,
+            rate_limit_per_ip: 100,
+            migrate_on_start: true,
+            state_dir: ".squall/state".into(),
+            shared_secret: String::new(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5673/%2f".into(),
+            expected_connections: 10_000,
+            backend: BackendConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (if given), then applies environment overrides.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    /// Applies `SQUALL_*` overrides read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = get("SQUALL_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("SQUALL_EXTERNAL_HOST") {
+            self.external_host = v;
+        }
+        if let Some(v) = get("SQUALL_DATABASE_URL") {
+            self.backend.database_url = v;
+        }
+        if let Some(v) = get("SQUALL_CORES") {
+            self.cores = v.parse().context("SQUALL_CORES must be a number")?;
+        }
+        if let Some(v) = get("SQUALL_IO_URING") {
+            self.io_uring = matches!(v.as_str(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = get("SQUALL_RATE_LIMIT_PER_USER") {
+            self.rate_limit_per_user = v.parse().context("SQUALL_RATE_LIMIT_PER_USER must be a number")?;
+        }
+        if let Some(v) = get("SQUALL_RATE_LIMIT_PER_IP") {
+            self.rate_limit_per_ip = v.parse().context("SQUALL_RATE_LIMIT_PER_IP must be a number")?;
+        }
+        if let Some(v) = get("SQUALL_AMQP_URL") {
+            self.amqp_url = v;
+        }
+        if let Some(v) = get("SQUALL_SHARED_SECRET") {
+            self.shared_secret = v;
+        }
+        if let Some(v) = get("SQUALL_STATE_DIR") {
+            self.state_dir = v;
+        }
+        if let Some(v) = get("SQUALL_EXPECTED_CONNECTIONS") {
+            self.expected_connections = v.parse().context("SQUALL_EXPECTED_CONNECTIONS must be a number")?;
+        }
+        if let Some(v) = get("SQUALL_HEARTBEAT_JITTER_SECS") {
+            self.heartbeat_jitter_secs = v.parse().context("SQUALL_HEARTBEAT_JITTER_SECS must be a number")?;
+        }
+        if let Some(v) = get("SQUALL_HEARTBEAT_MIN_SECS") {
+            self.heartbeat_min_secs = v.parse().context("SQUALL_HEARTBEAT_MIN_SECS must be a number")?;
+        }
+        Ok(())
+    }
+
+    /// The host clients reach us at.
+    pub fn external_host(&self) -> String {
+        if self.external_host.is_empty() {
+            self.listen.clone()
+        } else {
+            self.external_host.clone()
+        }
+    }
+
+    /// The gateway's settings; `server_generation` and the resolved
+    /// `shared_secret` are decided at start.
+    pub fn gateway(&self, server_generation: i64, shared_secret: String) -> squall_gateway::Config {
+        squall_gateway::Config {
+            cores: self.core_count(),
+            io_uring: self.io_uring,
+            inbox_capacity: self.inbox_capacity,
+            timing: squall_gateway::state::Timing {
+                heartbeat_min_secs: self.heartbeat_min_secs,
+                heartbeat_jitter_secs: self.heartbeat_jitter_secs,
+            },
+            state_dir: Some(std::path::PathBuf::from(&self.state_dir)),
+            shared_secret,
+            server_generation,
+            ..squall_gateway::Config::default()
+        }
+    }
+
+    /// Gateway cores to run.
+    pub fn core_count(&self) -> u16 {
+        if self.cores > 0 {
+            self.cores
+        } else {
+            std::thread::available_parallelism().map(|n| n.get() as u16).unwrap_or(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_parses_and_matches_defaults() {
+        let text = include_str!("../../squall.example.toml");
+        let cfg: Config = toml::from_str(text).expect("example config parses");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn env_overrides() {
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| match k {
+            "SQUALL_LISTEN" => Some("0.0.0.0:1".into()),
+            "SQUALL_DATABASE_URL" => Some("postgres://x/y".into()),
+            "SQUALL_IO_URING" => Some("false".into()),
+            "SQUALL_CORES" => Some("3".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:1");
+        assert_eq!(cfg.external_host(), "0.0.0.0:1");
+        assert_eq!(cfg.backend.database_url, "postgres://x/y");
+        assert!(!cfg.io_uring);
+        assert_eq!(cfg.core_count(), 3);
+        assert!(cfg.apply_env(|k| (k == "SQUALL_CORES").then(|| "many".into())).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}
