@@ -31,10 +31,11 @@ async fn serve_requests(mut stream: TcpStream, ctx: &Rc<CoreCtx>) {
             Parsed::Complete(req, used) => {
                 buf.drain(..used);
                 CoreStats::bump(&ctx.counters().requests);
-                let keep_alive = req.keep_alive;
                 let head_only = req.api.method == "HEAD";
+                let mut keep_alive = req.keep_alive;
                 let req = ApiRequest { peer, ..req.api };
                 let Some(resp) = route(req, ctx, &mut stream, &mut buf).await else { return };
+                keep_alive &= !ctx.shutting_down.get();
                 let (res, _) = stream.write_all(http::response::to_bytes(&resp, keep_alive, head_only)).await;
                 if res.is_err() || !keep_alive {
                     return;

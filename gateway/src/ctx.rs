@@ -10,7 +10,7 @@ use crate::state::CoreState;
 use crate::stats::{CoreStats, Stats};
 use squall_proto::Shard;
 use squall_shard_router::placement::Topology;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 /// One core's shared context.
@@ -33,6 +33,8 @@ pub struct CoreCtx {
     pub clock: Clock,
     /// Every core's counters.
     pub stats: Arc<Stats>,
+    /// Set at shutdown: connections close after their current response.
+    pub shutting_down: Cell<bool>,
 }
 
 impl CoreCtx {

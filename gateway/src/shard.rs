@@ -17,7 +17,7 @@ use crate::state::{CoreState, Item, Timing};
 use crate::stats::Stats;
 use squall_proto::Shard;
 use squall_shard_router::placement::Topology;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -98,22 +98,38 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
         shared_secret: start.shared_secret,
         clock: start.clock,
         stats: start.stats,
+        shutting_down: Cell::new(false),
     });
     tracing::info!(core = ctx.shard.core, restored, "core started");
     monoio::spawn(accept_loop(listener, ctx.clone()));
     monoio::spawn(tick_loop(ctx.clone(), start.tick));
     drain_inbox(&inbox, &ctx).await;
 
-    let mut state = ctx.state.borrow_mut();
-    state.release_all();
-    if let Some(dir) = &start.state_dir {
-        match state.save_queues(dir, ctx.topo.cores) {
-            Ok(n) => tracing::info!(core = ctx.shard.core, saved = n, dir = %dir.display(), "core stopped"),
-            Err(e) => tracing::error!(core = ctx.shard.core, error = %e, "could not save queues"),
+    ctx.shutting_down.set(true);
+    {
+        let mut state = ctx.state.borrow_mut();
+        state.release_all();
+        if let Some(dir) = &start.state_dir {
+            match state.save_queues(dir, ctx.topo.cores) {
+                Ok(n) => tracing::info!(core = ctx.shard.core, saved = n, dir = %dir.display(), "queues saved"),
+                Err(e) => tracing::error!(core = ctx.shard.core, error = %e, "could not save queues"),
+            }
         }
     }
+    // Let the answered polls be written; connections close after their
+    // response. Idle keep-alive connections are not waited for long.
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    while ctx.counters().connections.load(std::sync::atomic::Ordering::Relaxed) > 0
+        && std::time::Instant::now() < deadline
+    {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::info!(core = ctx.shard.core, "core stopped");
     Ok(())
 }
+
+/// How long a stopping core waits for its connections to finish writing.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<CoreCtx>) {
     loop {
@@ -135,6 +151,7 @@ async fn tick_loop(ctx: Rc<CoreCtx>, every: Duration) {
     loop {
         monoio::time::sleep(every).await;
         let expired = ctx.state.borrow_mut().tick(ctx.clock.now_secs());
+        crate::stats::CoreStats::bump(&ctx.counters().ticks);
         if expired > 0 {
             tracing::debug!(core = ctx.shard.core, expired, "garbage-collected queues");
         }

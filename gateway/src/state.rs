@@ -308,9 +308,16 @@ impl CoreState {
         None
     }
 
-    /// Advances the core to `now`: heartbeats that are due, and queue
-    /// expiry every [`GC_INTERVAL_SECS`]. Returns how many queues expired.
+    /// Advances the core to `now`: queue expiry every [`GC_INTERVAL_SECS`],
+    /// then heartbeats that are due. Expiry comes first so that a poll a
+    /// late tick answers with a heartbeat is not also counted idle before
+    /// its client could poll again. Returns how many queues expired.
     pub fn tick(&mut self, now: u64) -> usize {
+        let mut expired = 0;
+        if now >= self.next_gc {
+            self.next_gc = now + GC_INTERVAL_SECS;
+            expired = self.gc(now);
+        }
         while let Some(&Reverse((due, id))) = self.heartbeats.peek() {
             if due > now {
                 break;
@@ -331,11 +338,7 @@ impl CoreState {
                 _ => d.heartbeat_due = None,
             }
         }
-        if now < self.next_gc {
-            return 0;
-        }
-        self.next_gc = now + GC_INTERVAL_SECS;
-        self.gc(now)
+        expired
     }
 
     pub(crate) fn remove_queue(&mut self, queue_id: QueueId) {

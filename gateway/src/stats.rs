@@ -20,6 +20,8 @@ pub struct CoreStats {
     pub deliveries: AtomicU64,
     /// Requests served (all kinds).
     pub requests: AtomicU64,
+    /// Clock ticks handled (heartbeat and expiry checks).
+    pub ticks: AtomicU64,
 }
 
 impl CoreStats {
@@ -53,6 +55,8 @@ pub struct Totals {
     pub deliveries: u64,
     /// Requests served.
     pub requests: u64,
+    /// Ticks of the slowest core (every core has ticked at least this often).
+    pub min_ticks: u64,
 }
 
 impl Stats {
@@ -73,8 +77,9 @@ impl Stats {
 
     /// Sums over all cores.
     pub fn totals(&self) -> Totals {
-        let mut t = Totals::default();
+        let mut t = Totals { min_ticks: u64::MAX, ..Totals::default() };
         for c in &self.cores {
+            t.min_ticks = t.min_ticks.min(c.ticks.load(Ordering::Relaxed));
             t.connections += c.connections.load(Ordering::Relaxed);
             t.queues += c.queues.load(Ordering::Relaxed);
             t.parked += c.parked.load(Ordering::Relaxed);
@@ -87,32 +92,27 @@ impl Stats {
 
     /// Prometheus text exposition of the counters, per core.
     pub fn prometheus(&self) -> String {
-        use std::fmt::Write;
+        let load = |a: &AtomicI64| a.load(Ordering::Relaxed);
+        let count = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
         let mut out = String::new();
-        let gauges: [(&str, &str, fn(&CoreStats) -> i64); 3] = [
-            ("squall_connections", "Open client connections.", |c| c.connections.load(Ordering::Relaxed)),
-            ("squall_queues", "Event queues.", |c| c.queues.load(Ordering::Relaxed)),
-            ("squall_parked_polls", "Long-polls waiting for events.", |c| c.parked.load(Ordering::Relaxed)),
-        ];
-        for (name, help, get) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (i, c) in self.cores.iter().enumerate() {
-                let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", get(c));
-            }
-        }
-        let counters: [(&str, &str, fn(&CoreStats) -> u64); 3] = [
-            ("squall_events_queued_total", "Events appended to queues.", |c| c.events_queued.load(Ordering::Relaxed)),
-            ("squall_deliveries_total", "Long-poll responses completed with events.", |c| {
-                c.deliveries.load(Ordering::Relaxed)
-            }),
-            ("squall_requests_total", "Requests served.", |c| c.requests.load(Ordering::Relaxed)),
-        ];
-        for (name, help, get) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (i, c) in self.cores.iter().enumerate() {
-                let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", get(c));
-            }
-        }
+        self.metric(&mut out, "squall_connections", "gauge", "Open client connections.", |c| load(&c.connections));
+        self.metric(&mut out, "squall_queues", "gauge", "Event queues.", |c| load(&c.queues));
+        self.metric(&mut out, "squall_parked_polls", "gauge", "Long-polls waiting for events.", |c| load(&c.parked));
+        self.metric(&mut out, "squall_events_queued_total", "counter", "Events appended to queues.", |c| {
+            count(&c.events_queued)
+        });
+        self.metric(&mut out, "squall_deliveries_total", "counter", "Long-poll responses carrying events.", |c| {
+            count(&c.deliveries)
+        });
+        self.metric(&mut out, "squall_requests_total", "counter", "Requests served.", |c| count(&c.requests));
         out
+    }
+
+    fn metric(&self, out: &mut String, name: &str, kind: &str, help: &str, value: impl Fn(&CoreStats) -> i64) {
+        use std::fmt::Write;
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (i, c) in self.cores.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", value(c));
+        }
     }
 }

@@ -1,0 +1,172 @@
+//! The HTTP edge: authentication, routing to the backend, methods, bad
+//! requests, pipelining, internal endpoints, metrics, and the epoll driver.
+
+mod support;
+
+use serde_json::json;
+use support::{config, poll_path, temp_dir, Server, SECRET};
+
+#[test]
+fn events_need_valid_credentials() {
+    let s = Server::start();
+    let q = s.register(7);
+    let r = s.client().call("GET", &poll_path(&q, -1), 0, "");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("WWW-Authenticate"), Some("Basic realm=\"zulip\""));
+    assert_eq!(r.json()["msg"], "Not logged in: API authentication or user session required");
+    let mut c = s.client();
+    c.send_raw(
+        format!("GET {} HTTP/1.1\r\nAuthorization: Basic bm9ib2R5OnBhc3N3b3Jk\r\n\r\n", poll_path(&q, -1)).as_bytes(),
+    );
+    let r = c.read();
+    assert_eq!((r.status, r.json()["msg"].clone()), (401, json!("Invalid API key")));
+    let r = s.client().call("GET", &poll_path(&q, -1).replace("/api/v1/", "/json/"), 0, "");
+    assert_eq!(r.header("WWW-Authenticate"), Some("Session realm=\"zulip\""), "/json paths get the session challenge");
+}
+
+#[test]
+fn repeated_polls_authenticate_once_per_credentials() {
+    let s = Server::start();
+    let q = s.register(7);
+    let mut c = s.client();
+    for _ in 0..5 {
+        assert_eq!(c.call("GET", &format!("{}&dont_block=true", poll_path(&q, -1)), 7, "").status, 200);
+    }
+    let calls = s.backend.auth_calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(calls <= 2, "at most one backend check per core, got {calls}");
+}
+
+#[test]
+fn everything_else_goes_to_the_backend() {
+    let s = Server::start();
+    let r = s.client().call("GET", "/api/v1/users/me", 7, "");
+    assert_eq!((r.status, r.json()), (404, json!({"fake_backend": "GET /api/v1/users/me"})));
+    let r = s.client().call("POST", "/api/v1/messages", 0, "");
+    assert_eq!(r.status, 401, "the backend's own authentication answer comes back");
+}
+
+#[test]
+fn other_methods_on_events_are_refused_as_in_zulip() {
+    let s = Server::start();
+    let r = s.client().call("POST", "/api/v1/events", 7, "");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("OPTIONS, GET, DELETE"));
+    assert_eq!(r.json(), json!({"result": "error", "msg": "Method Not Allowed", "allowed_methods": ["GET", "DELETE"]}));
+    let r = s.client().call("OPTIONS", "/api/v1/events", 7, "");
+    assert_eq!((r.status, r.header("Allow")), (204, Some("OPTIONS, GET, DELETE")));
+}
+
+#[test]
+fn malformed_requests_are_refused_and_closed() {
+    let s = Server::start();
+    let mut c = s.client();
+    c.send_raw(b"\x00\x01 nonsense\r\n\r\n");
+    assert_eq!(c.read().status, 400);
+    assert!(c.closed());
+    let mut c = s.client();
+    c.send_raw(b"POST /api/v1/messages HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(c.read().status, 411);
+    let mut c = s.client();
+    c.send_raw(format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(70_000)).as_bytes());
+    assert_eq!(c.read().status, 431);
+}
+
+#[test]
+fn a_request_pipelined_behind_a_parked_poll_is_served_after_it() {
+    let s = Server::start();
+    let q = s.register(7);
+    let mut c = s.client();
+    c.send("GET", &poll_path(&q, -1), 7, "");
+    s.wait_parked(1);
+    // The next request arrives while the poll waits: whether the
+    // disconnect watch has read its first bytes or not when the event
+    // comes, it must not be lost.
+    c.send("GET", "/api/v1/users/me", 7, "");
+    s.publish_test_event(&[7], 1);
+    assert_eq!(c.read().json()["events"][0]["n"], 1);
+    assert_eq!(c.read().json(), json!({"fake_backend": "GET /api/v1/users/me"}));
+}
+
+#[test]
+fn keep_alive_serves_many_requests_and_connection_close_is_honoured() {
+    let s = Server::start();
+    let q = s.register(7);
+    let mut c = s.client();
+    for _ in 0..20 {
+        assert_eq!(c.call("GET", &format!("{}&dont_block=true", poll_path(&q, -1)), 7, "").status, 200);
+    }
+    c.send_raw(b"GET /api/v1/users/me HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let r = c.read();
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(c.closed());
+}
+
+#[test]
+fn notify_tornado_delivers_zulip_notices_from_loopback_with_the_secret() {
+    let s = Server::start();
+    let q = s.register(7);
+    let mut c = s.client();
+    c.send("GET", &poll_path(&q, -1), 7, "");
+    s.wait_parked(1);
+    let data = r#"{"event":{"type":"test","data":"x"},"users":[7]}"#;
+    let enc = |v: &str| {
+        v.replace('{', "%7B")
+            .replace('}', "%7D")
+            .replace('"', "%22")
+            .replace(':', "%3A")
+            .replace(',', "%2C")
+            .replace('[', "%5B")
+            .replace(']', "%5D")
+    };
+    let r = s.client().call("POST", "/api/internal/notify_tornado", 0, &format!("secret=wrong&data={}", enc(data)));
+    assert_eq!((r.status, r.json()["code"].clone()), (403, json!("ACCESS_DENIED")));
+    let r = s.client().call("POST", "/api/internal/notify_tornado", 0, &format!("secret={SECRET}&data={}", enc(data)));
+    assert_eq!(r.json(), json!({"result": "success", "msg": ""}));
+    assert_eq!(c.read().json()["events"], json!([{"type": "test", "data": "x", "id": 0}]));
+}
+
+#[test]
+fn metrics_report_every_core_for_loopback_scrapers() {
+    let s = Server::start();
+    s.register(7);
+    let r = s.client().call("GET", "/metrics", 0, "");
+    assert_eq!(r.status, 200);
+    assert!(r.header("Content-Type").unwrap().starts_with("text/plain"));
+    let text = r.text();
+    assert!(text.contains("squall_queues{core=\"0\"}") && text.contains("squall_queues{core=\"1\"}"), "{text}");
+    let queues: i64 = text
+        .lines()
+        .filter(|l| l.starts_with("squall_queues{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(queues, 1);
+}
+
+#[test]
+fn the_epoll_driver_serves_long_polls_too() {
+    let dir = temp_dir();
+    let s = Server::start_with(squall_gateway::Config { io_uring: false, ..config(&dir) });
+    let q = s.register(7);
+    let mut c = s.client();
+    c.send("GET", &poll_path(&q, -1), 7, "");
+    s.wait_parked(1);
+    s.publish_test_event(&[7], 5);
+    assert_eq!(c.read().json()["events"][0]["n"], 5);
+}
+
+#[test]
+fn head_requests_get_headers_only() {
+    use std::io::{Read, Write};
+    let s = Server::start();
+    let q = s.register(7);
+    let mut sock = std::net::TcpStream::connect(s.addr).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let auth = support::basic(7);
+    let path = format!("{}&dont_block=true", poll_path(&q, -1));
+    write!(sock, "HEAD {path} HTTP/1.1\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut all = String::new();
+    sock.read_to_string(&mut all).unwrap();
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
+    assert!(all.contains("Content-Length: "), "{all}");
+    assert!(all.ends_with("\r\n\r\n"), "no body after the head: {all:?}");
+}

@@ -1,0 +1,140 @@
+//! Queue errors, deletion, heartbeats, expiry, disconnects and restarts, on
+//! `Gateway::run` with a fake backend and a manual clock.
+
+mod support;
+
+use serde_json::json;
+use support::{config, poll_path, temp_dir, Server};
+
+#[test]
+fn bad_queue_ids_get_zulips_error() {
+    let s = Server::start();
+    let theirs = s.register(8);
+    for (q, user) in [
+        ("0-0-000000000000000000000000deadbeef".to_owned(), 7), // well-formed, unknown
+        ("not-a-queue".to_owned(), 7),                          // malformed
+        ("0-9-000000000000000000000000deadbeef".to_owned(), 7), // a core that does not exist
+        ("3-0-000000000000000000000000deadbeef".to_owned(), 7), // another node
+        (theirs.clone(), 7),                                    // someone else's
+    ] {
+        let r = s.client().call("GET", &poll_path(&q, -1), user, "");
+        assert_eq!(r.status, 400, "{q}");
+        assert_eq!(
+            r.json(),
+            json!({"result": "error", "msg": format!("Bad event queue ID: {q}"), "code": "BAD_EVENT_QUEUE_ID", "queue_id": q})
+        );
+    }
+}
+
+#[test]
+fn delete_forgets_the_queue_and_completes_its_parked_poll() {
+    let s = Server::start();
+    let q = s.register(7);
+    let mut parked = s.client();
+    parked.send("GET", &poll_path(&q, -1), 7, "");
+    s.wait_parked(1);
+    let r = s.client().call("DELETE", &format!("/api/v1/events?queue_id={q}"), 8, "");
+    assert_eq!(r.json()["code"], "BAD_EVENT_QUEUE_ID", "only the owner may delete");
+    let r = s.client().call("DELETE", "/api/v1/events", 7, &format!("queue_id={q}"));
+    assert_eq!(r.json(), json!({"result": "success", "msg": ""}));
+    assert_eq!(parked.read().json()["events"], json!([]));
+    assert_eq!(s.client().call("GET", &poll_path(&q, -1), 7, "").json()["code"], "BAD_EVENT_QUEUE_ID");
+    assert_eq!(s.totals().queues, 0);
+}
+
+#[test]
+fn a_parked_poll_gets_a_heartbeat_when_the_clock_passes_its_deadline() {
+    let s = Server::start();
+    let q = s.register(7);
+    let mut c = s.client();
+    c.send("GET", &poll_path(&q, -1), 7, "");
+    s.wait_parked(1);
+    s.clock.advance(44);
+    s.wait_ticks();
+    assert!(!c.has_data(), "no heartbeat before 45 s");
+    s.clock.advance(1);
+    let v = c.read().json();
+    assert_eq!(v["events"], json!([{"type": "heartbeat", "id": 0}]));
+    assert_eq!(v["queue_id"], json!(q));
+}
+
+#[test]
+fn an_idle_queue_expires_but_a_parked_one_does_not() {
+    let s = Server::start();
+    let idle = s.register(7);
+    let watched = s.register(8);
+    let mut c = s.client();
+    c.send("GET", &poll_path(&watched, -1), 8, "");
+    s.wait_parked(1);
+    // Long after any heartbeat: the parked poll got one and re-polled, so
+    // the watched queue stays; the idle one is collected.
+    s.clock.advance(700);
+    let v = c.read().json();
+    assert_eq!(v["events"][0]["type"], "heartbeat");
+    c.send("GET", &poll_path(&watched, 0), 8, "");
+    s.wait_for("the idle queue to expire", |t| t.queues == 1);
+    assert_eq!(s.client().call("GET", &poll_path(&idle, -1), 7, "").json()["code"], "BAD_EVENT_QUEUE_ID");
+    s.wait_parked(1);
+}
+
+#[test]
+fn a_client_that_hangs_up_is_noticed_and_its_queue_expires() {
+    let s = Server::start();
+    let q = s.register(7);
+    let c = s.client();
+    let mut c = c;
+    c.send("GET", &poll_path(&q, -1), 7, "");
+    s.wait_parked(1);
+    c.hang_up();
+    s.wait_for("the connection to close", |t| t.connections == 0);
+    // The heartbeat finds nobody; 600 s later the queue is collected.
+    s.clock.advance(601);
+    s.wait_for("the queue to expire", |t| t.queues == 0 && t.parked == 0);
+}
+
+#[test]
+fn shutdown_releases_parked_polls_and_a_restart_restores_queues() {
+    let dir = temp_dir();
+    let mut s = Server::start_with(config(&dir));
+    let q = s.register(7);
+    s.publish_test_event(&[7], 1);
+    s.wait_for("the event", |t| t.events_queued == 1);
+    let parked_q = s.register(9);
+    let mut c = s.client();
+    c.send("GET", &poll_path(&parked_q, -1), 9, "");
+    s.wait_parked(1);
+    s.stop();
+    let v = c.read().json();
+    assert_eq!(v["events"], json!([]), "shutdown answers parked polls");
+    assert!(std::fs::read_dir(&dir).unwrap().count() >= 1, "queues were saved");
+
+    let s = Server::start_with(config(&dir));
+    s.wait_for("the saved queues to load", |t| t.queues == 2);
+    let v = s.client().call("GET", &format!("{}&dont_block=true", poll_path(&q, -1)), 7, "").json();
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events[0], json!({"type": "test", "n": 1, "id": 0}), "pending events survive");
+    assert_eq!(events[1]["type"], "restart");
+    assert_eq!(events[1]["server_generation"], 42);
+    assert_eq!(events[1]["id"], 1);
+    let v = s.client().call("GET", &format!("{}&dont_block=true", poll_path(&parked_q, -1)), 9, "").json();
+    assert_eq!(v["events"][0]["type"], "restart", "the queue that was parked is back too");
+}
+
+#[test]
+fn web_reload_clients_reaches_restored_queues_once() {
+    let dir = temp_dir();
+    let mut s = Server::start_with(config(&dir));
+    let q = s.register(7);
+    s.stop();
+    let s = Server::start_with(config(&dir));
+    let fresh = s.register(8);
+    let body = format!("secret={}&client_count=5&immediate=true", support::SECRET);
+    let r = s.client().call("POST", "/api/internal/web_reload_clients", 0, &body);
+    assert_eq!(r.json()["sent_events"], 1, "only the restored queue: {}", r.text());
+    let r = s.client().call("POST", "/api/internal/web_reload_clients", 0, &body);
+    assert_eq!(r.json()["sent_events"], 0, "each queue at most once");
+    let v = s.client().call("GET", &format!("{}&dont_block=true", poll_path(&q, -1)), 7, "").json();
+    assert_eq!(v["events"][1], json!({"type": "web_reload_client", "immediate": true, "id": 1}));
+    let v = s.client().call("GET", &format!("{}&dont_block=true", poll_path(&fresh, -1)), 8, "").json();
+    assert_eq!(v["events"], json!([]));
+}
