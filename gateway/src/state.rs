@@ -298,7 +298,9 @@ impl CoreState {
             0 => 0,
             j => rand::random::<u64>() % (j + 1),
         };
-        let due = now + self.timing.heartbeat_min_secs + jitter;
+        // `now` is whole seconds: one more second keeps the delay at least
+        // the configured minimum wherever in its second the poll parked.
+        let due = now + self.timing.heartbeat_min_secs + jitter + 1;
         d.heartbeat_due = Some(due);
         if !d.heartbeat_listed {
             d.heartbeat_listed = true;

@@ -185,7 +185,7 @@ impl Server {
         let database_url = fresh_database()?;
         let bin = squall_bin();
         if !bin.exists() {
-            bail!("{} not found: build it first (cargo build -p squall-gateway) or set SQUALL_BIN", bin.display());
+            bail!("{} not found: build it first (cargo build -p squall) or set SQUALL_BIN", bin.display());
         }
         let out = Command::new(&bin)
             .args(["admin", "create-realm", "--subdomain", "", "--name", "Test Realm"])
@@ -265,6 +265,38 @@ impl Server {
         let mut c = Client::new(&self.url, email, key);
         c.user_id = body["user_id"].as_i64().context("user_id")?;
         Ok(c)
+    }
+
+    /// A metric from the server's `/metrics`, summed over its cores.
+    pub fn metric(&self, name: &str) -> Result<i64> {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.url))?.error_for_status()?.text()?;
+        let prefix = format!("{name}{{");
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+            .sum())
+    }
+
+    /// Waits (up to 10 s) until the metric `name` reaches `value`: the
+    /// positive marker tests wait on instead of sleeping.
+    pub fn wait_metric(&self, name: &str, value: i64) -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.metric(name)?;
+            if got == value {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("{name} is {got}, waited 10 s for {value}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until exactly `n` long-polls are parked on the server.
+    pub fn wait_parked(&self, n: i64) -> Result<()> {
+        self.wait_metric("squall_parked_polls", n)
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it

@@ -39,7 +39,7 @@ fn keep_alive_after_long_poll(opts: ServerOptions) {
         "GET /api/v1/events?queue_id={q}&last_event_id=-1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\n\r\n"
     );
     s.write_all(poll.as_bytes()).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_parked(1).unwrap();
     // An event completes the parked poll ...
     server.owner.subscribe(&["wake-up"]).unwrap();
     let (status, body) = read_response(&mut s);

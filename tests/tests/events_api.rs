@@ -65,7 +65,7 @@ fn a_new_poll_completes_the_parked_one_and_delete_removes_the_queue() {
         let (c, q) = (server.owner.clone(), q.clone());
         thread::spawn(move || c.get_events(&q, -1, false).unwrap())
     };
-    thread::sleep(Duration::from_millis(300));
+    server.wait_parked(1).unwrap();
     let second = {
         let (c, q) = (server.owner.clone(), q.clone());
         thread::spawn(move || c.get_events(&q, -1, false).unwrap())
@@ -76,7 +76,7 @@ fn a_new_poll_completes_the_parked_one_and_delete_removes_the_queue() {
     assert_eq!(body["queue_id"], json!(q));
 
     // DELETE completes the second poll and forgets the queue.
-    thread::sleep(Duration::from_millis(200));
+    server.wait_parked(1).unwrap();
     let (status, body) = server.owner.delete("/api/v1/events", &[("queue_id", &q)]).unwrap();
     assert_eq!((status, body), (200, json!({"result": "success", "msg": ""})));
     let (status, _) = second.join().unwrap();
@@ -142,10 +142,11 @@ fn graceful_shutdown_on_sigterm() {
         let (c, q) = (server.owner.clone(), q.clone());
         thread::spawn(move || c.get_events(&q, -1, false))
     };
-    thread::sleep(Duration::from_millis(300));
+    server.wait_parked(1).unwrap();
     assert!(server.stop_gracefully().unwrap(), "squall serve exits 0 on SIGTERM");
-    // The parked poll was answered (or its connection closed), not left hanging.
-    let _ = poll.join().unwrap();
+    // The parked poll was answered with what the queue had, not left hanging.
+    let (status, body) = poll.join().unwrap().unwrap();
+    assert_eq!((status, body["events"].clone(), body["queue_id"].clone()), (200, json!([]), json!(q)));
 }
 
 #[test]
@@ -182,7 +183,7 @@ fn queues_survive_a_restart_with_their_pending_events() {
         let (alice, q) = (alice.clone(), q.clone());
         thread::spawn(move || alice.get_events(&q, last, false).unwrap())
     };
-    thread::sleep(Duration::from_millis(300));
+    server.wait_parked(1).unwrap();
     let id2 = server.owner.send_stream("general", "after restart", "again").unwrap();
     let (status, body) = poll.join().unwrap();
     assert_eq!(status, 200);
@@ -233,7 +234,7 @@ fn notify_tornado_completes_a_parked_poll_and_checks_its_secret() {
             .unwrap()
         })
     };
-    thread::sleep(Duration::from_millis(300));
+    server.wait_parked(1).unwrap();
     let (status, body) = anon.post(path, &[("data", &data), ("secret", &s)]).unwrap();
     assert_eq!((status, body["result"].clone()), (200, json!("success")), "{body}");
     let (status, body, headers) = poll.join().unwrap();

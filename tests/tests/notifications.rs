@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
 use serde_json::{json, Value};
-use squall_e2e::{drain_amqp_queue, fresh_amqp_vhost, Server, ServerOptions};
+use squall_e2e::{drain_amqp_queue, fresh_amqp_vhost, Client, Server, ServerOptions};
+use squall_shard_router::placement::Topology;
 use std::time::{Duration, Instant};
 
 const MOBILE: &str = "missedmessage_mobile_notifications";
@@ -19,6 +20,49 @@ fn collect(url: &str, queue: &str, want: usize) -> Vec<Value> {
         std::thread::sleep(Duration::from_millis(100));
     }
     got
+}
+
+/// A new user with no queue whose events are handled on the same gateway
+/// core as `other`'s: a direct message to them is a notification decided
+/// after everything sent to `other` before it, so once it arrives, anything
+/// `other` was going to get has arrived too.
+fn marker_beside(server: &Server, other: &Client, cores: u16) -> Client {
+    let topo = Topology::single_node(cores);
+    for i in 0.. {
+        let m = server.create_user(&format!("marker{i}@example.com"), &format!("Marker {i}")).unwrap();
+        if topo.shard_of(m.user_id) == topo.shard_of(other.user_id) {
+            return m;
+        }
+    }
+    unreachable!()
+}
+
+/// Sends a DM to `marker` and drains both notification queues until its
+/// push and its email have arrived; returns what else arrived before them
+/// (mobile, email).
+fn drain_until_marker(server: &Server, amqp: &str, marker: &Client) -> (Vec<Value>, Vec<Value>) {
+    let to = format!("[{}]", marker.user_id);
+    let (status, _) =
+        server.owner.post("/api/v1/messages", &[("type", "direct"), ("to", &to), ("content", "marker")]).unwrap();
+    assert_eq!(status, 200);
+    let mut got = [Vec::new(), Vec::new()];
+    let mut seen = [false, false];
+    let start = Instant::now();
+    while seen != [true, true] {
+        assert!(start.elapsed() < Duration::from_secs(20), "the marker's notifications never came: {got:?}");
+        for (i, queue) in [MOBILE, EMAIL].into_iter().enumerate() {
+            for n in drain_amqp_queue(amqp, queue).unwrap() {
+                if n["user_profile_id"] == json!(marker.user_id) {
+                    seen[i] = true;
+                } else {
+                    got[i].push(n);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let [mobile, email] = got;
+    (mobile, email)
 }
 
 #[test]
@@ -65,8 +109,8 @@ fn offline_and_online_recipients_get_zulips_notifications() {
         (push[0]["user_profile_id"].clone(), push[0]["trigger"].clone()),
         (json!(here.user_id), json!("mentioned"))
     );
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(drain_amqp_queue(&amqp, EMAIL).unwrap().is_empty());
+    let marker = marker_beside(&server, &here, ServerOptions::default().cores);
+    assert_eq!(drain_until_marker(&server, &amqp, &marker), (vec![], vec![]));
 
     // ... until they leave without reading it: deleting their last queue
     // sends the email, and not the push again.
@@ -79,12 +123,9 @@ fn offline_and_online_recipients_get_zulips_notifications() {
             json!({"user_profile_id": here.user_id, "message_id": mention_id, "trigger": "mentioned", "mentioned_user_group_id": null})
         ]
     );
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(drain_amqp_queue(&amqp, MOBILE).unwrap().is_empty());
+    assert_eq!(drain_until_marker(&server, &amqp, &marker), (vec![], vec![]));
 
-    // Nobody is notified about their own messages or plain stream chatter.
+    // Nobody is notified about plain stream chatter (the sender never is).
     server.owner.send_stream("general", "t", "just talking").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(drain_amqp_queue(&amqp, MOBILE).unwrap().is_empty());
-    assert!(drain_amqp_queue(&amqp, EMAIL).unwrap().is_empty());
+    assert_eq!(drain_until_marker(&server, &amqp, &marker), (vec![], vec![]));
 }

@@ -31,7 +31,7 @@ fn mention_and_direct_message_arrive_in_real_time() {
         let (a, queue) = (a.clone(), queue.clone());
         thread::spawn(move || a.get_events(&queue, -1, false).unwrap())
     };
-    thread::sleep(std::time::Duration::from_millis(300));
+    server.wait_parked(1).unwrap();
     let stream_id = b.send_stream("Denmark", "greetings", "hi @**Aaron Alpha**, look").unwrap();
     let (status, first) = poller.join().unwrap();
     assert_eq!(status, 200, "{first}");
@@ -149,7 +149,7 @@ fn many_users_across_cores_all_receive_a_stream_message() {
     }
     let pollers: Vec<_> =
         clients.into_iter().map(|(c, q)| thread::spawn(move || c.get_events(&q, -1, false).unwrap())).collect();
-    thread::sleep(std::time::Duration::from_millis(500));
+    server.wait_parked(12).unwrap();
     let id = sender.send_stream("town square", "news", "hello everyone").unwrap();
     for p in pollers {
         let (status, body) = p.join().unwrap();

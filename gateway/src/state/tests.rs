@@ -130,7 +130,7 @@ fn heartbeat_comes_due_for_the_current_park_only_and_gc_spares_parked_queues() {
     let mut first = get(&mut s, 7, Some(q), Some(-1), false);
     s.tick(1040);
     assert!(first.try_recv().unwrap().is_none(), "not due before 45 s");
-    // A new park at t=1040 moves the deadline to 1085 (and answers the first).
+    // A new park at t=1040 moves the deadline to 1086 (and answers the first).
     let (tx, mut rx) = oneshot::channel();
     let op =
         EventsOp::Get { queue_id: Some(q), last_event_id: Some(-1), dont_block: false, new_queue: Box::new(spec(7)) };
@@ -140,6 +140,8 @@ fn heartbeat_comes_due_for_the_current_park_only_and_gc_spares_parked_queues() {
     assert!(rx.try_recv().unwrap().is_none(), "the first park's deadline no longer counts");
     assert_eq!(s.gc(1040 + 10_000), 0, "a parked queue never expires");
     s.tick(1085);
+    assert!(rx.try_recv().unwrap().is_none(), "45 whole seconds, rounded up");
+    s.tick(1086);
     assert_eq!(body(&mut rx).1["events"], json!([{"type": "heartbeat", "id": 0}]));
     // Not parked any more: idle since the park at t=1040.
     assert_eq!(s.gc(1040 + 599), 0);
@@ -151,10 +153,10 @@ fn jitter_stays_within_its_bound() {
     let mut s = state();
     let q = s.allocate(spec(7), 1000);
     let mut rx = get(&mut s, 7, Some(q), Some(-1), false);
-    s.tick(1044);
+    s.tick(1045);
     assert!(rx.try_recv().unwrap().is_none(), "never before 45 s");
-    s.tick(1055);
-    assert_eq!(body(&mut rx).1["events"][0]["type"], "heartbeat", "at most 45 + 10 s");
+    s.tick(1056);
+    assert_eq!(body(&mut rx).1["events"][0]["type"], "heartbeat", "at most 45 + 10 s (+1 for rounding)");
 }
 
 #[test]
