@@ -2,9 +2,11 @@
 //!
 //! The request path: the edge (the gateway in single-node mode) parses HTTP
 //! and calls [`App::handle`] → [`routes`] picks the endpoint → an `api/`
-//! module reads [`request::Params`], authenticates via [`auth`], does the
-//! work against PostgreSQL (`db`, [`users`], `streams`, `actions/`) and
-//! publishes events through the [`bus::EventBus`] → [`squall_proto::api::ApiResponse`].
+//! module reads [`squall_proto::api::Params`], authenticates via [`auth`],
+//! does the work against PostgreSQL ([`db`], [`users`], [`streams`],
+//! `actions/`) and publishes events through the
+//! [`squall_proto::bus::EventBus`] → [`squall_proto::api::ApiResponse`].
+//! Beside requests, [`jobs`] run periodic work such as soft deactivation.
 //!
 //! The backend runs on a conventional multi-threaded tokio runtime and is
 //! the only part of Squall that touches the database.
@@ -14,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod jobs;
 pub mod markdown;
 pub mod presence;
 pub mod ratelimit;

@@ -1,8 +1,11 @@
 //! Editing and deleting messages: Zulip's `update_message` and
 //! `do_delete_messages`, with their permission rules, time limits and
-//! events (`update_message` with per-user flags, `delete_message`).
+//! events (`update_message` with per-user flags, `delete_message`). A
+//! content edit renders and recomputes mention flags through
+//! [`super::mention`], exactly as a send does.
 
-use crate::actions::send::{check_topic, normalize_body, render_message};
+use crate::actions::mention::{self, MENTION_FLAGS};
+use crate::actions::send::addressee::{check_topic, normalize_body};
 use crate::markdown;
 use crate::streams::{self, Stream};
 use crate::users::{self, User};
@@ -12,7 +15,7 @@ use serde_json::{json, Map, Value};
 use squall_proto::envelope::{Envelope, Notice, PerUserData};
 use squall_proto::error::ApiError;
 use squall_proto::flags;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// How long a sender may edit a message's content (Zulip's default).
@@ -23,8 +26,6 @@ pub const MOVE_WITHIN_STREAM_LIMIT_SECS: i64 = 604_800;
 pub const MESSAGE_CONTENT_DELETE_LIMIT_SECS: i64 = 600;
 /// Grace period Zulip adds to edit limits (requests in flight).
 const EDIT_LIMIT_BUFFER_SECS: i64 = 20;
-/// Flags an edit recomputes from the new content.
-const MENTION_BITS: i64 = flags::MENTIONED | flags::STREAM_WILDCARD_MENTIONED | flags::TOPIC_WILDCARD_MENTIONED;
 
 /// A message as an edit or delete sees it.
 pub(crate) struct Target {
@@ -231,43 +232,19 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
 
     if let Some(raw) = &req.content {
         let content = normalize_body(raw)?;
-        let rendered = render_message(&tx, user, &content).await?;
+        let topic = m.stream.as_ref().map(|_| (m.recipient_id, m.subject.as_str()));
+        let message = mention::render_incoming_message(&tx, user, &content, topic).await?;
+        let rendered = &message.rendered;
         let is_me = markdown::is_me_message(&content);
-        let topic_participants: BTreeSet<i64> = if rendered.topic_wildcard && m.stream.is_some() {
-            tx.query(
-                "SELECT DISTINCT sender_id FROM message WHERE recipient_id = $1 AND lower(subject) = lower($2)",
-                &[&(m.recipient_id as i32), &m.subject],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get::<_, i32>(0) as i64)
-            .collect()
-        } else {
-            BTreeSet::new()
-        };
         wildcard = rendered.stream_wildcard && m.stream.is_some();
         // Recompute each holder's mention flags from the new content.
-        let (ids, bits): (Vec<i32>, Vec<i64>) = holders
-            .iter()
-            .map(|(u, _)| {
-                let mut b = 0;
-                if rendered.mentioned_user_ids.contains(u) {
-                    b |= flags::MENTIONED;
-                }
-                if rendered.stream_wildcard {
-                    b |= flags::STREAM_WILDCARD_MENTIONED;
-                }
-                if topic_participants.contains(u) {
-                    b |= flags::TOPIC_WILDCARD_MENTIONED;
-                }
-                (*u as i32, b)
-            })
-            .unzip();
+        let (ids, bits): (Vec<i32>, Vec<i64>) =
+            holders.iter().map(|&(u, _)| (u as i32, message.mention_flags(u))).unzip();
         tx.execute(
             "UPDATE usermessage um SET flags = (um.flags & ~$3::bigint) | t.b
              FROM unnest($1::int[], $2::bigint[]) AS t(u, b)
              WHERE um.user_profile_id = t.u AND um.message_id = $4",
-            &[&ids, &bits, &MENTION_BITS, &id],
+            &[&ids, &bits, &MENTION_FLAGS, &id],
         )
         .await?;
         tx.execute(

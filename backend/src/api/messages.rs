@@ -1,5 +1,6 @@
 //! `POST /messages` (send) and `GET /messages` (history).
 
+use crate::actions::send::addressee::{build_addressee, extract_private_recipients, UserRefs};
 use crate::actions::send::{self, display_recipient, Outgoing};
 use crate::streams;
 use crate::users::{self, User};
@@ -32,7 +33,7 @@ pub async fn send(app: &App, user: &User, req: &ApiRequest, p: &mut Params) -> A
     let local_id = p.str("local_id");
     let read_by_sender = p.bool("read_by_sender")?;
     let client = client_name(req, p);
-    let addressee = send::build_addressee(&kind, to.as_deref(), topic.as_deref().or(subject.as_deref()))?;
+    let addressee = build_addressee(&kind, to.as_deref(), topic.as_deref().or(subject.as_deref()))?;
     let id =
         send::send_message(app, user, Outgoing { to: addressee, content, client, queue_id, local_id, read_by_sender })
             .await?;
@@ -114,18 +115,18 @@ async fn resolve_terms(
             }
             "dm" | "pm-with" => {
                 let refs = match &operand {
-                    Value::String(s) => send::extract_private_recipients(s)?,
-                    Value::Array(_) => send::extract_private_recipients(&operand.to_string())?,
-                    Value::Number(n) => send::UserRefs::Ids(vec![n.as_i64().unwrap_or(-1)]),
+                    Value::String(s) => extract_private_recipients(s)?,
+                    Value::Array(_) => extract_private_recipients(&operand.to_string())?,
+                    Value::Number(n) => UserRefs::Ids(vec![n.as_i64().unwrap_or(-1)]),
                     _ => return Err(bad_narrow("invalid user list")),
                 };
                 let found = match &refs {
-                    send::UserRefs::Emails(e) => users::users_by_emails(db, user.realm_id, e).await?,
-                    send::UserRefs::Ids(i) => users::users_by_ids(db, user.realm_id, i).await?,
+                    UserRefs::Emails(e) => users::users_by_emails(db, user.realm_id, e).await?,
+                    UserRefs::Ids(i) => users::users_by_ids(db, user.realm_id, i).await?,
                 };
                 let wanted = match &refs {
-                    send::UserRefs::Emails(e) => e.len(),
-                    send::UserRefs::Ids(i) => i.len(),
+                    UserRefs::Emails(e) => e.len(),
+                    UserRefs::Ids(i) => i.len(),
                 };
                 if found.len() != wanted {
                     return Err(bad_narrow("unknown user"));

@@ -1,7 +1,7 @@
 //! `POST/GET /users/me/subscriptions`, `GET /streams`.
 
 use crate::soft_deactivation;
-use crate::streams::{self, check_stream_name, Stream, MAX_STREAM_DESCRIPTION_LENGTH};
+use crate::streams::{self, check_stream_description, check_stream_name, Stream};
 use crate::users::{self, User};
 use crate::App;
 use serde_json::{json, Map, Value};
@@ -83,9 +83,7 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::bad_request(format!("subscriptions[{i}] is missing 'name'")))?;
         let description = s.get("description").and_then(Value::as_str).unwrap_or("").to_owned();
-        if description.chars().count() > MAX_STREAM_DESCRIPTION_LENGTH {
-            return Err(ApiError::bad_request("Channel description too long"));
-        }
+        check_stream_description(&description)?;
         wanted.push((check_stream_name(name)?, description));
     }
     let targets = principals(app, actor, p).await?;

@@ -1,8 +1,11 @@
-//! Database access: the connection pool and schema migrations.
+//! Database access: the connection pool and schema migrations here, the
+//! send path's message SQL in `messages`.
 //!
 //! Migrations are SQL files compiled into the binary and applied in order,
 //! each in its own transaction, under an advisory lock so that concurrent
 //! starts do not race. `squall_migrations` records what has been applied.
+
+pub(crate) mod messages;
 
 use anyhow::Context;
 pub use deadpool_postgres::Pool;

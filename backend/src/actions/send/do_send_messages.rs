@@ -1,0 +1,188 @@
+//! Zulip's `do_send_messages`, for one message `check_message` accepted:
+//! writes the Message row and its UserMessage rows in the transaction the
+//! checks read in, commits, then builds the event (the wide message, each
+//! recipient's flags, the notification sets) and publishes it on the bus.
+//! Soft-deactivated users the message notifies are brought back after the
+//! commit, off the request path.
+
+use super::check_message::{DirectRecipient, Recipients, SendMessageRequest, Target};
+use crate::actions::mention::RenderedMessage;
+use crate::db::messages::{self, NewMessage};
+use crate::streams;
+use crate::users::User;
+use crate::App;
+use deadpool_postgres::Transaction;
+use squall_proto::envelope::{
+    Destination, Envelope, MessageNotice, MessageRecipient, Notice, NotifySets, Participant, WideMessage,
+};
+use squall_proto::error::ApiError;
+use std::sync::Arc;
+
+/// Stores `m` in `tx`, commits and publishes its event. Returns the new
+/// message id.
+pub(crate) async fn do_send_messages(
+    app: &App,
+    tx: Transaction<'_>,
+    mut m: SendMessageRequest<'_>,
+) -> Result<i64, ApiError> {
+    let recipient_id = match &m.target {
+        Target::Stream(s) => s.recipient_id,
+        Target::Direct { recipient: DirectRecipient::Existing(id), .. } => *id,
+        Target::Direct { participants, recipient: DirectRecipient::NewGroup } => {
+            messages::create_group_recipient(&tx, participants).await?
+        }
+    };
+    let row = NewMessage {
+        realm_id: m.sender.realm_id,
+        sender_id: m.sender.id,
+        recipient_id,
+        subject: &m.topic,
+        content: &m.content,
+        rendered_content: &m.rendered.rendered.html,
+        sending_client: &m.client,
+        is_me_message: m.is_me_message,
+    };
+    let (message_id, timestamp) = messages::insert_message(&tx, &row).await?;
+    let user_ids: Vec<i32> = m.recipients.user_ids.iter().map(|&u| u as i32).collect();
+    messages::insert_usermessages(&tx, &user_ids, message_id, &m.recipients.flags).await?;
+    // Only the stream's first message ever needs this write.
+    if let Target::Stream(s) = &m.target {
+        if s.first_message_id.is_none() {
+            streams::record_first_message(&tx, s.id, message_id).await?;
+        }
+    }
+    tx.commit().await?;
+
+    let reactivate = std::mem::take(&mut m.recipients.reactivate);
+    let envelope = message_envelope(m, recipient_id, message_id, timestamp);
+    if !reactivate.is_empty() {
+        spawn_reactivation(app, reactivate);
+    }
+    // The message is committed; a delivery failure must not turn the send
+    // into an error (clients would resend a stored message).
+    if let Err(e) = app.bus.publish(envelope).await {
+        tracing::error!(message_id, error = %e, "message stored but its event was not delivered");
+    }
+    Ok(message_id)
+}
+
+/// The `message` event of a stored message.
+fn message_envelope(m: SendMessageRequest<'_>, recipient_id: i64, message_id: i64, timestamp: i64) -> Envelope {
+    let SendMessageRequest {
+        sender,
+        target,
+        topic,
+        content,
+        rendered,
+        is_me_message,
+        recipients,
+        client,
+        queue_id,
+        local_id,
+    } = m;
+    let is_private = matches!(target, Target::Direct { .. });
+    let notify = notify_sets(&recipients, &rendered, is_private);
+    let (public_stream, invite_only) = match &target {
+        Target::Stream(s) => (s.is_public(), s.invite_only),
+        Target::Direct { .. } => (false, false),
+    };
+    let destination = match target {
+        Target::Stream(s) => Destination::Stream { stream_id: s.id, name: s.name },
+        Target::Direct { participants, .. } => Destination::Private { participants: display_recipient(&participants) },
+    };
+    let message = WideMessage {
+        id: message_id,
+        sender_id: sender.id,
+        sender_email: sender.email.clone(),
+        sender_full_name: sender.full_name.clone(),
+        sender_realm_str: sender.realm_string_id.clone(),
+        recipient_id,
+        timestamp,
+        client,
+        subject: topic,
+        content,
+        rendered_content: rendered.rendered.html,
+        is_me_message,
+        avatar_url: sender.avatar_url(),
+        avatar_is_gravatar: true,
+        destination,
+        last_edit_timestamp: None,
+        edit_history: None,
+    };
+    let users = recipients
+        .user_ids
+        .iter()
+        .zip(&recipients.flags)
+        .map(|(&id, &flags)| MessageRecipient { id, flags, mentioned_user_group_id: None })
+        .collect();
+    Envelope {
+        realm_id: sender.realm_id,
+        notice: Notice::Message(Box::new(MessageNotice {
+            message: Arc::new(message),
+            users,
+            sender_queue_id: queue_id,
+            local_id,
+            realm_id: sender.realm_id,
+            public_stream,
+            invite_only,
+            notify,
+        })),
+    }
+}
+
+/// Notification id sets. Squall stores no per-user notification settings
+/// yet, so every user has Zulip's defaults: push while online, offline
+/// email and push for DMs and mentions, no stream notifications, wildcard
+/// mentions notify. Users not active within the offline threshold are
+/// presence-idle.
+fn notify_sets(recipients: &Recipients, message: &RenderedMessage, is_private: bool) -> NotifySets {
+    let ids = &recipients.user_ids;
+    NotifySets {
+        presence_idle_user_ids: recipients.presence_idle.clone(),
+        online_push_user_ids: ids.clone(),
+        stream_wildcard_mention_user_ids: if message.rendered.stream_wildcard && !is_private {
+            ids.clone()
+        } else {
+            Vec::new()
+        },
+        topic_wildcard_mention_user_ids: ids
+            .iter()
+            .copied()
+            .filter(|u| message.topic_participants.contains(u))
+            .collect(),
+        all_bot_user_ids: recipients.bots.clone(),
+        ..NotifySets::default()
+    }
+}
+
+/// Brings soft-deactivated users back in the background; a failure is
+/// logged (they catch up at their next `POST /register`).
+fn spawn_reactivation(app: &App, user_ids: Vec<i64>) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        for user_id in user_ids {
+            let result = match app.pool.get().await {
+                Ok(mut db) => crate::soft_deactivation::reactivate_user(&mut db, user_id).await.map(|_| ()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(user_id, error = ?e, "soft reactivation failed");
+            }
+        }
+    });
+}
+
+/// `display_recipient` for direct messages: participants sorted by email.
+pub fn display_recipient(participants: &[User]) -> Vec<Participant> {
+    let mut out: Vec<Participant> = participants
+        .iter()
+        .map(|u| Participant {
+            id: u.id,
+            email: u.email.clone(),
+            full_name: u.full_name.clone(),
+            is_mirror_dummy: false,
+        })
+        .collect();
+    out.sort_by(|a, b| a.email.cmp(&b.email));
+    out
+}
