@@ -40,7 +40,7 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
     let app = App::new(pool, Arc::new(gateway.bus()), settings);
     let publisher = squall_gateway::amqp::Publisher::spawn(rt.handle(), &cfg.amqp_url);
     if cfg.backend.soft_deactivate_interval_secs > 0 {
-        rt.spawn(soft_deactivation_job(app.pool().clone(), cfg.backend.clone()));
+        rt.spawn(squall_backend::jobs::soft_deactivation(app.pool().clone(), cfg.backend.clone()));
     }
     let backend = Arc::new(InProcess::new(app, rt.handle().clone()));
 
@@ -105,34 +105,4 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
-}
-
-/// Runs the soft-deactivation job every `soft_deactivate_interval_secs`
-/// (first run one interval after start).
-async fn soft_deactivation_job(pool: squall_backend::db::Pool, cfg: squall_backend::config::BackendConfig) {
-    let every = std::time::Duration::from_secs(cfg.soft_deactivate_interval_secs);
-    loop {
-        tokio::time::sleep(every).await;
-        let run = async {
-            let mut db = pool.get().await?;
-            squall_backend::soft_deactivation::run_job(
-                &mut db,
-                None,
-                cfg.soft_deactivate_inactive_days,
-                cfg.soft_deactivate_catch_up,
-            )
-            .await
-        };
-        match run.await {
-            Ok(r) => tracing::info!(
-                deactivated = r.deactivated.len(),
-                caught_up_rows = r.caught_up_rows,
-                "soft deactivation"
-            ),
-            Err(e) => {
-                let cause = e.cause.as_ref().map(|c| c.to_string()).unwrap_or_default();
-                tracing::warn!(error = %e.msg, cause, "soft deactivation job failed")
-            }
-        }
-    }
 }
