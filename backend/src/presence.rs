@@ -221,8 +221,9 @@ mod tests {
 
     #[test]
     fn frequent_reports_do_not_rewrite_and_idle_never_notifies() {
-        let old = Some(Presence { last_connected: 1000, last_active: Some(1000) });
-        assert_eq!(apply_report(old, true, 1030).presence, old.unwrap());
+        let before = Presence { last_connected: 1000, last_active: Some(1000) };
+        let old = Some(before);
+        assert_eq!(apply_report(old, true, 1030).presence, before);
         assert!(!apply_report(old, true, 1030).notify);
         let later = apply_report(old, false, 1100);
         assert_eq!(later.presence, Presence { last_connected: 1100, last_active: Some(1000) });
