@@ -2,7 +2,7 @@
 //! sustained messages/s to many small streams, against a real `squall
 //! serve` (release build) and the `tools/services` PostgreSQL (fsync on).
 //!
-//! Run (after `tools/services start` and `cargo build --release -p squall-gateway`):
+//! Run (after `tools/services start` and `cargo build --release -p squall`):
 //!
 //!   SQUALL_BIN=$PWD/target/release/squall cargo bench -p squall-e2e --bench send_path -- \
 //!       --subscribers 10000 --messages 200 --small-streams 100 --senders 8 --seconds 10
