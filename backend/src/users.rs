@@ -261,6 +261,78 @@ pub async fn realm_users(db: &impl GenericClient, realm_id: i64) -> Result<Vec<U
     Ok(db.query(&sql, &[&(realm_id as i32)]).await?.iter().map(User::from_row).collect())
 }
 
+/// An account made by [`create_users_bulk`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BulkAccount {
+    /// User id.
+    pub user_id: i64,
+    /// Email (also the delivery email).
+    pub email: String,
+    /// API key.
+    pub api_key: String,
+}
+
+/// Creates members `{prefix}{i}@{domain}` for `i` in `0..count` in a few
+/// statements (for load tests: no password, so `fetch_api_key` refuses
+/// them; their API keys are returned instead). Existing accounts are kept
+/// and returned as they are. New users join the realm's default streams,
+/// as with `POST /users`.
+pub async fn create_users_bulk(
+    db: &impl GenericClient,
+    realm_id: i64,
+    prefix: &str,
+    domain: &str,
+    count: usize,
+) -> Result<Vec<BulkAccount>, ApiError> {
+    let emails: Vec<String> = (0..count).map(|i| format!("{prefix}{i}@{domain}")).collect();
+    if let Some(bad) = emails.iter().find(|e| !valid_email(e)) {
+        return Err(ApiError::bad_request(format!("Invalid email: {bad}")));
+    }
+    let realm = realm_id as i32;
+    let existing = db
+        .query(
+            "SELECT lower(delivery_email) FROM userprofile WHERE realm_id = $1 AND lower(delivery_email) = ANY($2)",
+            &[&realm, &emails.iter().map(|e| e.to_lowercase()).collect::<Vec<_>>()],
+        )
+        .await?;
+    let taken: std::collections::HashSet<String> = existing.iter().map(|r| r.get(0)).collect();
+    let new: Vec<&String> = emails.iter().filter(|e| !taken.contains(&e.to_lowercase())).collect();
+    let names: Vec<String> = new.iter().map(|e| e.split('@').next().unwrap_or("user").to_owned()).collect();
+    let keys: Vec<String> = new.iter().map(|_| new_api_key()).collect();
+    let rows = db
+        .query(
+            "INSERT INTO userprofile (realm_id, email, delivery_email, full_name, role, api_key)
+             SELECT $1, e, e, n, $5, k FROM unnest($2::text[], $3::text[], $4::text[]) AS t(e, n, k)
+             RETURNING id",
+            &[&realm, &new, &names, &keys, &role::MEMBER],
+        )
+        .await?;
+    let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    db.execute("INSERT INTO recipient (type, type_id) SELECT 1, unnest($1::int[])", &[&ids]).await?;
+    let defaults = db.query("SELECT stream_id FROM defaultstream WHERE realm_id = $1", &[&realm]).await?;
+    let new_ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    for row in defaults {
+        let sid: i32 = row.get(0);
+        if let Some(stream) = crate::streams::stream_by_id(db, realm_id, sid as i64).await? {
+            crate::streams::add_subscriptions(db, &stream, &new_ids).await?;
+        }
+    }
+    let all = db
+        .query(
+            "SELECT id, delivery_email, api_key FROM userprofile WHERE realm_id = $1 AND delivery_email = ANY($2)",
+            &[&realm, &emails],
+        )
+        .await?;
+    let mut by_email: std::collections::HashMap<String, BulkAccount> = all
+        .iter()
+        .map(|r| {
+            let email: String = r.get(1);
+            (email.clone(), BulkAccount { user_id: r.get::<_, i32>(0) as i64, email, api_key: r.get(2) })
+        })
+        .collect();
+    Ok(emails.iter().filter_map(|e| by_email.remove(e)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,12 +2,12 @@
 //! line, loads the configuration and calls the library code that does the
 //! work; `serve` wires the backend and the gateway together.
 
+mod admin;
 mod config;
 mod host;
 mod inprocess;
 mod serve;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::Config;
 use std::io::Write;
@@ -46,7 +46,7 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum Admin {
+pub(crate) enum Admin {
     /// Create a realm (organization) with an owner; prints
     /// {"site","email","api_key"} as JSON.
     CreateRealm {
@@ -65,6 +65,32 @@ enum Admin {
         /// Owner's full name (defaults to the part of the email before '@').
         #[arg(long)]
         owner_name: Option<String>,
+    },
+    /// Create many members at once for load tests (no password; their API
+    /// keys are printed as JSON, or merged into a squall-loadtest state
+    /// file with --loadtest-state). Existing accounts are kept. Emails are
+    /// {prefix}{i}@{domain}, as squall-loadtest names them.
+    ///
+    /// Example: squall admin create-users --count 2000 --site http://127.0.0.1:9991 --loadtest-state .squall-loadtest-state.json
+    CreateUsers {
+        /// How many users.
+        #[arg(long)]
+        count: usize,
+        /// Email prefix (squall-loadtest's --user-prefix).
+        #[arg(long, default_value = "loadtest-")]
+        prefix: String,
+        /// Email domain.
+        #[arg(long, default_value = "loadtest.example")]
+        domain: String,
+        /// Realm subdomain; "" is the root realm.
+        #[arg(long, default_value = "")]
+        realm: String,
+        /// squall-loadtest state file to merge the accounts into (needs --site).
+        #[arg(long, requires = "site")]
+        loadtest_state: Option<PathBuf>,
+        /// The site the accounts are for, as squall-loadtest is given it.
+        #[arg(long)]
+        site: Option<String>,
     },
     /// Soft-deactivate users inactive for N days (what the periodic job
     /// does), then backfill idle users' missed messages unless
@@ -116,53 +142,6 @@ fn main() -> anyhow::Result<()> {
             println!("applied {n} migration(s)");
             Ok(())
         }
-        Command::Admin { task: Admin::CreateRealm { subdomain, name, owner_email, owner_password, owner_name } } => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let pool = squall_backend::db::connect(&cfg.backend.database_url, 1)?;
-            rt.block_on(squall_backend::db::migrate(&pool))?;
-            let owner_name = owner_name.unwrap_or_else(|| owner_email.split('@').next().unwrap_or("Owner").to_owned());
-            let created = rt
-                .block_on(squall_backend::realm::create_realm(
-                    &pool,
-                    &subdomain,
-                    &name,
-                    &owner_email,
-                    &owner_name,
-                    &owner_password,
-                ))
-                .map_err(|e| anyhow::anyhow!(e.msg))
-                .context("creating the realm")?;
-            let host = cfg.external_host();
-            let site =
-                if subdomain.is_empty() { format!("http://{host}") } else { format!("http://{subdomain}.{host}") };
-            println!("{}", serde_json::json!({"site": site, "email": owner_email, "api_key": created.api_key}));
-            Ok(())
-        }
-        Command::Admin { task: Admin::SoftDeactivate { inactive_days, realm, no_catch_up } } => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let pool = squall_backend::db::connect(&cfg.backend.database_url, 1)?;
-            rt.block_on(squall_backend::db::migrate(&pool))?;
-            let report = rt
-                .block_on(async {
-                    let mut db = pool.get().await?;
-                    let realm_id = match &realm {
-                        None => None,
-                        Some(sub) => {
-                            let row = db.query_opt("SELECT id FROM realm WHERE string_id = $1", &[sub]).await?;
-                            Some(row.with_context(|| format!("no realm with subdomain {sub:?}"))?.get::<_, i32>(0)
-                                as i64)
-                        }
-                    };
-                    squall_backend::soft_deactivation::run_job(&mut db, realm_id, inactive_days, !no_catch_up)
-                        .await
-                        .map_err(|e| anyhow::anyhow!(e.msg))
-                })
-                .context("soft-deactivating users")?;
-            println!(
-                "{}",
-                serde_json::json!({"deactivated": report.deactivated, "caught_up_rows": report.caught_up_rows})
-            );
-            Ok(())
-        }
+        Command::Admin { task } => admin::run(&cfg, task),
     }
 }
