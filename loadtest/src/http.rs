@@ -17,9 +17,16 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Whether the server will close the connection.
     pub close: bool,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Response {
+    /// The first header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
     /// The body as JSON.
     pub fn json(&self) -> Result<serde_json::Value> {
         serde_json::from_slice(&self.body).with_context(|| {
@@ -99,10 +106,13 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>> {
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("bad status line {status_line:?}"))?;
     let (mut length, mut chunked, mut close) = (None, false, status_line.starts_with("HTTP/1.0"));
+    let mut headers = Vec::new();
     for line in lines {
         let Some((name, value)) = line.split_once(':') else { continue };
         let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
+        let name = name.trim().to_ascii_lowercase();
+        headers.push((name.clone(), value.to_owned()));
+        match name.as_str() {
             "content-length" => length = Some(value.parse::<usize>().context("bad Content-Length")?),
             "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
             "connection" => close = value.eq_ignore_ascii_case("close"),
@@ -122,7 +132,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>> {
             if size == 0 {
                 // Trailers (none expected) end with an empty line.
                 let Some(end) = buf[at..].windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
-                return Ok(Some((Response { status, body, close }, at + end + 2)));
+                return Ok(Some((Response { status, body, close, headers }, at + end + 2)));
             }
             if buf.len() < at + size + 2 {
                 return Ok(None);
@@ -135,7 +145,8 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>> {
     if buf.len() < body_start + length {
         return Ok(None);
     }
-    Ok(Some((Response { status, body: buf[body_start..body_start + length].to_vec(), close }, body_start + length)))
+    let body = buf[body_start..body_start + length].to_vec();
+    Ok(Some((Response { status, body, close, headers }, body_start + length)))
 }
 
 /// A blocking keep-alive connection (setup and senders).
@@ -156,8 +167,24 @@ impl BlockingClient {
     /// One request; reconnects once if a kept-alive connection was closed.
     pub fn request(&mut self, method: &str, path: &str, auth: Option<&str>, form: &[(&str, &str)]) -> Result<Response> {
         let bytes = encode_request(method, &self.host, path, auth, form);
+        self.send(&bytes)
+    }
+
+    /// One request with a raw body of type `content_type`.
+    pub fn request_body(&mut self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Result<Response> {
+        let mut bytes = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(body);
+        self.send(&bytes)
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<Response> {
         for attempt in 0..2 {
-            match self.try_request(&bytes) {
+            match self.try_request(bytes) {
                 Ok(r) => return Ok(r),
                 Err(e) if attempt == 0 => {
                     self.stream = None;

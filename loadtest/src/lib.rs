@@ -8,6 +8,7 @@
 //! recipient received every message exactly once ([`check`]) and reports
 //! latency histograms ([`stats`], [`plot`]).
 
+pub mod bench;
 pub mod check;
 pub mod client;
 pub mod http;

@@ -100,6 +100,10 @@ enum Command {
         #[arg(long, default_value_t = 1000.0)]
         p99_ms: f64,
     },
+    /// Gateway micro-benchmarks side by side with a peer: longpoll, repoll, hello-server
+    /// (`tools/bench-gateway` runs them all).
+    #[command(subcommand)]
+    Bench(squall_loadtest::bench::cli::Bench),
     /// Internal: a worker process started by the others (reads its spec on stdin).
     #[command(hide = true)]
     Worker,
@@ -243,6 +247,7 @@ fn main() {
 fn run() -> Result<i32> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench(b) => squall_loadtest::bench::cli::run(b),
         Command::Worker => {
             squall_loadtest::worker::main()?;
             Ok(0)

@@ -107,6 +107,15 @@ struct State {
     sites: BTreeMap<String, BTreeMap<String, Account>>,
 }
 
+/// Every account cached for `site` in `state`, by user id.
+pub fn cached_accounts(state: &Path, site: &str) -> Result<Vec<Account>> {
+    let bytes = std::fs::read(state).with_context(|| format!("reading {}", state.display()))?;
+    let cache: State = serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", state.display()))?;
+    let mut accounts: Vec<Account> = cache.sites.get(site).map(|m| m.values().cloned().collect()).unwrap_or_default();
+    accounts.sort_by_key(|a| a.user_id);
+    Ok(accounts)
+}
+
 /// `count` accounts named `{prefix}{i}@{domain}`, created when missing,
 /// API keys cached in `state`. `parallel` setup connections.
 pub fn ensure_users(
