@@ -24,6 +24,11 @@ pub fn classify(e: ApiError) -> ApiError {
     };
     match refined {
         Some(mut r) => {
+            if !r.is_server_error() {
+                // Usually a race between requests, possibly our bug: worth
+                // a line in the log even though the client is answered 4xx.
+                tracing::warn!(status = r.status, cause = %squall_proto::error::chain(&*cause), "database refused a request");
+            }
             r.cause = Some(cause);
             r
         }
@@ -44,8 +49,11 @@ fn from_pool(e: &deadpool_postgres::PoolError) -> Option<ApiError> {
 
 fn from_postgres(e: &tokio_postgres::Error) -> Option<ApiError> {
     let Some(db) = e.as_db_error() else {
-        // No server answer: the connection broke or never came up.
-        return e.is_closed().then(unavailable).or_else(|| Some(unavailable()));
+        // No answer from the server: a closed connection or an I/O error
+        // means the database is away. Anything else (a row count or type
+        // mismatch) is our bug and stays a 500.
+        let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+        return (e.is_closed() || io).then(unavailable);
     };
     let code = db.code().code();
     Some(match code {

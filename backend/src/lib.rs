@@ -80,12 +80,18 @@ impl App {
         routes::dispatch(self, req).await
     }
 
-    /// Authenticates a request (used by the gateway for `/events`).
+    /// Authenticates a request (used by the gateway for `/events`). A
+    /// failure is classified and, if it is ours, logged here, as dispatch
+    /// does for every other request.
     pub async fn authenticate(
         &self,
         req: &squall_proto::api::ApiRequest,
     ) -> Result<users::User, squall_proto::error::ApiError> {
         let json_path = req.path.starts_with("/json/");
-        auth::authenticate(&self.pool, req, &self.settings.external_host, json_path).await
+        auth::authenticate(&self.pool, req, &self.settings.external_host, json_path).await.map_err(|e| {
+            let e = error::classify(e);
+            e.log(&req.method, &req.path, None);
+            e
+        })
     }
 }

@@ -309,28 +309,35 @@ pub async fn create_users_bulk(
         .await?;
     let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
     db.execute("INSERT INTO recipient (type, type_id) SELECT 1, unnest($1::int[])", &[&ids]).await?;
-    let defaults = db.query("SELECT stream_id FROM defaultstream WHERE realm_id = $1", &[&realm]).await?;
     let new_ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    for row in defaults {
-        let sid: i32 = row.get(0);
-        if let Some(stream) = crate::streams::stream_by_id(db, realm_id, sid as i64).await? {
-            crate::streams::add_subscriptions(db, &stream, &new_ids).await?;
-        }
-    }
+    join_default_streams(db, realm_id, &new_ids).await?;
+    let lowered: Vec<String> = emails.iter().map(|e| e.to_lowercase()).collect();
     let all = db
         .query(
-            "SELECT id, delivery_email, api_key FROM userprofile WHERE realm_id = $1 AND delivery_email = ANY($2)",
-            &[&realm, &emails],
+            "SELECT id, delivery_email, api_key FROM userprofile WHERE realm_id = $1 AND lower(delivery_email) = ANY($2)",
+            &[&realm, &lowered],
         )
         .await?;
     let mut by_email: std::collections::HashMap<String, BulkAccount> = all
         .iter()
         .map(|r| {
             let email: String = r.get(1);
-            (email.clone(), BulkAccount { user_id: r.get::<_, i32>(0) as i64, email, api_key: r.get(2) })
+            (email.to_lowercase(), BulkAccount { user_id: r.get::<_, i32>(0) as i64, email, api_key: r.get(2) })
         })
         .collect();
-    Ok(emails.iter().filter_map(|e| by_email.remove(e)).collect())
+    Ok(lowered.iter().filter_map(|e| by_email.remove(e)).collect())
+}
+
+/// Subscribes new users to their realm's default streams.
+pub async fn join_default_streams(db: &impl GenericClient, realm_id: i64, user_ids: &[i64]) -> Result<(), ApiError> {
+    let defaults = db.query("SELECT stream_id FROM defaultstream WHERE realm_id = $1", &[&(realm_id as i32)]).await?;
+    for row in defaults {
+        let sid: i32 = row.get(0);
+        if let Some(stream) = crate::streams::stream_by_id(db, realm_id, sid as i64).await? {
+            crate::streams::add_subscriptions(db, &stream, user_ids).await?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,10 +1,8 @@
 //! The gateway side of the backend's [`EventBus`]: in-process delivery into
 //! the per-core inboxes (single-node mode).
 //!
-//! Called from the backend's tokio threads. A full inbox is retried with a
-//! short sleep (back-pressure on the sender) for up to [`PUSH_TIMEOUT`];
-//! past that the core is considered stuck and the bus reports it
-//! unavailable.
+//! Called from the backend's threads on any runtime. A full inbox holds the
+//! sender until the core makes room: back-pressure, never a dropped event.
 
 use crate::inbox::Inbox;
 use crate::state::Item;
@@ -18,10 +16,6 @@ use squall_proto::queue_spec::QueueSpec;
 use squall_shard_router::placement::Topology;
 use squall_shard_router::split::split_for_node;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// How long a producer waits for room in a full inbox.
-pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Handle on this node's cores.
 #[derive(Clone)]
@@ -37,21 +31,10 @@ impl LocalBus {
         LocalBus { inboxes, topo, node }
     }
 
-    async fn push(&self, core: u16, mut item: Item) -> Result<(), BusError> {
+    async fn push(&self, core: u16, item: Item) -> Result<(), BusError> {
         let inbox = self.inboxes.get(core as usize).ok_or_else(|| BusError::Unavailable(format!("no core {core}")))?;
-        let start = Instant::now();
-        loop {
-            match inbox.push(item) {
-                Ok(()) => return Ok(()),
-                Err(back) => {
-                    if start.elapsed() > PUSH_TIMEOUT {
-                        return Err(BusError::Unavailable(format!("core {core} inbox full")));
-                    }
-                    item = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        }
+        inbox.push_wait(item).await;
+        Ok(())
     }
 }
 

@@ -40,7 +40,7 @@ impl Default for Config {
             io_uring: true,
             inbox_capacity: 65_536,
             timing: Timing::default(),
-            tick: Duration::from_secs(1),
+            tick: Duration::from_millis(250),
             clock: Clock::System,
             state_dir: None,
             shared_secret: String::new(),

@@ -39,6 +39,9 @@ pub async fn handle(
     if method != "GET" && method != "DELETE" {
         return Some(ApiResponse::method_not_allowed(&["GET", "DELETE"]));
     }
+    if ctx.shutting_down.get() {
+        return Some(ApiError::busy("The server is restarting; try again").into());
+    }
     let user = match authenticate(&req, ctx).await {
         Ok(u) => u,
         Err(e) => return Some(e.into()),
@@ -47,20 +50,45 @@ pub async fn handle(
         Ok(c) => c,
         Err(resp) => return Some(resp),
     };
+    let polled = match &op {
+        EventsOp::Get { queue_id: Some(q), dont_block: false, .. } => Some(*q),
+        _ => None,
+    };
     let (reply, rx) = oneshot::channel();
     let call = EventsCall { user_id: user.id, op, reply };
     if core == ctx.shard.core {
-        let now = ctx.clock.now_secs();
-        ctx.state.borrow_mut().events(call, now);
+        let now_ms = ctx.clock.now_ms();
+        let mut state = ctx.state.borrow_mut();
+        // What reached this core's inbox before this request (a notice
+        // from a request that has already returned) comes first, as it
+        // would for a request handed over from another core.
+        let inbox = &ctx.inboxes[core as usize];
+        while let Some(item) = inbox.try_pop() {
+            if let Some(stop) = state.handle(item, now_ms) {
+                // Shutting down: leave that to the core's loop.
+                let _ = inbox.push(stop);
+                break;
+            }
+        }
+        state.events(call, now_ms);
     } else if ctx.inboxes[core as usize].push(Item::Events(call)).is_err() {
         return Some(ApiError::busy("Server is busy; try again").into());
     }
-    let answer = wait_or_disconnect(rx, stream, pending).await?;
-    Some(answer.unwrap_or_else(|_| {
-        let e = ApiError::internal("the queue's owner core dropped the request");
-        e.log(&req.method, &req.path, Some(user.id));
-        e.into()
-    }))
+    let Some(answer) = wait_or_disconnect(rx, stream, pending).await else {
+        // The client left while parked: the owner stops counting it as
+        // connected now rather than at the next expiry pass.
+        if let Some(q) = polled {
+            if core == ctx.shard.core {
+                ctx.state.borrow_mut().disconnected(q);
+            } else {
+                // Best effort: if the inbox is full, expiry notices later.
+                let _ = ctx.inboxes[core as usize].push(Item::Disconnected(q));
+            }
+        }
+        return None;
+    };
+    // The owner only drops a call when it stops.
+    Some(answer.unwrap_or_else(|_| ApiError::busy("The server is restarting; try again").into()))
 }
 
 async fn authenticate(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> Result<AuthedUser, ApiError> {

@@ -17,7 +17,6 @@
 //! on port 0 with a fake backend and no database.
 #![warn(missing_docs)]
 
-pub mod amqp;
 pub mod auth;
 pub mod backend;
 pub mod bus;
@@ -105,6 +104,7 @@ impl Gateway {
             "server_generation": cfg.server_generation,
         }));
         let shared_secret: Arc<str> = Arc::from(cfg.shared_secret.as_str());
+        let (started, starts) = std::sync::mpsc::channel();
         let mut threads = Vec::new();
         for c in 0..cfg.cores {
             let start = shard::CoreStart {
@@ -123,28 +123,45 @@ impl Gateway {
                 notifier: notifier.clone(),
                 shared_secret: shared_secret.clone(),
                 stats: self.stats.clone(),
+                started: started.clone(),
             };
-            let t = std::thread::Builder::new().name(format!("squall-core-{c}")).spawn(move || {
+            let spawned = std::thread::Builder::new().name(format!("squall-core-{c}")).spawn(move || {
                 if let Err(e) = shard::run_core(start) {
                     tracing::error!(core = c, error = %e, "core failed");
                 }
-            })?;
-            threads.push(t);
-        }
-        drop(listener);
-        block_on(shutdown);
-        for inbox in self.inboxes.iter() {
-            let mut item = Item::Shutdown;
-            // A full inbox drains quickly; keep offering the shutdown item.
-            while let Err(back) = inbox.push(item) {
-                item = back;
-                std::thread::sleep(std::time::Duration::from_millis(1));
+            });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    stop_cores(&self.inboxes, threads);
+                    return Err(e);
+                }
             }
         }
-        for t in threads {
-            let _ = t.join();
+        drop((listener, started));
+        // Every core reports once; a core that fails to start fails the run.
+        for _ in 0..cfg.cores {
+            let failure = match starts.recv() {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => "a core stopped before it started".to_owned(),
+            };
+            stop_cores(&self.inboxes, threads);
+            return Err(std::io::Error::other(format!("a gateway core could not start: {failure}")));
         }
+        block_on(shutdown);
+        stop_cores(&self.inboxes, threads);
         Ok(())
+    }
+}
+
+/// Tells every core to stop and waits for their threads.
+fn stop_cores(inboxes: &[Arc<Inbox>], threads: Vec<std::thread::JoinHandle<()>>) {
+    for inbox in inboxes {
+        block_on(inbox.push_wait(Item::Shutdown));
+    }
+    for t in threads {
+        let _ = t.join();
     }
 }
 

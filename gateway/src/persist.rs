@@ -212,6 +212,10 @@ impl CoreState {
         let mut dropped = 0;
         for (id, saved) in list {
             let id = match QueueId::parse(&id) {
+                Some(q) if self.reg.get(q).is_some() => {
+                    tracing::warn!(queue_id = %q, "a saved queue appears twice; keeping the first");
+                    continue;
+                }
                 Some(q) if q.shard == self.shard && topo.shard_of(saved.user_profile_id) == self.shard => q,
                 _ => {
                     dropped += 1;

@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::ctx::CoreCtx;
 use crate::inbox::Inbox;
 use crate::notify::Notification;
-use crate::state::{CoreState, Item, Timing};
+use crate::state::{CoreState, Timing};
 use crate::stats::Stats;
 use squall_proto::Shard;
 use squall_shard_router::placement::Topology;
@@ -58,10 +58,22 @@ pub struct CoreStart {
     pub shared_secret: Arc<str>,
     /// Every core's counters.
     pub stats: Arc<Stats>,
+    /// Told once the core serves (its queues restored), or why it cannot.
+    pub started: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
 /// Runs a core until it receives [`Item::Shutdown`]. Blocks the thread.
 pub fn run_core(start: CoreStart) -> std::io::Result<()> {
+    let started = start.started.clone();
+    let result = run_runtime(start);
+    if let Err(e) = &result {
+        // Only heard if the core failed before it said it started.
+        let _ = started.send(Err(e.to_string()));
+    }
+    result
+}
+
+fn run_runtime(start: CoreStart) -> std::io::Result<()> {
     if start.pin {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         if let Err(e) = monoio::utils::bind_to_cpu_set(Some(start.shard.core as usize % cpus)) {
@@ -83,6 +95,7 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
     let mut state = CoreState::with_stats(start.shard, start.timing, start.stats.clone());
     let notifier = start.notifier.clone();
     state.set_notification_sink(Box::new(move |n| notifier(n)));
+    state.start_expiry(start.clock.now_secs());
     // Restore before accepting anything, so no poll races the load.
     let restored = match &start.state_dir {
         Some(dir) => state.load_queues(dir, start.topo, &start.restart_event),
@@ -101,10 +114,13 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
         shutting_down: Cell::new(false),
     });
     tracing::info!(core = ctx.shard.core, restored, "core started");
+    let _ = start.started.send(Ok(()));
     monoio::spawn(accept_loop(listener, ctx.clone()));
     monoio::spawn(tick_loop(ctx.clone(), start.tick));
     drain_inbox(&inbox, &ctx).await;
 
+    // Stop taking work, answer the parked polls, then save: nothing can
+    // change the queues after the dump.
     ctx.shutting_down.set(true);
     {
         let mut state = ctx.state.borrow_mut();
@@ -134,6 +150,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<CoreCtx>) {
     loop {
         match listener.accept().await {
+            // Stopping: new connections are closed at once.
+            Ok(_) if ctx.shutting_down.get() => {}
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
                 monoio::spawn(crate::conn::serve(stream, ctx.clone()));
@@ -148,9 +166,9 @@ async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<CoreCtx>) {
 }
 
 async fn tick_loop(ctx: Rc<CoreCtx>, every: Duration) {
-    loop {
+    while !ctx.shutting_down.get() {
         monoio::time::sleep(every).await;
-        let expired = ctx.state.borrow_mut().tick(ctx.clock.now_secs());
+        let expired = ctx.state.borrow_mut().tick(ctx.clock.now_ms());
         crate::stats::CoreStats::bump(&ctx.counters().ticks);
         if expired > 0 {
             tracing::debug!(core = ctx.shard.core, expired, "garbage-collected queues");
@@ -162,21 +180,8 @@ async fn tick_loop(ctx: Rc<CoreCtx>, every: Duration) {
 async fn drain_inbox(inbox: &Inbox, ctx: &Rc<CoreCtx>) {
     loop {
         let item = inbox.pop().await;
-        let now = ctx.clock.now_secs();
-        let mut state = ctx.state.borrow_mut();
-        match item {
-            Item::Shutdown => return,
-            Item::Allocate { spec, reply } => {
-                let _ = reply.send(state.allocate(spec, now));
-            }
-            Item::Peek { user_id, queue_id, reply } => {
-                let _ = reply.send(state.peek(user_id, queue_id));
-            }
-            Item::Notice(notice) => state.deliver(notice),
-            Item::Events(call) => state.events(call, now),
-            Item::Reload { max, immediate, reply } => {
-                let _ = reply.send(state.send_reload(max, immediate));
-            }
+        if ctx.state.borrow_mut().handle(item, ctx.clock.now_ms()).is_some() {
+            return;
         }
     }
 }

@@ -57,6 +57,8 @@ pub enum Item {
         /// Gets how many were sent.
         reply: oneshot::Sender<usize>,
     },
+    /// The client of a parked poll on this queue went away.
+    Disconnected(QueueId),
     /// Stop the core.
     Shutdown,
 }
@@ -173,6 +175,13 @@ impl CoreState {
         }
     }
 
+    /// Schedules the first expiry pass a full interval after `now` (unix
+    /// seconds), as Zulip does at start, so the clients of restored queues
+    /// have time to come back. Without it the first tick collects.
+    pub fn start_expiry(&mut self, now: u64) {
+        self.next_gc = now + GC_INTERVAL_SECS;
+    }
+
     pub(crate) fn counters(&self) -> &CoreStats {
         self.stats.core(self.shard.core)
     }
@@ -211,7 +220,11 @@ impl CoreState {
 
     /// Adds a queue under `id`.
     pub(crate) fn insert_queue(&mut self, id: QueueId, spec: QueueSpec, queue: EventQueue, last_connection_time: u64) {
-        self.reg.insert(id, Descriptor::new(spec, queue, last_connection_time));
+        let jitter = match self.timing.heartbeat_jitter_secs {
+            0 => 0,
+            j => (rand::random::<u64>() % (j.min(255) + 1)) as u8,
+        };
+        self.reg.insert(id, Descriptor::new(spec, queue, last_connection_time, jitter));
         CoreStats::add(&self.counters().queues, 1);
     }
 
@@ -235,8 +248,30 @@ impl CoreState {
         let _ = w.send(deferred(queue_id, d));
     }
 
-    /// Handles a `/events` call.
-    pub fn events(&mut self, call: EventsCall, now: u64) {
+    /// Handles one inbox item at `now_ms` (unix milliseconds). Gives
+    /// [`Item::Shutdown`] back: stopping is the caller's business.
+    pub fn handle(&mut self, item: Item, now_ms: u64) -> Option<Item> {
+        match item {
+            Item::Shutdown => return Some(Item::Shutdown),
+            Item::Allocate { spec, reply } => {
+                let _ = reply.send(self.allocate(spec, now_ms / 1000));
+            }
+            Item::Peek { user_id, queue_id, reply } => {
+                let _ = reply.send(self.peek(user_id, queue_id));
+            }
+            Item::Notice(notice) => self.deliver(notice),
+            Item::Events(call) => self.events(call, now_ms),
+            Item::Reload { max, immediate, reply } => {
+                let _ = reply.send(self.send_reload(max, immediate));
+            }
+            Item::Disconnected(queue_id) => self.disconnected(queue_id),
+        }
+        None
+    }
+
+    /// Handles a `/events` call at `now_ms` (unix milliseconds).
+    pub fn events(&mut self, call: EventsCall, now_ms: u64) {
+        let now = now_ms / 1000;
         let EventsCall { user_id, op, reply } = call;
         let resp = match op {
             EventsOp::Delete { queue_id } => {
@@ -256,7 +291,7 @@ impl CoreState {
                 }
             }
             EventsOp::Get { queue_id: Some(queue_id), last_event_id, dont_block, .. } => {
-                if let Some((reply, resp)) = self.poll(user_id, queue_id, last_event_id, dont_block, reply, now) {
+                if let Some((reply, resp)) = self.poll(user_id, queue_id, last_event_id, dont_block, reply, now_ms) {
                     let _ = reply.send(resp);
                 }
                 return;
@@ -274,7 +309,7 @@ impl CoreState {
         last_event_id: Option<i64>,
         dont_block: bool,
         reply: oneshot::Sender<ApiResponse>,
-        now: u64,
+        now_ms: u64,
     ) -> Option<(oneshot::Sender<ApiResponse>, ApiResponse)> {
         let Some(last_event_id) = last_event_id else {
             return Some((reply, ApiError::bad_request("Missing 'last_event_id' argument").into()));
@@ -293,14 +328,8 @@ impl CoreState {
             return Some((reply, resp));
         }
         d.waiter = Some(reply);
-        d.last_connection_time = now;
-        let jitter = match self.timing.heartbeat_jitter_secs {
-            0 => 0,
-            j => rand::random::<u64>() % (j + 1),
-        };
-        // `now` is whole seconds: one more second keeps the delay at least
-        // the configured minimum wherever in its second the poll parked.
-        let due = now + self.timing.heartbeat_min_secs + jitter + 1;
+        d.last_connection_time = now_ms / 1000;
+        let due = now_ms + (self.timing.heartbeat_min_secs + d.jitter_secs as u64) * 1000;
         d.heartbeat_due = Some(due);
         if !d.heartbeat_listed {
             d.heartbeat_listed = true;
@@ -310,18 +339,20 @@ impl CoreState {
         None
     }
 
-    /// Advances the core to `now`: queue expiry every [`GC_INTERVAL_SECS`],
-    /// then heartbeats that are due. Expiry comes first so that a poll a
-    /// late tick answers with a heartbeat is not also counted idle before
-    /// its client could poll again. Returns how many queues expired.
-    pub fn tick(&mut self, now: u64) -> usize {
+    /// Advances the core to `now_ms`: queue expiry every
+    /// [`GC_INTERVAL_SECS`] (see [`CoreState::start_expiry`]), then
+    /// heartbeats that are due. Expiry comes first so that a poll a late
+    /// tick answers with a heartbeat is not also counted idle before its
+    /// client could poll again. Returns how many queues expired.
+    pub fn tick(&mut self, now_ms: u64) -> usize {
+        let now = now_ms / 1000;
         let mut expired = 0;
         if now >= self.next_gc {
             self.next_gc = now + GC_INTERVAL_SECS;
             expired = self.gc(now);
         }
         while let Some(&Reverse((due, id))) = self.heartbeats.peek() {
-            if due > now {
+            if due > now_ms {
                 break;
             }
             self.heartbeats.pop();
@@ -329,7 +360,7 @@ impl CoreState {
             d.heartbeat_listed = false;
             match d.heartbeat_due {
                 // Re-parked since this entry was listed: list it again.
-                Some(later) if later > now => {
+                Some(later) if later > now_ms => {
                     d.heartbeat_listed = true;
                     self.heartbeats.push(Reverse((later, id)));
                 }
@@ -337,10 +368,29 @@ impl CoreState {
                     d.queue.push(EventBody::Heartbeat);
                     self.complete(id);
                 }
-                _ => d.heartbeat_due = None,
+                _ => {
+                    d.heartbeat_due = None;
+                    self.drop_vanished(id);
+                }
             }
         }
         expired
+    }
+
+    /// The client of a queue's parked poll went away: forget the poll (the
+    /// queue's idle time counts from when it parked) and its heartbeat.
+    pub fn disconnected(&mut self, queue_id: QueueId) {
+        self.drop_vanished(queue_id);
+    }
+
+    /// Drops a queue's waiter if its client is gone.
+    fn drop_vanished(&mut self, queue_id: QueueId) {
+        let Some(d) = self.reg.get_mut(queue_id) else { return };
+        if d.waiter.as_ref().is_some_and(|w| w.is_canceled()) {
+            d.waiter = None;
+            d.heartbeat_due = None;
+            CoreStats::add(&self.counters().parked, -1);
+        }
     }
 
     pub(crate) fn remove_queue(&mut self, queue_id: QueueId) {
@@ -366,20 +416,15 @@ impl CoreState {
         let body: std::rc::Rc<str> = std::rc::Rc::from(event.to_string());
         let mut sent = 0;
         let mut taken = 0;
-        for &(_, qid) in &self.reload_pending {
-            if sent >= max {
-                break;
-            }
+        while sent < max && taken < self.reload_pending.len() {
+            let (_, qid) = self.reload_pending[taken];
             taken += 1;
-            if let Some(d) = self.reg.get_mut(qid) {
-                d.queue.push(EventBody::Shared(body.clone()));
+            if self.reg.get(qid).is_some() {
+                self.push_body(qid, EventBody::Shared(body.clone()));
                 sent += 1;
             }
         }
-        let done: Vec<QueueId> = self.reload_pending.drain(..taken).map(|(_, q)| q).collect();
-        for qid in done {
-            self.complete(qid);
-        }
+        self.reload_pending.drain(..taken);
         sent
     }
 
@@ -392,6 +437,7 @@ impl CoreState {
             .filter_map(|(id, d)| {
                 if d.waiter.as_ref().is_some_and(|w| w.is_canceled()) {
                     d.waiter = None;
+                    d.heartbeat_due = None;
                     vanished += 1;
                 }
                 let idle = now.saturating_sub(d.last_connection_time);

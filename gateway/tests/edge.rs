@@ -33,7 +33,7 @@ fn repeated_polls_authenticate_once_per_credentials() {
         assert_eq!(c.call("GET", &format!("{}&dont_block=true", poll_path(&q, -1)), 7, "").status, 200);
     }
     let calls = s.backend.auth_calls.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(calls <= 2, "at most one backend check per core, got {calls}");
+    assert_eq!(calls, 1, "one connection lives on one core: one backend check");
 }
 
 #[test]

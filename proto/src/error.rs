@@ -118,7 +118,7 @@ impl ApiError {
         if !self.is_server_error() {
             return;
         }
-        let cause = self.cause.as_ref().map(|c| c.to_string()).unwrap_or_default();
+        let cause = self.cause.as_ref().map(|c| chain(&**c)).unwrap_or_default();
         tracing::error!(status = self.status, method, path, user = user_id, cause, "{}", self.msg);
     }
 
@@ -146,6 +146,19 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for ApiError {
     }
 }
 
+/// An error and its sources, `outer: inner: ...` (a database error's own
+/// text is only "db error"; the server's message is its source).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
 /// Result of an API handler: the success fields, or an error.
 pub type ApiResult = Result<Map<String, Value>, ApiError>;
 
@@ -161,6 +174,20 @@ mod tests {
             body,
             serde_json::json!({"result": "error", "msg": "Missing 'to' argument", "code": "REQUEST_VARIABLE_MISSING", "var_name": "to"})
         );
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("db error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let wrapped: ApiError = Outer(std::io::Error::other("relation missing")).into();
+        assert_eq!(chain(&**wrapped.cause.as_ref().unwrap()), "db error: relation missing");
         let io: ApiError = std::io::Error::other("disk on fire").into();
         assert_eq!(io.status, 500);
         assert_eq!(io.msg, "Internal server error");

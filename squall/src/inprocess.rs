@@ -48,15 +48,6 @@ impl Backend for InProcess {
     }
 
     fn authenticate(&self, req: ApiRequest) -> BoxFuture<'static, Result<AuthedUser, ApiError>> {
-        self.call(
-            move |app| async move {
-                app.authenticate(&req).await.map(|u| u.authed()).map_err(|e| {
-                    let e = squall_backend::error::classify(e);
-                    e.log(&req.method, &req.path, None);
-                    e
-                })
-            },
-            || Err(dropped_error()),
-        )
+        self.call(move |app| async move { app.authenticate(&req).await.map(|u| u.authed()) }, || Err(dropped_error()))
     }
 }

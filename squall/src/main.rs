@@ -3,6 +3,7 @@
 //! work; `serve` wires the backend and the gateway together.
 
 mod admin;
+mod amqp;
 mod config;
 mod host;
 mod inprocess;

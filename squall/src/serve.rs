@@ -38,7 +38,7 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
         rate_limit_per_ip: cfg.rate_limit_per_ip,
     };
     let app = App::new(pool, Arc::new(gateway.bus()), settings);
-    let publisher = squall_gateway::amqp::Publisher::spawn(rt.handle(), &cfg.amqp_url);
+    let publisher = crate::amqp::Publisher::spawn(rt.handle(), &cfg.amqp_url);
     if cfg.backend.soft_deactivate_interval_secs > 0 {
         rt.spawn(squall_backend::jobs::soft_deactivation(app.pool().clone(), cfg.backend.clone()));
     }

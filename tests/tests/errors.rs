@@ -359,3 +359,17 @@ fn wildcard_mentions_in_large_channels_need_permission() {
     squall_e2e::sql_query(&server.database_url, "UPDATE realm SET wildcard_mention_policy = 2").unwrap();
     assert_eq!(send(&alice, "@**all** members may now").0, 200);
 }
+
+#[test]
+fn text_the_database_cannot_store_is_a_client_error_not_a_500() {
+    let server = Server::start().unwrap();
+    server.owner.subscribe(&["general"]).unwrap();
+    // PostgreSQL refuses NUL in text (22021): the client sent it, so it is a 400.
+    let (status, body) = server
+        .owner
+        .post("/api/v1/messages", &[("type", "stream"), ("to", "general"), ("topic", "a\u{0}b"), ("content", "x")])
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["result"], "error");
+    assert_eq!(body["code"], "BAD_REQUEST");
+}

@@ -1,6 +1,5 @@
 //! `POST /users`, `GET /users`, `GET /users/me`.
 
-use crate::streams;
 use crate::users::{self, role, User};
 use crate::App;
 use serde_json::{json, Map, Value};
@@ -30,15 +29,7 @@ pub async fn create(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     let tx = client.transaction().await?;
     let (user_id, _key) =
         users::create_user(&tx, actor.realm_id, &email, &full_name, Some(&password), role::MEMBER).await?;
-    // New users join the realm's default streams.
-    let defaults =
-        tx.query("SELECT stream_id FROM defaultstream WHERE realm_id = $1", &[&(actor.realm_id as i32)]).await?;
-    for row in defaults {
-        let sid: i32 = row.get(0);
-        if let Some(stream) = streams::stream_by_id(&tx, actor.realm_id, sid as i64).await? {
-            streams::add_subscriptions(&tx, &stream, &[user_id]).await?;
-        }
-    }
+    users::join_default_streams(&tx, actor.realm_id, &[user_id]).await?;
     let recipients = users::active_user_ids(&tx, actor.realm_id).await?;
     let new_user = users::users_by_ids(&tx, actor.realm_id, &[user_id]).await?;
     tx.commit().await?;

@@ -18,7 +18,7 @@ fn spec(user_id: i64) -> QueueSpec {
 fn get(s: &mut CoreState, user: i64, q: Option<QueueId>, last: Option<i64>, dont_block: bool) -> Receiver<ApiResponse> {
     let (tx, rx) = oneshot::channel();
     let op = EventsOp::Get { queue_id: q, last_event_id: last, dont_block, new_queue: Box::new(spec(user)) };
-    s.events(EventsCall { user_id: user, op, reply: tx }, 1000);
+    s.events(EventsCall { user_id: user, op, reply: tx }, 1_000_000);
     rx
 }
 
@@ -114,10 +114,10 @@ fn delete_completes_parked_poll_and_forgets_queue() {
     let q = s.allocate(spec(7), 1000);
     let mut parked = get(&mut s, 7, Some(q), Some(-1), false);
     let (tx, mut rx) = oneshot::channel();
-    s.events(EventsCall { user_id: 8, op: EventsOp::Delete { queue_id: q }, reply: tx }, 1000);
+    s.events(EventsCall { user_id: 8, op: EventsOp::Delete { queue_id: q }, reply: tx }, 1_000_000);
     assert_eq!(body(&mut rx).1["code"], "BAD_EVENT_QUEUE_ID", "another user cannot delete it");
     let (tx, mut rx) = oneshot::channel();
-    s.events(EventsCall { user_id: 7, op: EventsOp::Delete { queue_id: q }, reply: tx }, 1000);
+    s.events(EventsCall { user_id: 7, op: EventsOp::Delete { queue_id: q }, reply: tx }, 1_000_000);
     assert_eq!(body(&mut rx).1, json!({"result": "success", "msg": ""}));
     assert_eq!(body(&mut parked).1["events"], json!([]));
     assert_eq!(s.queue_count(), 0);
@@ -128,20 +128,20 @@ fn heartbeat_comes_due_for_the_current_park_only_and_gc_spares_parked_queues() {
     let mut s = CoreState::new(Shard { node: 0, core: 1 }, Timing { heartbeat_min_secs: 45, heartbeat_jitter_secs: 0 });
     let q = s.allocate(spec(7), 1000);
     let mut first = get(&mut s, 7, Some(q), Some(-1), false);
-    s.tick(1040);
+    s.tick(1_040_000);
     assert!(first.try_recv().unwrap().is_none(), "not due before 45 s");
-    // A new park at t=1040 moves the deadline to 1086 (and answers the first).
+    // A new park at t=1040.5 s moves the deadline to 1085.5 s (and answers the first).
     let (tx, mut rx) = oneshot::channel();
     let op =
         EventsOp::Get { queue_id: Some(q), last_event_id: Some(-1), dont_block: false, new_queue: Box::new(spec(7)) };
-    s.events(EventsCall { user_id: 7, op, reply: tx }, 1040);
+    s.events(EventsCall { user_id: 7, op, reply: tx }, 1_040_500);
     assert_eq!(body(&mut first).1["events"], json!([]));
-    s.tick(1045);
+    s.tick(1_045_000);
     assert!(rx.try_recv().unwrap().is_none(), "the first park's deadline no longer counts");
     assert_eq!(s.gc(1040 + 10_000), 0, "a parked queue never expires");
-    s.tick(1085);
-    assert!(rx.try_recv().unwrap().is_none(), "45 whole seconds, rounded up");
-    s.tick(1086);
+    s.tick(1_085_499);
+    assert!(rx.try_recv().unwrap().is_none(), "45 s to the millisecond");
+    s.tick(1_085_500);
     assert_eq!(body(&mut rx).1["events"], json!([{"type": "heartbeat", "id": 0}]));
     // Not parked any more: idle since the park at t=1040.
     assert_eq!(s.gc(1040 + 599), 0);
@@ -149,26 +149,43 @@ fn heartbeat_comes_due_for_the_current_park_only_and_gc_spares_parked_queues() {
 }
 
 #[test]
-fn jitter_stays_within_its_bound() {
+fn jitter_stays_within_its_bound_and_is_fixed_per_queue() {
     let mut s = state();
     let q = s.allocate(spec(7), 1000);
     let mut rx = get(&mut s, 7, Some(q), Some(-1), false);
-    s.tick(1045);
+    s.tick(1_044_999);
     assert!(rx.try_recv().unwrap().is_none(), "never before 45 s");
-    s.tick(1056);
-    assert_eq!(body(&mut rx).1["events"][0]["type"], "heartbeat", "at most 45 + 10 s (+1 for rounding)");
+    s.tick(1_055_000);
+    assert_eq!(body(&mut rx).1["events"][0]["type"], "heartbeat", "at most 45 + 10 s");
+    let jitter = s.reg.get(q).unwrap().jitter_secs;
+    assert!(jitter <= 10);
+    assert_eq!(s.reg.get(q).unwrap().jitter_secs, jitter);
 }
 
 #[test]
-fn tick_expires_idle_queues_once_a_minute() {
+fn tick_expires_idle_queues_once_a_minute_starting_a_minute_in() {
     let mut s = state();
     s.allocate(spec(7), 1000);
-    assert_eq!(s.tick(1000), 0);
-    // Collections at 1000, then at 1599 (idle 599 s: kept), then not before 1659.
-    assert_eq!(s.tick(1599), 0);
-    assert_eq!(s.tick(1601), 0);
-    assert_eq!(s.tick(1659), 1);
+    // Restored queues' clients get a minute from the start.
+    s.start_expiry(1599 - 60);
+    assert_eq!(s.tick(1_598_000), 0);
+    assert_eq!(s.tick(1_599_000), 0);
+    assert_eq!(s.tick(1_601_000), 0);
+    assert_eq!(s.tick(1_659_000), 1);
     assert_eq!(s.queue_count(), 0);
+}
+
+#[test]
+fn a_vanished_client_stops_counting_as_parked() {
+    let mut s = state();
+    let q = s.allocate(spec(7), 1000);
+    let rx = get(&mut s, 7, Some(q), Some(-1), false);
+    assert_eq!(s.counters().parked.load(std::sync::atomic::Ordering::Relaxed), 1);
+    drop(rx);
+    s.disconnected(q);
+    assert_eq!(s.counters().parked.load(std::sync::atomic::Ordering::Relaxed), 0);
+    s.disconnected(q);
+    assert_eq!(s.counters().parked.load(std::sync::atomic::Ordering::Relaxed), 0, "counted once");
 }
 
 #[test]

@@ -140,7 +140,8 @@ impl BenchArgs {
 
     fn write_json(&self, value: &impl serde::Serialize) -> Result<()> {
         if let Some(path) = &self.json {
-            std::fs::write(path, serde_json::to_vec_pretty(value)?).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(path, serde_json::to_vec_pretty(value)?)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(())
     }

@@ -77,7 +77,8 @@ impl Target {
     pub fn poll(&self, host: &str, cursor: &Cursor, dont_block: bool) -> Vec<u8> {
         match self {
             Target::Squall { .. } | Target::Hello => {
-                let mut path = format!("/api/v1/events?queue_id={}&last_event_id={}", cursor.queue_id, cursor.last_event_id);
+                let mut path =
+                    format!("/api/v1/events?queue_id={}&last_event_id={}", cursor.queue_id, cursor.last_event_id);
                 if dont_block {
                     path.push_str("&dont_block=true");
                 }
@@ -87,7 +88,10 @@ impl Target {
             Target::Nchan { channel } => {
                 let mut req = format!("GET /sub/{channel} HTTP/1.1\r\nHost: {host}\r\n");
                 if !cursor.etag.is_empty() {
-                    req.push_str(&format!("If-Modified-Since: {}\r\nIf-None-Match: {}\r\n", cursor.last_modified, cursor.etag));
+                    req.push_str(&format!(
+                        "If-Modified-Since: {}\r\nIf-None-Match: {}\r\n",
+                        cursor.last_modified, cursor.etag
+                    ));
                 }
                 req.push_str("\r\n");
                 req.into_bytes()

@@ -8,10 +8,10 @@
 //! channel buffers the rest, and only when that is full are notifications
 //! dropped (and logged) — the event path never waits for RabbitMQ.
 
-use crate::notify::{Notification, EMAIL_QUEUE, MOBILE_QUEUE};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use squall_gateway::notify::{Notification, EMAIL_QUEUE, MOBILE_QUEUE};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
