@@ -10,8 +10,18 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use std::net::SocketAddr;
 
-const RESPONSE: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 42\r\n\r\n{\"result\":\"success\",\"msg\":\"\",\"events\":[]}";
+/// The body Squall sends for a `dont_block` poll of an empty queue.
+const BODY: &str = r#"{"result":"success","msg":"","events":[]}"#;
+
+fn response() -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{BODY}", BODY.len())
+        .into_bytes()
+}
+
+thread_local! {
+    /// The one response, made once per thread.
+    static RESPONSE: &'static [u8] = Box::leak(response().into_boxed_slice());
+}
 
 /// Serves on `addr` with `threads` threads until killed.
 pub fn serve(addr: SocketAddr, threads: usize, io_uring: bool) -> Result<()> {
@@ -43,12 +53,13 @@ pub fn serve(addr: SocketAddr, threads: usize, io_uring: bool) -> Result<()> {
 }
 
 async fn connection(mut stream: TcpStream) {
+    let response: &'static [u8] = RESPONSE.with(|r| *r);
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk: Vec<u8> = Vec::with_capacity(4096);
     loop {
         while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
             pending.drain(..end + 4);
-            let (res, _) = stream.write_all(RESPONSE).await;
+            let (res, _) = stream.write_all(response).await;
             if res.is_err() {
                 return;
             }
