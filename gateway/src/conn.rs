@@ -3,84 +3,272 @@
 //! Routes: `/events` ([`crate::events`]), the event server's internal
 //! endpoints ([`crate::internal`]), `/metrics`, and everything else to the
 //! [`crate::backend::Backend`].
+//!
+//! The socket is split into a read half and a write half so that a read
+//! can stay in flight while a response is written. A parked long-poll
+//! waits on its [`Slot`] with one read pending: that read notices a client
+//! that goes away, and when the answer comes it stays in flight and
+//! receives the client's next poll. No read is ever cancelled on the event
+//! path. The only buffer a connection holds is its input buffer, which the
+//! pending read fills in place.
 
 use crate::ctx::CoreCtx;
-use crate::http::{self, Parsed};
+use crate::events::{self, Outcome};
+use crate::http::parse::{header_slots, parse_head, Head};
+use crate::http::response;
+use crate::park::{Answer, Slot};
+use crate::state::Item;
 use crate::stats::CoreStats;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
-use squall_proto::api::{ApiRequest, ApiResponse};
+use squall_proto::api::ApiResponse;
 use squall_proto::error::ApiError;
+use squall_proto::ids::QueueId;
+use std::net::IpAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 
-const READ_CHUNK: usize = 8192;
+/// Room a read asks for: a long-poll request fits with margin.
+const READ_ROOM: usize = 1024;
+/// An input buffer grown past this by a large request is not kept.
+const INPUT_KEEP_MAX: usize = 16 * 1024;
 
-/// Serves one connection until it closes.
-pub async fn serve(stream: TcpStream, ctx: Rc<CoreCtx>) {
+/// Serves one connection until it closes or is handed to another core.
+/// `pending` holds bytes already read from it (after a hand-off).
+pub async fn serve(stream: TcpStream, ctx: Rc<CoreCtx>, pending: Vec<u8>) {
     CoreStats::add(&ctx.counters().connections, 1);
-    serve_requests(stream, &ctx).await;
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
+    let (rd, wr) = stream.into_split();
+    let conn = Conn { rd, wr, input: pending, peer, slot: Slot::new() };
+    conn.run(&ctx).await;
     CoreStats::add(&ctx.counters().connections, -1);
 }
 
-async fn serve_requests(mut stream: TcpStream, ctx: &Rc<CoreCtx>) {
-    let peer = stream.peer_addr().ok().map(|a| a.ip());
-    let mut buf: Vec<u8> = Vec::new();
-    let mut chunk: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    loop {
-        match http::parse(&buf) {
-            Parsed::Complete(req, used) => {
-                buf.drain(..used);
-                CoreStats::bump(&ctx.counters().requests);
-                let head_only = req.api.method == "HEAD";
-                let mut keep_alive = req.keep_alive;
-                let req = ApiRequest { peer, ..req.api };
-                let Some(resp) = route(req, ctx, &mut stream, &mut buf).await else { return };
-                keep_alive &= !ctx.shutting_down.get();
-                let (res, _) = stream.write_all(http::response::to_bytes(&resp, keep_alive, head_only)).await;
-                if res.is_err() || !keep_alive {
+/// Adopts a connection another core handed over.
+pub fn adopt(fd: OwnedFd, pending: Vec<u8>, ctx: &Rc<CoreCtx>) {
+    // SAFETY: the fd is an open TCP socket whose ownership moves here.
+    let std = unsafe { std::net::TcpStream::from_raw_fd(fd.into_raw_fd()) };
+    match TcpStream::from_std(std) {
+        Ok(stream) => {
+            monoio::spawn(serve(stream, ctx.clone(), pending));
+        }
+        Err(e) => tracing::warn!(error = %e, "could not adopt a handed-over connection"),
+    }
+}
+
+struct Conn {
+    rd: OwnedReadHalf<TcpStream>,
+    wr: OwnedWriteHalf<TcpStream>,
+    /// Bytes read and not yet handled.
+    input: Vec<u8>,
+    peer: Option<IpAddr>,
+    /// Where a parked poll's answer arrives.
+    slot: Rc<Slot>,
+}
+
+/// What to do after handling the request at the front of the input.
+enum Next {
+    /// Write this and go on (or close if not kept alive).
+    Reply(Reply),
+    /// Wait for the answer of a poll parked on this queue.
+    Park(QueueId),
+    /// Give the connection to another core.
+    HandOff(u16),
+}
+
+enum Reply {
+    Events(Answer),
+    Api(ApiResponse),
+}
+
+impl Conn {
+    async fn run(mut self, ctx: &Rc<CoreCtx>) {
+        loop {
+            let mut slots = header_slots();
+            let parsed = match parse_head(&self.input, &mut slots) {
+                Ok(Some(head)) => {
+                    let facts = (head.total_len(), head.keep_alive, head.is("HEAD"));
+                    CoreStats::bump(&ctx.counters().requests);
+                    Some((route(&head, &self.input, self.peer, ctx, &self.slot).await, facts))
+                }
+                Ok(None) => None,
+                Err(invalid) => {
+                    let e = ApiError::new(invalid.0, "BAD_REQUEST", invalid.1);
+                    self.write(Reply::Api(e.into()), false, false).await;
                     return;
                 }
-            }
-            Parsed::Incomplete => {
-                chunk.clear();
-                let (res, back) = stream.read(chunk).await;
-                chunk = back;
-                match res {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            };
+            let Some((next, (used, keep_alive, head_only))) = parsed else {
+                match self.fill().await {
+                    Ok(n) if n > 0 => continue,
+                    _ => return,
+                }
+            };
+            let keep_alive = keep_alive && !ctx.shutting_down.get();
+            match next {
+                Next::HandOff(core) => {
+                    self.hand_off(core, ctx);
+                    return;
+                }
+                Next::Reply(reply) => {
+                    self.consume(used);
+                    if !self.write(reply, keep_alive, head_only).await || !keep_alive {
+                        return;
+                    }
+                }
+                Next::Park(queue_id) => {
+                    self.consume(used);
+                    if !self.park(queue_id, keep_alive, head_only, ctx).await {
+                        return;
+                    }
                 }
             }
-            Parsed::Invalid(status, reason) => {
-                let resp: ApiResponse = ApiError { status, ..ApiError::bad_request(reason) }.into();
-                let _ = stream.write_all(http::response::to_bytes(&resp, false, false)).await;
+        }
+    }
+
+    /// Drops a handled request from the input.
+    fn consume(&mut self, used: usize) {
+        self.input.drain(..used);
+        if self.input.is_empty() && self.input.capacity() > INPUT_KEEP_MAX {
+            self.input = Vec::new();
+        }
+    }
+
+    /// Reads more input in place; returns the bytes read (0: closed).
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        let (res, buf) = read_into(&mut self.rd, std::mem::take(&mut self.input)).await;
+        self.input = buf;
+        res
+    }
+
+    /// Waits for a parked poll's answer with a read in flight; writes the
+    /// answer; collects what the read brings (the next poll). False when
+    /// the connection is done.
+    async fn park(&mut self, queue_id: QueueId, keep_alive: bool, head_only: bool, ctx: &CoreCtx) -> bool {
+        let reading = read_into(&mut self.rd, std::mem::take(&mut self.input));
+        let mut reading = std::pin::pin!(reading);
+        let answer = monoio::select! {
+            a = self.slot.wait() => a,
+            (res, buf) = &mut reading => {
+                self.input = buf;
+                if !matches!(res, Ok(n) if n > 0) {
+                    // The client left while parked.
+                    self.slot.set_gone();
+                    ctx.state.borrow_mut().disconnected(queue_id);
+                    return false;
+                }
+                // A pipelined request: it waits until this poll is answered.
+                let answer = self.slot.wait().await;
+                return write_reply(&mut self.wr, Reply::Events(answer), keep_alive, head_only).await && keep_alive;
+            }
+        };
+        if !write_reply(&mut self.wr, Reply::Events(answer), keep_alive, head_only).await || !keep_alive {
+            return false;
+        }
+        let (res, buf) = reading.await;
+        self.input = buf;
+        matches!(res, Ok(n) if n > 0)
+    }
+
+    async fn write(&mut self, reply: Reply, keep_alive: bool, head_only: bool) -> bool {
+        write_reply(&mut self.wr, reply, keep_alive, head_only).await
+    }
+
+    /// Gives the socket and the unhandled input (the request that named
+    /// `core`, and anything after it) to `core`.
+    fn hand_off(self, core: u16, ctx: &CoreCtx) {
+        let Conn { rd, wr, input, .. } = self;
+        let Ok(stream) = rd.reunite(wr) else { return };
+        // No operation is in flight here: the last read has completed.
+        // SAFETY: into_raw_fd gives up ownership of an open socket.
+        let fd = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
+        let Some(inbox) = ctx.inboxes.get(core as usize) else { return };
+        CoreStats::bump(&ctx.counters().handoffs);
+        if inbox.push(Item::Connection { fd, pending: input }).is_err() {
+            // Overloaded: the client reconnects (its queue is unaffected).
+            tracing::warn!(core, "inbox full: a connection handed over was closed");
+        }
+    }
+}
+
+/// Handles what reached this core's inbox before now: a notice from a
+/// request that has already returned must be in the queues before a poll
+/// that came after it is answered, as it would be for a poll handed over
+/// from another core.
+fn drain_inbox(ctx: &Rc<CoreCtx>) {
+    let inbox = &ctx.inboxes[ctx.shard.core as usize];
+    let now_ms = ctx.clock.now_ms();
+    while let Some(item) = inbox.try_pop() {
+        let left = ctx.state.borrow_mut().handle(item, now_ms);
+        match left {
+            None => {}
+            Some(Item::Connection { fd, pending }) => adopt(fd, pending, ctx),
+            Some(stop) => {
+                // Shutting down: leave that to the core's loop.
+                let _ = inbox.push(stop);
                 return;
             }
         }
     }
 }
 
-/// Answers one request; `None` when the client went away while waiting.
-async fn route(
-    req: ApiRequest,
-    ctx: &Rc<CoreCtx>,
-    stream: &mut TcpStream,
-    pending: &mut Vec<u8>,
-) -> Option<ApiResponse> {
-    let path = req.path.trim_end_matches('/');
-    if crate::events::is_events_path(path) {
-        return crate::events::handle(req, ctx, stream, pending).await;
+/// Reads into the spare room of `buf` (grown to [`READ_ROOM`] if needed),
+/// returning it with the read's result.
+async fn read_into(rd: &mut OwnedReadHalf<TcpStream>, mut buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
+    if buf.capacity() - buf.len() < READ_ROOM / 2 {
+        buf.reserve(READ_ROOM);
     }
+    let (len, cap) = (buf.len(), buf.capacity());
+    let (res, slice) = rd.read(buf.slice_mut(len..cap)).await;
+    (res, slice.into_inner())
+}
+
+/// Writes a reply; false if the connection failed.
+async fn write_reply(wr: &mut OwnedWriteHalf<TcpStream>, reply: Reply, keep_alive: bool, head_only: bool) -> bool {
+    let mut out = crate::pool::take();
+    match reply {
+        Reply::Events(a) => {
+            let vary: &[(&str, &str)] = if a.deferred { &[("Vary", "Accept-Language, Cookie")] } else { &[] };
+            response::write_json(&mut out, a.status, vary, &a.body, keep_alive, head_only);
+            crate::pool::give(a.body);
+        }
+        Reply::Api(r) => {
+            out.extend_from_slice(&response::to_bytes(&r, keep_alive, head_only));
+        }
+    }
+    let (res, out) = wr.write_all(out).await;
+    crate::pool::give(out);
+    res.is_ok()
+}
+
+/// Answers one request; the reply, a parked poll or a hand-off.
+async fn route(head: &Head<'_>, buf: &[u8], peer: Option<IpAddr>, ctx: &Rc<CoreCtx>, slot: &Rc<Slot>) -> Next {
+    let path = head.path.trim_end_matches('/');
+    if events::is_events_path(path) {
+        drain_inbox(ctx);
+        return match events::handle(head, buf, peer, ctx, slot).await {
+            Outcome::Answer(a) => Next::Reply(Reply::Events(a)),
+            Outcome::Response(r) => Next::Reply(Reply::Api(r)),
+            Outcome::Parked(q) => Next::Park(q),
+            Outcome::HandOff(core) => Next::HandOff(core),
+        };
+    }
+    let req = match head.to_api_request(buf, peer) {
+        Ok(r) => r,
+        Err(invalid) => return Next::Reply(Reply::Api(ApiError::new(invalid.0, "BAD_REQUEST", invalid.1).into())),
+    };
     if path.starts_with("/api/internal/") {
-        return Some(crate::internal::handle(&req, ctx).await);
+        return Next::Reply(Reply::Api(crate::internal::handle(&req, ctx).await));
     }
     if path == "/metrics" {
-        return Some(metrics(&req, ctx));
+        return Next::Reply(Reply::Api(metrics(&req, ctx)));
     }
-    Some(ctx.backend.handle(req).await)
+    Next::Reply(Reply::Api(ctx.backend.handle(req).await))
 }
 
 /// `GET /metrics`: Prometheus text, for loopback peers only.
-fn metrics(req: &ApiRequest, ctx: &CoreCtx) -> ApiResponse {
+fn metrics(req: &squall_proto::api::ApiRequest, ctx: &CoreCtx) -> ApiResponse {
     if !req.peer.is_some_and(|p| p.is_loopback()) {
         return ApiError::not_found().into();
     }

@@ -1,17 +1,18 @@
 //! Zulip's client descriptor: one event queue with its options, its parked
 //! long-poll (if any) and its timing facts.
 
+use crate::park::Slot;
 use crate::queue::EventQueue;
-use futures_channel::oneshot;
-use squall_proto::api::ApiResponse;
 use squall_proto::queue_spec::QueueSpec;
+use std::rc::Rc;
 
 /// Zulip's client descriptor.
 pub struct Descriptor {
     pub(crate) spec: QueueSpec,
     pub(crate) queue: EventQueue,
     pub(crate) last_connection_time: u64,
-    pub(crate) waiter: Option<oneshot::Sender<ApiResponse>>,
+    /// The parked poll's connection, if one waits.
+    pub(crate) waiter: Option<Rc<Slot>>,
     /// When the parked poll gets a heartbeat (unix ms).
     pub(crate) heartbeat_due: Option<u64>,
     /// Whether the heartbeat heap holds an entry for this queue (at most one).
@@ -37,6 +38,6 @@ impl Descriptor {
 
     /// Whether a client is waiting (and has not gone away).
     pub(crate) fn parked(&self) -> bool {
-        self.waiter.as_ref().is_some_and(|w| !w.is_canceled())
+        self.waiter.as_ref().is_some_and(|w| !w.is_gone())
     }
 }

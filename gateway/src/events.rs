@@ -1,14 +1,21 @@
-//! `GET` and `DELETE /api/v1/events` (and `/json/events`) at the edge:
-//! authenticate (per-core cache, else the backend), read the parameters,
-//! find the owner core from the queue id, hand the call to it (directly when
-//! it is this core, through its inbox otherwise) and wait for the answer
-//! while watching the socket for the client going away.
+//! `GET` and `DELETE /api/v1/events` (and `/json/events`) at the edge.
+//!
+//! A request naming a queue of another core hands the whole connection to
+//! that core ([`Outcome::HandOff`]): from then on the client's polls are
+//! served where its queue lives, with no cross-core traffic per poll. On the
+//! owner core the request is authenticated (per-core cache, else the
+//! backend) and given to the core's state, which answers at once or parks
+//! the connection's [`Slot`].
+//!
+//! The common poll (`GET` with only `queue_id`, `last_event_id` and
+//! `dont_block` in the query) is read straight from the request bytes;
+//! anything else goes through the full parameter rules of
+//! `squall_proto::api::Params`, with the same results.
 
 use crate::ctx::CoreCtx;
-use crate::state::{bad_queue, EventsCall, EventsOp, Item};
-use futures_channel::oneshot;
-use monoio::io::{CancelableAsyncReadRent, Canceller};
-use monoio::net::TcpStream;
+use crate::http::parse::Head;
+use crate::park::{Answer, Slot};
+use crate::state::{bad_queue, EventsOp, PollResult};
 use squall_proto::api::{client_name_from_user_agent, ApiRequest, ApiResponse, Params};
 use squall_proto::error::ApiError;
 use squall_proto::ids::QueueId;
@@ -17,83 +24,97 @@ use squall_proto::user::AuthedUser;
 use std::rc::Rc;
 use std::time::Instant;
 
-/// Whether `path` (without query, trailing slash trimmed) is the events
-/// endpoint.
+/// Whether `path` (trailing slash trimmed) is the events endpoint.
 pub fn is_events_path(path: &str) -> bool {
     path == "/api/v1/events" || path == "/json/events"
 }
 
-/// Answers one `/events` request; `None` when the client went away while
-/// its poll was parked. `pending` collects bytes of a pipelined next request
-/// read while waiting.
-pub async fn handle(
-    req: ApiRequest,
-    ctx: &Rc<CoreCtx>,
-    stream: &mut TcpStream,
-    pending: &mut Vec<u8>,
-) -> Option<ApiResponse> {
-    let method = if req.method == "HEAD" { "GET" } else { req.method.as_str() };
-    if method == "OPTIONS" {
-        return Some(ApiResponse::options(&["GET", "DELETE"]));
-    }
-    if method != "GET" && method != "DELETE" {
-        return Some(ApiResponse::method_not_allowed(&["GET", "DELETE"]));
-    }
-    if ctx.shutting_down.get() {
-        return Some(ApiError::busy("The server is restarting; try again").into());
-    }
-    let user = match authenticate(&req, ctx).await {
-        Ok(u) => u,
-        Err(e) => return Some(e.into()),
-    };
-    let (core, op) = match parse_call(&req, method, &user, ctx) {
-        Ok(c) => c,
-        Err(resp) => return Some(resp),
-    };
-    let polled = match &op {
-        EventsOp::Get { queue_id: Some(q), dont_block: false, .. } => Some(*q),
-        _ => None,
-    };
-    let (reply, rx) = oneshot::channel();
-    let call = EventsCall { user_id: user.id, op, reply };
-    if core == ctx.shard.core {
-        let now_ms = ctx.clock.now_ms();
-        let mut state = ctx.state.borrow_mut();
-        // What reached this core's inbox before this request (a notice
-        // from a request that has already returned) comes first, as it
-        // would for a request handed over from another core.
-        let inbox = &ctx.inboxes[core as usize];
-        while let Some(item) = inbox.try_pop() {
-            if let Some(stop) = state.handle(item, now_ms) {
-                // Shutting down: leave that to the core's loop.
-                let _ = inbox.push(stop);
-                break;
-            }
-        }
-        state.events(call, now_ms);
-    } else if ctx.inboxes[core as usize].push(Item::Events(call)).is_err() {
-        return Some(ApiError::busy("Server is busy; try again").into());
-    }
-    let Some(answer) = wait_or_disconnect(rx, stream, pending).await else {
-        // The client left while parked: the owner stops counting it as
-        // connected now rather than at the next expiry pass.
-        if let Some(q) = polled {
-            if core == ctx.shard.core {
-                ctx.state.borrow_mut().disconnected(q);
-            } else {
-                // Best effort: if the inbox is full, expiry notices later.
-                let _ = ctx.inboxes[core as usize].push(Item::Disconnected(q));
-            }
-        }
-        return None;
-    };
-    // The owner only drops a call when it stops.
-    Some(answer.unwrap_or_else(|_| ApiError::busy("The server is restarting; try again").into()))
+/// What the connection does with an `/events` request.
+pub enum Outcome {
+    /// Write this answer from the core.
+    Answer(Answer),
+    /// Write this response.
+    Response(ApiResponse),
+    /// The poll is parked on this queue: wait on the connection's slot.
+    Parked(QueueId),
+    /// Give the connection (and the request, unread) to this core.
+    HandOff(u16),
 }
 
-async fn authenticate(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> Result<AuthedUser, ApiError> {
-    let authorization = req.header("authorization").unwrap_or("");
-    let host = req.header("host").unwrap_or("");
+/// Handles one `/events` request whose head is `head` (from `buf`).
+pub async fn handle(
+    head: &Head<'_>,
+    buf: &[u8],
+    peer: Option<std::net::IpAddr>,
+    ctx: &Rc<CoreCtx>,
+    slot: &Rc<Slot>,
+) -> Outcome {
+    let method = if head.is("HEAD") { "GET" } else { head.method };
+    if method.eq_ignore_ascii_case("OPTIONS") {
+        return Outcome::Response(ApiResponse::options(&["GET", "DELETE"]));
+    }
+    let delete = method.eq_ignore_ascii_case("DELETE");
+    if !delete && !method.eq_ignore_ascii_case("GET") {
+        return Outcome::Response(ApiResponse::method_not_allowed(&["GET", "DELETE"]));
+    }
+    if ctx.shutting_down.get() {
+        return Outcome::Response(ApiError::busy("The server is restarting; try again").into());
+    }
+    let fast = if delete { None } else { FastPoll::read(head) };
+    // A queue of another core: hand over before doing anything else.
+    if let Some(core) = fast.as_ref().and_then(|f| remote_owner(ctx, f.queue_id)) {
+        return Outcome::HandOff(core);
+    }
+    let req = match head.to_api_request(buf, peer) {
+        Ok(r) => r,
+        Err(invalid) => return Outcome::Response(ApiError::new(invalid.0, "BAD_REQUEST", invalid.1).into()),
+    };
+    let user = match authenticate(head, &req, ctx).await {
+        Ok(u) => u,
+        Err(e) => return Outcome::Response(e.into()),
+    };
+    let op = match fast {
+        Some(f) => {
+            EventsOp::Poll { queue_id: f.queue_id, last_event_id: Some(f.last_event_id), dont_block: f.dont_block }
+        }
+        None => match parse_op(&req, delete, &user) {
+            Ok(op) => op,
+            Err(resp) => return Outcome::Response(resp),
+        },
+    };
+    let owner = match &op {
+        EventsOp::Poll { queue_id, .. } | EventsOp::Delete { queue_id } => {
+            // A queue no core of this node can hold is this core's to refuse.
+            remote_owner(ctx, *queue_id).unwrap_or(ctx.shard.core)
+        }
+        EventsOp::Create { .. } => ctx.topo.shard_of(user.id).core,
+    };
+    if owner != ctx.shard.core {
+        return Outcome::HandOff(owner);
+    }
+    let parked = match &op {
+        EventsOp::Poll { queue_id, .. } => Some(*queue_id),
+        _ => None,
+    };
+    let now_ms = ctx.clock.now_ms();
+    match ctx.state.borrow_mut().events(user.id, op, slot, now_ms) {
+        PollResult::Answer(a) => Outcome::Answer(a),
+        PollResult::Parked => match parked {
+            Some(q) => Outcome::Parked(q),
+            None => Outcome::Response(ApiError::internal("a poll without a queue parked").into()),
+        },
+    }
+}
+
+/// The core owning `q` if it is another core of this node.
+fn remote_owner(ctx: &CoreCtx, q: QueueId) -> Option<u16> {
+    (q.shard.node == ctx.shard.node && q.shard.core < ctx.topo.cores && q.shard.core != ctx.shard.core)
+        .then_some(q.shard.core)
+}
+
+async fn authenticate(head: &Head<'_>, req: &ApiRequest, ctx: &Rc<CoreCtx>) -> Result<AuthedUser, ApiError> {
+    let authorization = head.header("authorization").unwrap_or(b"");
+    let host = head.header("host").unwrap_or(b"");
     if let Some(user) = ctx.auth_cache.borrow().get(authorization, host, Instant::now()) {
         return Ok(user);
     }
@@ -109,77 +130,114 @@ async fn authenticate(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> Result<AuthedUser,
     Ok(user)
 }
 
-/// Waits for the owner's answer while watching the socket: a read of 0
-/// bytes means the client left. The probe read is cancelled (not dropped)
-/// when the answer comes first, and awaited, so a byte it did receive (the
-/// start of a pipelined request) is kept for the next parse rather than
-/// swallowed by an orphaned in-flight read.
-async fn wait_or_disconnect(
-    rx: oneshot::Receiver<ApiResponse>,
-    stream: &mut TcpStream,
-    pending: &mut Vec<u8>,
-) -> Option<Result<ApiResponse, oneshot::Canceled>> {
-    let mut rx = rx;
-    let canceller = Canceller::new();
-    let probe = stream.cancelable_read(Vec::with_capacity(1), canceller.handle());
-    let mut probe = std::pin::pin!(probe);
-    let answer = monoio::select! {
-        r = &mut rx => r,
-        (res, b) = &mut probe => {
-            match res {
-                Ok(n) if n > 0 => {
-                    pending.extend_from_slice(&b[..n]);
-                    return Some(rx.await);
-                }
-                _ => return None,
-            }
-        }
-    };
-    canceller.cancel();
-    let (res, b) = probe.await;
-    if let Ok(n) = res {
-        if n == 0 {
-            // The client closed while we were answering.
-            return None;
-        }
-        pending.extend_from_slice(&b[..n]);
-    }
-    Some(answer)
+/// The common poll, read from the query string without allocating.
+#[derive(Debug, PartialEq)]
+struct FastPoll {
+    queue_id: QueueId,
+    last_event_id: i64,
+    dont_block: bool,
 }
 
-/// Reads the `/events` parameters; returns the owner core and operation.
-fn parse_call(
-    req: &ApiRequest,
-    method: &str,
-    user: &AuthedUser,
-    ctx: &CoreCtx,
-) -> Result<(u16, EventsOp), ApiResponse> {
+impl FastPoll {
+    /// `GET` with no body and a query of exactly `queue_id`,
+    /// `last_event_id` and optionally `dont_block`, each once, nothing
+    /// encoded; `None` sends the request down the general path.
+    fn read(head: &Head<'_>) -> Option<FastPoll> {
+        if head.body_len != 0 || head.query.contains(['%', '+']) {
+            return None;
+        }
+        let (mut queue_id, mut last, mut dont_block) = (None, None, None);
+        for pair in head.query.split('&') {
+            let (k, v) = pair.split_once('=')?;
+            let slot = match k {
+                "queue_id" => &mut queue_id,
+                "last_event_id" => &mut last,
+                "dont_block" => &mut dont_block,
+                _ => return None,
+            };
+            if slot.replace(v).is_some() {
+                return None;
+            }
+        }
+        let dont_block = match dont_block {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return None,
+        };
+        let last_event_id = last?;
+        // JSON integers only: no leading '+', no leading zeros, no spaces.
+        let digits = last_event_id.strip_prefix('-').unwrap_or(last_event_id);
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || (digits.len() > 1 && digits.starts_with('0'))
+        {
+            return None;
+        }
+        Some(FastPoll { queue_id: QueueId::parse(queue_id?)?, last_event_id: last_event_id.parse().ok()?, dont_block })
+    }
+}
+
+/// Reads the `/events` parameters with Zulip's rules.
+fn parse_op(req: &ApiRequest, delete: bool, user: &AuthedUser) -> Result<EventsOp, ApiResponse> {
     let err = |e: ApiError| ApiResponse::from(e);
     let mut p = Params::from_request(req).map_err(err)?;
-    let owner = |q: &str| -> Result<(u16, QueueId), ApiResponse> {
-        match QueueId::parse(q) {
-            Some(id) if id.shard.node == ctx.shard.node && id.shard.core < ctx.topo.cores => Ok((id.shard.core, id)),
-            _ => Err(bad_queue(q)),
-        }
-    };
-    if method == "DELETE" {
-        let (core, queue_id) = owner(&p.req_str("queue_id").map_err(err)?)?;
-        return Ok((core, EventsOp::Delete { queue_id }));
+    let queue = |q: String| QueueId::parse(&q).ok_or_else(|| err(bad_queue(&q)));
+    if delete {
+        return Ok(EventsOp::Delete { queue_id: queue(p.req_str("queue_id").map_err(err)?)? });
     }
     let client = p.str("client").unwrap_or_else(|| client_name_from_user_agent(req.header("user-agent")));
-    let new_queue = Box::new(queue_spec(user, client, req.header("user-agent"), None, &mut p, false).map_err(err)?);
+    let spec = Box::new(queue_spec(user, client, req.header("user-agent"), None, &mut p, false).map_err(err)?);
     let queue_id = p.str("queue_id");
     let last_event_id = p.int("last_event_id").map_err(err)?;
     let dont_block = p.bool("dont_block").map_err(err)?.unwrap_or(false);
-    let (core, queue_id) = match queue_id {
-        None => (ctx.topo.shard_of(user.id).core, None),
+    Ok(match queue_id {
+        None => EventsOp::Create { dont_block, spec },
         Some(q) => {
             if last_event_id.is_none() {
                 return Err(err(ApiError::bad_request("Missing 'last_event_id' argument")));
             }
-            let (core, id) = owner(&q)?;
-            (core, Some(id))
+            EventsOp::Poll { queue_id: queue(q)?, last_event_id, dont_block }
         }
-    };
-    Ok((core, EventsOp::Get { queue_id, last_event_id, dont_block, new_queue }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse::{header_slots, parse_head};
+
+    fn fast(query: &str) -> Option<FastPoll> {
+        let raw = format!("GET /api/v1/events?{query} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut slots = header_slots();
+        let head = parse_head(raw.as_bytes(), &mut slots).unwrap().unwrap();
+        FastPoll::read(&head)
+    }
+
+    #[test]
+    fn the_common_poll_is_read_without_the_general_rules() {
+        let q = "0-1-000000000000000000000000deadbeef";
+        let id = QueueId::parse(q).unwrap();
+        assert_eq!(
+            fast(&format!("queue_id={q}&last_event_id=-1")),
+            Some(FastPoll { queue_id: id, last_event_id: -1, dont_block: false })
+        );
+        assert_eq!(
+            fast(&format!("last_event_id=12&dont_block=true&queue_id={q}")),
+            Some(FastPoll { queue_id: id, last_event_id: 12, dont_block: true })
+        );
+        // Everything else takes the general path, which reports errors as Zulip does.
+        for other in [
+            format!("queue_id={q}"),
+            format!("queue_id={q}&last_event_id=01"),
+            format!("queue_id={q}&last_event_id=1.0"),
+            format!("queue_id={q}&last_event_id=%2D1"),
+            format!("queue_id={q}&last_event_id=1&dont_block=yes"),
+            format!("queue_id={q}&last_event_id=1&apply_markdown=true"),
+            format!("queue_id={q}&last_event_id=1&last_event_id=2"),
+            format!("queue_id=nope&last_event_id=1"),
+            "dont_block=true".to_owned(),
+        ] {
+            assert_eq!(fast(&other), None, "{other}");
+        }
+    }
 }

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use squall_proto::flags;
 use std::collections::VecDeque;
-use std::fmt::Write;
 use std::rc::Rc;
 
 /// The body of a queued event (its `id` is added when rendering).
@@ -54,34 +53,67 @@ impl QueuedEvent {
         }
     }
 
-    /// Appends this event as a JSON object to `out`.
-    pub fn render(&self, out: &mut String) {
+    /// Appends this event as a JSON object to `out`; allocates nothing.
+    pub fn render(&self, out: &mut Vec<u8>) {
         match &self.body {
             EventBody::Shared(json) => {
                 // `json` is a non-empty serialised object: "{...}".
                 let inner = json.strip_prefix('{').unwrap_or("}");
-                let _ = write!(out, "{{\"id\":{}", self.id);
+                out.extend_from_slice(b"{\"id\":");
+                push_int(out, self.id);
                 if inner != "}" {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(inner);
+                out.extend_from_slice(inner.as_bytes());
             }
             EventBody::Message { payload, flags: bits, local_message_id } => {
-                out.push_str("{\"type\":\"message\",\"message\":");
-                out.push_str(payload);
-                out.push_str(",\"flags\":");
-                out.push_str(&serde_json::to_string(&flags::api_names(*bits)).unwrap_or_else(|_| "[]".into()));
-                if let Some(local) = local_message_id {
-                    out.push_str(",\"local_message_id\":");
-                    out.push_str(&serde_json::to_string(local).unwrap_or_else(|_| "null".into()));
+                out.extend_from_slice(b"{\"type\":\"message\",\"message\":");
+                out.extend_from_slice(payload.as_bytes());
+                out.extend_from_slice(b",\"flags\":[");
+                for (i, name) in flags::api_names(*bits).into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'"');
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(b'"');
                 }
-                let _ = write!(out, ",\"id\":{}}}", self.id);
+                out.push(b']');
+                if let Some(local) = local_message_id {
+                    out.extend_from_slice(b",\"local_message_id\":");
+                    // Writing a string into a Vec cannot fail.
+                    let _ = serde_json::to_writer(&mut *out, local);
+                }
+                out.extend_from_slice(b",\"id\":");
+                push_int(out, self.id);
+                out.push(b'}');
             }
             EventBody::Heartbeat => {
-                let _ = write!(out, "{{\"type\":\"heartbeat\",\"id\":{}}}", self.id);
+                out.extend_from_slice(b"{\"type\":\"heartbeat\",\"id\":");
+                push_int(out, self.id);
+                out.push(b'}');
             }
         }
     }
+}
+
+/// Appends `n` in decimal.
+pub fn push_int(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Why a poll was refused (Zulip's messages).
@@ -252,9 +284,9 @@ impl EventQueue {
             .events
             .iter()
             .filter_map(|e| {
-                let mut s = String::new();
+                let mut s = Vec::new();
                 e.render(&mut s);
-                let mut v: Value = serde_json::from_str(&s).ok()?;
+                let mut v: Value = serde_json::from_slice(&s).ok()?;
                 if let (Some(internal), Value::Object(m)) = (&e.internal, &mut v) {
                     m.insert("internal_data".into(), serde_json::to_value(&**internal).ok()?);
                 }
@@ -317,19 +349,26 @@ impl EventQueue {
         self.events.iter()
     }
 
-    /// The JSON array of pending events. Reading ends compression: virtual
-    /// events are materialised first.
-    pub fn render_events(&mut self) -> String {
+    /// Appends the JSON array of pending events to `out`. Reading ends
+    /// compression: virtual events are materialised first.
+    pub fn render_events_into(&mut self, out: &mut Vec<u8>) {
         self.materialize();
-        let mut out = String::from("[");
+        out.push(b'[');
         for (i, e) in self.events.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            e.render(&mut out);
+            e.render(out);
         }
-        out.push(']');
-        out
+        out.push(b']');
+    }
+
+    /// The JSON array of pending events, as a string.
+    pub fn render_events(&mut self) -> String {
+        let mut out = Vec::new();
+        self.render_events_into(&mut out);
+        // Only UTF-8 goes in: JSON text and ASCII.
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 

@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::ctx::CoreCtx;
 use crate::inbox::Inbox;
 use crate::notify::Notification;
-use crate::state::{CoreState, Timing};
+use crate::state::{CoreState, Item, Timing};
 use crate::stats::Stats;
 use squall_proto::Shard;
 use squall_shard_router::placement::Topology;
@@ -154,7 +154,7 @@ async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<CoreCtx>) {
             Ok(_) if ctx.shutting_down.get() => {}
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(crate::conn::serve(stream, ctx.clone()));
+                monoio::spawn(crate::conn::serve(stream, ctx.clone(), Vec::new()));
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
@@ -180,8 +180,11 @@ async fn tick_loop(ctx: Rc<CoreCtx>, every: Duration) {
 async fn drain_inbox(inbox: &Inbox, ctx: &Rc<CoreCtx>) {
     loop {
         let item = inbox.pop().await;
-        if ctx.state.borrow_mut().handle(item, ctx.clock.now_ms()).is_some() {
-            return;
+        let left = ctx.state.borrow_mut().handle(item, ctx.clock.now_ms());
+        match left {
+            None => {}
+            Some(Item::Connection { fd, pending }) => crate::conn::adopt(fd, pending, ctx),
+            Some(_) => return,
         }
     }
 }

@@ -8,12 +8,12 @@
 
 use crate::descriptor::Descriptor;
 use crate::notify::{on_last_queue_gone, Notification};
+use crate::park::{Answer, Slot};
 use crate::queue::{EventBody, EventQueue};
 use crate::registry::Registry;
 use crate::stats::{CoreStats, Stats};
 use futures_channel::oneshot;
 use serde_json::Value;
-use squall_proto::api::ApiResponse;
 use squall_proto::envelope::Notice;
 use squall_proto::error::ApiError;
 use squall_proto::ids::QueueId;
@@ -21,6 +21,7 @@ use squall_proto::queue_spec::QueueSpec;
 use squall_proto::Shard;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// How often each core collects expired queues (Zulip: 60 s).
@@ -46,8 +47,15 @@ pub enum Item {
     },
     /// Deliver an event.
     Notice(Notice),
-    /// A `/events` request handed to this core.
-    Events(EventsCall),
+    /// A client connection handed over by another core: its socket and
+    /// the bytes already read from it (the request that named this core's
+    /// queue, and anything after it).
+    Connection {
+        /// The socket, owned from now on by this core.
+        fd: std::os::fd::OwnedFd,
+        /// Bytes read but not yet handled.
+        pending: Vec<u8>,
+    },
     /// Send `web_reload_client` to up to `max` restored queues.
     Reload {
         /// At most this many.
@@ -63,29 +71,35 @@ pub enum Item {
     Shutdown,
 }
 
-/// A `/events` request for the owning core.
-pub struct EventsCall {
-    /// The authenticated user.
-    pub user_id: i64,
-    /// What to do.
-    pub op: EventsOp,
-    /// Where the response goes (possibly much later, for a long-poll).
-    pub reply: oneshot::Sender<ApiResponse>,
+/// What became of a `/events` call.
+#[derive(Debug)]
+pub enum PollResult {
+    /// Answered at once.
+    Answer(Answer),
+    /// Parked: the answer will come through the connection's slot.
+    Parked,
 }
 
 /// `GET` or `DELETE /events`.
+#[derive(Debug)]
 pub enum EventsOp {
-    /// Poll (or create with `dont_block` and no queue id).
-    Get {
-        /// Queue to poll; `None` to create one.
-        queue_id: Option<QueueId>,
-        /// Highest event id the client has processed.
+    /// Poll a queue.
+    Poll {
+        /// The queue.
+        queue_id: QueueId,
+        /// Highest event id the client has processed (required; its
+        /// absence is reported by the core, after the queue check).
         last_event_id: Option<i64>,
         /// Answer at once even if empty.
         dont_block: bool,
-        /// Options for a queue created by this request (boxed: it is large
-        /// and most polls do not create a queue).
-        new_queue: Box<QueueSpec>,
+    },
+    /// `GET` without a queue id: creates one with `dont_block`, else is an
+    /// error.
+    Create {
+        /// Answer at once (required for creation).
+        dont_block: bool,
+        /// The new queue's options (boxed: it is large).
+        spec: Box<QueueSpec>,
     },
     /// Delete a queue.
     Delete {
@@ -127,31 +141,27 @@ pub struct CoreState {
     stats: Arc<Stats>,
 }
 
-fn success_body(events: &str, queue_id: Option<QueueId>) -> Vec<u8> {
-    let mut s = String::with_capacity(events.len() + 96);
-    s.push_str("{\"result\":\"success\",\"msg\":\"\",\"events\":");
-    s.push_str(events);
+/// A success body with the queue's pending events (and, for deferred
+/// answers, its id), rendered into a pooled buffer.
+fn events_answer(d: &mut Descriptor, queue_id: Option<QueueId>) -> Answer {
+    let mut body = crate::pool::take();
+    body.extend_from_slice(b"{\"result\":\"success\",\"msg\":\"\",\"events\":");
+    d.queue.render_events_into(&mut body);
     if let Some(q) = queue_id {
-        s.push_str(",\"queue_id\":\"");
-        s.push_str(&q.to_string());
-        s.push('"');
+        // Writing into a Vec cannot fail.
+        let _ = std::io::Write::write_fmt(&mut body, format_args!(",\"queue_id\":\"{q}\""));
     }
-    s.push('}');
-    s.into_bytes()
+    body.push(b'}');
+    Answer { status: 200, body, deferred: queue_id.is_some() }
+}
+
+fn error_answer(e: ApiError) -> Answer {
+    Answer { status: e.status, body: e.body(), deferred: false }
 }
 
 /// `BAD_EVENT_QUEUE_ID`, exactly as Zulip returns it.
-pub fn bad_queue(queue_id: &str) -> ApiResponse {
-    ApiError::with_code("BAD_EVENT_QUEUE_ID", format!("Bad event queue ID: {queue_id}"))
-        .field("queue_id", queue_id)
-        .into()
-}
-
-/// A deferred (long-poll) completion always carries `queue_id`.
-fn deferred(queue_id: QueueId, d: &mut Descriptor) -> ApiResponse {
-    let mut r = ApiResponse::json(200, success_body(&d.queue.render_events(), Some(queue_id)));
-    r.headers.push(("Vary", "Accept-Language, Cookie".into()));
-    r
+pub fn bad_queue(queue_id: &str) -> ApiError {
+    ApiError::with_code("BAD_EVENT_QUEUE_ID", format!("Bad event queue ID: {queue_id}")).field("queue_id", queue_id)
 }
 
 impl CoreState {
@@ -238,21 +248,22 @@ impl CoreState {
     pub(crate) fn complete(&mut self, queue_id: QueueId) {
         let stats = self.stats.clone();
         let Some(d) = self.reg.get_mut(queue_id) else { return };
-        let Some(w) = d.waiter.take() else { return };
+        let Some(slot) = d.waiter.take() else { return };
         d.heartbeat_due = None;
         let c = stats.core(self.shard.core);
         CoreStats::add(&c.parked, -1);
         if !d.queue.is_empty() {
             CoreStats::bump(&c.deliveries);
         }
-        let _ = w.send(deferred(queue_id, d));
+        slot.fulfil(events_answer(d, Some(queue_id)));
     }
 
-    /// Handles one inbox item at `now_ms` (unix milliseconds). Gives
-    /// [`Item::Shutdown`] back: stopping is the caller's business.
+    /// Handles one inbox item at `now_ms` (unix milliseconds). Gives back
+    /// what is not the state's business: [`Item::Shutdown`] and handed-over
+    /// connections.
     pub fn handle(&mut self, item: Item, now_ms: u64) -> Option<Item> {
         match item {
-            Item::Shutdown => return Some(Item::Shutdown),
+            Item::Shutdown | Item::Connection { .. } => return Some(item),
             Item::Allocate { spec, reply } => {
                 let _ = reply.send(self.allocate(spec, now_ms / 1000));
             }
@@ -260,7 +271,6 @@ impl CoreState {
                 let _ = reply.send(self.peek(user_id, queue_id));
             }
             Item::Notice(notice) => self.deliver(notice),
-            Item::Events(call) => self.events(call, now_ms),
             Item::Reload { max, immediate, reply } => {
                 let _ = reply.send(self.send_reload(max, immediate));
             }
@@ -269,65 +279,65 @@ impl CoreState {
         None
     }
 
-    /// Handles a `/events` call at `now_ms` (unix milliseconds).
-    pub fn events(&mut self, call: EventsCall, now_ms: u64) {
-        let now = now_ms / 1000;
-        let EventsCall { user_id, op, reply } = call;
-        let resp = match op {
+    /// Handles a `/events` call by `user_id` at `now_ms` (unix
+    /// milliseconds). A poll that has to wait parks `slot` on its queue.
+    pub fn events(&mut self, user_id: i64, op: EventsOp, slot: &Rc<Slot>, now_ms: u64) -> PollResult {
+        let answer = match op {
             EventsOp::Delete { queue_id } => {
                 if self.reg.owned_mut(queue_id, user_id).is_some() {
                     self.remove_queue(queue_id);
-                    ApiResponse::json(200, &b"{\"result\":\"success\",\"msg\":\"\"}"[..])
+                    let mut body = crate::pool::take();
+                    body.extend_from_slice(b"{\"result\":\"success\",\"msg\":\"\"}");
+                    Answer { status: 200, body, deferred: false }
                 } else {
-                    bad_queue(&queue_id.to_string())
+                    error_answer(bad_queue(&queue_id.to_string()))
                 }
             }
-            EventsOp::Get { queue_id: None, dont_block, new_queue, .. } => {
-                if dont_block {
-                    let id = self.allocate(*new_queue, now);
-                    ApiResponse::json(200, success_body("[]", Some(id)))
-                } else {
-                    ApiError::bad_request("Missing 'queue_id' argument").into()
+            EventsOp::Create { dont_block: true, spec } => {
+                let id = self.allocate(*spec, now_ms / 1000);
+                match self.reg.get_mut(id) {
+                    Some(d) => events_answer(d, Some(id)),
+                    None => error_answer(ApiError::internal("a new queue vanished")),
                 }
             }
-            EventsOp::Get { queue_id: Some(queue_id), last_event_id, dont_block, .. } => {
-                if let Some((reply, resp)) = self.poll(user_id, queue_id, last_event_id, dont_block, reply, now_ms) {
-                    let _ = reply.send(resp);
-                }
-                return;
+            EventsOp::Create { dont_block: false, .. } => {
+                error_answer(ApiError::bad_request("Missing 'queue_id' argument"))
+            }
+            EventsOp::Poll { queue_id, last_event_id, dont_block } => {
+                return self.poll(user_id, queue_id, last_event_id, dont_block, slot, now_ms);
             }
         };
-        let _ = reply.send(resp);
+        PollResult::Answer(answer)
     }
 
-    /// `GET /events` on an existing queue: answers at once (returning the
-    /// reply and response) or parks the poll.
+    /// `GET /events` on an existing queue: answers at once or parks.
     fn poll(
         &mut self,
         user_id: i64,
         queue_id: QueueId,
         last_event_id: Option<i64>,
         dont_block: bool,
-        reply: oneshot::Sender<ApiResponse>,
+        slot: &Rc<Slot>,
         now_ms: u64,
-    ) -> Option<(oneshot::Sender<ApiResponse>, ApiResponse)> {
+    ) -> PollResult {
         let Some(last_event_id) = last_event_id else {
-            return Some((reply, ApiError::bad_request("Missing 'last_event_id' argument").into()));
+            return PollResult::Answer(error_answer(ApiError::bad_request("Missing 'last_event_id' argument")));
         };
         let Some(d) = self.reg.owned_mut(queue_id, user_id) else {
-            return Some((reply, bad_queue(&queue_id.to_string())));
+            return PollResult::Answer(error_answer(bad_queue(&queue_id.to_string())));
         };
         if let Err(e) = d.queue.prune(last_event_id) {
-            return Some((reply, ApiError::bad_request(e.message()).into()));
+            return PollResult::Answer(error_answer(ApiError::bad_request(e.message())));
         }
         // A new poll supersedes a parked one.
         self.complete(queue_id);
-        let d = self.reg.get_mut(queue_id)?;
+        let Some(d) = self.reg.get_mut(queue_id) else {
+            return PollResult::Answer(error_answer(bad_queue(&queue_id.to_string())));
+        };
         if !d.queue.is_empty() || dont_block {
-            let resp = ApiResponse::json(200, success_body(&d.queue.render_events(), None));
-            return Some((reply, resp));
+            return PollResult::Answer(events_answer(d, None));
         }
-        d.waiter = Some(reply);
+        d.waiter = Some(slot.clone());
         d.last_connection_time = now_ms / 1000;
         let due = now_ms + (self.timing.heartbeat_min_secs + d.jitter_secs as u64) * 1000;
         d.heartbeat_due = Some(due);
@@ -336,7 +346,7 @@ impl CoreState {
             self.heartbeats.push(Reverse((due, queue_id)));
         }
         CoreStats::add(&self.counters().parked, 1);
-        None
+        PollResult::Parked
     }
 
     /// Advances the core to `now_ms`: queue expiry every
@@ -386,7 +396,7 @@ impl CoreState {
     /// Drops a queue's waiter if its client is gone.
     fn drop_vanished(&mut self, queue_id: QueueId) {
         let Some(d) = self.reg.get_mut(queue_id) else { return };
-        if d.waiter.as_ref().is_some_and(|w| w.is_canceled()) {
+        if d.waiter.as_ref().is_some_and(|w| w.is_gone()) {
             d.waiter = None;
             d.heartbeat_due = None;
             CoreStats::add(&self.counters().parked, -1);
@@ -435,7 +445,7 @@ impl CoreState {
             .reg
             .iter_mut()
             .filter_map(|(id, d)| {
-                if d.waiter.as_ref().is_some_and(|w| w.is_canceled()) {
+                if d.waiter.as_ref().is_some_and(|w| w.is_gone()) {
                     d.waiter = None;
                     d.heartbeat_due = None;
                     vanished += 1;

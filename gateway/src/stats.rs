@@ -22,6 +22,8 @@ pub struct CoreStats {
     pub requests: AtomicU64,
     /// Clock ticks handled (heartbeat and expiry checks).
     pub ticks: AtomicU64,
+    /// Connections handed to the core owning their queue.
+    pub handoffs: AtomicU64,
 }
 
 impl CoreStats {
@@ -57,6 +59,8 @@ pub struct Totals {
     pub requests: u64,
     /// Ticks of the slowest core (every core has ticked at least this often).
     pub min_ticks: u64,
+    /// Connections handed to the core owning their queue.
+    pub handoffs: u64,
 }
 
 impl Stats {
@@ -86,6 +90,7 @@ impl Stats {
             t.events_queued += c.events_queued.load(Ordering::Relaxed);
             t.deliveries += c.deliveries.load(Ordering::Relaxed);
             t.requests += c.requests.load(Ordering::Relaxed);
+            t.handoffs += c.handoffs.load(Ordering::Relaxed);
         }
         t
     }
@@ -105,6 +110,9 @@ impl Stats {
             count(&c.deliveries)
         });
         self.metric(&mut out, "squall_requests_total", "counter", "Requests served.", |c| count(&c.requests));
+        self.metric(&mut out, "squall_handoffs_total", "counter", "Connections handed to their queue's core.", |c| {
+            count(&c.handoffs)
+        });
         out
     }
 

@@ -149,6 +149,7 @@ fn polls_are_handed_to_the_core_that_owns_the_queue() {
         assert_eq!(v["events"][0]["n"], round as i64);
         assert_eq!(v["queue_id"], json!(q));
     }
+    assert!(s.totals().handoffs >= 1, "the connection moved to a queue's core");
 }
 
 #[test]

@@ -279,11 +279,7 @@ fn an_online_user_gets_email_only_when_their_last_queue_goes() {
     assert!(e.get("internal_data").is_none(), "internal data is never shown: {e}");
 
     // Not the last queue: nothing.
-    let (tx, _rx) = futures_channel::oneshot::channel();
-    s.events(
-        crate::state::EventsCall { user_id: 2, op: crate::state::EventsOp::Delete { queue_id: q1 }, reply: tx },
-        0,
-    );
+    s.events(2, crate::state::EventsOp::Delete { queue_id: q1 }, &crate::park::Slot::new(), 0);
     assert!(s.take_notifications().is_empty());
     // The last one: the email now; the push is not repeated.
     assert_eq!(s.gc(10_000), 1);
@@ -310,14 +306,8 @@ fn the_hook_ignores_watcher_copies_and_acknowledged_events() {
     let q = s.allocate(spec(2), 0);
     s.deliver(message_notice(stream_message("test"), &[(2, flags::MENTIONED)], true, None));
     let _ = s.take_notifications();
-    let (tx, _rx) = futures_channel::oneshot::channel();
-    let op = crate::state::EventsOp::Get {
-        queue_id: Some(q),
-        last_event_id: Some(0),
-        dont_block: true,
-        new_queue: Box::new(spec(2)),
-    };
-    s.events(crate::state::EventsCall { user_id: 2, op, reply: tx }, 0);
+    let op = crate::state::EventsOp::Poll { queue_id: q, last_event_id: Some(0), dont_block: true };
+    s.events(2, op, &crate::park::Slot::new(), 0);
     assert_eq!(s.gc(10_000), 1);
     assert!(s.take_notifications().is_empty());
 }

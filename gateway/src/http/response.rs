@@ -28,6 +28,39 @@ pub fn to_bytes(r: &ApiResponse, keep_alive: bool, head_only: bool) -> Vec<u8> {
     out
 }
 
+/// Appends a JSON response to `out` without allocating: status line,
+/// `Content-Type`, `Content-Length`, `Connection: close` unless
+/// `keep_alive`, `extra` headers, then `body` (unless `head_only`).
+pub fn write_json(
+    out: &mut Vec<u8>,
+    status: u16,
+    extra: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+    head_only: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    crate::queue::push_int(out, status as i64);
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+    crate::queue::push_int(out, body.len() as i64);
+    out.extend_from_slice(b"\r\n");
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    for (k, v) in extra {
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -63,6 +96,18 @@ mod tests {
         assert!(s.contains("Content-Length: 2\r\n"));
         assert!(s.contains("WWW-Authenticate: Basic realm=\"zulip\"\r\n"));
         assert!(s.ends_with("\r\n\r\n{}"));
+    }
+
+    #[test]
+    fn both_writers_agree() {
+        let body = br#"{"result":"success"}"#;
+        let r =
+            ApiResponse { status: 200, headers: vec![("Vary", "Accept-Language, Cookie".into())], body: body.to_vec() };
+        for (keep_alive, head_only) in [(true, false), (false, false), (true, true)] {
+            let mut out = Vec::new();
+            write_json(&mut out, 200, &[("Vary", "Accept-Language, Cookie")], body, keep_alive, head_only);
+            assert_eq!(out, to_bytes(&r, keep_alive, head_only));
+        }
     }
 
     #[test]

@@ -163,8 +163,9 @@ fn message_rendering_splices_per_queue_parts() {
             local_message_id: Some("1.5".into()),
         },
     };
-    let mut out = String::new();
+    let mut out = Vec::new();
     e.render(&mut out);
+    let out = String::from_utf8(out).unwrap();
     assert_eq!(out, r#"{"type":"message","message":{"id":1},"flags":["read"],"local_message_id":"1.5","id":7}"#);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["id"], 7);
@@ -172,7 +173,17 @@ fn message_rendering_splices_per_queue_parts() {
 
 #[test]
 fn empty_shared_object_renders() {
-    let mut out = String::new();
+    let mut out = Vec::new();
     QueuedEvent { id: 3, body: shared("{}"), internal: None }.render(&mut out);
+    let out = String::from_utf8(out).unwrap();
     assert_eq!(out, r#"{"id":3}"#);
+}
+
+#[test]
+fn integers_render_like_json() {
+    for n in [0i64, 7, -1, 10, 1234567890, i64::MAX, i64::MIN] {
+        let mut out = Vec::new();
+        push_int(&mut out, n);
+        assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+    }
 }
