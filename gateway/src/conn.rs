@@ -85,25 +85,32 @@ enum Reply {
 impl Conn {
     async fn run(mut self, ctx: &Rc<CoreCtx>) {
         loop {
-            let mut slots = header_slots();
-            let parsed = match parse_head(&self.input, &mut slots) {
-                Ok(Some(head)) => {
-                    let facts = (head.total_len(), head.keep_alive, head.is("HEAD"));
-                    CoreStats::bump(&ctx.counters().requests);
-                    Some((route(&head, &self.input, self.peer, ctx, &self.slot).await, facts))
-                }
-                Ok(None) => None,
-                Err(invalid) => {
-                    let e = ApiError::new(invalid.0, "BAD_REQUEST", invalid.1);
-                    self.write(Reply::Api(e.into()), false, false).await;
-                    return;
+            // The head borrows the input and a header array on the stack;
+            // neither may live across an await, or every connection's task
+            // would carry them. What has to wait comes out owned.
+            let step = {
+                let mut slots = header_slots();
+                match parse_head(&self.input, &mut slots) {
+                    Ok(Some(head)) => {
+                        CoreStats::bump(&ctx.counters().requests);
+                        let facts = (head.total_len(), head.keep_alive, head.is("HEAD"));
+                        Some((route(&head, &self.input, self.peer, ctx, &self.slot), facts))
+                    }
+                    Ok(None) => None,
+                    Err(invalid) => {
+                        Some((Step::Now(Next::Reply(Reply::Api(invalid_response(invalid)))), (0, false, false)))
+                    }
                 }
             };
-            let Some((next, (used, keep_alive, head_only))) = parsed else {
+            let Some((step, (used, keep_alive, head_only))) = step else {
                 match self.fill().await {
                     Ok(n) if n > 0 => continue,
                     _ => return,
                 }
+            };
+            let next = match step {
+                Step::Now(next) => next,
+                Step::Later(work) => Box::pin(work.finish(ctx, &self.slot)).await,
             };
             let keep_alive = keep_alive && !ctx.shutting_down.get();
             match next {
@@ -224,8 +231,8 @@ async fn read_into(rd: &mut OwnedReadHalf<TcpStream>, mut buf: Vec<u8>) -> (std:
     (res, slice.into_inner())
 }
 
-/// Writes a reply; false if the connection failed.
-async fn write_reply(wr: &mut OwnedWriteHalf<TcpStream>, reply: Reply, keep_alive: bool, head_only: bool) -> bool {
+/// A reply as bytes to send (a pooled buffer).
+fn render(reply: Reply, keep_alive: bool, head_only: bool) -> Vec<u8> {
     let mut out = crate::pool::take();
     match reply {
         Reply::Events(a) => {
@@ -233,38 +240,79 @@ async fn write_reply(wr: &mut OwnedWriteHalf<TcpStream>, reply: Reply, keep_aliv
             response::write_json(&mut out, a.status, vary, &a.body, keep_alive, head_only);
             crate::pool::give(a.body);
         }
-        Reply::Api(r) => {
-            out.extend_from_slice(&response::to_bytes(&r, keep_alive, head_only));
-        }
+        Reply::Api(r) => out.extend_from_slice(&response::to_bytes(&r, keep_alive, head_only)),
     }
+    out
+}
+
+/// Writes a reply; false if the connection failed. (Rendered before the
+/// first await, so the future holds only the write.)
+async fn write_reply(wr: &mut OwnedWriteHalf<TcpStream>, reply: Reply, keep_alive: bool, head_only: bool) -> bool {
+    send(wr, render(reply, keep_alive, head_only)).await
+}
+
+async fn send(wr: &mut OwnedWriteHalf<TcpStream>, out: Vec<u8>) -> bool {
     let (res, out) = wr.write_all(out).await;
     crate::pool::give(out);
     res.is_ok()
 }
 
-/// Answers one request; the reply, a parked poll or a hand-off.
-async fn route(head: &Head<'_>, buf: &[u8], peer: Option<IpAddr>, ctx: &Rc<CoreCtx>, slot: &Rc<Slot>) -> Next {
+/// A request handled at once, or work that has to wait (owned).
+enum Step {
+    Now(Next),
+    Later(Later),
+}
+
+/// Work that waits: for the backend, or inside the gateway's internal
+/// endpoints.
+enum Later {
+    Events(Box<events::Deferred>),
+    Other { req: squall_proto::api::ApiRequest, internal: bool, metrics: bool },
+}
+
+impl Later {
+    async fn finish(self, ctx: &Rc<CoreCtx>, slot: &Rc<Slot>) -> Next {
+        match self {
+            Later::Events(d) => next_of(events::finish_deferred(d, ctx, slot).await),
+            Later::Other { req, internal: true, .. } => {
+                Next::Reply(Reply::Api(crate::internal::handle(&req, ctx).await))
+            }
+            Later::Other { req, metrics: true, .. } => Next::Reply(Reply::Api(metrics(&req, ctx))),
+            Later::Other { req, .. } => Next::Reply(Reply::Api(ctx.backend.handle(req).await)),
+        }
+    }
+}
+
+fn next_of(o: Outcome) -> Next {
+    match o {
+        Outcome::Answer(a) => Next::Reply(Reply::Events(a)),
+        Outcome::Response(r) => Next::Reply(Reply::Api(r)),
+        Outcome::Parked(q) => Next::Park(q),
+        Outcome::HandOff(core) => Next::HandOff(core),
+    }
+}
+
+fn invalid_response(invalid: crate::http::parse::Invalid) -> ApiResponse {
+    ApiError::new(invalid.0, "BAD_REQUEST", invalid.1).into()
+}
+
+/// Routes one request: `/events` on this core's state, or hands it over, or
+/// defers it; everything else to the internal endpoints or the backend.
+fn route(head: &Head<'_>, buf: &[u8], peer: Option<IpAddr>, ctx: &Rc<CoreCtx>, slot: &Rc<Slot>) -> Step {
     let path = head.path.trim_end_matches('/');
     if events::is_events_path(path) {
         drain_inbox(ctx);
-        return match events::handle(head, buf, peer, ctx, slot).await {
-            Outcome::Answer(a) => Next::Reply(Reply::Events(a)),
-            Outcome::Response(r) => Next::Reply(Reply::Api(r)),
-            Outcome::Parked(q) => Next::Park(q),
-            Outcome::HandOff(core) => Next::HandOff(core),
+        return match events::handle(head, buf, peer, ctx, slot) {
+            Ok(outcome) => Step::Now(next_of(outcome)),
+            Err(deferred) => Step::Later(Later::Events(deferred)),
         };
     }
-    let req = match head.to_api_request(buf, peer) {
-        Ok(r) => r,
-        Err(invalid) => return Next::Reply(Reply::Api(ApiError::new(invalid.0, "BAD_REQUEST", invalid.1).into())),
-    };
-    if path.starts_with("/api/internal/") {
-        return Next::Reply(Reply::Api(crate::internal::handle(&req, ctx).await));
+    match head.to_api_request(buf, peer) {
+        Ok(req) => {
+            Step::Later(Later::Other { req, internal: path.starts_with("/api/internal/"), metrics: path == "/metrics" })
+        }
+        Err(invalid) => Step::Now(Next::Reply(Reply::Api(invalid_response(invalid)))),
     }
-    if path == "/metrics" {
-        return Next::Reply(Reply::Api(metrics(&req, ctx)));
-    }
-    Next::Reply(Reply::Api(ctx.backend.handle(req).await))
 }
 
 /// `GET /metrics`: Prometheus text, for loopback peers only.

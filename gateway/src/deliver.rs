@@ -6,6 +6,7 @@
 //! variants of messages), never once per queue; queues share the bytes.
 
 use crate::filter::{accepts_event, accepts_messages, narrow_matches};
+use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::notify::{maybe_enqueue, InternalData, NotificationData};
 use crate::queue::{is_compressible, virtual_key, EventBody};
 use crate::state::CoreState;
@@ -15,7 +16,6 @@ use squall_proto::envelope::{MessageNotice, Notice, NotifySets, PerUserData, Var
 use squall_proto::flags;
 use squall_proto::ids::QueueId;
 use squall_proto::queue_spec::QueueSpec;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Keys of `update_message` that are for the event server only.
@@ -284,12 +284,17 @@ impl CoreState {
 
     fn deliver_message(&mut self, m: MessageNotice) {
         // Notifications first, per recipient: decided before the event lands
-        // in any queue, kept with the recipient's events for the GC hook.
+        // in any queue, and kept with the recipient's events for the GC
+        // hook when there is anything left to decide.
         let private = !m.message.is_stream();
-        let mut internal_of: HashMap<i64, Rc<InternalData>> = HashMap::new();
+        let mut internal: Vec<Option<Rc<InternalData>>> = Vec::with_capacity(m.users.len());
         for r in &m.users {
             let data = NotificationData::from_sets(r.id, r.flags, private, &m.notify);
-            let mut internal = InternalData {
+            if !data.is_notifiable(m.message.sender_id, true) {
+                internal.push(None);
+                continue;
+            }
+            let mut record = InternalData {
                 data,
                 mentioned_user_group_id: r.mentioned_user_group_id,
                 push_notified: false,
@@ -297,75 +302,127 @@ impl CoreState {
                 message_id: m.message.id,
                 sender_id: m.message.sender_id,
             };
-            if internal.data.is_notifiable(m.message.sender_id, true) {
-                let idle = self.off_zulip(r.id) || m.notify.presence_idle_user_ids.contains(&r.id);
-                let (push, email) = maybe_enqueue(
-                    &internal.data,
-                    m.message.sender_id,
-                    m.message.id,
-                    r.mentioned_user_group_id,
-                    idle,
-                    (false, false),
-                    &mut self.notifications,
-                );
-                internal.push_notified = push;
-                internal.email_notified = email;
-            }
-            internal_of.insert(r.id, Rc::new(internal));
+            let idle = self.off_zulip(r.id) || m.notify.presence_idle_user_ids.contains(&r.id);
+            let (push, email) = maybe_enqueue(
+                &record.data,
+                m.message.sender_id,
+                m.message.id,
+                r.mentioned_user_group_id,
+                idle,
+                (false, false),
+                &mut self.notifications,
+            );
+            record.push_notified = push;
+            record.email_notified = email;
+            internal.push(Some(Rc::new(record)));
         }
         self.flush_notifications();
 
-        // Target queues with their flags: realm-wide watchers first (flags
-        // empty), then every queue of each recipient (their own flags win).
-        let mut order: Vec<QueueId> = Vec::new();
-        let mut flags_of: HashMap<QueueId, i64> = HashMap::new();
-        if m.public_stream && !m.invite_only {
-            for &qid in self.reg.watchers_of(m.realm_id) {
-                if flags_of.insert(qid, 0).is_none() {
-                    order.push(qid);
+        let mut out = MessageOut::new(&m);
+        // Realm-wide watchers first (a recipient's own flags when the
+        // watcher is a recipient's queue, else none), then every other
+        // queue of each recipient.
+        let watchers: Vec<QueueId> =
+            if m.public_stream && !m.invite_only { self.reg.watchers_of(m.realm_id).to_vec() } else { Vec::new() };
+        if watchers.is_empty() {
+            for (r, data) in m.users.iter().zip(&internal) {
+                for i in 0..self.reg.of_user(r.id).len() {
+                    let qid = self.reg.of_user(r.id)[i];
+                    self.push_message(&mut out, qid, r.flags, data.clone());
+                }
+            }
+            return;
+        }
+        let by_user: FxHashMap<i64, (i64, Option<Rc<InternalData>>)> =
+            m.users.iter().zip(&internal).map(|(r, data)| (r.id, (r.flags, data.clone()))).collect();
+        let watching: FxHashSet<QueueId> = watchers.iter().copied().collect();
+        for &qid in &watchers {
+            let owner = self.reg.get(qid).map(|d| d.spec.user_id);
+            let (bits, data) = owner.and_then(|u| by_user.get(&u).cloned()).unwrap_or((0, None));
+            self.push_message(&mut out, qid, bits, data);
+        }
+        for (r, data) in m.users.iter().zip(&internal) {
+            for i in 0..self.reg.of_user(r.id).len() {
+                let qid = self.reg.of_user(r.id)[i];
+                if !watching.contains(&qid) {
+                    self.push_message(&mut out, qid, r.flags, data.clone());
                 }
             }
         }
-        for r in &m.users {
-            for &qid in self.reg.of_user(r.id) {
-                if flags_of.insert(qid, r.flags).is_none() {
-                    order.push(qid);
-                }
-            }
+    }
+
+    /// Appends a message event to one queue if the queue wants it.
+    fn push_message(&mut self, out: &mut MessageOut<'_>, qid: QueueId, bits: i64, data: Option<Rc<InternalData>>) {
+        let Some(d) = self.reg.get(qid) else { return };
+        if !accepts_messages(&d.spec) || !narrow_matches(&d.spec.narrow, &out.m.message, bits) {
+            return;
         }
-        let sending_client = m.message.client.to_lowercase();
-        let sender_queue = m.sender_queue_id.as_deref().and_then(QueueId::parse);
-        let mut variants: [Option<Rc<str>>; 4] = Default::default();
-        let mut mirror_variants: [Option<Rc<str>>; 4] = Default::default();
-        for qid in order {
-            let bits = flags_of.get(&qid).copied().unwrap_or(0);
-            let Some(d) = self.reg.get(qid) else { continue };
-            if !accepts_messages(&d.spec) || !narrow_matches(&d.spec.narrow, &m.message, bits) {
-                continue;
-            }
-            let queue_client = d.spec.client_type_name.to_lowercase();
-            // Mirror-loop guard: a mirroring client never gets back what it
-            // mirrored in.
-            if sending_client.contains("mirror") && sending_client == queue_client {
-                continue;
-            }
-            let variant = Variant { apply_markdown: d.spec.apply_markdown, client_gravatar: d.spec.client_gravatar };
-            let payload = if queue_client.contains("mirror") && m.invite_only {
-                mirror_variants[variant.index()]
-                    .get_or_insert_with(|| {
-                        let mut json = m.message.client_json(variant, None);
-                        json.pop();
-                        json.push_str(",\"invite_only_stream\":true}");
-                        Rc::from(json)
-                    })
-                    .clone()
-            } else {
-                variants[variant.index()].get_or_insert_with(|| Rc::from(m.message.client_json(variant, None))).clone()
-            };
-            let local_message_id = if sender_queue == Some(qid) { m.local_id.clone() } else { None };
-            let internal = internal_of.get(&d.spec.user_id).cloned();
-            self.push_body_with(qid, EventBody::Message { payload, flags: bits, local_message_id }, internal);
+        let queue_client = d.spec.client_type_name.as_str();
+        // Mirror-loop guard: a mirroring client never gets back what it
+        // mirrored in.
+        if out.sender_mirror && same_client(&out.m.message.client, queue_client) {
+            return;
         }
+        let variant = Variant { apply_markdown: d.spec.apply_markdown, client_gravatar: d.spec.client_gravatar };
+        let payload = out.payload(variant, is_mirror(queue_client) && out.m.invite_only);
+        let local_message_id = if out.sender_queue == Some(qid) { out.m.local_id.clone() } else { None };
+        self.push_body_with(qid, EventBody::Message { payload, flags: bits, local_message_id }, data);
+    }
+}
+
+/// A message being delivered, with its payloads rendered once per variant.
+struct MessageOut<'a> {
+    m: &'a MessageNotice,
+    sender_mirror: bool,
+    sender_queue: Option<QueueId>,
+    variants: [Option<Rc<str>>; 4],
+    mirror_variants: [Option<Rc<str>>; 4],
+}
+
+impl<'a> MessageOut<'a> {
+    fn new(m: &'a MessageNotice) -> Self {
+        MessageOut {
+            m,
+            sender_mirror: is_mirror(&m.message.client),
+            sender_queue: m.sender_queue_id.as_deref().and_then(QueueId::parse),
+            variants: Default::default(),
+            mirror_variants: Default::default(),
+        }
+    }
+
+    /// The shared payload of `variant` (mirror clients of invite-only
+    /// streams are told so).
+    fn payload(&mut self, variant: Variant, mirror_invite_only: bool) -> Rc<str> {
+        let m = self.m;
+        if mirror_invite_only {
+            return self.mirror_variants[variant.index()]
+                .get_or_insert_with(|| {
+                    let mut json = m.message.client_json(variant, None);
+                    json.pop();
+                    json.push_str(",\"invite_only_stream\":true}");
+                    Rc::from(json)
+                })
+                .clone();
+        }
+        self.variants[variant.index()].get_or_insert_with(|| Rc::from(m.message.client_json(variant, None))).clone()
+    }
+}
+
+/// Zulip compares client names lower-cased.
+fn same_client(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a.to_lowercase() == b.to_lowercase()
+    }
+}
+
+/// Whether a client name says "mirror" (any case).
+fn is_mirror(client: &str) -> bool {
+    if client.is_ascii() {
+        client.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"mirror"))
+    } else {
+        client.to_lowercase().contains("mirror")
     }
 }
 

@@ -41,47 +41,93 @@ pub enum Outcome {
     HandOff(u16),
 }
 
-/// Handles one `/events` request whose head is `head` (from `buf`).
-pub async fn handle(
+/// Work that has to wait for the backend (credentials not in the cache):
+/// owned, so the request bytes and head can be let go meanwhile.
+pub struct Deferred {
+    req: ApiRequest,
+    authorization: Vec<u8>,
+    host: Vec<u8>,
+    fast: Option<FastPoll>,
+    delete: bool,
+}
+
+/// Handles one `/events` request whose head is `head` (from `buf`) as far
+/// as it can without waiting; what needs the backend comes back as
+/// [`Deferred`] for [`finish_deferred`].
+pub fn handle(
     head: &Head<'_>,
     buf: &[u8],
     peer: Option<std::net::IpAddr>,
     ctx: &Rc<CoreCtx>,
     slot: &Rc<Slot>,
-) -> Outcome {
+) -> Result<Outcome, Box<Deferred>> {
     let method = if head.is("HEAD") { "GET" } else { head.method };
     if method.eq_ignore_ascii_case("OPTIONS") {
-        return Outcome::Response(ApiResponse::options(&["GET", "DELETE"]));
+        return Ok(Outcome::Response(ApiResponse::options(&["GET", "DELETE"])));
     }
     let delete = method.eq_ignore_ascii_case("DELETE");
     if !delete && !method.eq_ignore_ascii_case("GET") {
-        return Outcome::Response(ApiResponse::method_not_allowed(&["GET", "DELETE"]));
+        return Ok(Outcome::Response(ApiResponse::method_not_allowed(&["GET", "DELETE"])));
     }
     if ctx.shutting_down.get() {
-        return Outcome::Response(ApiError::busy("The server is restarting; try again").into());
+        return Ok(Outcome::Response(ApiError::busy("The server is restarting; try again").into()));
     }
     let fast = if delete { None } else { FastPoll::read(head) };
     // A queue of another core: hand over before doing anything else.
     if let Some(core) = fast.as_ref().and_then(|f| remote_owner(ctx, f.queue_id)) {
-        return Outcome::HandOff(core);
+        return Ok(Outcome::HandOff(core));
     }
-    let req = match head.to_api_request(buf, peer) {
-        Ok(r) => r,
-        Err(invalid) => return Outcome::Response(ApiError::new(invalid.0, "BAD_REQUEST", invalid.1).into()),
+    let authorization = head.header("authorization").unwrap_or(b"");
+    let host = head.header("host").unwrap_or(b"");
+    let cached = ctx.auth_cache.borrow().get(authorization, host, Instant::now());
+    // The owned request only when something needs it: the backend (a
+    // credential not in the cache) or the general parameter rules.
+    let owned = || head.to_api_request(buf, peer).map_err(|i| ApiError::new(i.0, "BAD_REQUEST", i.1));
+    let Some(user) = cached else {
+        return match owned() {
+            Ok(req) => Err(Box::new(Deferred {
+                req,
+                authorization: authorization.to_vec(),
+                host: host.to_vec(),
+                fast,
+                delete,
+            })),
+            Err(e) => Ok(Outcome::Response(e.into())),
+        };
     };
-    let user = match authenticate(head, &req, ctx).await {
+    let op = match fast {
+        Some(f) => f.op(),
+        None => match owned().map_err(ApiResponse::from).and_then(|req| parse_op(&req, delete, &user)) {
+            Ok(op) => op,
+            Err(resp) => return Ok(Outcome::Response(resp)),
+        },
+    };
+    Ok(run(user, op, ctx, slot))
+}
+
+/// Authenticates deferred work with the backend, then handles it.
+pub async fn finish_deferred(d: Box<Deferred>, ctx: &Rc<CoreCtx>, slot: &Rc<Slot>) -> Outcome {
+    let Deferred { req, authorization, host, fast, delete } = *d;
+    // The backend needs only what identifies the caller, not the body.
+    let probe = ApiRequest { body: Vec::new(), ..req.clone() };
+    let user = match ctx.backend.authenticate(probe).await {
         Ok(u) => u,
         Err(e) => return Outcome::Response(e.into()),
     };
+    ctx.auth_cache.borrow_mut().insert(&authorization, &host, user, Instant::now());
     let op = match fast {
-        Some(f) => {
-            EventsOp::Poll { queue_id: f.queue_id, last_event_id: Some(f.last_event_id), dont_block: f.dont_block }
-        }
+        Some(f) => f.op(),
         None => match parse_op(&req, delete, &user) {
             Ok(op) => op,
             Err(resp) => return Outcome::Response(resp),
         },
     };
+    run(user, op, ctx, slot)
+}
+
+/// Gives an authenticated call to the owner core's state (handing the
+/// connection over if the owner is another core).
+fn run(user: AuthedUser, op: EventsOp, ctx: &Rc<CoreCtx>, slot: &Rc<Slot>) -> Outcome {
     let owner = match &op {
         EventsOp::Poll { queue_id, .. } | EventsOp::Delete { queue_id } => {
             // A queue no core of this node can hold is this core's to refuse.
@@ -112,24 +158,6 @@ fn remote_owner(ctx: &CoreCtx, q: QueueId) -> Option<u16> {
         .then_some(q.shard.core)
 }
 
-async fn authenticate(head: &Head<'_>, req: &ApiRequest, ctx: &Rc<CoreCtx>) -> Result<AuthedUser, ApiError> {
-    let authorization = head.header("authorization").unwrap_or(b"");
-    let host = head.header("host").unwrap_or(b"");
-    if let Some(user) = ctx.auth_cache.borrow().get(authorization, host, Instant::now()) {
-        return Ok(user);
-    }
-    let probe = ApiRequest {
-        method: req.method.clone(),
-        path: req.path.clone(),
-        headers: req.headers.clone(),
-        peer: req.peer,
-        ..ApiRequest::default()
-    };
-    let user = ctx.backend.authenticate(probe).await?;
-    ctx.auth_cache.borrow_mut().insert(authorization, host, user, Instant::now());
-    Ok(user)
-}
-
 /// The common poll, read from the query string without allocating.
 #[derive(Debug, PartialEq)]
 struct FastPoll {
@@ -139,6 +167,10 @@ struct FastPoll {
 }
 
 impl FastPoll {
+    fn op(&self) -> EventsOp {
+        EventsOp::Poll { queue_id: self.queue_id, last_event_id: Some(self.last_event_id), dont_block: self.dont_block }
+    }
+
     /// `GET` with no body and a query of exactly `queue_id`,
     /// `last_event_id` and optionally `dont_block`, each once, nothing
     /// encoded; `None` sends the request down the general path.
@@ -234,7 +266,7 @@ mod tests {
             format!("queue_id={q}&last_event_id=1&dont_block=yes"),
             format!("queue_id={q}&last_event_id=1&apply_markdown=true"),
             format!("queue_id={q}&last_event_id=1&last_event_id=2"),
-            format!("queue_id=nope&last_event_id=1"),
+            "queue_id=nope&last_event_id=1".to_owned(),
             "dont_block=true".to_owned(),
         ] {
             assert_eq!(fast(&other), None, "{other}");

@@ -70,7 +70,7 @@ impl QueuedEvent {
                 out.extend_from_slice(b"{\"type\":\"message\",\"message\":");
                 out.extend_from_slice(payload.as_bytes());
                 out.extend_from_slice(b",\"flags\":[");
-                for (i, name) in flags::api_names(*bits).into_iter().enumerate() {
+                for (i, name) in flags::names(*bits).enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }

@@ -148,8 +148,9 @@ fn events_answer(d: &mut Descriptor, queue_id: Option<QueueId>) -> Answer {
     body.extend_from_slice(b"{\"result\":\"success\",\"msg\":\"\",\"events\":");
     d.queue.render_events_into(&mut body);
     if let Some(q) = queue_id {
-        // Writing into a Vec cannot fail.
-        let _ = std::io::Write::write_fmt(&mut body, format_args!(",\"queue_id\":\"{q}\""));
+        body.extend_from_slice(b",\"queue_id\":\"");
+        q.write_to(&mut body);
+        body.push(b'"');
     }
     body.push(b'}');
     Answer { status: 200, body, deferred: queue_id.is_some() }

@@ -44,19 +44,22 @@ pub fn bit_of(name: &str) -> Option<i64> {
     FLAG_NAMES.iter().position(|n| *n == name).map(|i| 1 << i)
 }
 
-/// Flag names as clients see them: hidden bits dropped, and the legacy
-/// `wildcard_mentioned` appended when either wildcard bit is set.
-pub fn api_names(bits: i64) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = FLAG_NAMES
+/// Flag names as clients see them, in order, without allocating: hidden
+/// bits dropped, and the legacy `wildcard_mentioned` last when either
+/// wildcard bit is set.
+pub fn names(bits: i64) -> impl Iterator<Item = &'static str> {
+    let wildcard = bits & (STREAM_WILDCARD_MENTIONED | TOPIC_WILDCARD_MENTIONED) != 0;
+    FLAG_NAMES
         .iter()
         .enumerate()
-        .filter(|(i, _)| bits & (1 << i) != 0 && HIDDEN & (1 << i) == 0)
+        .filter(move |(i, _)| bits & (1 << i) != 0 && HIDDEN & (1 << i) == 0)
         .map(|(_, n)| *n)
-        .collect();
-    if bits & (STREAM_WILDCARD_MENTIONED | TOPIC_WILDCARD_MENTIONED) != 0 {
-        out.push("wildcard_mentioned");
-    }
-    out
+        .chain(wildcard.then_some("wildcard_mentioned"))
+}
+
+/// [`names`], collected.
+pub fn api_names(bits: i64) -> Vec<&'static str> {
+    names(bits).collect()
 }
 
 #[cfg(test)]

@@ -46,6 +46,34 @@ impl QueueId {
     }
 }
 
+impl QueueId {
+    /// Appends the id's text (as [`fmt::Display`] writes it) to `out`
+    /// without allocating.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        fn decimal(out: &mut Vec<u8>, mut n: u16) {
+            let mut digits = [0u8; 5];
+            let mut i = digits.len();
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            out.extend_from_slice(&digits[i..]);
+        }
+        decimal(out, self.shard.node);
+        out.push(b'-');
+        decimal(out, self.shard.core);
+        out.push(b'-');
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for shift in (0..32).rev() {
+            out.push(HEX[((self.token >> (shift * 4)) & 0xf) as usize]);
+        }
+    }
+}
+
 /// Decimal u16 without sign or leading zeros, so each id has one spelling.
 fn parse_small(s: &str) -> Option<u16> {
     if s.is_empty() || s.len() > 5 || (s.len() > 1 && s.starts_with('0')) {
@@ -81,6 +109,9 @@ mod tests {
         for core in [0, 1, 7, 65535] {
             let id = QueueId::new_random(Shard { node: 2, core });
             assert_eq!(QueueId::parse(&id.to_string()), Some(id));
+            let mut bytes = Vec::new();
+            id.write_to(&mut bytes);
+            assert_eq!(bytes, id.to_string().into_bytes(), "both writers agree");
         }
     }
 
