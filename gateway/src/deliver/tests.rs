@@ -400,3 +400,65 @@ fn presence_decides_idleness_for_edit_notifications() {
     s.deliver(edit(&[(2, &["mentioned"])], json!({})));
     assert!(s.take_notifications().is_empty());
 }
+
+/// The event one queue would get if it were serialised on its own, field
+/// by field: what the serialise-once splicing must reproduce byte for byte.
+#[derive(serde::Serialize)]
+struct OwnEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a serde_json::value::RawValue,
+    flags: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local_message_id: Option<&'a str>,
+    id: i64,
+}
+
+#[test]
+fn spliced_message_events_are_byte_identical_to_per_queue_serialisation() {
+    let mut msg = stream_message("ZulipPython");
+    msg.avatar_is_gravatar = true;
+    msg.content = "quote \" and \\ and ünïcødé".into();
+    let flag_sets = [
+        0,
+        flags::READ,
+        flags::MENTIONED | flags::STARRED,
+        flags::STREAM_WILDCARD_MENTIONED,
+        flags::TOPIC_WILDCARD_MENTIONED | flags::IS_PRIVATE | flags::HISTORICAL,
+    ];
+    for apply_markdown in [false, true] {
+        for client_gravatar in [false, true] {
+            let variant = squall_proto::envelope::Variant { apply_markdown, client_gravatar };
+            for &bits in &flag_sets {
+                for local in [None, Some("1.5"), Some("odd \"id\"")] {
+                    // What a queue of this variant holds after delivery.
+                    let mut s = state();
+                    let q = s.allocate(QueueSpec { apply_markdown, client_gravatar, ..spec(1) }, 0);
+                    let mut notice = message_notice(msg.clone(), &[(1, bits)], true, Some(q.to_string()));
+                    if let Notice::Message(m) = &mut notice {
+                        m.local_id = local.map(str::to_owned);
+                    }
+                    s.deliver(notice);
+                    let mut queue = Vec::new();
+                    s.reg.get_mut(q).unwrap().queue.render_events_into(&mut queue);
+
+                    let payload = msg.client_json(variant, None);
+                    let raw = serde_json::value::RawValue::from_string(payload).unwrap();
+                    let own = OwnEvent {
+                        kind: "message",
+                        message: &raw,
+                        flags: flags::api_names(bits),
+                        local_message_id: local,
+                        id: 0,
+                    };
+                    let expected = format!("[{}]", serde_json::to_string(&own).unwrap());
+                    assert_eq!(
+                        String::from_utf8(queue).unwrap(),
+                        expected,
+                        "variant {variant:?}, flags {bits}, local {local:?}"
+                    );
+                }
+            }
+        }
+    }
+}
