@@ -25,12 +25,14 @@ use monoio::net::TcpStream;
 use squall_proto::api::ApiResponse;
 use squall_proto::error::ApiError;
 use squall_proto::ids::QueueId;
+use std::future::Future;
 use std::net::IpAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
+use std::task::Poll;
 
 /// Room a read asks for: a long-poll request fits with margin.
-const READ_ROOM: usize = 1024;
+const READ_ROOM: usize = 512;
 /// An input buffer grown past this by a large request is not kept.
 const INPUT_KEEP_MAX: usize = 16 * 1024;
 
@@ -155,9 +157,18 @@ impl Conn {
     async fn park(&mut self, queue_id: QueueId, keep_alive: bool, head_only: bool, ctx: &CoreCtx) -> bool {
         let reading = read_into(&mut self.rd, std::mem::take(&mut self.input));
         let mut reading = std::pin::pin!(reading);
-        let answer = monoio::select! {
-            a = self.slot.wait() => a,
-            (res, buf) = &mut reading => {
+        // Whichever comes first: the answer, or something from the client.
+        let slot = &self.slot;
+        let first = std::future::poll_fn(|cx| {
+            if let Poll::Ready(a) = std::pin::pin!(slot.wait()).poll(cx) {
+                return Poll::Ready(Ok(a));
+            }
+            reading.as_mut().poll(cx).map(Err)
+        })
+        .await;
+        let answer = match first {
+            Ok(answer) => answer,
+            Err((res, buf)) => {
                 self.input = buf;
                 if !matches!(res, Ok(n) if n > 0) {
                     // The client left while parked.
@@ -167,10 +178,12 @@ impl Conn {
                 }
                 // A pipelined request: it waits until this poll is answered.
                 let answer = self.slot.wait().await;
-                return write_reply(&mut self.wr, Reply::Events(answer), keep_alive, head_only).await && keep_alive;
+                return send(&mut self.wr, render(Reply::Events(answer), keep_alive, head_only)).await && keep_alive;
             }
         };
-        if !write_reply(&mut self.wr, Reply::Events(answer), keep_alive, head_only).await || !keep_alive {
+        // The read stays in flight while the answer is written: it receives
+        // the client's next poll.
+        if !send(&mut self.wr, render(Reply::Events(answer), keep_alive, head_only)).await || !keep_alive {
             return false;
         }
         let (res, buf) = reading.await;
