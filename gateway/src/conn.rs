@@ -19,7 +19,7 @@ use crate::http::response;
 use crate::park::{Answer, Slot};
 use crate::state::Item;
 use crate::stats::CoreStats;
-use monoio::buf::IoBufMut;
+use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use squall_proto::api::ApiResponse;
@@ -244,18 +244,23 @@ async fn read_into(rd: &mut OwnedReadHalf<TcpStream>, mut buf: Vec<u8>) -> (std:
     (res, slice.into_inner())
 }
 
-/// A reply as bytes to send (a pooled buffer).
-fn render(reply: Reply, keep_alive: bool, head_only: bool) -> Vec<u8> {
-    let mut out = crate::pool::take();
+/// A reply as bytes to send (a pooled buffer) and where they start.
+fn render(reply: Reply, keep_alive: bool, head_only: bool) -> (Vec<u8>, usize) {
     match reply {
-        Reply::Events(a) => {
+        Reply::Events(mut a) => {
             let vary: &[(&str, &str)] = if a.deferred { &[("Vary", "Accept-Language, Cookie")] } else { &[] };
-            response::write_json(&mut out, a.status, vary, &a.body, keep_alive, head_only);
+            if !head_only {
+                if let Some(start) = response::head_into_room(&mut a.body, a.room, a.status, vary, keep_alive) {
+                    return (a.body, start);
+                }
+            }
+            let mut out = crate::pool::take();
+            response::write_json(&mut out, a.status, vary, a.json(), keep_alive, head_only);
             crate::pool::give(a.body);
+            (out, 0)
         }
-        Reply::Api(r) => out.extend_from_slice(&response::to_bytes(&r, keep_alive, head_only)),
+        Reply::Api(r) => (response::to_bytes(&r, keep_alive, head_only), 0),
     }
-    out
 }
 
 /// Writes a reply; false if the connection failed. (Rendered before the
@@ -264,9 +269,9 @@ async fn write_reply(wr: &mut OwnedWriteHalf<TcpStream>, reply: Reply, keep_aliv
     send(wr, render(reply, keep_alive, head_only)).await
 }
 
-async fn send(wr: &mut OwnedWriteHalf<TcpStream>, out: Vec<u8>) -> bool {
-    let (res, out) = wr.write_all(out).await;
-    crate::pool::give(out);
+async fn send(wr: &mut OwnedWriteHalf<TcpStream>, (out, start): (Vec<u8>, usize)) -> bool {
+    let (res, out) = wr.write_all(out.slice(start..)).await;
+    crate::pool::give(out.into_inner());
     res.is_ok()
 }
 

@@ -16,10 +16,28 @@ use std::task::{Context, Poll, Waker};
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
-    /// JSON body.
+    /// The JSON body, from byte `room` on; the bytes before it are room
+    /// for the response head, so the answer is sent without copying.
     pub body: Vec<u8>,
+    /// Where the body starts in `body`.
+    pub room: usize,
     /// A deferred (long-poll) completion: carries `Vary`, as Zulip's do.
     pub deferred: bool,
+}
+
+/// Room left before a rendered body for the response head.
+pub const HEAD_ROOM: usize = 160;
+
+impl Answer {
+    /// An answer whose body is `body` as it is (no head room).
+    pub fn plain(status: u16, body: Vec<u8>) -> Answer {
+        Answer { status, body, room: 0, deferred: false }
+    }
+
+    /// The JSON body.
+    pub fn json(&self) -> &[u8] {
+        &self.body[self.room..]
+    }
 }
 
 #[derive(Default)]
@@ -101,9 +119,9 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut wait = std::pin::pin!(slot.wait());
         assert!(wait.as_mut().poll(&mut cx).is_pending());
-        slot.fulfil(Answer { status: 200, body: b"{}".to_vec(), deferred: true });
+        slot.fulfil(Answer { deferred: true, ..Answer::plain(200, b"{}".to_vec()) });
         match wait.as_mut().poll(&mut cx) {
-            Poll::Ready(a) => assert_eq!((a.status, a.body.as_slice(), a.deferred), (200, &b"{}"[..], true)),
+            Poll::Ready(a) => assert_eq!((a.status, a.json(), a.deferred), (200, &b"{}"[..], true)),
             Poll::Pending => panic!("answered"),
         }
         assert!(!slot.is_gone());

@@ -4,15 +4,15 @@
 //! through here so the indexes never disagree with the map.
 
 use crate::descriptor::Descriptor;
+use crate::fxhash::FxHashMap;
 use squall_proto::ids::QueueId;
-use std::collections::HashMap;
 
 /// One core's queues.
 #[derive(Default)]
 pub struct Registry {
-    queues: HashMap<QueueId, Descriptor>,
-    by_user: HashMap<i64, Vec<QueueId>>,
-    watchers: HashMap<i64, Vec<QueueId>>,
+    queues: FxHashMap<QueueId, Descriptor>,
+    by_user: FxHashMap<i64, Vec<QueueId>>,
+    watchers: FxHashMap<i64, Vec<QueueId>>,
 }
 
 impl Registry {

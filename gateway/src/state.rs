@@ -8,7 +8,7 @@
 
 use crate::descriptor::Descriptor;
 use crate::notify::{on_last_queue_gone, Notification};
-use crate::park::{Answer, Slot};
+use crate::park::{Answer, Slot, HEAD_ROOM};
 use crate::queue::{EventBody, EventQueue};
 use crate::registry::Registry;
 use crate::stats::{CoreStats, Stats};
@@ -145,6 +145,7 @@ pub struct CoreState {
 /// answers, its id), rendered into a pooled buffer.
 fn events_answer(d: &mut Descriptor, queue_id: Option<QueueId>) -> Answer {
     let mut body = crate::pool::take();
+    body.resize(HEAD_ROOM, 0);
     body.extend_from_slice(b"{\"result\":\"success\",\"msg\":\"\",\"events\":");
     d.queue.render_events_into(&mut body);
     if let Some(q) = queue_id {
@@ -153,11 +154,11 @@ fn events_answer(d: &mut Descriptor, queue_id: Option<QueueId>) -> Answer {
         body.push(b'"');
     }
     body.push(b'}');
-    Answer { status: 200, body, deferred: queue_id.is_some() }
+    Answer { status: 200, body, room: HEAD_ROOM, deferred: queue_id.is_some() }
 }
 
 fn error_answer(e: ApiError) -> Answer {
-    Answer { status: e.status, body: e.body(), deferred: false }
+    Answer::plain(e.status, e.body())
 }
 
 /// `BAD_EVENT_QUEUE_ID`, exactly as Zulip returns it.
@@ -287,9 +288,7 @@ impl CoreState {
             EventsOp::Delete { queue_id } => {
                 if self.reg.owned_mut(queue_id, user_id).is_some() {
                     self.remove_queue(queue_id);
-                    let mut body = crate::pool::take();
-                    body.extend_from_slice(b"{\"result\":\"success\",\"msg\":\"\"}");
-                    Answer { status: 200, body, deferred: false }
+                    Answer::plain(200, br#"{"result":"success","msg":""}"#.to_vec())
                 } else {
                     error_answer(bad_queue(&queue_id.to_string()))
                 }

@@ -61,6 +61,71 @@ pub fn write_json(
     }
 }
 
+/// Writes a JSON response head into the room before `body[room..]` when
+/// it fits, returning where the response starts; otherwise `None` (the
+/// caller copies).
+pub fn head_into_room(
+    buf: &mut [u8],
+    room: usize,
+    status: u16,
+    extra: &[(&str, &str)],
+    keep_alive: bool,
+) -> Option<usize> {
+    let mut head = [0u8; 256];
+    let mut w = Writer { buf: &mut head, len: Some(0) };
+    w.put(b"HTTP/1.1 ");
+    w.int(status as u64);
+    w.put(b" ");
+    w.put(reason(status).as_bytes());
+    w.put(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+    w.int((buf.len() - room) as u64);
+    w.put(b"\r\n");
+    if !keep_alive {
+        w.put(b"Connection: close\r\n");
+    }
+    for (k, v) in extra {
+        w.put(k.as_bytes());
+        w.put(b": ");
+        w.put(v.as_bytes());
+        w.put(b"\r\n");
+    }
+    w.put(b"\r\n");
+    let n = w.len?;
+    let start = room.checked_sub(n)?;
+    buf[start..room].copy_from_slice(&head[..n]);
+    Some(start)
+}
+
+/// A fixed buffer writer that gives up (len = None) when full.
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    len: Option<usize>,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.len = self.len.and_then(|at| {
+            let end = at.checked_add(bytes.len()).filter(|&e| e <= self.buf.len())?;
+            self.buf[at..end].copy_from_slice(bytes);
+            Some(end)
+        });
+    }
+
+    fn int(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.put(&digits[i..]);
+    }
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -108,6 +173,22 @@ mod tests {
             write_json(&mut out, 200, &[("Vary", "Accept-Language, Cookie")], body, keep_alive, head_only);
             assert_eq!(out, to_bytes(&r, keep_alive, head_only));
         }
+    }
+
+    #[test]
+    fn a_head_written_into_the_room_matches_a_copied_response() {
+        let body = br#"{"result":"success","events":[]}"#;
+        for keep_alive in [true, false] {
+            let mut buf = vec![0u8; 160];
+            buf.extend_from_slice(body);
+            let start = head_into_room(&mut buf, 160, 200, &[("Vary", "Accept-Language, Cookie")], keep_alive).unwrap();
+            let mut copied = Vec::new();
+            write_json(&mut copied, 200, &[("Vary", "Accept-Language, Cookie")], body, keep_alive, false);
+            assert_eq!(&buf[start..], &copied[..]);
+        }
+        let mut tight = vec![0u8; 10];
+        tight.extend_from_slice(body);
+        assert_eq!(head_into_room(&mut tight, 10, 200, &[], true), None, "no room: the caller copies");
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn get(s: &mut CoreState, user: i64, q: Option<QueueId>, last: Option<i64>, dont
 
 fn body(p: &mut Pending) -> (u16, serde_json::Value, Answer) {
     let a = p.try_recv().expect("no response yet");
-    (a.status, serde_json::from_slice(&a.body).expect("json body"), a)
+    (a.status, serde_json::from_slice(a.json()).expect("json body"), a)
 }
 
 fn generic(users: Vec<i64>) -> Notice {
