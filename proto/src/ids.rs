@@ -46,26 +46,28 @@ impl QueueId {
     }
 }
 
+/// Appends `n` in decimal to `out` without allocating.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 impl QueueId {
     /// Appends the id's text (as [`fmt::Display`] writes it) to `out`
     /// without allocating.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        fn decimal(out: &mut Vec<u8>, mut n: u16) {
-            let mut digits = [0u8; 5];
-            let mut i = digits.len();
-            loop {
-                i -= 1;
-                digits[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
-            out.extend_from_slice(&digits[i..]);
-        }
-        decimal(out, self.shard.node);
+        push_decimal(out, self.shard.node as u64);
         out.push(b'-');
-        decimal(out, self.shard.core);
+        push_decimal(out, self.shard.core as u64);
         out.push(b'-');
         const HEX: &[u8; 16] = b"0123456789abcdef";
         for shift in (0..32).rev() {

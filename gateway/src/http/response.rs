@@ -2,35 +2,56 @@
 //! headers, body.
 
 use squall_proto::api::ApiResponse;
+use squall_proto::ids::push_decimal;
+use std::cell::RefCell;
 
-/// Serialises `r`; `head_only` (a `HEAD` request) keeps the headers,
-/// including the body's length, and drops the body.
-pub fn to_bytes(r: &ApiResponse, keep_alive: bool, head_only: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160 + r.body.len());
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status)).as_bytes());
-    if !r.body.is_empty() && !r.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
-        out.extend_from_slice(b"Content-Type: application/json\r\n");
+/// Appends a response head: status line, `Content-Type: application/json`
+/// when `json`, `Content-Length`, `Connection: close` unless `keep_alive`,
+/// then `extra` headers. Allocates nothing beyond `out`'s growth.
+fn push_head<'a>(
+    out: &mut Vec<u8>,
+    status: u16,
+    body_len: usize,
+    json: bool,
+    keep_alive: bool,
+    extra: impl Iterator<Item = (&'a str, &'a str)>,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, status as u64);
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    if json {
+        out.extend_from_slice(b"\r\nContent-Type: application/json");
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n", r.body.len()).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    push_decimal(out, body_len as u64);
+    out.extend_from_slice(b"\r\n");
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
-    for (k, v) in &r.headers {
+    for (k, v) in extra {
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(v.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Serialises `r`; `head_only` (a `HEAD` request) keeps the headers,
+/// including the body's length, and drops the body.
+pub fn to_bytes(r: &ApiResponse, keep_alive: bool, head_only: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + r.body.len());
+    let json = !r.body.is_empty() && !r.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    push_head(&mut out, r.status, r.body.len(), json, keep_alive, r.headers.iter().map(|(k, v)| (*k, v.as_str())));
     if !head_only {
         out.extend_from_slice(&r.body);
     }
     out
 }
 
-/// Appends a JSON response to `out` without allocating: status line,
-/// `Content-Type`, `Content-Length`, `Connection: close` unless
-/// `keep_alive`, `extra` headers, then `body` (unless `head_only`).
+/// Appends a JSON response to `out` without allocating: the head (with
+/// `extra` headers), then `body` unless `head_only`.
 pub fn write_json(
     out: &mut Vec<u8>,
     status: u16,
@@ -39,31 +60,20 @@ pub fn write_json(
     keep_alive: bool,
     head_only: bool,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    crate::queue::push_int(out, status as i64);
-    out.push(b' ');
-    out.extend_from_slice(reason(status).as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
-    crate::queue::push_int(out, body.len() as i64);
-    out.extend_from_slice(b"\r\n");
-    if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    for (k, v) in extra {
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    push_head(out, status, body.len(), true, keep_alive, extra.iter().copied());
     if !head_only {
         out.extend_from_slice(body);
     }
 }
 
-/// Writes a JSON response head into the room before `body[room..]` when
-/// it fits, returning where the response starts; otherwise `None` (the
-/// caller copies).
+thread_local! {
+    /// Where a head is written before it is moved into a body's room.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Writes a JSON response head into the room before `buf[room..]` (the
+/// body) when it fits, returning where the response starts; otherwise
+/// `None` (the caller copies).
 pub fn head_into_room(
     buf: &mut [u8],
     room: usize,
@@ -71,59 +81,14 @@ pub fn head_into_room(
     extra: &[(&str, &str)],
     keep_alive: bool,
 ) -> Option<usize> {
-    let mut head = [0u8; 256];
-    let mut w = Writer { buf: &mut head, len: Some(0) };
-    w.put(b"HTTP/1.1 ");
-    w.int(status as u64);
-    w.put(b" ");
-    w.put(reason(status).as_bytes());
-    w.put(b"\r\nContent-Type: application/json\r\nContent-Length: ");
-    w.int((buf.len() - room) as u64);
-    w.put(b"\r\n");
-    if !keep_alive {
-        w.put(b"Connection: close\r\n");
-    }
-    for (k, v) in extra {
-        w.put(k.as_bytes());
-        w.put(b": ");
-        w.put(v.as_bytes());
-        w.put(b"\r\n");
-    }
-    w.put(b"\r\n");
-    let n = w.len?;
-    let start = room.checked_sub(n)?;
-    buf[start..room].copy_from_slice(&head[..n]);
-    Some(start)
-}
-
-/// A fixed buffer writer that gives up (len = None) when full.
-struct Writer<'a> {
-    buf: &'a mut [u8],
-    len: Option<usize>,
-}
-
-impl Writer<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.len = self.len.and_then(|at| {
-            let end = at.checked_add(bytes.len()).filter(|&e| e <= self.buf.len())?;
-            self.buf[at..end].copy_from_slice(bytes);
-            Some(end)
-        });
-    }
-
-    fn int(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.put(&digits[i..]);
-    }
+    SCRATCH.with(|scratch| {
+        let mut head = scratch.borrow_mut();
+        head.clear();
+        push_head(&mut head, status, buf.len() - room, true, keep_alive, extra.iter().copied());
+        let start = room.checked_sub(head.len())?;
+        buf[start..room].copy_from_slice(&head);
+        Some(start)
+    })
 }
 
 fn reason(status: u16) -> &'static str {
