@@ -1,10 +1,13 @@
-//! The gateway side of the backend's [`EventBus`]: in-process delivery into
-//! the per-core inboxes (single-node mode).
+//! The gateway side of the backend's [`EventBus`]: delivery into this
+//! process's per-core inboxes, and to sibling gateway processes through
+//! [`crate::cores::Peers`] for the cores they own.
 //!
 //! Called from the backend's threads on any runtime. A full inbox holds the
 //! sender until the core makes room: back-pressure, never a dropped event.
+//! Queues are allocated and peeked only here: `POST /register` reaches the
+//! process that owns the user (the edge hands the connection over).
 
-use crate::inbox::Inbox;
+use crate::cores::Cores;
 use crate::state::Item;
 use futures_channel::oneshot;
 use futures_util::future::BoxFuture;
@@ -20,19 +23,22 @@ use std::sync::Arc;
 /// Handle on this node's cores.
 #[derive(Clone)]
 pub struct LocalBus {
-    inboxes: Arc<Vec<Arc<Inbox>>>,
+    cores: Arc<Cores>,
     topo: Topology,
     node: u16,
 }
 
 impl LocalBus {
-    /// A bus over `inboxes` (one per core).
-    pub fn new(inboxes: Arc<Vec<Arc<Inbox>>>, node: u16, topo: Topology) -> Self {
-        LocalBus { inboxes, topo, node }
+    /// A bus over `cores` of node `node` shaped `topo`.
+    pub fn new(cores: Arc<Cores>, node: u16, topo: Topology) -> Self {
+        LocalBus { cores, topo, node }
     }
 
     async fn push(&self, core: u16, item: Item) -> Result<(), BusError> {
-        let inbox = self.inboxes.get(core as usize).ok_or_else(|| BusError::Unavailable(format!("no core {core}")))?;
+        let inbox = self
+            .cores
+            .inbox(core)
+            .ok_or_else(|| BusError::Unavailable(format!("core {core} belongs to another gateway process")))?;
         inbox.push_wait(item).await;
         Ok(())
     }
@@ -66,7 +72,11 @@ impl EventBus for LocalBus {
         let this = self.clone();
         Box::pin(async move {
             for (core, part) in split_for_node(&envelope.notice, this.topo, this.node) {
-                this.push(core, Item::Notice(part)).await?;
+                if this.cores.inbox(core).is_some() {
+                    this.push(core, Item::Notice(part)).await?;
+                } else if let Err(e) = this.cores.deliver(core, part) {
+                    return Err(BusError::Unavailable(format!("core {core}: {e:?}")));
+                }
             }
             Ok(())
         })

@@ -9,8 +9,12 @@ use std::time::Duration;
 /// The gateway's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Cores (one pinned executor each); at least 1.
+    /// Cores of this process (one pinned executor each); at least 1.
     pub cores: u16,
+    /// Gateway processes on this node, all with `cores` cores; at least 1.
+    pub processes: u16,
+    /// Which of them this is (`0..processes`).
+    pub process: u16,
     /// Use io_uring when the kernel allows it; epoll otherwise.
     pub io_uring: bool,
     /// Capacity of each core's inbox (items).
@@ -37,6 +41,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             cores: 1,
+            processes: 1,
+            process: 0,
             io_uring: true,
             inbox_capacity: 65_536,
             timing: Timing::default(),

@@ -203,11 +203,11 @@ impl Conn {
         // No operation is in flight here: the last read has completed.
         // SAFETY: into_raw_fd gives up ownership of an open socket.
         let fd = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
-        let Some(inbox) = ctx.inboxes.get(core as usize) else { return };
         CoreStats::bump(&ctx.counters().handoffs);
-        if inbox.push(Item::Connection { fd, pending: input }).is_err() {
-            // Overloaded: the client reconnects (its queue is unaffected).
-            tracing::warn!(core, "inbox full: a connection handed over was closed");
+        if let Err(e) = ctx.cores.hand_off(core, fd, input) {
+            // Overloaded or unreachable: the client reconnects (its queue is
+            // unaffected).
+            tracing::warn!(core, error = ?e, "a connection could not be handed over and was closed");
         }
     }
 }
@@ -217,7 +217,7 @@ impl Conn {
 /// that came after it is answered, as it would be for a poll handed over
 /// from another core.
 fn drain_inbox(ctx: &Rc<CoreCtx>) {
-    let inbox = &ctx.inboxes[ctx.shard.core as usize];
+    let Some(inbox) = ctx.cores.inbox(ctx.shard.core) else { return };
     let now_ms = ctx.clock.now_ms();
     while let Some(item) = inbox.try_pop() {
         let left = ctx.state.borrow_mut().handle(item, now_ms);
@@ -285,13 +285,24 @@ enum Step {
 /// endpoints.
 enum Later {
     Events(Box<events::Deferred>),
-    Other { req: squall_proto::api::ApiRequest, internal: bool, metrics: bool },
+    /// `POST /register` with several gateway processes: served by the
+    /// process that owns the user (which allocates the queue locally).
+    Register(squall_proto::api::ApiRequest),
+    Other {
+        req: squall_proto::api::ApiRequest,
+        internal: bool,
+        metrics: bool,
+    },
 }
 
 impl Later {
     async fn finish(self, ctx: &Rc<CoreCtx>, slot: &Rc<Slot>) -> Next {
         match self {
             Later::Events(d) => next_of(events::finish_deferred(d, ctx, slot).await),
+            Later::Register(req) => match events::owner_elsewhere(&req, ctx).await {
+                Some(core) => Next::HandOff(core),
+                None => Next::Reply(Reply::Api(ctx.backend.handle(req).await)),
+            },
             Later::Other { req, internal: true, .. } => {
                 Next::Reply(Reply::Api(crate::internal::handle(&req, ctx).await))
             }
@@ -325,7 +336,10 @@ fn route(head: &Head<'_>, buf: &[u8], peer: Option<IpAddr>, ctx: &Rc<CoreCtx>, s
             Err(deferred) => Step::Later(Later::Events(deferred)),
         };
     }
+    let several_processes = ctx.cores.local().len() < ctx.topo.cores as usize;
+    let register = (path == "/api/v1/register" || path == "/json/register") && head.is("POST");
     match head.to_api_request(buf, peer) {
+        Ok(req) if register && several_processes => Step::Later(Later::Register(req)),
         Ok(req) => {
             Step::Later(Later::Other { req, internal: path.starts_with("/api/internal/"), metrics: path == "/metrics" })
         }

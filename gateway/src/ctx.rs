@@ -5,7 +5,7 @@
 use crate::auth::AuthCache;
 use crate::backend::Backend;
 use crate::clock::Clock;
-use crate::inbox::Inbox;
+use crate::cores::Cores;
 use crate::state::CoreState;
 use crate::stats::{CoreStats, Stats};
 use squall_proto::Shard;
@@ -19,8 +19,8 @@ pub struct CoreCtx {
     pub shard: Shard,
     /// Cluster shape.
     pub topo: Topology,
-    /// Every core's inbox, for hand-offs.
-    pub inboxes: Arc<Vec<Arc<Inbox>>>,
+    /// This process's cores (their inboxes) and the way to the others.
+    pub cores: Arc<Cores>,
     /// The queues this core owns.
     pub state: RefCell<CoreState>,
     /// Everything that is not `/events`.

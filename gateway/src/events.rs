@@ -125,6 +125,27 @@ pub async fn finish_deferred(d: Box<Deferred>, ctx: &Rc<CoreCtx>, slot: &Rc<Slot
     run(user, op, ctx, slot)
 }
 
+/// For a request that must be served where its user's queues live (`POST
+/// /register` with several gateway processes): the owning core if it is in
+/// another process. Unauthenticated requests stay (the backend answers
+/// them).
+pub async fn owner_elsewhere(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> Option<u16> {
+    let authorization = req.header("authorization").unwrap_or("").as_bytes();
+    let host = req.header("host").unwrap_or("").as_bytes();
+    let cached = ctx.auth_cache.borrow().get(authorization, host, Instant::now());
+    let user = match cached {
+        Some(u) => u,
+        None => {
+            let probe = ApiRequest { body: Vec::new(), ..req.clone() };
+            let user = ctx.backend.authenticate(probe).await.ok()?;
+            ctx.auth_cache.borrow_mut().insert(authorization, host, user, Instant::now());
+            user
+        }
+    };
+    let owner = ctx.topo.shard_of(user.id).core;
+    ctx.cores.inbox(owner).is_none().then_some(owner)
+}
+
 /// Gives an authenticated call to the owner core's state (handing the
 /// connection over if the owner is another core).
 fn run(user: AuthedUser, op: EventsOp, ctx: &Rc<CoreCtx>, slot: &Rc<Slot>) -> Outcome {

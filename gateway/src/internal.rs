@@ -77,7 +77,7 @@ pub async fn handle(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> ApiResponse {
             for (core, part) in split_for_node(&notice, ctx.topo, ctx.shard.node) {
                 if core == ctx.shard.core {
                     ctx.state.borrow_mut().deliver(part);
-                } else if ctx.inboxes[core as usize].push(Item::Notice(part)).is_err() {
+                } else if ctx.cores.deliver(core, part).is_err() {
                     return busy();
                 }
             }
@@ -94,7 +94,8 @@ pub async fn handle(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> ApiResponse {
             };
             let wanted = count.map(|c| c.max(0) as usize).unwrap_or(usize::MAX);
             let mut sent = 0usize;
-            for core in 0..ctx.topo.cores {
+            // Restored queues of this process (each process tells its own).
+            for core in ctx.cores.local() {
                 if sent >= wanted {
                     break;
                 }
@@ -103,7 +104,8 @@ pub async fn handle(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> ApiResponse {
                     ctx.state.borrow_mut().send_reload(max, immediate)
                 } else {
                     let (reply, rx) = oneshot::channel();
-                    if ctx.inboxes[core as usize].push(Item::Reload { max, immediate, reply }).is_err() {
+                    let Some(inbox) = ctx.cores.inbox(core) else { continue };
+                    if inbox.push(Item::Reload { max, immediate, reply }).is_err() {
                         return busy();
                     }
                     rx.await.unwrap_or(0)

@@ -23,6 +23,7 @@ pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod cores;
 pub mod ctx;
 mod deliver;
 pub mod descriptor;
@@ -45,6 +46,7 @@ pub mod stats;
 pub use config::Config;
 
 use backend::Backend;
+use cores::{Cores, Peers};
 use inbox::Inbox;
 use shard::Notifier;
 use squall_proto::Shard;
@@ -58,26 +60,46 @@ use std::sync::Arc;
 /// a [`bus::LocalBus`] first), its cores do not yet.
 pub struct Gateway {
     cfg: Config,
-    inboxes: Arc<Vec<Arc<Inbox>>>,
+    cores: Arc<Cores>,
     stats: Arc<Stats>,
 }
 
 impl Gateway {
-    /// A gateway with `cfg.cores` cores.
+    /// A gateway with `cfg.cores` cores, alone on its node.
     pub fn new(cfg: Config) -> Self {
+        Self::with_peers(cfg, None)
+    }
+
+    /// Process `cfg.process` of `cfg.processes` on its node, reaching the
+    /// others through `peers`.
+    pub fn with_peers(cfg: Config, peers: Option<Arc<dyn Peers>>) -> Self {
         let cores = cfg.cores.max(1);
-        let inboxes = Arc::new((0..cores).map(|_| Arc::new(Inbox::new(cfg.inbox_capacity))).collect());
-        Gateway { cfg: Config { cores, ..cfg }, inboxes, stats: Arc::new(Stats::new(cores)) }
+        let processes = cfg.processes.max(1);
+        let process = cfg.process.min(processes - 1);
+        let inboxes = (0..cores).map(|_| Arc::new(Inbox::new(cfg.inbox_capacity))).collect();
+        let cores_here = Arc::new(Cores::new(process * cores, inboxes, peers));
+        Gateway {
+            cfg: Config { cores, processes, process, ..cfg },
+            cores: cores_here,
+            stats: Arc::new(Stats::new(cores)),
+        }
     }
 
-    /// The shape of this single node.
+    /// The shape of this node: every process's cores.
     pub fn topology(&self) -> Topology {
-        Topology::single_node(self.cfg.cores)
+        Topology::single_node(self.cfg.cores * self.cfg.processes)
     }
 
-    /// The in-process event bus into this gateway's cores.
+    /// The in-process event bus into this gateway's cores (and, through the
+    /// peers, the node's other processes).
     pub fn bus(&self) -> bus::LocalBus {
-        bus::LocalBus::new(self.inboxes.clone(), 0, self.topology())
+        bus::LocalBus::new(self.cores.clone(), 0, self.topology())
+    }
+
+    /// This process's cores, for whoever feeds them from outside (a
+    /// sibling's hand-offs and notices).
+    pub fn cores(&self) -> Arc<Cores> {
+        self.cores.clone()
     }
 
     /// The cores' counters (live while and after it runs).
@@ -98,7 +120,7 @@ impl Gateway {
     ) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
         let cfg = self.cfg;
-        let topo = Topology::single_node(cfg.cores);
+        let topo = Topology::single_node(cfg.cores * cfg.processes);
         let restart_event = Arc::new(serde_json::json!({
             "type": "restart",
             "zulip_version": squall_proto::ZULIP_VERSION,
@@ -109,11 +131,11 @@ impl Gateway {
         let shared_secret: Arc<str> = Arc::from(cfg.shared_secret.as_str());
         let (started, starts) = std::sync::mpsc::channel();
         let mut threads = Vec::new();
-        for c in 0..cfg.cores {
+        for c in self.cores.local() {
             let start = shard::CoreStart {
                 shard: Shard { node: 0, core: c },
                 topo,
-                inboxes: self.inboxes.clone(),
+                cores: self.cores.clone(),
                 listener: listener.try_clone()?,
                 backend: backend.clone(),
                 timing: cfg.timing,
@@ -136,7 +158,7 @@ impl Gateway {
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    stop_cores(&self.inboxes, threads);
+                    stop_cores(self.cores.inboxes(), threads);
                     return Err(e);
                 }
             }
@@ -149,11 +171,11 @@ impl Gateway {
                 Ok(Err(e)) => e,
                 Err(_) => "a core stopped before it started".to_owned(),
             };
-            stop_cores(&self.inboxes, threads);
+            stop_cores(self.cores.inboxes(), threads);
             return Err(std::io::Error::other(format!("a gateway core could not start: {failure}")));
         }
         block_on(shutdown);
-        stop_cores(&self.inboxes, threads);
+        stop_cores(self.cores.inboxes(), threads);
         Ok(())
     }
 }

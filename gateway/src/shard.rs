@@ -10,6 +10,7 @@
 use crate::auth::AuthCache;
 use crate::backend::Backend;
 use crate::clock::Clock;
+use crate::cores::Cores;
 use crate::ctx::CoreCtx;
 use crate::inbox::Inbox;
 use crate::notify::Notification;
@@ -32,8 +33,8 @@ pub struct CoreStart {
     pub shard: Shard,
     /// Cluster shape.
     pub topo: Topology,
-    /// All inboxes.
-    pub inboxes: Arc<Vec<Arc<Inbox>>>,
+    /// This process's cores and the way to the others.
+    pub cores: Arc<Cores>,
     /// A clone of the shared listening socket.
     pub listener: std::net::TcpListener,
     /// Everything that is not `/events`.
@@ -91,7 +92,11 @@ fn run_runtime(start: CoreStart) -> std::io::Result<()> {
 
 async fn core_main(start: CoreStart) -> std::io::Result<()> {
     let listener = monoio::net::TcpListener::from_std(start.listener)?;
-    let inbox = start.inboxes[start.shard.core as usize].clone();
+    let inbox = start
+        .cores
+        .inbox(start.shard.core)
+        .cloned()
+        .ok_or_else(|| std::io::Error::other(format!("core {} is not this process's", start.shard.core)))?;
     let mut state = CoreState::with_stats(start.shard, start.timing, start.stats.clone());
     let notifier = start.notifier.clone();
     state.set_notification_sink(Box::new(move |n| notifier(n)));
@@ -104,7 +109,7 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
     let ctx = Rc::new(CoreCtx {
         shard: start.shard,
         topo: start.topo,
-        inboxes: start.inboxes,
+        cores: start.cores,
         state: RefCell::new(state),
         backend: start.backend,
         auth_cache: RefCell::new(AuthCache::default()),

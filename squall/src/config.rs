@@ -17,8 +17,13 @@ pub struct Config {
     /// Host clients use to reach the server; empty = `listen`
     /// (`SQUALL_EXTERNAL_HOST`). Realm subdomains hang off it.
     pub external_host: String,
-    /// Gateway cores; 0 = one per available CPU (`SQUALL_CORES`).
+    /// Gateway cores per gateway process; 0 = the available CPUs shared
+    /// out among the processes (`SQUALL_CORES`).
     pub cores: u16,
+    /// Gateway processes on this host, all on the one port
+    /// (`SO_REUSEPORT`); 0 = as many as `expected_connections` needs given
+    /// the per-process open-file limit (`SQUALL_GATEWAY_PROCESSES`).
+    pub gateway_processes: u16,
     /// Use io_uring when the kernel allows it; false forces epoll
     /// (`SQUALL_IO_URING`).
     pub io_uring: bool,
@@ -62,6 +67,7 @@ impl Default for Config {
             listen: "127.0.0.1:9991".into(),
             external_host: String::new(),
             cores: 0,
+            gateway_processes: 1,
             io_uring: true,
             inbox_capacity: 65_536,
             heartbeat_min_secs: 45,
@@ -106,6 +112,9 @@ impl Config {
         if let Some(v) = get("SQUALL_CORES") {
             self.cores = v.parse().context("SQUALL_CORES must be a number")?;
         }
+        if let Some(v) = get("SQUALL_GATEWAY_PROCESSES") {
+            self.gateway_processes = v.parse().context("SQUALL_GATEWAY_PROCESSES must be a number")?;
+        }
         if let Some(v) = get("SQUALL_IO_URING") {
             self.io_uring = matches!(v.as_str(), "1" | "true" | "yes" | "on");
         }
@@ -145,11 +154,20 @@ impl Config {
         }
     }
 
-    /// The gateway's settings; `server_generation` and the resolved
-    /// `shared_secret` are decided at start.
-    pub fn gateway(&self, server_generation: i64, shared_secret: String) -> squall_gateway::Config {
+    /// The gateway settings of process `process` of `processes`;
+    /// `server_generation` and the resolved `shared_secret` are decided at
+    /// start.
+    pub fn gateway(
+        &self,
+        process: u16,
+        processes: u16,
+        server_generation: i64,
+        shared_secret: String,
+    ) -> squall_gateway::Config {
         squall_gateway::Config {
-            cores: self.core_count(),
+            cores: self.cores_per_process(processes),
+            processes,
+            process,
             io_uring: self.io_uring,
             inbox_capacity: self.inbox_capacity,
             timing: squall_gateway::state::Timing {
@@ -163,13 +181,29 @@ impl Config {
         }
     }
 
-    /// Gateway cores to run.
-    pub fn core_count(&self) -> u16 {
+    /// Gateway cores per process, for `processes` processes.
+    pub fn cores_per_process(&self, processes: u16) -> u16 {
         if self.cores > 0 {
-            self.cores
-        } else {
-            std::thread::available_parallelism().map(|n| n.get() as u16).unwrap_or(1)
+            return self.cores;
         }
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as u16).unwrap_or(1);
+        (cpus / processes.max(1)).max(1)
+    }
+
+    /// Gateway cores to run in a single process.
+    pub fn core_count(&self) -> u16 {
+        self.cores_per_process(1)
+    }
+
+    /// Gateway processes to run when one process may hold `open_files`
+    /// files: the configured number, or (0) enough for
+    /// `expected_connections`, keeping 256 files per process in reserve.
+    pub fn processes(&self, open_files: u64) -> u16 {
+        if self.gateway_processes > 0 {
+            return self.gateway_processes;
+        }
+        let per_process = open_files.saturating_sub(256).max(1);
+        self.expected_connections.div_ceil(per_process).clamp(1, 256) as u16
     }
 }
 
@@ -200,7 +234,19 @@ mod tests {
         assert_eq!(cfg.backend.database_url, "postgres://x/y");
         assert!(!cfg.io_uring);
         assert_eq!(cfg.core_count(), 3);
+        assert_eq!(cfg.cores_per_process(4), 3, "set explicitly: per process");
         assert!(cfg.apply_env(|k| (k == "SQUALL_CORES").then(|| "many".into())).is_err());
+    }
+
+    #[test]
+    fn processes_follow_the_open_file_limit_when_automatic() {
+        let mut cfg = Config { gateway_processes: 0, expected_connections: 100_000, ..Config::default() };
+        assert_eq!(cfg.processes(20_000), 6, "19,744 connections per process");
+        assert_eq!(cfg.processes(1_048_576), 1);
+        cfg.gateway_processes = 3;
+        assert_eq!(cfg.processes(20_000), 3, "an explicit number wins");
+        let auto = Config { cores: 0, ..Config::default() };
+        assert!(auto.cores_per_process(64) >= 1);
     }
 
     #[test]

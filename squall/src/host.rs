@@ -1,16 +1,14 @@
-//! The start-up host check: raise the open-file limit, then compare the
-//! host's limits with `expected_connections` and log each shortfall. It
-//! refuses nothing: a small host still serves what it can.
+//! The start-up host check: compare the host's limits with
+//! `expected_connections` and log each shortfall. It refuses nothing: a
+//! small host still serves what it can.
 
 use crate::config::Config;
 use squall_kernel_tuning::{check, host::Host, sizing::Target};
 
-/// Raises the open-file soft limit and logs every server-side shortfall.
-pub fn check(cfg: &Config) {
-    match squall_kernel_tuning::raise_nofile_soft_limit() {
-        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "could not raise the open-file soft limit"),
-    }
+/// Logs the open-file limit (already raised to `open_files`) and every
+/// server-side shortfall.
+pub fn check(cfg: &Config, open_files: u64) {
+    tracing::info!(open_files, "open-file limit");
     let target = Target { connections: cfg.expected_connections, cores: cfg.core_count() as u64 };
     let report = check::check(&Host::new("/"), target);
     let problems: Vec<_> = report.problems().filter(|f| f.concerns_server()).collect();

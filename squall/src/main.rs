@@ -5,9 +5,11 @@
 mod admin;
 mod amqp;
 mod config;
+mod family;
 mod host;
 mod inprocess;
 mod serve;
+mod siblings;
 
 use clap::{Parser, Subcommand};
 use config::Config;
@@ -36,6 +38,12 @@ enum Command {
         /// Print the effective configuration and exit.
         #[arg(long)]
         check_config: bool,
+        /// Internal: this is gateway process K of the host, started by the first.
+        #[arg(long, hide = true, requires = "server_generation")]
+        process_index: Option<u16>,
+        /// Internal: the node's server_generation, shared by its processes.
+        #[arg(long, hide = true)]
+        server_generation: Option<i64>,
     },
     /// Apply pending database migrations.
     Migrate,
@@ -122,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve { listen, check_config } => {
+        Command::Serve { listen, check_config, process_index, server_generation } => {
             if let Some(l) = listen {
                 cfg.listen = l;
             }
@@ -130,7 +138,10 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", toml::to_string_pretty(&cfg)?);
                 return Ok(());
             }
-            serve::serve(cfg, |addr| {
+            let child = process_index
+                .zip(server_generation)
+                .map(|(index, server_generation)| serve::Child { index, server_generation });
+            serve::serve(cfg, child, |addr| {
                 // Machine-readable line for scripts and tests.
                 println!("squall: listening on http://{addr}");
                 let _ = std::io::stdout().flush();

@@ -10,9 +10,43 @@ use squall_backend::{App, Settings};
 use squall_gateway::Gateway;
 use std::sync::Arc;
 
-/// Runs a single-node Squall until SIGINT/SIGTERM. `on_listening` is told
-/// the bound address.
-pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
+/// Which process of a node this is: the first (which starts the others)
+/// or one started by it.
+#[derive(Debug, Clone, Copy)]
+pub struct Child {
+    /// This process's index (1..processes).
+    pub index: u16,
+    /// The node's `server_generation`, shared by all its processes.
+    pub server_generation: i64,
+}
+
+/// Runs a single-node Squall until SIGINT/SIGTERM. With several gateway
+/// processes the first one (`child` = `None`) binds the port, starts the
+/// others (and restarts any that dies), and stops them when it stops.
+/// `on_listening` is told the bound address (first process only).
+pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
+    let open_files = match squall_kernel_tuning::raise_nofile_soft_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-file soft limit");
+            1024
+        }
+    };
+    let processes = cfg.processes(open_files);
+    let index = child.map(|c| c.index).unwrap_or(0);
+    if child.is_some() {
+        // A process started by the first one stops when it does.
+        // SAFETY: prctl with an integer option and signal number.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    }
+    if child.is_none() && cfg.gateway_processes == 0 && processes > 1 {
+        tracing::info!(
+            processes,
+            open_files,
+            expected_connections = cfg.expected_connections,
+            "starting several gateway processes: one cannot hold the expected connections"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.backend.worker_threads.max(1))
         .thread_name("squall-backend")
@@ -20,16 +54,29 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
         .build()
         .context("starting the backend runtime")?;
     let pool = squall_backend::db::connect(&cfg.backend.database_url, cfg.backend.pool_size)?;
-    if cfg.migrate_on_start {
+    if cfg.migrate_on_start && child.is_none() {
         rt.block_on(squall_backend::db::migrate(&pool))
             .with_context(|| format!("migrating {}", cfg.backend.database_url))?;
     }
-
-    crate::host::check(&cfg);
+    if child.is_none() {
+        crate::host::check(&cfg, open_files);
+    }
     let listener = bind(&cfg.listen)?;
     let addr = listener.local_addr()?;
-    let server_generation = squall_backend::unix_time().as_secs() as i64;
-    let gateway = Gateway::new(cfg.gateway(server_generation, shared_secret(&cfg)?));
+    let server_generation =
+        child.map(|c| c.server_generation).unwrap_or_else(|| squall_backend::unix_time().as_secs() as i64);
+    let secret = shared_secret(&cfg)?;
+    let run_dir = std::path::Path::new(&cfg.state_dir).join("run");
+    let peers = (processes > 1).then(|| {
+        Arc::new(crate::siblings::Siblings::new(&run_dir, processes, cfg.cores_per_process(processes)))
+            as Arc<dyn squall_gateway::cores::Peers>
+    });
+    let gateway = Gateway::with_peers(cfg.gateway(index, processes, server_generation, secret.clone()), peers);
+    if processes > 1 {
+        crate::siblings::listen(&run_dir, index, gateway.cores())
+            .with_context(|| format!("listening for sibling processes in {}", run_dir.display()))?;
+        write_pid(&run_dir, index);
+    }
     let settings = Settings {
         external_host: if cfg.external_host.is_empty() { addr.to_string() } else { cfg.external_host.clone() },
         scheme: "http".into(),
@@ -39,47 +86,65 @@ pub fn serve(cfg: Config, on_listening: impl FnOnce(std::net::SocketAddr)) -> an
     };
     let app = App::new(pool, Arc::new(gateway.bus()), settings);
     let publisher = crate::amqp::Publisher::spawn(rt.handle(), &cfg.amqp_url);
-    if cfg.backend.soft_deactivate_interval_secs > 0 {
+    if cfg.backend.soft_deactivate_interval_secs > 0 && child.is_none() {
         rt.spawn(squall_backend::jobs::soft_deactivation(app.pool().clone(), cfg.backend.clone()));
     }
     let backend = Arc::new(InProcess::new(app, rt.handle().clone()));
 
+    let family = match (child, processes) {
+        (None, n) if n > 1 => Some(crate::family::Family::start(addr, n, server_generation, &secret)?),
+        _ => None,
+    };
     let driver = if cfg.io_uring && monoio_uring_available() { "io_uring" } else { "epoll" };
-    tracing::info!(%addr, cores = cfg.core_count(), driver, "squall serving");
-    on_listening(addr);
+    tracing::info!(%addr, process = index, processes, cores = cfg.cores_per_process(processes), driver, "squall serving");
+    if child.is_none() {
+        on_listening(addr);
+    }
 
     let (stop, stopped) = futures_channel::oneshot::channel::<()>();
     rt.spawn(async move {
         match wait_for_signal().await {
-            Ok(()) => tracing::info!("shutting down"),
+            Ok(()) => tracing::info!(process = index, "shutting down"),
             Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
         }
         let _ = stop.send(());
     });
-    gateway
+    let ran = gateway
         .run(listener, backend, Arc::new(move |n| publisher.publish(n)), async move {
             let _ = stopped.await;
         })
-        .context("running the gateway")?;
-    Ok(())
+        .context("running the gateway");
+    if let Some(family) = family {
+        family.stop();
+    }
+    ran
+}
+
+/// Writes `<run_dir>/gateway-<index>.pid` (for `squall status` and tests).
+fn write_pid(run_dir: &std::path::Path, index: u16) {
+    let path = run_dir.join(format!("gateway-{index}.pid"));
+    if let Err(e) = std::fs::write(&path, std::process::id().to_string()) {
+        tracing::warn!(path = %path.display(), error = %e, "could not write the pid file");
+    }
 }
 
 fn monoio_uring_available() -> bool {
     squall_gateway::shard::io_uring_available()
 }
 
-/// Binds `addr` with a listen backlog large enough for every client of a
-/// restarted server reconnecting at once.
+/// Binds `addr` for every gateway process of the host (`SO_REUSEPORT`:
+/// the kernel spreads new connections over them) with a listen backlog
+/// large enough for every client of a restarted server reconnecting at
+/// once (the kernel caps it at net.core.somaxconn).
 fn bind(addr: &str) -> anyhow::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    // std listens with a backlog of 128. Listening again on a listening
-    // socket only changes its backlog; the kernel caps it at
-    // net.core.somaxconn.
-    // SAFETY: the fd is a valid, bound socket we own.
-    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 65_535) } != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "could not enlarge the listen backlog");
-    }
-    Ok(listener)
+    use std::net::ToSocketAddrs;
+    let sa = addr.to_socket_addrs().with_context(|| format!("resolving {addr}"))?.next().context("no address")?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(sa), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&sa.into()).with_context(|| format!("binding {addr}"))?;
+    socket.listen(65_535)?;
+    Ok(socket.into())
 }
 
 /// The configured secret of the internal endpoints, or a fresh random one

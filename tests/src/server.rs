@@ -26,8 +26,10 @@ pub struct Server {
 /// Options for [`Server::start_with`].
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Gateway cores.
+    /// Gateway cores (per gateway process).
     pub cores: u16,
+    /// Gateway processes.
+    pub processes: u16,
     /// Heartbeat delay floor.
     pub heartbeat_min_secs: u64,
     /// Heartbeat jitter bound.
@@ -45,6 +47,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             cores: 2,
+            processes: 1,
             heartbeat_min_secs: 45,
             heartbeat_jitter_secs: 10,
             io_uring: true,
@@ -210,6 +213,7 @@ fn spawn_serve(database_url: &str, state_dir: &std::path::Path, opts: &ServerOpt
         .env("SQUALL_DATABASE_URL", database_url)
         .env("SQUALL_STATE_DIR", state_dir)
         .env("SQUALL_CORES", opts.cores.to_string())
+        .env("SQUALL_GATEWAY_PROCESSES", opts.processes.to_string())
         .env("SQUALL_HEARTBEAT_MIN_SECS", opts.heartbeat_min_secs.to_string())
         .env("SQUALL_HEARTBEAT_JITTER_SECS", opts.heartbeat_jitter_secs.to_string())
         .env("SQUALL_IO_URING", if opts.io_uring { "true" } else { "false" })
