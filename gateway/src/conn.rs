@@ -293,6 +293,7 @@ enum Later {
         internal: bool,
         metrics: bool,
     },
+    Health,
 }
 
 impl Later {
@@ -307,6 +308,7 @@ impl Later {
                 Next::Reply(Reply::Api(crate::internal::handle(&req, ctx).await))
             }
             Later::Other { req, metrics: true, .. } => Next::Reply(Reply::Api(metrics(&req, ctx))),
+            Later::Health => Next::Reply(Reply::Api(health(ctx))),
             Later::Other { req, .. } => Next::Reply(Reply::Api(ctx.backend.handle(req).await)),
         }
     }
@@ -336,6 +338,9 @@ fn route(head: &Head<'_>, buf: &[u8], peer: Option<IpAddr>, ctx: &Rc<CoreCtx>, s
             Err(deferred) => Step::Later(Later::Events(deferred)),
         };
     }
+    if path == "/health" {
+        return Step::Later(Later::Health);
+    }
     let several_processes = ctx.cores.local().len() < ctx.topo.cores as usize;
     let register = (path == "/api/v1/register" || path == "/json/register") && head.is("POST");
     match head.to_api_request(buf, peer) {
@@ -345,6 +350,20 @@ fn route(head: &Head<'_>, buf: &[u8], peer: Option<IpAddr>, ctx: &Rc<CoreCtx>, s
         }
         Err(invalid) => Step::Now(Next::Reply(Reply::Api(invalid_response(invalid)))),
     }
+}
+
+/// `GET /health`: this process serves (for load balancers and checks).
+fn health(ctx: &CoreCtx) -> ApiResponse {
+    let local = ctx.cores.local();
+    let t = ctx.stats.totals();
+    let body = serde_json::json!({
+        "status": if ctx.shutting_down.get() { "stopping" } else { "ok" },
+        "process": local.start / (local.len().max(1) as u16),
+        "cores": local.len(),
+        "connections": t.connections,
+        "queues": t.queues,
+    });
+    ApiResponse::json(if ctx.shutting_down.get() { 503 } else { 200 }, body.to_string())
 }
 
 /// `GET /metrics`: Prometheus text, for loopback peers only.

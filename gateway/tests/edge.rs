@@ -170,3 +170,12 @@ fn head_requests_get_headers_only() {
     assert!(all.contains("Content-Length: "), "{all}");
     assert!(all.ends_with("\r\n\r\n"), "no body after the head: {all:?}");
 }
+
+#[test]
+fn health_says_the_process_serves() {
+    let s = Server::start();
+    let r = s.client().call("GET", "/health", 0, "");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!((v["status"].clone(), v["process"].clone(), v["cores"].clone()), (json!("ok"), json!(0), json!(2)));
+}

@@ -21,8 +21,9 @@ pub struct Config {
     /// out among the processes (`SQUALL_CORES`).
     pub cores: u16,
     /// Gateway processes on this host, all on the one port
-    /// (`SO_REUSEPORT`); 0 = as many as `expected_connections` needs given
-    /// the per-process open-file limit (`SQUALL_GATEWAY_PROCESSES`).
+    /// (`SO_REUSEPORT`); raised at start to as many as
+    /// `expected_connections` needs under the per-process open-file limit
+    /// (`SQUALL_GATEWAY_PROCESSES`).
     pub gateway_processes: u16,
     /// Use io_uring when the kernel allows it; false forces epoll
     /// (`SQUALL_IO_URING`).
@@ -196,12 +197,14 @@ impl Config {
     }
 
     /// Gateway processes to run when one process may hold `open_files`
-    /// files: the configured number, or (0) enough for
-    /// `expected_connections`, keeping 256 files per process in reserve.
+    /// files: the configured number, raised to what `expected_connections`
+    /// needs (keeping 256 files per process in reserve).
     pub fn processes(&self, open_files: u64) -> u16 {
-        if self.gateway_processes > 0 {
-            return self.gateway_processes;
-        }
+        self.gateway_processes.max(self.processes_needed(open_files))
+    }
+
+    /// Processes `expected_connections` needs under `open_files` per process.
+    pub fn processes_needed(&self, open_files: u64) -> u16 {
         let per_process = open_files.saturating_sub(256).max(1);
         self.expected_connections.div_ceil(per_process).clamp(1, 256) as u16
     }
@@ -240,11 +243,11 @@ mod tests {
 
     #[test]
     fn processes_follow_the_open_file_limit_when_automatic() {
-        let mut cfg = Config { gateway_processes: 0, expected_connections: 100_000, ..Config::default() };
+        let mut cfg = Config { gateway_processes: 1, expected_connections: 100_000, ..Config::default() };
         assert_eq!(cfg.processes(20_000), 6, "19,744 connections per process");
         assert_eq!(cfg.processes(1_048_576), 1);
-        cfg.gateway_processes = 3;
-        assert_eq!(cfg.processes(20_000), 3, "an explicit number wins");
+        cfg.gateway_processes = 8;
+        assert_eq!(cfg.processes(20_000), 8, "more than needed is allowed");
         let auto = Config { cores: 0, ..Config::default() };
         assert!(auto.cores_per_process(64) >= 1);
     }

@@ -10,6 +10,7 @@ mod host;
 mod inprocess;
 mod serve;
 mod siblings;
+mod status;
 
 use clap::{Parser, Subcommand};
 use config::Config;
@@ -47,6 +48,9 @@ enum Command {
     },
     /// Apply pending database migrations.
     Migrate,
+    /// List this host's gateway processes and their load (from the reports
+    /// each writes to <state_dir>/run every second).
+    Status,
     /// Administrative tasks.
     Admin {
         #[command(subcommand)]
@@ -126,6 +130,9 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Thread names say which process and core: squall-core-<global
+        // core>, squall-p<process>-backend.
+        .with_thread_names(true)
         .init();
     let cli = Cli::parse();
     let mut cfg = Config::load(cli.config.as_deref())?;
@@ -146,6 +153,16 @@ fn main() -> anyhow::Result<()> {
                 println!("squall: listening on http://{addr}");
                 let _ = std::io::stdout().flush();
             })
+        }
+        Command::Status => {
+            let run_dir = std::path::Path::new(&cfg.state_dir).join("run");
+            let reports = status::read(&run_dir);
+            if reports.is_empty() {
+                println!("no gateway process has reported in {}", run_dir.display());
+                return Ok(());
+            }
+            print!("{}", status::table(&reports, squall_backend::unix_time().as_secs()));
+            Ok(())
         }
         Command::Migrate => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

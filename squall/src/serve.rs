@@ -34,22 +34,26 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
     };
     let processes = cfg.processes(open_files);
     let index = child.map(|c| c.index).unwrap_or(0);
+    let run_dir = std::path::Path::new(&cfg.state_dir).join("run");
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    crate::status::write_pid(&run_dir, index);
     if child.is_some() {
         // A process started by the first one stops when it does.
         // SAFETY: prctl with an integer option and signal number.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
     }
-    if child.is_none() && cfg.gateway_processes == 0 && processes > 1 {
+    if child.is_none() && processes > cfg.gateway_processes {
         tracing::info!(
             processes,
+            configured = cfg.gateway_processes,
             open_files,
             expected_connections = cfg.expected_connections,
-            "starting several gateway processes: one cannot hold the expected connections"
+            "starting more gateway processes than configured: one process cannot hold the expected connections"
         );
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.backend.worker_threads.max(1))
-        .thread_name("squall-backend")
+        .thread_name(format!("squall-p{index}-backend"))
         .enable_all()
         .build()
         .context("starting the backend runtime")?;
@@ -66,7 +70,6 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
     let server_generation =
         child.map(|c| c.server_generation).unwrap_or_else(|| squall_backend::unix_time().as_secs() as i64);
     let secret = shared_secret(&cfg)?;
-    let run_dir = std::path::Path::new(&cfg.state_dir).join("run");
     let peers = (processes > 1).then(|| {
         Arc::new(crate::siblings::Siblings::new(&run_dir, processes, cfg.cores_per_process(processes)))
             as Arc<dyn squall_gateway::cores::Peers>
@@ -75,8 +78,8 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
     if processes > 1 {
         crate::siblings::listen(&run_dir, index, gateway.cores())
             .with_context(|| format!("listening for sibling processes in {}", run_dir.display()))?;
-        write_pid(&run_dir, index);
     }
+    rt.spawn(crate::status::report(run_dir.clone(), index, gateway.stats()));
     let settings = Settings {
         external_host: if cfg.external_host.is_empty() { addr.to_string() } else { cfg.external_host.clone() },
         scheme: "http".into(),
@@ -118,14 +121,6 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
         family.stop();
     }
     ran
-}
-
-/// Writes `<run_dir>/gateway-<index>.pid` (for `squall status` and tests).
-fn write_pid(run_dir: &std::path::Path, index: u16) {
-    let path = run_dir.join(format!("gateway-{index}.pid"));
-    if let Err(e) = std::fs::write(&path, std::process::id().to_string()) {
-        tracing::warn!(path = %path.display(), error = %e, "could not write the pid file");
-    }
 }
 
 fn monoio_uring_available() -> bool {

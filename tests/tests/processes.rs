@@ -123,3 +123,24 @@ fn a_process_that_restarts_keeps_its_queues() {
     };
     assert_eq!(body["events"][0]["type"], "restart", "{body}");
 }
+
+#[test]
+fn status_lists_every_process() {
+    let server = two_processes();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new(squall_e2e::squall_bin())
+            .arg("status")
+            .env("SQUALL_STATE_DIR", &server.state_dir)
+            .env("SQUALL_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.lines().filter(|l| l.contains("running")).count() == 2 {
+            assert!(text.starts_with("process"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "two running processes never reported: {text}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
