@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 pub struct BackendConfig {
     /// PostgreSQL URL (`SQUALL_DATABASE_URL`).
     pub database_url: String,
-    /// Maximum pooled connections.
+    /// Maximum pooled database connections of the host (shared out among
+    /// its gateway processes, at least 2 each).
     pub pool_size: usize,
     /// tokio worker threads for the backend runtime.
     pub worker_threads: usize,

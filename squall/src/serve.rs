@@ -57,7 +57,9 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
         .enable_all()
         .build()
         .context("starting the backend runtime")?;
-    let pool = squall_backend::db::connect(&cfg.backend.database_url, cfg.backend.pool_size)?;
+    // The pool size is the host's: the processes share it out.
+    let pool_size = cfg.backend.pool_size.div_ceil(processes as usize).max(2);
+    let pool = squall_backend::db::connect(&cfg.backend.database_url, pool_size)?;
     if cfg.migrate_on_start && child.is_none() {
         rt.block_on(squall_backend::db::migrate(&pool))
             .with_context(|| format!("migrating {}", cfg.backend.database_url))?;
