@@ -197,8 +197,8 @@ fn nofile(host: &Host, t: Target) -> Finding {
              unprivileged user), even though fs.nr_open is {}. Only whoever starts squall can raise it: \
              systemd LimitNOFILE={}, `docker run --ulimit nofile={1}:{1}`, or /etc/security/limits.d \
              (kernel-tuning/files/squall-limits.conf).\nOtherwise spread the connections over {procs} processes \
-             of at most {per_process} connections each (several gateway processes per host: not supported by \
-             squall yet).",
+             of at most {per_process} connections each: squall serve starts that many gateway processes by \
+             itself when expected_connections needs them (SQUALL_GATEWAY_PROCESSES to set it).",
             show(nr_open),
             t.nofile_limit()
         );
