@@ -198,9 +198,16 @@ impl Config {
 
     /// Gateway processes to run when one process may hold `open_files`
     /// files: the configured number, raised to what `expected_connections`
-    /// needs (keeping 256 files per process in reserve).
+    /// needs (keeping 256 files per process in reserve) but, by itself, to
+    /// no more than [`Config::auto_processes_max`].
     pub fn processes(&self, open_files: u64) -> u16 {
-        self.gateway_processes.max(self.processes_needed(open_files))
+        self.gateway_processes.max(self.processes_needed(open_files).min(Self::auto_processes_max()))
+    }
+
+    /// The most processes `serve` starts unasked: 4 per CPU, at least 8.
+    pub fn auto_processes_max() -> u16 {
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as u16).unwrap_or(1);
+        cpus.saturating_mul(4).max(8)
     }
 
     /// Processes `expected_connections` needs under `open_files` per
@@ -254,6 +261,9 @@ mod tests {
         assert_eq!(cfg.processes(1_048_576), 1);
         cfg.gateway_processes = 8;
         assert_eq!(cfg.processes(20_000), 8, "more than needed is allowed");
+        cfg.gateway_processes = 1;
+        cfg.expected_connections = 50_000_000;
+        assert_eq!(cfg.processes(20_000), Config::auto_processes_max(), "never hundreds unasked");
         let auto = Config { cores: 0, ..Config::default() };
         assert!(auto.cores_per_process(64) >= 1);
     }

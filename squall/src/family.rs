@@ -6,6 +6,7 @@
 
 use anyhow::Context;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,21 @@ impl Family {
                 .env("SQUALL_GATEWAY_PROCESSES", processes.to_string())
                 .env("SQUALL_SHARED_SECRET", secret)
                 .stdout(std::process::Stdio::null());
+            let parent = std::process::id() as i32;
+            // SAFETY: between fork and exec only async-signal-safe calls
+            // (prctl, getppid, _exit) are made.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // The process stops when the first one does, even if
+                    // that one is killed outright; and if it is already
+                    // gone, at once.
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    if libc::getppid() != parent {
+                        libc::_exit(0);
+                    }
+                    Ok(())
+                });
+            }
             let slot =
                 Arc::new(Mutex::new(Some(cmd.spawn().with_context(|| format!("starting gateway process {index}"))?)));
             running.push(slot.clone());

@@ -37,10 +37,16 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
     let run_dir = std::path::Path::new(&cfg.state_dir).join("run");
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     crate::status::write_pid(&run_dir, index);
-    if child.is_some() {
-        // A process started by the first one stops when it does.
-        // SAFETY: prctl with an integer option and signal number.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+
+    let needed = cfg.processes_needed(open_files);
+    if child.is_none() && needed > processes {
+        tracing::warn!(
+            needed,
+            processes,
+            open_files,
+            expected_connections = cfg.expected_connections,
+            "expected_connections needs more gateway processes than squall starts unasked; set SQUALL_GATEWAY_PROCESSES"
+        );
     }
     if child.is_none() && processes > cfg.gateway_processes {
         tracing::info!(
