@@ -71,14 +71,18 @@ impl EventBus for LocalBus {
     fn publish(&self, envelope: Envelope) -> BoxFuture<'static, Result<(), BusError>> {
         let this = self.clone();
         Box::pin(async move {
-            for (core, part) in split_for_node(&envelope.notice, this.topo, this.node) {
-                if this.cores.inbox(core).is_some() {
-                    this.push(core, Item::Notice(part)).await?;
-                } else if let Err(e) = this.cores.deliver(core, part) {
-                    return Err(BusError::Unavailable(format!("core {core}: {e:?}")));
-                }
+            // Every part goes out, whatever happens to the others; the
+            // first failure is reported.
+            let parts = split_for_node(&envelope.notice, this.topo, this.node);
+            let sent = futures_util::future::join_all(parts.into_iter().map(|(core, part)| {
+                let cores = this.cores.clone();
+                async move { cores.deliver(core, part).await.map_err(|e| format!("core {core}: {e}")) }
+            }))
+            .await;
+            match sent.into_iter().find_map(Result::err) {
+                Some(e) => Err(BusError::Unavailable(e)),
+                None => Ok(()),
             }
-            Ok(())
         })
     }
 }

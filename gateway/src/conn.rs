@@ -12,6 +12,7 @@
 //! path. The only buffer a connection holds is its input buffer, which the
 //! pending read fills in place.
 
+use crate::cores::Moving;
 use crate::ctx::CoreCtx;
 use crate::events::{self, Outcome};
 use crate::http::parse::{header_slots, parse_head, Head};
@@ -47,16 +48,33 @@ pub async fn serve(stream: TcpStream, ctx: Rc<CoreCtx>, pending: Vec<u8>) {
     CoreStats::add(&ctx.counters().connections, -1);
 }
 
-/// Adopts a connection another core handed over.
-pub fn adopt(fd: OwnedFd, pending: Vec<u8>, ctx: &Rc<CoreCtx>) {
-    // SAFETY: the fd is an open TCP socket whose ownership moves here.
-    let std = unsafe { std::net::TcpStream::from_raw_fd(fd.into_raw_fd()) };
-    match TcpStream::from_std(std) {
+/// Adopts a connection another core or process handed over. A stopping
+/// core answers it with a 503 instead.
+pub fn adopt(conn: Moving, ctx: &Rc<CoreCtx>) {
+    if ctx.shutting_down.get() {
+        refuse(conn, "The server is restarting; try again");
+        return;
+    }
+    let Moving { fd, pending } = conn;
+    let std = std::net::TcpStream::from(fd);
+    // Sockets accepted by io_uring are blocking; every driver wants them not.
+    let adopted = std.set_nonblocking(true).and_then(|()| TcpStream::from_std(std));
+    match adopted {
         Ok(stream) => {
             monoio::spawn(serve(stream, ctx.clone(), pending));
         }
         Err(e) => tracing::warn!(error = %e, "could not adopt a handed-over connection"),
     }
+}
+
+/// Answers a connection that cannot be served with a 503 and closes it
+/// (a short blocking write of a small response on a fresh socket).
+fn refuse(conn: Moving, why: &str) {
+    use std::io::Write;
+    let mut std = std::net::TcpStream::from(conn.fd);
+    let resp: ApiResponse = ApiError::busy(why).into();
+    let _ = std.set_write_timeout(Some(std::time::Duration::from_millis(100)));
+    let _ = std.write_all(&response::to_bytes(&resp, false, false));
 }
 
 struct Conn {
@@ -204,10 +222,11 @@ impl Conn {
         // SAFETY: into_raw_fd gives up ownership of an open socket.
         let fd = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
         CoreStats::bump(&ctx.counters().handoffs);
-        if let Err(e) = ctx.cores.hand_off(core, fd, input) {
-            // Overloaded or unreachable: the client reconnects (its queue is
+        if let Err((e, conn)) = ctx.cores.hand_off(core, Moving { fd, pending: input }) {
+            // Overloaded or unreachable: the client retries (its queue is
             // unaffected).
-            tracing::warn!(core, error = ?e, "a connection could not be handed over and was closed");
+            tracing::warn!(core, error = %e, "a connection could not be handed over");
+            refuse(conn, "Server is busy; try again");
         }
     }
 }
@@ -223,10 +242,13 @@ fn drain_inbox(ctx: &Rc<CoreCtx>) {
         let left = ctx.state.borrow_mut().handle(item, now_ms);
         match left {
             None => {}
-            Some(Item::Connection { fd, pending }) => adopt(fd, pending, ctx),
-            Some(stop) => {
-                // Shutting down: leave that to the core's loop.
-                let _ = inbox.push(stop);
+            Some(Item::Connection(conn)) => adopt(conn, ctx),
+            Some(_) => {
+                // A stop: the core's loop sees the flag after its next item
+                // (a wake-up, if there is room for one; else what fills the
+                // inbox).
+                ctx.stop_requested.set(true);
+                let _ = inbox.push(Item::Wake);
                 return;
             }
         }

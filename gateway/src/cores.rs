@@ -6,19 +6,31 @@
 
 use crate::inbox::Inbox;
 use crate::state::Item;
+use futures_util::future::BoxFuture;
 use squall_proto::envelope::Notice;
 use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-/// How a gateway process reaches its siblings.
-pub trait Peers: Send + Sync + 'static {
-    /// Hands a client connection (and the bytes read from it but not yet
-    /// handled) to the process owning `core`, which serves it from then on.
-    fn hand_off(&self, core: u16, fd: OwnedFd, pending: Vec<u8>) -> Result<(), String>;
+/// A client connection on its way to another core: its socket, and the
+/// bytes read from it but not yet handled.
+pub struct Moving {
+    /// The socket.
+    pub fd: OwnedFd,
+    /// Unhandled input (starting with the request that named the core).
+    pub pending: Vec<u8>,
+}
 
-    /// Delivers a notice to `core` of another process.
-    fn deliver(&self, core: u16, notice: Notice) -> Result<(), String>;
+/// How a gateway process reaches its siblings. Neither call blocks: a
+/// caller on a core's thread must never wait on another process.
+pub trait Peers: Send + Sync + 'static {
+    /// Hands a connection to the process owning `core`, which serves it
+    /// from then on; gives it back if it cannot be sent now.
+    fn hand_off(&self, core: u16, conn: Moving) -> Result<(), (String, Moving)>;
+
+    /// Delivers a notice to `core` of another process; resolves once the
+    /// owning process has it in that core's inbox.
+    fn deliver(&self, core: u16, notice: Notice) -> BoxFuture<'static, Result<(), String>>;
 }
 
 /// This process's cores and its siblings.
@@ -26,15 +38,6 @@ pub struct Cores {
     base: u16,
     inboxes: Vec<Arc<Inbox>>,
     peers: Option<Arc<dyn Peers>>,
-}
-
-/// Why something could not reach a core.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unreachable {
-    /// The core's inbox is full.
-    Full,
-    /// No such core, or its process cannot be reached.
-    Gone(String),
 }
 
 impl Cores {
@@ -58,22 +61,29 @@ impl Cores {
         &self.inboxes
     }
 
-    /// Delivers a notice part to `core` without waiting: its inbox here, or
-    /// its process.
-    pub fn deliver(&self, core: u16, notice: Notice) -> Result<(), Unreachable> {
+    /// Delivers a notice part to `core`: into its inbox here (waiting for
+    /// room), or to its process (resolving once that process has it).
+    pub async fn deliver(&self, core: u16, notice: Notice) -> Result<(), String> {
         match (self.inbox(core), &self.peers) {
-            (Some(inbox), _) => inbox.push(Item::Notice(notice)).map_err(|_| Unreachable::Full),
-            (None, Some(peers)) => peers.deliver(core, notice).map_err(Unreachable::Gone),
-            (None, None) => Err(Unreachable::Gone(format!("no core {core}"))),
+            (Some(inbox), _) => {
+                inbox.push_wait(Item::Notice(notice)).await;
+                Ok(())
+            }
+            (None, Some(peers)) => peers.deliver(core, notice).await,
+            (None, None) => Err(format!("no core {core}")),
         }
     }
 
-    /// Gives a client connection to `core`: its inbox here, or its process.
-    pub fn hand_off(&self, core: u16, fd: OwnedFd, pending: Vec<u8>) -> Result<(), Unreachable> {
+    /// Gives a client connection to `core`: its inbox here, or its
+    /// process; gives it back when neither can take it now.
+    pub fn hand_off(&self, core: u16, conn: Moving) -> Result<(), (String, Moving)> {
         match (self.inbox(core), &self.peers) {
-            (Some(inbox), _) => inbox.push(Item::Connection { fd, pending }).map_err(|_| Unreachable::Full),
-            (None, Some(peers)) => peers.hand_off(core, fd, pending).map_err(Unreachable::Gone),
-            (None, None) => Err(Unreachable::Gone(format!("no core {core}"))),
+            (Some(inbox), _) => inbox.push(Item::Connection(conn)).map_err(|item| match item {
+                Item::Connection(conn) => (format!("core {core}: inbox full"), conn),
+                _ => unreachable!("the inbox gives back what it was given"),
+            }),
+            (None, Some(peers)) => peers.hand_off(core, conn),
+            (None, None) => Err((format!("no core {core}"), conn)),
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct CoreCtx {
     pub stats: Arc<Stats>,
     /// Set at shutdown: connections close after their current response.
     pub shutting_down: Cell<bool>,
+    /// A stop item was taken from the inbox outside the core's loop.
+    pub stop_requested: Cell<bool>,
 }
 
 impl CoreCtx {

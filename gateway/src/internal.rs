@@ -74,14 +74,22 @@ pub async fn handle(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> ApiResponse {
                     Ok(n) => n,
                     Err(e) => return error(ApiError::bad_request(format!("Invalid notice: {e}"))),
                 };
+            let mut failed = None;
             for (core, part) in split_for_node(&notice, ctx.topo, ctx.shard.node) {
                 if core == ctx.shard.core {
                     ctx.state.borrow_mut().deliver(part);
-                } else if ctx.cores.deliver(core, part).is_err() {
-                    return busy();
+                } else if let Err(e) = ctx.cores.deliver(core, part).await {
+                    // The other parts still go out; the caller hears of it.
+                    failed.get_or_insert(e);
                 }
             }
-            ok(json!({}))
+            match failed {
+                Some(e) => {
+                    tracing::warn!(error = %e, "notify_tornado: part of a notice was not delivered");
+                    busy()
+                }
+                None => ok(json!({})),
+            }
         }
         "/api/internal/web_reload_clients" => {
             let count = match p.int("client_count") {

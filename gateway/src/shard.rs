@@ -117,6 +117,7 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
         clock: start.clock,
         stats: start.stats,
         shutting_down: Cell::new(false),
+        stop_requested: Cell::new(false),
     });
     tracing::info!(core = ctx.shard.core, restored, "core started");
     let _ = start.started.send(Ok(()));
@@ -188,8 +189,11 @@ async fn drain_inbox(inbox: &Inbox, ctx: &Rc<CoreCtx>) {
         let left = ctx.state.borrow_mut().handle(item, ctx.clock.now_ms());
         match left {
             None => {}
-            Some(Item::Connection { fd, pending }) => crate::conn::adopt(fd, pending, ctx),
+            Some(Item::Connection(conn)) => crate::conn::adopt(conn, ctx),
             Some(_) => return,
+        }
+        if ctx.stop_requested.get() {
+            return;
         }
     }
 }

@@ -47,15 +47,12 @@ pub enum Item {
     },
     /// Deliver an event.
     Notice(Notice),
-    /// A client connection handed over by another core: its socket and
-    /// the bytes already read from it (the request that named this core's
-    /// queue, and anything after it).
-    Connection {
-        /// The socket, owned from now on by this core.
-        fd: std::os::fd::OwnedFd,
-        /// Bytes read but not yet handled.
-        pending: Vec<u8>,
-    },
+    /// A client connection handed over by another core or process: its
+    /// socket and the bytes already read from it (the request that named
+    /// this core's queue, and anything after it).
+    Connection(crate::cores::Moving),
+    /// Nothing: wakes the core (to notice a stop requested meanwhile).
+    Wake,
     /// Send `web_reload_client` to up to `max` restored queues.
     Reload {
         /// At most this many.
@@ -265,7 +262,8 @@ impl CoreState {
     /// connections.
     pub fn handle(&mut self, item: Item, now_ms: u64) -> Option<Item> {
         match item {
-            Item::Shutdown | Item::Connection { .. } => return Some(item),
+            Item::Shutdown | Item::Connection(_) => return Some(item),
+            Item::Wake => {}
             Item::Allocate { spec, reply } => {
                 let _ = reply.send(self.allocate(spec, now_ms / 1000));
             }

@@ -36,6 +36,9 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
     let index = child.map(|c| c.index).unwrap_or(0);
     let run_dir = std::path::Path::new(&cfg.state_dir).join("run");
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    // One family of processes per state directory: a second `serve` would
+    // share the port (SO_REUSEPORT) and the sibling sockets unnoticed.
+    let _lock = if child.is_none() { Some(crate::status::lock(&run_dir)?) } else { None };
     crate::status::write_pid(&run_dir, index);
 
     let needed = cfg.processes_needed(open_files);
@@ -78,10 +81,13 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
     let server_generation =
         child.map(|c| c.server_generation).unwrap_or_else(|| squall_backend::unix_time().as_secs() as i64);
     let secret = shared_secret(&cfg)?;
-    let peers = (processes > 1).then(|| {
-        Arc::new(crate::siblings::Siblings::new(&run_dir, processes, cfg.cores_per_process(processes)))
-            as Arc<dyn squall_gateway::cores::Peers>
-    });
+    let peers: Option<Arc<dyn squall_gateway::cores::Peers>> = if processes > 1 {
+        let links = crate::siblings::Siblings::new(&run_dir, index, processes, cfg.cores_per_process(processes))
+            .context("starting the links to the sibling processes")?;
+        Some(Arc::new(links))
+    } else {
+        None
+    };
     let gateway = Gateway::with_peers(cfg.gateway(index, processes, server_generation, secret.clone()), peers);
     if processes > 1 {
         crate::siblings::listen(&run_dir, index, gateway.cores())
@@ -103,9 +109,13 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
     let backend = Arc::new(InProcess::new(app, rt.handle().clone()));
 
     let family = match (child, processes) {
-        (None, n) if n > 1 => Some(crate::family::Family::start(addr, n, server_generation, &secret)?),
+        (None, n) if n > 1 => {
+            let cores = cfg.cores_per_process(n);
+            Some(crate::family::Family::start(addr, n, cores, server_generation, &secret, &run_dir)?)
+        }
         _ => None,
     };
+    let stopping = family.as_ref().map(|f| f.stopper());
     let driver = if cfg.io_uring && monoio_uring_available() { "io_uring" } else { "epoll" };
     tracing::info!(%addr, process = index, processes, cores = cfg.cores_per_process(processes), driver, "squall serving");
     if child.is_none() {
@@ -118,6 +128,10 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
             Ok(()) => tracing::info!(process = index, "shutting down"),
             Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
         }
+        // The other processes stop alongside, and are not restarted.
+        if let Some(stopping) = stopping {
+            stopping.stop();
+        }
         let _ = stop.send(());
     });
     let ran = gateway
@@ -126,7 +140,7 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
         })
         .context("running the gateway");
     if let Some(family) = family {
-        family.stop();
+        family.wait();
     }
     ran
 }

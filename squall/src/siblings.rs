@@ -2,89 +2,167 @@
 //! a client connection handed to the process that owns its queue (the
 //! socket itself travels, as `SCM_RIGHTS`, with the bytes already read
 //! from it; no byte of the client's traffic is proxied), and event notices
-//! for the cores another process owns.
+//! for the cores another process owns, each acknowledged once it sits in
+//! the owning core's inbox.
 //!
-//! Each process listens on `<dir>/gateway-<process>.sock`; a sender
-//! connects to a sibling on first use and keeps the connection. A frame is
-//! `kind (1) | core (2, LE) | length (4, LE) | payload`; a hand-off carries
-//! the client's socket as ancillary data on the frame's first byte.
+//! Each process listens on `<dir>/gateway-<process>.sock`. Towards each
+//! sibling one sender thread owns the connection and a bounded queue feeds
+//! it, so nothing on a core's thread or the backend's ever waits on another
+//! process: a full queue or a sibling that is away is an error at once. A
+//! frame is `kind (1) | core (2, LE) | length (4, LE) | payload`; a hand-off
+//! carries the client's socket as ancillary data on the frame's first
+//! bytes; a notice is answered with an `ACK` frame (payload: empty, or the
+//! error).
 
-use squall_gateway::cores::{Cores, Peers};
+use futures_channel::oneshot;
+use futures_util::future::BoxFuture;
+use squall_gateway::cores::{Cores, Moving, Peers};
 use squall_proto::envelope::Notice;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const HAND_OFF: u8 = 1;
 const NOTICE: u8 = 2;
+const ACK: u8 = 3;
 /// Largest frame payload accepted (a notice for a huge stream fits).
 const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// Frames waiting for one sibling's sender thread.
+const QUEUE: usize = 4096;
+/// How long a receiver waits for room in a full inbox before it refuses.
+const INBOX_WAIT: Duration = Duration::from_secs(5);
 
 /// Where process `process` listens.
 pub fn socket_path(dir: &Path, process: u16) -> PathBuf {
     dir.join(format!("gateway-{process}.sock"))
 }
 
+/// A frame for a sibling, and who waits for its acknowledgement.
+struct Outgoing {
+    kind: u8,
+    core: u16,
+    payload: Vec<u8>,
+    fd: Option<OwnedFd>,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
 /// The way from one process to its siblings.
 pub struct Siblings {
-    dir: PathBuf,
     cores_per_process: u16,
-    links: Vec<Mutex<Option<UnixStream>>>,
+    links: Vec<Option<SyncSender<Outgoing>>>,
 }
 
 impl Siblings {
-    /// Links to the `processes` processes whose sockets are in `dir`.
-    pub fn new(dir: &Path, processes: u16, cores_per_process: u16) -> Self {
-        Siblings {
-            dir: dir.to_path_buf(),
-            cores_per_process: cores_per_process.max(1),
-            links: (0..processes).map(|_| Mutex::new(None)).collect(),
+    /// Links from process `me` to the other `processes - 1` processes whose
+    /// sockets are in `dir` (each with its sender thread).
+    pub fn new(dir: &Path, me: u16, processes: u16, cores_per_process: u16) -> std::io::Result<Self> {
+        let mut links = Vec::new();
+        for process in 0..processes {
+            if process == me {
+                links.push(None);
+                continue;
+            }
+            let (tx, rx) = sync_channel(QUEUE);
+            let path = socket_path(dir, process);
+            std::thread::Builder::new()
+                .name(format!("squall-link-{process}"))
+                .spawn(move || sender(process, &path, rx))?;
+            links.push(Some(tx));
         }
+        Ok(Siblings { cores_per_process: cores_per_process.max(1), links })
     }
 
-    /// Sends one frame to the process owning `core`, connecting (again) if
-    /// needed; the fd, if any, rides on the frame.
-    fn send(&self, core: u16, kind: u8, payload: &[u8], fd: Option<RawFd>) -> Result<(), String> {
+    fn link(&self, core: u16) -> Result<&SyncSender<Outgoing>, String> {
         let process = core / self.cores_per_process;
-        let link = self.links.get(process as usize).ok_or_else(|| format!("no gateway process {process}"))?;
-        let mut link = link.lock().unwrap_or_else(|p| p.into_inner());
-        let mut head = [0u8; 7];
-        head[0] = kind;
-        head[1..3].copy_from_slice(&core.to_le_bytes());
-        head[3..7].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        // A link broken by a sibling's restart is dialled once more.
-        for attempt in 0..2 {
-            if link.is_none() {
-                let path = socket_path(&self.dir, process);
-                *link = Some(UnixStream::connect(&path).map_err(|e| format!("connecting to {}: {e}", path.display()))?);
-            }
-            let Some(stream) = link.as_mut() else { continue };
-            match send_frame(stream, &head, payload, fd) {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt == 0 => {
-                    tracing::debug!(process, error = %e, "sibling link broken; reconnecting");
-                    *link = None;
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        Err(format!("gateway process {process} unreachable"))
+        self.links.get(process as usize).and_then(Option::as_ref).ok_or_else(|| format!("no gateway process {process}"))
     }
 }
 
 impl Peers for Siblings {
-    fn hand_off(&self, core: u16, fd: OwnedFd, pending: Vec<u8>) -> Result<(), String> {
-        // The fd is duplicated into the receiver by the kernel; ours closes
-        // when `fd` drops after the send.
-        self.send(core, HAND_OFF, &pending, Some(fd.as_raw_fd()))
+    fn hand_off(&self, core: u16, conn: Moving) -> Result<(), (String, Moving)> {
+        let link = match self.link(core) {
+            Ok(l) => l,
+            Err(e) => return Err((e, conn)),
+        };
+        let Moving { fd, pending } = conn;
+        let frame = Outgoing { kind: HAND_OFF, core, payload: pending, fd: Some(fd), done: None };
+        link.try_send(frame).map_err(|e| {
+            let (why, back) = match e {
+                TrySendError::Full(o) => ("full", o),
+                TrySendError::Disconnected(o) => ("gone", o),
+            };
+            let conn = match back.fd {
+                Some(fd) => Moving { fd, pending: back.payload },
+                None => unreachable!("a hand-off frame carries its socket"),
+            };
+            (format!("link to core {core}'s process is {why}"), conn)
+        })
     }
 
-    fn deliver(&self, core: u16, notice: Notice) -> Result<(), String> {
-        let payload = serde_json::to_vec(&notice).map_err(|e| e.to_string())?;
-        self.send(core, NOTICE, &payload, None)
+    fn deliver(&self, core: u16, notice: Notice) -> BoxFuture<'static, Result<(), String>> {
+        let sent = self.link(core).and_then(|link| {
+            let payload = serde_json::to_vec(&notice).map_err(|e| e.to_string())?;
+            let (done, acked) = oneshot::channel();
+            link.try_send(Outgoing { kind: NOTICE, core, payload, fd: None, done: Some(done) })
+                .map_err(|e| format!("link to core {core}'s process: {e}"))?;
+            Ok(acked)
+        });
+        Box::pin(async move {
+            match sent {
+                Ok(acked) => acked.await.unwrap_or_else(|_| Err(format!("core {core}'s process did not answer"))),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+/// Sends one sibling's frames in order over a connection it (re)dials as
+/// needed; waits for the acknowledgement of each notice.
+fn sender(process: u16, path: &Path, frames: Receiver<Outgoing>) {
+    let mut link: Option<UnixStream> = None;
+    for frame in frames {
+        let result = send_one(&mut link, path, &frame);
+        if let Err(e) = &result {
+            tracing::warn!(process, error = %e, "sending to a sibling gateway process failed");
+            link = None;
+        }
+        if let Some(done) = frame.done {
+            let _ = done.send(result);
+        }
+    }
+}
+
+fn send_one(link: &mut Option<UnixStream>, path: &Path, f: &Outgoing) -> Result<(), String> {
+    if link.is_none() {
+        let s = UnixStream::connect(path).map_err(|e| format!("connecting to {}: {e}", path.display()))?;
+        // A sibling that stops answering must not hold this link for ever.
+        let _ = s.set_read_timeout(Some(INBOX_WAIT * 2));
+        *link = Some(s);
+    }
+    let stream = link.as_mut().ok_or("no link")?;
+    let mut head = [0u8; 7];
+    head[0] = f.kind;
+    head[1..3].copy_from_slice(&f.core.to_le_bytes());
+    head[3..7].copy_from_slice(&(f.payload.len() as u32).to_le_bytes());
+    send_frame(stream, &head, &f.payload, f.fd.as_ref().map(|fd| fd.as_raw_fd())).map_err(|e| e.to_string())?;
+    if f.kind != NOTICE {
+        return Ok(());
+    }
+    let (ack, _) = recv_head(stream).map_err(|e| e.to_string())?.ok_or("the sibling hung up")?;
+    let len = u32::from_le_bytes([ack[3], ack[4], ack[5], ack[6]]) as usize;
+    if ack[0] != ACK || len > 64 * 1024 {
+        return Err("the sibling answered something else".into());
+    }
+    let mut why = vec![0u8; len];
+    stream.read_exact(&mut why).map_err(|e| e.to_string())?;
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&why).into_owned())
     }
 }
 
@@ -174,30 +252,53 @@ fn receive(mut stream: UnixStream, cores: &Cores) {
         }
         match (head[0], fd) {
             (HAND_OFF, Some(fd)) => {
-                if let Err(e) = cores.hand_off(core, fd, payload) {
-                    tracing::warn!(core, error = ?e, "a connection handed over could not be taken; closed");
+                // Only this process's own cores: a frame is never passed on.
+                match cores.inbox(core) {
+                    Some(inbox) => {
+                        if inbox.push(squall_gateway::state::Item::Connection(Moving { fd, pending: payload })).is_err()
+                        {
+                            tracing::warn!(core, "inbox full: a connection handed over was closed");
+                        }
+                    }
+                    None => tracing::warn!(core, "a connection for a core this process does not own was closed"),
                 }
             }
-            (NOTICE, _) => match serde_json::from_slice::<Notice>(&payload) {
-                Ok(notice) => deliver_waiting(cores, core, notice),
-                Err(e) => tracing::warn!(error = %e, "a sibling sent an unreadable notice"),
-            },
-            (kind, _) => tracing::warn!(kind, "a sibling sent an unknown frame"),
+            (NOTICE, _) => {
+                let outcome = match serde_json::from_slice::<Notice>(&payload) {
+                    Ok(notice) => deliver_waiting(cores, core, notice),
+                    Err(e) => Err(format!("unreadable notice: {e}")),
+                };
+                let why = outcome.err().unwrap_or_default().into_bytes();
+                let mut ack = [0u8; 7];
+                ack[0] = ACK;
+                ack[3..7].copy_from_slice(&(why.len() as u32).to_le_bytes());
+                if stream.write_all(&ack).and_then(|()| stream.write_all(&why)).is_err() {
+                    return;
+                }
+            }
+            (kind, _) => {
+                tracing::warn!(kind, "a sibling sent an unknown frame; dropping the link");
+                return;
+            }
         }
     }
 }
 
-/// Delivers to a local core, waiting while its inbox is full (this thread
-/// only serves one sibling link; back-pressure reaches the sender).
-fn deliver_waiting(cores: &Cores, core: u16, notice: Notice) {
-    let Some(inbox) = cores.inbox(core) else {
-        tracing::warn!(core, "a notice for a core this process does not own");
-        return;
-    };
+/// Delivers to a local core, waiting a bounded time while its inbox is full
+/// (back-pressure reaches the sender through the missing acknowledgement).
+fn deliver_waiting(cores: &Cores, core: u16, notice: Notice) -> Result<(), String> {
+    let inbox = cores.inbox(core).ok_or_else(|| format!("core {core} is not this process's"))?;
+    let deadline = Instant::now() + INBOX_WAIT;
     let mut item = squall_gateway::state::Item::Notice(notice);
-    while let Err(back) = inbox.push(item) {
-        item = back;
-        std::thread::sleep(Duration::from_millis(1));
+    loop {
+        match inbox.push(item) {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() > deadline => return Err(format!("core {core}'s inbox stayed full")),
+            Err(back) => {
+                item = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 }
 
@@ -257,26 +358,23 @@ mod tests {
         let inbox = Arc::new(Inbox::new(16));
         let cores = Arc::new(Cores::new(1, vec![inbox.clone()], None));
         listen(&dir, 1, cores).unwrap();
-        let from_zero = Siblings::new(&dir, 2, 1);
+        let from_zero = Siblings::new(&dir, 0, 2, 1).unwrap();
+        let block_on = |f: BoxFuture<'static, Result<(), String>>| {
+            tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        };
 
         let (mine, theirs) = UnixStream::pair().unwrap();
         let pending = b"GET /api/v1/events HTTP/1.1\r\n\r\n".to_vec();
-        from_zero.hand_off(1, OwnedFd::from(theirs), pending.clone()).unwrap();
+        assert!(from_zero.hand_off(1, Moving { fd: OwnedFd::from(theirs), pending: pending.clone() }).is_ok());
         let notice = Notice::Generic { event: Arc::new(serde_json::json!({"type": "test"})), users: vec![3] };
-        from_zero.deliver(1, notice).unwrap();
+        block_on(from_zero.deliver(1, notice)).unwrap();
         let big = Notice::Generic { event: Arc::new(serde_json::json!({"x": "y".repeat(200_000)})), users: vec![4] };
-        from_zero.deliver(1, big).unwrap();
+        block_on(from_zero.deliver(1, big)).unwrap();
 
-        let mut items = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while items.len() < 3 && std::time::Instant::now() < deadline {
-            match inbox.try_pop() {
-                Some(i) => items.push(i),
-                None => std::thread::sleep(Duration::from_millis(2)),
-            }
-        }
+        // Acknowledged: both notices are in the inbox now, after the socket.
+        let mut items: Vec<Item> = std::iter::from_fn(|| inbox.try_pop()).collect();
         assert_eq!(items.len(), 3);
-        let Item::Connection { fd, pending: got } = items.remove(0) else { panic!("a connection first") };
+        let Item::Connection(Moving { fd, pending: got }) = items.remove(0) else { panic!("a connection first") };
         assert_eq!(got, pending);
         // The socket that arrived is the one sent: what goes in one end comes out the other.
         let mut passed = UnixStream::from(fd);
@@ -287,10 +385,11 @@ mod tests {
         assert_eq!(&buf, b"ping");
         assert!(matches!(items.remove(0), Item::Notice(Notice::Generic { users, .. }) if users == vec![3]));
         assert!(matches!(items.remove(0), Item::Notice(Notice::Generic { users, .. }) if users == vec![4]));
-        assert!(
-            from_zero.deliver(0, Notice::Generic { event: Arc::new(serde_json::json!({})), users: vec![] }).is_err(),
-            "process 0 has no socket here"
-        );
+
+        // A core the receiver does not own: refused, and the sender hears of it.
+        let stray = Notice::Generic { event: Arc::new(serde_json::json!({})), users: vec![] };
+        let err = block_on(from_zero.deliver(3, stray)).unwrap_err();
+        assert!(err.contains("no gateway process"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

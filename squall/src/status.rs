@@ -32,6 +32,27 @@ pub struct Report {
     pub handoffs: u64,
 }
 
+/// Takes `<run_dir>/lock` for the life of the returned file, or says who
+/// holds it.
+pub fn lock(run_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = run_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    // SAFETY: flock on a file we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "another squall serve is running with this state directory ({}); stop it or use another SQUALL_STATE_DIR",
+            run_dir.parent().unwrap_or(run_dir).display()
+        );
+    }
+    Ok(file)
+}
+
 /// Writes `<run_dir>/gateway-<index>.pid`.
 pub fn write_pid(run_dir: &Path, index: u16) {
     let path = run_dir.join(format!("gateway-{index}.pid"));
