@@ -115,6 +115,10 @@ pub async fn finish_deferred(d: Box<Deferred>, ctx: &Rc<CoreCtx>, slot: &Rc<Slot
         Err(e) => return Outcome::Response(e.into()),
     };
     ctx.auth_cache.borrow_mut().insert(&authorization, &host, user, Instant::now());
+    // The core may have begun to stop while the backend answered.
+    if ctx.shutting_down.get() {
+        return Outcome::Response(ApiError::busy("The server is restarting; try again").into());
+    }
     let op = match fast {
         Some(f) => f.op(),
         None => match parse_op(&req, delete, &user) {
