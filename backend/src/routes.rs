@@ -6,7 +6,8 @@
 //! Paths are matched under `/api/v1/` (HTTP Basic) and `/json/` (the same
 //! handlers; Squall has no browser sessions, so Basic auth is accepted
 //! there too). A POST carrying a `method` field is dispatched as that method,
-//! as Zulip does. `/events` never reaches here: the gateway serves it.
+//! as Zulip does. `/events` reaches here only without a queue id, from a
+//! cluster's router (`api::events`): the gateway serves every other.
 
 use crate::api;
 use crate::users::User;
@@ -51,6 +52,7 @@ pub(crate) enum Endpoint {
     SubscriptionsRemove,
     UserPresence,
     FlagsNarrow,
+    EventsCreate,
 }
 
 impl Endpoint {
@@ -89,6 +91,7 @@ const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("messages/{id}", "GET", Endpoint::MessageGetOne),
     ("users/{key}/presence", "GET", Endpoint::UserPresence),
     ("messages/flags/narrow", "POST", Endpoint::FlagsNarrow),
+    ("events", "GET", Endpoint::EventsCreate),
 ];
 
 /// Captured path parameters: `{id}` segments as integers, `{key}` segments
@@ -217,6 +220,7 @@ async fn call(app: &App, e: Endpoint, user: &User, req: &ApiRequest, path: &Path
         Endpoint::MessageGetOne => messages::get_one(app, user, path_id, p).await,
         Endpoint::UserPresence => presence::for_user(app, user, path_key).await,
         Endpoint::FlagsNarrow => flags::update_narrow(app, user, p).await,
+        Endpoint::EventsCreate => events::create_queue(app, user, req, p).await,
         Endpoint::ServerSettings | Endpoint::FetchApiKey => {
             Err(ApiError::internal(format!("{e:?} is a public endpoint")))
         }

@@ -15,6 +15,14 @@ pub struct Config {
     pub processes: u16,
     /// Which of them this is (`0..processes`).
     pub process: u16,
+    /// Gateway nodes (hosts) of the cluster, all shaped alike; at least 1.
+    pub nodes: u16,
+    /// Which of them this is (`0..nodes`).
+    pub node: u16,
+    /// Let the internal endpoints answer peers that are not on loopback
+    /// (a cluster's backends on other hosts); the shared secret is then
+    /// all that guards them.
+    pub internal_remote: bool,
     /// Use io_uring when the kernel allows it; epoll otherwise.
     pub io_uring: bool,
     /// Capacity of each core's inbox (items).
@@ -43,6 +51,9 @@ impl Default for Config {
             cores: 1,
             processes: 1,
             process: 0,
+            nodes: 1,
+            node: 0,
+            internal_remote: false,
             io_uring: true,
             inbox_capacity: 65_536,
             timing: Timing::default(),

@@ -326,9 +326,10 @@ impl Later {
                 Some(core) => Next::HandOff(core),
                 None => Next::Reply(Reply::Api(ctx.backend.handle(req).await)),
             },
-            Later::Other { req, internal: true, .. } => {
-                Next::Reply(Reply::Api(crate::internal::handle(&req, ctx).await))
-            }
+            Later::Other { req, internal: true, .. } => match crate::internal::owner_elsewhere(&req, ctx) {
+                Some(core) => Next::HandOff(core),
+                None => Next::Reply(Reply::Api(crate::internal::handle(&req, ctx).await)),
+            },
             Later::Other { req, metrics: true, .. } => Next::Reply(Reply::Api(metrics(&req, ctx))),
             Later::Health => Next::Reply(Reply::Api(health(ctx))),
             Later::Other { req, .. } => Next::Reply(Reply::Api(ctx.backend.handle(req).await)),

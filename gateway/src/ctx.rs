@@ -29,6 +29,8 @@ pub struct CoreCtx {
     pub auth_cache: RefCell<AuthCache>,
     /// Secret the internal endpoints require.
     pub shared_secret: Arc<str>,
+    /// The internal endpoints answer peers beyond loopback.
+    pub internal_remote: bool,
     /// Where "now" comes from.
     pub clock: Clock,
     /// Every core's counters.

@@ -8,9 +8,19 @@
 //!   reload (`{"type":"web_reload_client","immediate":..}`) and answers
 //!   `{"sent_events": n, "complete": bool}`.
 //!
-//! Only loopback peers with the shared secret get in (else 403 `Access
-//! denied`).
+//! - `POST /api/internal/squall/allocate_queue` (`spec` = a `QueueSpec` in
+//!   JSON, `secret`): creates a queue for a user of this node and answers
+//!   `{"queue_id"}`; and `POST /api/internal/squall/peek_events`
+//!   (`user_id`, `queue_id`, `secret`): `{"events"}` currently in the
+//!   queue. A cluster's backends call these for `POST /register` (what
+//!   Zulip's Django does over HTTP to its Tornado shards). Either is served
+//!   by the process owning the queue: another process's request is handed
+//!   over with its connection ([`owner_elsewhere`]).
+//!
+//! Only peers with the shared secret get in (else 403 `Access denied`),
+//! and, unless the node is part of a cluster, only from loopback.
 
+use crate::bus::LocalBus;
 use crate::ctx::CoreCtx;
 use crate::state::Item;
 use futures_channel::oneshot;
@@ -20,7 +30,10 @@ use squall_proto::envelope::{
     Destination, MessageNotice, MessageRecipient, Notice, NotifySets, Participant, PerUserData, WideMessage,
 };
 use squall_proto::error::ApiError;
+use squall_proto::bus::{BusError, EventBus};
 use squall_proto::flags;
+use squall_proto::ids::QueueId;
+use squall_proto::queue_spec::QueueSpec;
 use squall_shard_router::split::split_for_node;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -49,7 +62,7 @@ fn ok(fields: Value) -> ApiResponse {
 
 /// Serves `/api/internal/...`.
 pub async fn handle(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> ApiResponse {
-    if !req.peer.is_some_and(|p| p.is_loopback()) {
+    if !ctx.internal_remote && !req.peer.is_some_and(|p| p.is_loopback()) {
         return access_denied();
     }
     let mut p = match Params::from_request(req) {
@@ -122,7 +135,74 @@ pub async fn handle(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> ApiResponse {
             let complete = count.is_none() || sent < wanted;
             ok(json!({"sent_events": sent, "complete": complete}))
         }
+        "/api/internal/squall/allocate_queue" => {
+            let spec = match p.req_str("spec").and_then(|s| {
+                serde_json::from_str::<QueueSpec>(&s).map_err(|e| ApiError::bad_request(format!("Invalid spec: {e}")))
+            }) {
+                Ok(s) => s,
+                Err(e) => return error(e),
+            };
+            let owner = ctx.topo.shard_of(spec.user_id);
+            if owner.node != ctx.shard.node {
+                return error(ApiError::bad_request(format!(
+                    "User {} belongs to gateway node {}, not {}",
+                    spec.user_id, owner.node, ctx.shard.node
+                )));
+            }
+            match bus(ctx).allocate_queue(spec).await {
+                Ok(queue_id) => ok(json!({"queue_id": queue_id})),
+                Err(e) => bus_error(e),
+            }
+        }
+        "/api/internal/squall/peek_events" => {
+            let (user_id, queue_id) = match (p.int("user_id"), p.req_str("queue_id")) {
+                (Ok(Some(u)), Ok(q)) => (u, q),
+                (Ok(None), _) => return error(ApiError::missing("user_id")),
+                (Err(e), _) | (_, Err(e)) => return error(e),
+            };
+            match bus(ctx).peek_events(user_id, queue_id).await {
+                Ok(events) => ok(json!({"events": events})),
+                Err(e) => bus_error(e),
+            }
+        }
         _ => error(ApiError::not_found()),
+    }
+}
+
+/// For the queue endpoints of a cluster: the core that must serve `req`
+/// when it belongs to another process of this node (the connection is
+/// then handed over, request and all). Malformed requests stay (this
+/// process answers the error).
+pub fn owner_elsewhere(req: &ApiRequest, ctx: &CoreCtx) -> Option<u16> {
+    let path = req.path.trim_end_matches('/');
+    let mut p = Params::from_request(req).ok()?;
+    let core = match path {
+        "/api/internal/squall/allocate_queue" => {
+            let spec: QueueSpec = serde_json::from_str(&p.str("spec")?).ok()?;
+            let owner = ctx.topo.shard_of(spec.user_id);
+            (owner.node == ctx.shard.node).then_some(owner.core)?
+        }
+        "/api/internal/squall/peek_events" => {
+            let id = QueueId::parse(&p.str("queue_id")?)?;
+            (id.shard.node == ctx.shard.node && id.shard.core < ctx.topo.cores).then_some(id.shard.core)?
+        }
+        _ => return None,
+    };
+    ctx.cores.inbox(core).is_none().then_some(core)
+}
+
+/// The node's own bus, for the queue endpoints.
+fn bus(ctx: &CoreCtx) -> LocalBus {
+    LocalBus::new(ctx.cores.clone(), ctx.shard.node, ctx.topo)
+}
+
+fn bus_error(e: BusError) -> ApiResponse {
+    match e {
+        BusError::BadQueue(q) => error(crate::state::bad_queue(&q)),
+        BusError::Unavailable(why) => {
+            tracing::warn!(error = %why, "queue endpoint: the owning core is unavailable");
+            busy()
+        }
     }
 }
 

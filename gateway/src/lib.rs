@@ -76,24 +76,27 @@ impl Gateway {
         let cores = cfg.cores.max(1);
         let processes = cfg.processes.max(1);
         let process = cfg.process.min(processes - 1);
+        let nodes = cfg.nodes.max(1);
+        let node = cfg.node.min(nodes - 1);
         let inboxes = (0..cores).map(|_| Arc::new(Inbox::new(cfg.inbox_capacity))).collect();
         let cores_here = Arc::new(Cores::new(process * cores, inboxes, peers));
         Gateway {
-            cfg: Config { cores, processes, process, ..cfg },
+            cfg: Config { cores, processes, process, nodes, node, ..cfg },
             cores: cores_here,
             stats: Arc::new(Stats::new(cores)),
         }
     }
 
-    /// The shape of this node: every process's cores.
+    /// The shape of the cluster: its nodes, and every process's cores on
+    /// each.
     pub fn topology(&self) -> Topology {
-        Topology::single_node(self.cfg.cores * self.cfg.processes)
+        Topology { nodes: self.cfg.nodes, cores: self.cfg.cores * self.cfg.processes }
     }
 
     /// The in-process event bus into this gateway's cores (and, through the
     /// peers, the node's other processes).
     pub fn bus(&self) -> bus::LocalBus {
-        bus::LocalBus::new(self.cores.clone(), 0, self.topology())
+        bus::LocalBus::new(self.cores.clone(), self.cfg.node, self.topology())
     }
 
     /// This process's cores, for whoever feeds them from outside (a
@@ -119,8 +122,8 @@ impl Gateway {
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
+        let topo = self.topology();
         let cfg = self.cfg;
-        let topo = Topology::single_node(cfg.cores * cfg.processes);
         let restart_event = Arc::new(serde_json::json!({
             "type": "restart",
             "zulip_version": squall_proto::ZULIP_VERSION,
@@ -133,7 +136,7 @@ impl Gateway {
         let mut threads = Vec::new();
         for c in self.cores.local() {
             let start = shard::CoreStart {
-                shard: Shard { node: 0, core: c },
+                shard: Shard { node: cfg.node, core: c },
                 topo,
                 cores: self.cores.clone(),
                 listener: listener.try_clone()?,
@@ -147,6 +150,7 @@ impl Gateway {
                 restart_event: restart_event.clone(),
                 notifier: notifier.clone(),
                 shared_secret: shared_secret.clone(),
+                internal_remote: cfg.internal_remote,
                 stats: self.stats.clone(),
                 started: started.clone(),
             };

@@ -57,6 +57,8 @@ pub struct CoreStart {
     pub notifier: Notifier,
     /// Secret the internal endpoints require.
     pub shared_secret: Arc<str>,
+    /// The internal endpoints answer peers beyond loopback.
+    pub internal_remote: bool,
     /// Every core's counters.
     pub stats: Arc<Stats>,
     /// Told once the core serves (its queues restored), or why it cannot.
@@ -114,6 +116,7 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
         backend: start.backend,
         auth_cache: RefCell::new(AuthCache::default()),
         shared_secret: start.shared_secret,
+        internal_remote: start.internal_remote,
         clock: start.clock,
         stats: start.stats,
         shutting_down: Cell::new(false),

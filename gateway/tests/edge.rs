@@ -179,3 +179,55 @@ fn health_says_the_process_serves() {
     let v = r.json();
     assert_eq!((v["status"].clone(), v["process"].clone(), v["cores"].clone()), (json!("ok"), json!(0), json!(2)));
 }
+
+/// Percent-encodes a form value.
+fn form_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_clusters_backends_allocate_and_peek_queues_over_http() {
+    use squall_proto::queue_spec::QueueSpec;
+    use squall_shard_router::placement::Topology;
+    let dir = temp_dir();
+    // Node 0 of two; the test's two cores are the node's.
+    let s = Server::start_with(squall_gateway::Config { nodes: 2, node: 0, ..config(&dir) });
+    let topo = Topology { nodes: 2, cores: 2 };
+    let mine = (1..).find(|&u| topo.shard_of(u).node == 0).unwrap();
+    let theirs = (1..).find(|&u| topo.shard_of(u).node == 1).unwrap();
+    let allocate = |user: i64, secret: &str| {
+        let spec = serde_json::to_string(&QueueSpec { user_id: user, ..QueueSpec::default() }).unwrap();
+        let body = format!("secret={secret}&spec={}", form_value(&spec));
+        s.client().call("POST", "/api/internal/squall/allocate_queue", 0, &body)
+    };
+
+    let r = allocate(mine, "wrong");
+    assert_eq!((r.status, r.json()["code"].clone()), (403, json!("ACCESS_DENIED")));
+    let r = allocate(theirs, SECRET);
+    assert_eq!(r.status, 400, "another node's user: {}", r.text());
+    assert!(r.json()["msg"].as_str().unwrap().contains("node 1"), "{}", r.text());
+
+    let r = allocate(mine, SECRET);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let q = r.json()["queue_id"].as_str().unwrap().to_owned();
+    assert!(q.starts_with("0-"), "the queue id names its node: {q}");
+    s.publish_test_event(&[mine], 1);
+    let peek = |user: i64, queue: &str| {
+        let body = format!("secret={SECRET}&user_id={user}&queue_id={}", form_value(queue));
+        s.client().call("POST", "/api/internal/squall/peek_events", 0, &body)
+    };
+    let r = peek(mine, &q);
+    assert_eq!(r.json()["events"], json!([{"type": "test", "n": 1, "id": 0}]), "{}", r.text());
+    // Peeking acknowledges nothing: the client's first poll still gets it.
+    let r = s.client().call("GET", &poll_path(&q, -1), mine, "");
+    assert_eq!(r.json()["events"], json!([{"type": "test", "n": 1, "id": 0}]));
+    let r = peek(mine + 1_000_000, &q);
+    assert_eq!((r.status, r.json()["code"].clone()), (400, json!("BAD_EVENT_QUEUE_ID")), "someone else's queue");
+    let r = peek(mine, &q.replacen("0-", "1-", 1));
+    assert_eq!((r.status, r.json()["code"].clone()), (400, json!("BAD_EVENT_QUEUE_ID")), "another node's queue");
+}

@@ -33,4 +33,11 @@ pub trait EventBus: Send + Sync + 'static {
     /// Delivers `envelope` to its users' queues. Resolves once every owning
     /// core has accepted it (bounded inboxes exert back-pressure here).
     fn publish(&self, envelope: Envelope) -> BoxFuture<'static, Result<(), BusError>>;
+
+    /// Whether events can go out now. The backend asks before it stores a
+    /// message, so a send whose event could not be delivered is refused
+    /// (5xx) rather than stored unseen. An in-process bus always can.
+    fn ready(&self) -> BoxFuture<'static, Result<(), BusError>> {
+        Box::pin(async { Ok(()) })
+    }
 }

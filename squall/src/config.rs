@@ -60,6 +60,31 @@ pub struct Config {
     pub expected_connections: u64,
     /// The backend.
     pub backend: BackendConfig,
+    /// Several hosts: `squall gateway|backend|router` (empty for `serve`).
+    pub cluster: ClusterConfig,
+}
+
+/// The shape of a cluster: the same section on every host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Gateway nodes, `host:port` where backends and the router reach each.
+    /// A node's place in this list is its index (`squall gateway --node
+    /// N`); users are placed on nodes by hashing over its length, so
+    /// appending a node moves ~1/n of them.
+    pub gateways: Vec<String>,
+    /// REST backends, `host:port` where the router reaches each (`squall
+    /// backend --index N` listens there).
+    pub backends: Vec<String>,
+    /// Where `squall router` listens (the address clients use).
+    pub router_listen: String,
+}
+
+impl ClusterConfig {
+    /// Whether a cluster is configured.
+    pub fn enabled(&self) -> bool {
+        !self.gateways.is_empty()
+    }
 }
 
 impl Default for Config {
@@ -81,6 +106,7 @@ impl Default for Config {
             amqp_url: "amqp://guest:guest@127.0.0.1:5673/%2f".into(),
             expected_connections: 10_000,
             backend: BackendConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -180,6 +206,30 @@ impl Config {
             server_generation,
             ..squall_gateway::Config::default()
         }
+    }
+
+    /// Checks what a cluster needs (every host must agree on the shape, so
+    /// nothing in it may depend on the host): the `[cluster]` lists, fixed
+    /// cores per process, one secret and a broker.
+    pub fn check_cluster(&self) -> anyhow::Result<()> {
+        let c = &self.cluster;
+        anyhow::ensure!(c.enabled(), "no [cluster] section: list the gateway nodes in cluster.gateways");
+        anyhow::ensure!(c.gateways.len() <= 1024, "at most 1024 gateway nodes");
+        anyhow::ensure!(
+            self.cores > 0,
+            "a cluster needs `cores` set (cores per gateway process, the same on every node): placement depends on it"
+        );
+        anyhow::ensure!(
+            !self.shared_secret.is_empty(),
+            "a cluster needs `shared_secret` (the same on every host): backends use it to reach the gateways"
+        );
+        anyhow::ensure!(!self.amqp_url.is_empty(), "a cluster needs `amqp_url`: events travel through RabbitMQ");
+        Ok(())
+    }
+
+    /// Gateway cores per node in a cluster (fixed by the configuration).
+    pub fn cluster_cores_per_node(&self) -> u16 {
+        self.cores.max(1) * self.gateway_processes.max(1)
     }
 
     /// Gateway cores per process, for `processes` processes.

@@ -4,6 +4,7 @@
 
 mod admin;
 mod amqp;
+mod cluster;
 mod config;
 mod family;
 mod host;

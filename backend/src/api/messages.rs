@@ -34,6 +34,11 @@ pub async fn send(app: &App, user: &User, req: &ApiRequest, p: &mut Params) -> A
     let read_by_sender = p.bool("read_by_sender")?;
     let client = client_name(req, p);
     let addressee = build_addressee(&kind, to.as_deref(), topic.as_deref().or(subject.as_deref()))?;
+    // Nothing is stored that its recipients could not be told about.
+    if let Err(e) = app.bus.ready().await {
+        tracing::warn!(error = %e, "refusing a send: events cannot be delivered");
+        return Err(ApiError::busy("Messages cannot be delivered right now; try again shortly"));
+    }
     let id =
         send::send_message(app, user, Outgoing { to: addressee, content, client, queue_id, local_id, read_by_sender })
             .await?;

@@ -158,7 +158,9 @@ pub fn parse(buf: &[u8]) -> Parsed {
     }
 }
 
-fn percent_decode_path(p: &str) -> String {
+/// A request path with its `%XX` escapes decoded (invalid UTF-8 replaced),
+/// as handlers see it.
+pub fn percent_decode_path(p: &str) -> String {
     if !p.contains('%') {
         return p.to_owned();
     }
