@@ -26,11 +26,11 @@ use crate::state::Item;
 use futures_channel::oneshot;
 use serde_json::{json, Map, Value};
 use squall_proto::api::{ApiRequest, ApiResponse, Params};
+use squall_proto::bus::{BusError, EventBus};
 use squall_proto::envelope::{
     Destination, MessageNotice, MessageRecipient, Notice, NotifySets, Participant, PerUserData, WideMessage,
 };
 use squall_proto::error::ApiError;
-use squall_proto::bus::{BusError, EventBus};
 use squall_proto::flags;
 use squall_proto::ids::QueueId;
 use squall_proto::queue_spec::QueueSpec;

@@ -227,11 +227,6 @@ impl Config {
         Ok(())
     }
 
-    /// Gateway cores per node in a cluster (fixed by the configuration).
-    pub fn cluster_cores_per_node(&self) -> u16 {
-        self.cores.max(1) * self.gateway_processes.max(1)
-    }
-
     /// Gateway cores per process, for `processes` processes.
     pub fn cores_per_process(&self, processes: u16) -> u16 {
         if self.cores > 0 {
@@ -316,6 +311,18 @@ mod tests {
         assert_eq!(cfg.processes(20_000), Config::auto_processes_max(), "never hundreds unasked");
         let auto = Config { cores: 0, ..Config::default() };
         assert!(auto.cores_per_process(64) >= 1);
+    }
+
+    #[test]
+    fn the_cluster_example_is_a_valid_cluster() {
+        let text = include_str!("../../squall.cluster.example.toml");
+        let cfg: Config = toml::from_str(text).expect("cluster example parses");
+        cfg.check_cluster().expect("a complete cluster");
+        assert_eq!(cfg.cluster.gateways.len(), 2);
+        let mut auto = cfg.clone();
+        auto.cores = 0;
+        assert!(auto.check_cluster().is_err(), "cores per process must be fixed");
+        assert!(Config::default().check_cluster().is_err(), "no [cluster] section");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The gateway processes of one host, seen from the first: it starts the
-//! others (`squall serve --process-index K`, the same configuration, the
+//! others (`squall serve --process-index K`, or `squall gateway --node N
+//! --process-index K` in a cluster; the same configuration, the
 //! port it bound, its cores per process, the node's `server_generation` and
 //! secret), waits until each can take connections, restarts any that dies
 //! with a growing delay, and at shutdown stops them all (SIGTERM: each
@@ -50,7 +51,10 @@ impl Stopper {
 impl Family {
     /// Starts processes `1..processes` on `addr`, each with `cores` cores,
     /// and returns once each listens for its siblings in `run_dir`.
+    /// `subcommand` is how this process was started (`["serve"]` or
+    /// `["gateway", "--node", "N"]`); the options before it are passed on.
     pub fn start(
+        subcommand: &[String],
         addr: SocketAddr,
         processes: u16,
         cores: u16,
@@ -64,8 +68,9 @@ impl Family {
         let mut keepers = Vec::new();
         for index in 1..processes {
             let mut cmd = Command::new(&exe);
-            cmd.args(std::env::args_os().skip(1).take_while(|a| a != "serve"))
-                .arg("serve")
+            let name = subcommand.first().map(String::as_str).unwrap_or("serve");
+            cmd.args(std::env::args_os().skip(1).take_while(|a| a != name))
+                .args(subcommand)
                 .args(["--listen", &addr.to_string()])
                 .args(["--process-index", &index.to_string()])
                 .args(["--server-generation", &server_generation.to_string()])

@@ -1,4 +1,5 @@
-//! The `squall` command: serve, migrate, administer. Parses the command
+//! The `squall` command: serve (one node), or gateway / backend / router
+//! (a cluster), migrate, administer. Parses the command
 //! line, loads the configuration and calls the library code that does the
 //! work; `serve` wires the backend and the gateway together.
 
@@ -46,6 +47,53 @@ enum Command {
         /// Internal: the node's server_generation, shared by its processes.
         #[arg(long, hide = true)]
         server_generation: Option<i64>,
+    },
+    /// Run gateway node N of a cluster: the event server (long-polls,
+    /// queues) fed by RabbitMQ, with `gateway_processes` processes of
+    /// `cores` cores on one port. Backends create queues here over HTTP
+    /// (`/api/internal/squall/...`, guarded by `shared_secret`). The
+    /// configuration's [cluster] section describes the whole cluster and
+    /// must be the same on every host (see squall.cluster.example.toml).
+    ///
+    /// Example: squall --config cluster.toml gateway --node 0 --listen 0.0.0.0:9991
+    Gateway {
+        /// This node's index in cluster.gateways.
+        #[arg(long)]
+        node: u16,
+        /// Listen address (default: the node's entry in cluster.gateways).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Internal: this is gateway process K of the node, started by the first.
+        #[arg(long, hide = true, requires = "server_generation")]
+        process_index: Option<u16>,
+        /// Internal: the node's server_generation, shared by its processes.
+        #[arg(long, hide = true)]
+        server_generation: Option<i64>,
+    },
+    /// Run REST backend N of a cluster: the whole Zulip API except
+    /// long-polls, on PostgreSQL, publishing events to the gateway nodes
+    /// through RabbitMQ. Run as many as the load needs, all on the one
+    /// database; the router spreads requests over them. Backend 0 applies
+    /// migrations and runs the soft-deactivation job.
+    ///
+    /// Example: squall --config cluster.toml backend --index 0
+    Backend {
+        /// This backend's index in cluster.backends.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+        /// Listen address (default: the backend's entry in cluster.backends).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run a cluster's front door: /events to the gateway node their queue
+    /// id names, everything else to the backends, keep-alive both ways and
+    /// answers streamed. Several routers may share a port (SO_REUSEPORT).
+    ///
+    /// Example: squall --config cluster.toml router --listen 0.0.0.0:80
+    Router {
+        /// Listen address (default: cluster.router_listen).
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// Apply pending database migrations.
     Migrate,
@@ -124,6 +172,13 @@ pub(crate) enum Admin {
     },
 }
 
+/// Says where the process listens: a machine-readable line for scripts
+/// and tests.
+fn announce(addr: std::net::SocketAddr) {
+    println!("squall: listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -149,12 +204,20 @@ fn main() -> anyhow::Result<()> {
             let child = process_index
                 .zip(server_generation)
                 .map(|(index, server_generation)| serve::Child { index, server_generation });
-            serve::serve(cfg, child, |addr| {
-                // Machine-readable line for scripts and tests.
-                println!("squall: listening on http://{addr}");
-                let _ = std::io::stdout().flush();
-            })
+            serve::serve(cfg, serve::Role::Single, child, announce)
         }
+        Command::Gateway { node, listen, process_index, server_generation } => {
+            cfg.listen = match listen {
+                Some(l) => l,
+                None => cfg.cluster.gateways.get(node as usize).cloned().unwrap_or(cfg.listen),
+            };
+            let child = process_index
+                .zip(server_generation)
+                .map(|(index, server_generation)| serve::Child { index, server_generation });
+            serve::serve(cfg, serve::Role::Gateway { node }, child, announce)
+        }
+        Command::Backend { index, listen } => cluster::run::backend(cfg, index, listen, announce),
+        Command::Router { listen } => cluster::run::router(cfg, listen, announce),
         Command::Status => {
             let run_dir = std::path::Path::new(&cfg.state_dir).join("run");
             let reports = status::read(&run_dir);

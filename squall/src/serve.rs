@@ -10,6 +10,31 @@ use squall_backend::{App, Settings};
 use squall_gateway::Gateway;
 use std::sync::Arc;
 
+/// What this process is: a single node (`squall serve`: backend and
+/// gateway, events in-process) or gateway node `node` of a cluster (`squall
+/// gateway`: events from RabbitMQ, queues allocated for the cluster's
+/// backends).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Role {
+    /// `squall serve`.
+    Single,
+    /// `squall gateway --node N`.
+    Gateway {
+        /// The node's index in `cluster.gateways`.
+        node: u16,
+    },
+}
+
+impl Role {
+    /// The subcommand (and its arguments) that starts this role.
+    fn subcommand(self) -> Vec<String> {
+        match self {
+            Role::Single => vec!["serve".into()],
+            Role::Gateway { node } => vec!["gateway".into(), "--node".into(), node.to_string()],
+        }
+    }
+}
+
 /// Which process of a node this is: the first (which starts the others)
 /// or one started by it.
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +49,15 @@ pub struct Child {
 /// processes the first one (`child` = `None`) binds the port, starts the
 /// others (and restarts any that dies), and stops them when it stops.
 /// `on_listening` is told the bound address (first process only).
-pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
+pub fn serve(
+    cfg: Config,
+    role: Role,
+    child: Option<Child>,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    if role != Role::Single {
+        cfg.check_cluster()?;
+    }
     let open_files = match squall_kernel_tuning::raise_nofile_soft_limit() {
         Ok(n) => n,
         Err(e) => {
@@ -32,7 +65,12 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
             1024
         }
     };
-    let processes = cfg.processes(open_files);
+    // A cluster's shape is fixed by its configuration: every host must
+    // place users alike.
+    let processes = match role {
+        Role::Single => cfg.processes(open_files),
+        Role::Gateway { .. } => cfg.gateway_processes.max(1),
+    };
     let index = child.map(|c| c.index).unwrap_or(0);
     let run_dir = std::path::Path::new(&cfg.state_dir).join("run");
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
@@ -51,7 +89,7 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
             "expected_connections needs more gateway processes than squall starts unasked; set SQUALL_GATEWAY_PROCESSES"
         );
     }
-    if child.is_none() && processes > cfg.gateway_processes {
+    if child.is_none() && processes > cfg.gateway_processes && role == Role::Single {
         tracing::info!(
             processes,
             configured = cfg.gateway_processes,
@@ -69,7 +107,7 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
     // The pool size is the host's: the processes share it out.
     let pool_size = cfg.backend.pool_size.div_ceil(processes as usize).max(2);
     let pool = squall_backend::db::connect(&cfg.backend.database_url, pool_size)?;
-    if cfg.migrate_on_start && child.is_none() {
+    if cfg.migrate_on_start && child.is_none() && role == Role::Single {
         rt.block_on(squall_backend::db::migrate(&pool))
             .with_context(|| format!("migrating {}", cfg.backend.database_url))?;
     }
@@ -88,22 +126,55 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
     } else {
         None
     };
-    let gateway = Gateway::with_peers(cfg.gateway(index, processes, server_generation, secret.clone()), peers);
+    let mut gateway_cfg = cfg.gateway(index, processes, server_generation, secret.clone());
+    if let Role::Gateway { node } = role {
+        anyhow::ensure!(
+            (node as usize) < cfg.cluster.gateways.len(),
+            "--node {node}: cluster.gateways lists {} node(s)",
+            cfg.cluster.gateways.len()
+        );
+        gateway_cfg.nodes = cfg.cluster.gateways.len() as u16;
+        gateway_cfg.node = node;
+        gateway_cfg.internal_remote = true;
+    }
+    let gateway = Gateway::with_peers(gateway_cfg, peers);
     if processes > 1 {
         crate::siblings::listen(&run_dir, index, gateway.cores())
             .with_context(|| format!("listening for sibling processes in {}", run_dir.display()))?;
     }
     rt.spawn(crate::status::report(run_dir.clone(), index, gateway.stats()));
     let settings = Settings {
-        external_host: if cfg.external_host.is_empty() { addr.to_string() } else { cfg.external_host.clone() },
+        external_host: match role {
+            _ if !cfg.external_host.is_empty() => cfg.external_host.clone(),
+            Role::Single => addr.to_string(),
+            Role::Gateway { .. } => cfg.cluster.router_listen.clone(),
+        },
         scheme: "http".into(),
         server_generation,
         rate_limit_per_user: cfg.rate_limit_per_user,
         rate_limit_per_ip: cfg.rate_limit_per_ip,
     };
-    let app = App::new(pool, Arc::new(gateway.bus()), settings);
+    // One node: events go straight into the cores. A cluster's gateway
+    // node answers REST calls sent to it directly like a backend does,
+    // with the cluster's bus; its own cores are fed from its queue.
+    let bus: Arc<dyn squall_proto::bus::EventBus> = match role {
+        Role::Single => Arc::new(gateway.bus()),
+        Role::Gateway { node } => {
+            let stats = Arc::new(crate::cluster::consume::BusStats::default());
+            rt.spawn(crate::cluster::consume::run(cfg.amqp_url.clone(), node, index, gateway.cores(), stats));
+            Arc::new(crate::cluster::bus::ClusterBus::new(
+                &cfg.cluster.gateways,
+                processes,
+                cfg.cores_per_process(processes),
+                &cfg.amqp_url,
+                &secret,
+                &format!("squall gateway {node}.{index}"),
+            )?)
+        }
+    };
+    let app = App::new(pool, bus, settings);
     let publisher = crate::amqp::Publisher::spawn(rt.handle(), &cfg.amqp_url);
-    if cfg.backend.soft_deactivate_interval_secs > 0 && child.is_none() {
+    if cfg.backend.soft_deactivate_interval_secs > 0 && child.is_none() && role == Role::Single {
         rt.spawn(squall_backend::jobs::soft_deactivation(app.pool().clone(), cfg.backend.clone()));
     }
     let backend = Arc::new(InProcess::new(app, rt.handle().clone()));
@@ -111,13 +182,25 @@ pub fn serve(cfg: Config, child: Option<Child>, on_listening: impl FnOnce(std::n
     let family = match (child, processes) {
         (None, n) if n > 1 => {
             let cores = cfg.cores_per_process(n);
-            Some(crate::family::Family::start(addr, n, cores, server_generation, &secret, &run_dir)?)
+            Some(crate::family::Family::start(
+                &role.subcommand(),
+                addr,
+                n,
+                cores,
+                server_generation,
+                &secret,
+                &run_dir,
+            )?)
         }
         _ => None,
     };
     let stopping = family.as_ref().map(|f| f.stopper());
     let driver = if cfg.io_uring && monoio_uring_available() { "io_uring" } else { "epoll" };
-    tracing::info!(%addr, process = index, processes, cores = cfg.cores_per_process(processes), driver, "squall serving");
+    let node = match role {
+        Role::Single => None,
+        Role::Gateway { node } => Some(node),
+    };
+    tracing::info!(%addr, ?node, process = index, processes, cores = cfg.cores_per_process(processes), driver, "squall serving");
     if child.is_none() {
         on_listening(addr);
     }
@@ -153,7 +236,7 @@ fn monoio_uring_available() -> bool {
 /// the kernel spreads new connections over them) with a listen backlog
 /// large enough for every client of a restarted server reconnecting at
 /// once (the kernel caps it at net.core.somaxconn).
-fn bind(addr: &str) -> anyhow::Result<std::net::TcpListener> {
+pub fn bind(addr: &str) -> anyhow::Result<std::net::TcpListener> {
     use std::net::ToSocketAddrs;
     let sa = addr.to_socket_addrs().with_context(|| format!("resolving {addr}"))?.next().context("no address")?;
     let socket = socket2::Socket::new(socket2::Domain::for_address(sa), socket2::Type::STREAM, None)?;
@@ -179,7 +262,7 @@ pub fn shared_secret(cfg: &Config) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     tokio::select! {

@@ -13,13 +13,15 @@
 //! checks against Zulip's OpenAPI description.
 
 mod client;
+mod cluster;
 mod pyclient;
 mod schema;
 mod server;
 mod services;
 
 pub use client::Client;
-pub use pyclient::python_client_check;
+pub use cluster::{Cluster, ClusterShape};
+pub use pyclient::{python_client_check, python_client_check_at};
 pub use schema::{assert_error, assert_schema, openapi_path, python};
 pub use server::{Server, ServerOptions};
 pub use services::{drain_amqp_queue, fresh_amqp_vhost, fresh_database, sql_query};

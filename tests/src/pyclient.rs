@@ -8,6 +8,13 @@ use std::process::Command;
 /// Runs the client check against `server` with two new users; panics with
 /// the script's output when it fails.
 pub fn python_client_check(server: &Server) {
+    let a = server.create_user("aaron@example.com", "Aaron Alpha").expect("user a");
+    let b = server.create_user("bea@example.com", "Bea Beta").expect("user b");
+    python_client_check_at(&server.url, &a, &b);
+}
+
+/// Runs the client check against the site `url` as the users `a` and `b`.
+pub fn python_client_check_at(url: &str, a: &crate::Client, b: &crate::Client) {
     let root = workspace_root();
     let python = std::env::var("SQUALL_PYTHON")
         .unwrap_or_else(|_| root.join(".squall/venv/bin/python").to_string_lossy().into_owned());
@@ -17,17 +24,14 @@ pub fn python_client_check(server: &Server) {
     );
     let openapi = std::env::var("SQUALL_OPENAPI")
         .unwrap_or_else(|_| root.join("../shared/reference/zulip-openapi.yaml").to_string_lossy().into_owned());
-    let a = server.create_user("aaron@example.com", "Aaron Alpha").expect("user a");
-    let b = server.create_user("bea@example.com", "Bea Beta").expect("user b");
     let dir = std::env::temp_dir().join(format!("squall-zuliprc-{}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let write_rc = |name: &str, c: &crate::Client| {
         let path = dir.join(name);
-        std::fs::write(&path, format!("[api]\nemail={}\nkey={}\nsite={}\n", c.email, c.api_key, server.url))
-            .expect("zuliprc");
+        std::fs::write(&path, format!("[api]\nemail={}\nkey={}\nsite={}\n", c.email, c.api_key, url)).expect("zuliprc");
         path
     };
-    let (rc_a, rc_b) = (write_rc("a.zuliprc", &a), write_rc("b.zuliprc", &b));
+    let (rc_a, rc_b) = (write_rc("a.zuliprc", a), write_rc("b.zuliprc", b));
     let out = Command::new(&python)
         .arg(root.join("tests/python/zulip_client_check.py"))
         .arg("--a-rc")

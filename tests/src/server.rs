@@ -71,25 +71,7 @@ impl Server {
         if !bin.exists() {
             bail!("{} not found: build it first (cargo build -p squall) or set SQUALL_BIN", bin.display());
         }
-        let out = Command::new(&bin)
-            .args(["admin", "create-realm", "--subdomain", "", "--name", "Test Realm"])
-            .args([
-                "--owner-email",
-                "owner@example.com",
-                "--owner-password",
-                "owner-pw",
-                "--owner-name",
-                "Olivia Owner",
-            ])
-            .env("SQUALL_DATABASE_URL", &database_url)
-            .env("SQUALL_LOG", "warn")
-            .output()
-            .context("running squall admin create-realm")?;
-        if !out.status.success() {
-            bail!("create-realm failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let created: Value = serde_json::from_slice(&out.stdout).context("create-realm output")?;
-        let api_key = created["api_key"].as_str().context("api_key")?.to_owned();
+        let api_key = create_realm(&database_url)?;
 
         let state_dir = std::env::temp_dir().join(format!("squall-e2e-state-{:016x}", rand::random::<u64>()));
         let (child, url) = spawn_serve(&database_url, &state_dir, &opts)?;
@@ -206,6 +188,38 @@ impl Drop for Server {
     }
 }
 
+/// Creates the root realm with owner `owner@example.com` in the database
+/// at `database_url`; returns the owner's API key.
+pub(crate) fn create_realm(database_url: &str) -> Result<String> {
+    let out = Command::new(squall_bin())
+        .args(["admin", "create-realm", "--subdomain", "", "--name", "Test Realm"])
+        .args(["--owner-email", "owner@example.com", "--owner-password", "owner-pw", "--owner-name", "Olivia Owner"])
+        .env("SQUALL_DATABASE_URL", database_url)
+        .env("SQUALL_LOG", "warn")
+        .output()
+        .context("running squall admin create-realm")?;
+    if !out.status.success() {
+        bail!("create-realm failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let created: Value = serde_json::from_slice(&out.stdout).context("create-realm output")?;
+    Ok(created["api_key"].as_str().context("api_key")?.to_owned())
+}
+
+/// Reads a started process's first line, `squall: listening on URL`;
+/// returns the URL.
+pub(crate) fn listening_url(child: &mut Child, what: &str) -> Result<String> {
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    match line.trim().strip_prefix("squall: listening on ") {
+        Some(url) => Ok(url.to_owned()),
+        None => {
+            let _ = child.kill();
+            bail!("{what} did not start: {line:?}")
+        }
+    }
+}
+
 /// Starts `squall serve` on a free port; returns the child and its URL.
 fn spawn_serve(database_url: &str, state_dir: &std::path::Path, opts: &ServerOptions) -> Result<(Child, String)> {
     let mut child = Command::new(squall_bin())
@@ -224,12 +238,6 @@ fn spawn_serve(database_url: &str, state_dir: &std::path::Path, opts: &ServerOpt
         .stderr(Stdio::inherit())
         .spawn()
         .context("spawning squall serve")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let Some(url) = line.trim().strip_prefix("squall: listening on ") else {
-        let _ = child.kill();
-        bail!("squall serve did not start: {line:?}");
-    };
-    Ok((child, url.to_owned()))
+    let url = listening_url(&mut child, "squall serve")?;
+    Ok((child, url))
 }

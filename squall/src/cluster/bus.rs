@@ -18,6 +18,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a stored message's event keeps being retried while the broker
+/// is away.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(10);
 /// How long a queue call to a gateway may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -54,7 +57,10 @@ impl ClusterBus {
         let http = reqwest::Client::builder().timeout(RPC_TIMEOUT).build()?;
         Ok(ClusterBus {
             inner: Arc::new(Inner {
-                topo: Topology { nodes: gateways.len().max(1) as u16, cores: processes.max(1) * cores_per_process.max(1) },
+                topo: Topology {
+                    nodes: gateways.len().max(1) as u16,
+                    cores: processes.max(1) * cores_per_process.max(1),
+                },
                 cores_per_process: cores_per_process.max(1),
                 gateways: gateways.iter().map(|g| format!("http://{g}")).collect(),
                 secret: secret.to_owned(),
@@ -98,24 +104,33 @@ impl Inner {
         }
     }
 
-    /// Publishes `body` to `queue`; after a failure, once more on a fresh
-    /// connection.
+    /// Publishes `body` to `queue`, reconnecting and retrying for up to
+    /// [`PUBLISH_PATIENCE`]: the message is stored already, so a broker
+    /// that blinks must not cost its recipients the event.
     async fn publish(&self, queue: &str, body: &[u8]) -> Result<(), String> {
-        let mut last = String::new();
-        for _ in 0..2 {
-            let channel = match self.channel().await {
-                Ok(c) => c,
-                Err(e) => return Err(format!("RabbitMQ unreachable: {e}")),
+        let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let outcome = match self.channel().await {
+                Ok(channel) => {
+                    let r = broker::publish(&channel, queue, body).await;
+                    if r.is_err() {
+                        self.drop_channel(&channel).await;
+                    }
+                    r
+                }
+                Err(e) => Err(format!("RabbitMQ unreachable: {e}")),
             };
-            match broker::publish(&channel, queue, body).await {
+            match outcome {
                 Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() + pause > deadline => return Err(e),
                 Err(e) => {
-                    last = e;
-                    self.drop_channel(&channel).await;
+                    tracing::warn!(queue, error = %e, "publishing an event failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
         }
-        Err(last)
     }
 
     /// Calls `path` on gateway node `node` with `form` (plus the secret).

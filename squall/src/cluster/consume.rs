@@ -64,7 +64,10 @@ async fn consume(url: &str, name: &str, queue: &str, cores: &Cores, stats: &BusS
             Err(e) => {
                 // Not ours to retry: it would fail the same way for ever.
                 tracing::error!(queue, error = %e, "event bus: unreadable message dropped");
-                delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await.map_err(|e| e.to_string())?;
+                delivery
+                    .nack(BasicNackOptions { requeue: false, ..Default::default() })
+                    .await
+                    .map_err(|e| e.to_string())?;
                 continue;
             }
         };

@@ -132,7 +132,9 @@ pub fn to_hyper(r: ApiResponse) -> Response<Full<Bytes>> {
         b = b.header(*k, v.as_str());
     }
     b.body(Full::new(Bytes::from(r.body))).unwrap_or_else(|_| {
-        let mut resp = Response::new(Full::new(Bytes::from_static(br#"{"result":"error","msg":"Internal server error","code":"BAD_REQUEST"}"#)));
+        let mut resp = Response::new(Full::new(Bytes::from_static(
+            br#"{"result":"error","msg":"Internal server error","code":"BAD_REQUEST"}"#,
+        )));
         *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
         resp
     })

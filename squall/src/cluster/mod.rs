@@ -6,3 +6,4 @@ pub mod bus;
 pub mod consume;
 pub mod http;
 pub mod router;
+pub mod run;

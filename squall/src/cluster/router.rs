@@ -155,7 +155,8 @@ impl Router {
         };
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
         for upstream in upstreams {
-            let mut b = Request::builder().method(parts.method.clone()).uri(format!("http://{upstream}{path_and_query}"));
+            let mut b =
+                Request::builder().method(parts.method.clone()).uri(format!("http://{upstream}{path_and_query}"));
             for (k, v) in &parts.headers {
                 if !hop_by_hop(k.as_str()) {
                     b = b.header(k, v);
@@ -260,7 +261,13 @@ fn decode(s: &[u8]) -> String {
 fn hop_by_hop(name: &str) -> bool {
     matches!(
         name,
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
             | "x-forwarded-for"
     )
 }
@@ -286,11 +293,18 @@ mod tests {
         assert_eq!(get(&format!("queue_id={q1}&last_event_id=4")), Target::Gateway(1));
         assert_eq!(get(&format!("last_event_id=4&queue_id={}", q1.replace('-', "%2D"))), Target::Gateway(1));
         assert_eq!(route("GET", "/json/events", Some(&format!("queue_id={q1}")), "", b"", 2), Target::Gateway(1));
-        assert_eq!(route("DELETE", "/api/v1/events", None, form, format!("queue_id={q1}").as_bytes(), 2), Target::Gateway(1));
+        assert_eq!(
+            route("DELETE", "/api/v1/events", None, form, format!("queue_id={q1}").as_bytes(), 2),
+            Target::Gateway(1)
+        );
         assert_eq!(get("queue_id=5-0-00"), Target::Gateway(0), "a node the cluster lacks: node 0 refuses it");
         assert_eq!(get("queue_id=garbage"), Target::Gateway(0));
         assert_eq!(get("dont_block=true"), Target::Backend, "a new queue: made through a backend");
-        assert_eq!(route("DELETE", "/api/v1/events", None, form, b"", 2), Target::Gateway(0), "node 0 answers the error");
+        assert_eq!(
+            route("DELETE", "/api/v1/events", None, form, b"", 2),
+            Target::Gateway(0),
+            "node 0 answers the error"
+        );
     }
 
     #[test]
