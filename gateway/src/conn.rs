@@ -31,6 +31,7 @@ use std::net::IpAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::Instant;
 
 /// Room a read asks for: a long-poll request fits with margin.
 const READ_ROOM: usize = 512;
@@ -113,16 +114,17 @@ impl Conn {
                 match parse_head(&self.input, &mut slots) {
                     Ok(Some(head)) => {
                         CoreStats::bump(&ctx.counters().requests);
-                        let facts = (head.total_len(), head.keep_alive, head.is("HEAD"));
+                        let facts = (head.total_len(), head.keep_alive, head.is("HEAD"), Instant::now());
                         Some((route(&head, &self.input, self.peer, ctx, &self.slot), facts))
                     }
                     Ok(None) => None,
                     Err(invalid) => {
-                        Some((Step::Now(Next::Reply(Reply::Api(invalid_response(invalid)))), (0, false, false)))
+                        let facts = (0, false, false, Instant::now());
+                        Some((Step::Now(Next::Reply(Reply::Api(invalid_response(invalid)))), facts))
                     }
                 }
             };
-            let Some((step, (used, keep_alive, head_only))) = step else {
+            let Some((step, (used, keep_alive, head_only, started))) = step else {
                 match self.fill().await {
                     Ok(n) if n > 0 => continue,
                     _ => return,
@@ -140,7 +142,9 @@ impl Conn {
                 }
                 Next::Reply(reply) => {
                     self.consume(used);
-                    if !self.write(reply, keep_alive, head_only).await || !keep_alive {
+                    let written = self.write(reply, keep_alive, head_only).await;
+                    ctx.counters().record_latency(started.elapsed());
+                    if !written || !keep_alive {
                         return;
                     }
                 }
@@ -394,7 +398,20 @@ fn metrics(req: &squall_proto::api::ApiRequest, ctx: &CoreCtx) -> ApiResponse {
     if !req.peer.is_some_and(|p| p.is_loopback()) {
         return ApiError::not_found().into();
     }
-    let mut r = ApiResponse::json(200, ctx.stats.prometheus());
+    let mut text = ctx.stats.prometheus();
+    {
+        use std::fmt::Write;
+        let _ = writeln!(
+            text,
+            "# HELP squall_inbox_depth Items waiting in a core's inbox.\n# TYPE squall_inbox_depth gauge"
+        );
+        for core in ctx.cores.local() {
+            if let Some(inbox) = ctx.cores.inbox(core) {
+                let _ = writeln!(text, "squall_inbox_depth{{core=\"{core}\"}} {}", inbox.len());
+            }
+        }
+    }
+    let mut r = ApiResponse::json(200, text);
     r.headers.push(("Content-Type", "text/plain; version=0.0.4".into()));
     r
 }

@@ -55,6 +55,16 @@ impl Inbox {
         Pop { inbox: self }
     }
 
+    /// Items waiting now.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing waits now.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// Takes an item without waiting.
     pub fn try_pop(&self) -> Option<Item> {
         let item = self.queue.pop();

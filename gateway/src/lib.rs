@@ -83,7 +83,7 @@ impl Gateway {
         Gateway {
             cfg: Config { cores, processes, process, nodes, node, ..cfg },
             cores: cores_here,
-            stats: Arc::new(Stats::new(cores)),
+            stats: Arc::new(Stats::for_process(process * cores, cores)),
         }
     }
 

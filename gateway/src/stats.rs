@@ -2,7 +2,12 @@
 //! `/metrics` reports and what tests wait on ("the poll is parked") instead
 //! of sleeping. Each core writes only its own cache-line-sized slot.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (ms) of the request-duration histogram's buckets (the last
+/// bucket, `+Inf`, is implied).
+pub const LATENCY_BOUNDS_MS: [u64; 9] = [1, 2, 5, 10, 25, 50, 100, 500, 2500];
 
 /// One core's counters.
 #[derive(Debug, Default)]
@@ -24,9 +29,22 @@ pub struct CoreStats {
     pub ticks: AtomicU64,
     /// Connections handed to the core owning their queue.
     pub handoffs: AtomicU64,
+    /// Requests answered without parking, by duration (buckets of
+    /// [`LATENCY_BOUNDS_MS`], then `+Inf`).
+    pub latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+    /// Their total duration (µs).
+    pub latency_sum_us: AtomicU64,
 }
 
 impl CoreStats {
+    /// Records a request answered in `d`.
+    pub(crate) fn record_latency(&self, d: Duration) {
+        let ms = d.as_millis() as u64;
+        let bucket = LATENCY_BOUNDS_MS.iter().position(|&b| ms < b).unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn add(counter: &AtomicI64, n: i64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -36,10 +54,27 @@ impl CoreStats {
     }
 }
 
-/// Every core's counters.
+/// A cluster gateway process's event-bus consumer (RabbitMQ).
+#[derive(Debug, Default)]
+pub struct BusCounters {
+    /// Set once a consumer runs: the bus metrics are reported from then on.
+    pub enabled: AtomicBool,
+    /// 1 while connected to the broker.
+    pub connected: AtomicI64,
+    /// Messages taken from the process's queue and acknowledged.
+    pub messages: AtomicU64,
+    /// Publish-to-inbox time of the latest message (ms).
+    pub lag_ms: AtomicU64,
+}
+
+/// Every core's counters, and the process's.
 #[derive(Debug)]
 pub struct Stats {
     cores: Vec<CoreStats>,
+    /// The node-wide index of this process's first core (metrics labels).
+    first_core: u16,
+    /// The cluster event bus, when there is one.
+    pub bus: BusCounters,
 }
 
 /// A sum over cores at one moment.
@@ -66,7 +101,17 @@ pub struct Totals {
 impl Stats {
     /// Zeroed counters for `cores` cores.
     pub fn new(cores: u16) -> Self {
-        Stats { cores: (0..cores.max(1)).map(|_| CoreStats::default()).collect() }
+        Self::for_process(0, cores)
+    }
+
+    /// Zeroed counters for `cores` cores numbered from `first_core` on
+    /// the node.
+    pub fn for_process(first_core: u16, cores: u16) -> Self {
+        Stats {
+            cores: (0..cores.max(1)).map(|_| CoreStats::default()).collect(),
+            first_core,
+            bus: BusCounters::default(),
+        }
     }
 
     /// One core's counters.
@@ -113,14 +158,84 @@ impl Stats {
         self.metric(&mut out, "squall_handoffs_total", "counter", "Connections handed to their queue's core.", |c| {
             count(&c.handoffs)
         });
+        self.histogram(&mut out);
+        if self.bus.enabled.load(Ordering::Relaxed) {
+            use std::fmt::Write;
+            let b = &self.bus;
+            let _ = write!(
+                out,
+                "# HELP squall_bus_connected 1 while this process consumes its RabbitMQ queue.\n\
+                 # TYPE squall_bus_connected gauge\nsquall_bus_connected {}\n\
+                 # HELP squall_bus_messages_total Event messages taken from RabbitMQ.\n\
+                 # TYPE squall_bus_messages_total counter\nsquall_bus_messages_total {}\n\
+                 # HELP squall_bus_lag_seconds Publish-to-inbox time of the latest event message.\n\
+                 # TYPE squall_bus_lag_seconds gauge\nsquall_bus_lag_seconds {:.3}\n",
+                b.connected.load(Ordering::Relaxed),
+                b.messages.load(Ordering::Relaxed),
+                b.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            );
+        }
         out
+    }
+
+    /// The request-duration histogram, per core.
+    fn histogram(&self, out: &mut String) {
+        use std::fmt::Write;
+        let name = "squall_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Requests answered without parking, by time to answer.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (i, c) in self.cores.iter().enumerate() {
+            let core = self.first_core as usize + i;
+            let mut cumulative = 0;
+            for (bucket, n) in c.latency.iter().enumerate() {
+                cumulative += n.load(Ordering::Relaxed);
+                let le = match LATENCY_BOUNDS_MS.get(bucket) {
+                    Some(ms) => format!("{}", *ms as f64 / 1000.0),
+                    None => "+Inf".into(),
+                };
+                let _ = writeln!(out, "{name}_bucket{{core=\"{core}\",le=\"{le}\"}} {cumulative}");
+            }
+            let sum = c.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "{name}_sum{{core=\"{core}\"}} {sum:.6}");
+            let _ = writeln!(out, "{name}_count{{core=\"{core}\"}} {cumulative}");
+        }
     }
 
     fn metric(&self, out: &mut String, name: &str, kind: &str, help: &str, value: impl Fn(&CoreStats) -> i64) {
         use std::fmt::Write;
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (i, c) in self.cores.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", value(c));
+            let _ = writeln!(out, "{name}{{core=\"{}\"}} {}", self.first_core as usize + i, value(c));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_fall_into_cumulative_buckets() {
+        let stats = Stats::for_process(4, 1);
+        let c = stats.core(4);
+        c.record_latency(Duration::from_micros(300));
+        c.record_latency(Duration::from_millis(7));
+        c.record_latency(Duration::from_secs(9));
+        let text = stats.prometheus();
+        let bucket = |le: &str| {
+            let prefix = format!("squall_request_duration_seconds_bucket{{core=\"4\",le=\"{le}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("{le}: {text}"))
+                .to_owned()
+        };
+        assert_eq!(bucket("0.001"), "1");
+        assert_eq!(bucket("0.005"), "1");
+        assert_eq!(bucket("0.01"), "2");
+        assert_eq!(bucket("2.5"), "2");
+        assert_eq!(bucket("+Inf"), "3");
+        assert!(text.contains("squall_request_duration_seconds_count{core=\"4\"} 3"), "{text}");
+        assert!(text.contains("squall_request_duration_seconds_sum{core=\"4\"} 9.007300"), "{text}");
+        assert!(text.contains("squall_queues{core=\"4\"} 0"), "labels are the node's core numbers");
     }
 }

@@ -140,6 +140,17 @@ fn metrics_report_every_core_for_loopback_scrapers() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
         .sum();
     assert_eq!(queues, 1);
+    // The register above was answered at once: it is in some core's
+    // request-duration histogram (the +Inf bucket counts every request).
+    let answered: i64 = text
+        .lines()
+        .filter(|l| l.starts_with("squall_request_duration_seconds_count{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert!(answered >= 1, "{text}");
+    assert!(text.contains("squall_request_duration_seconds_bucket{core=\"0\",le=\"0.001\"}"), "{text}");
+    assert!(text.contains("squall_inbox_depth{core=\"1\"} 0"), "{text}");
+    assert!(!text.contains("squall_bus_"), "no event bus on a single node");
 }
 
 #[test]

@@ -160,8 +160,7 @@ pub fn serve(
     let bus: Arc<dyn squall_proto::bus::EventBus> = match role {
         Role::Single => Arc::new(gateway.bus()),
         Role::Gateway { node } => {
-            let stats = Arc::new(crate::cluster::consume::BusStats::default());
-            rt.spawn(crate::cluster::consume::run(cfg.amqp_url.clone(), node, index, gateway.cores(), stats));
+            rt.spawn(crate::cluster::consume::run(cfg.amqp_url.clone(), node, index, gateway.cores(), gateway.stats()));
             Arc::new(crate::cluster::bus::ClusterBus::new(
                 &cfg.cluster.gateways,
                 processes,

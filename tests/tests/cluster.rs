@@ -99,6 +99,15 @@ fn clients_see_one_server_through_the_router() {
     let (status, body) = far.get_events(&q, -1, false).unwrap();
     assert_eq!((status, messages(&body)), (200, vec![id]), "{body}");
 
+    // Each gateway process reports its event bus (whichever process of the
+    // node answers the scrape).
+    for gateway in &cluster.gateways {
+        let text = reqwest::blocking::get(format!("http://{gateway}/metrics")).unwrap().text().unwrap();
+        assert!(text.contains("squall_bus_connected 1"), "{text}");
+        assert!(text.contains("squall_bus_messages_total "), "{text}");
+        assert!(text.contains("squall_request_duration_seconds_bucket{"), "{text}");
+    }
+
     // The queue endpoints are not for clients.
     let (status, _) = far.post("/api/internal/squall/allocate_queue", &[("spec", "{}")]).unwrap();
     assert_eq!(status, 404);

@@ -10,26 +10,18 @@ use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use squall_gateway::cores::Cores;
-use std::sync::atomic::{AtomicU64, Ordering};
+use squall_gateway::stats::Stats;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Messages the broker may send ahead of acknowledgements.
 const PREFETCH: u16 = 256;
 
-/// What the consumer has seen, for `/metrics`-style reports.
-#[derive(Default)]
-pub struct BusStats {
-    /// Messages taken from the queue and acknowledged.
-    pub messages: AtomicU64,
-    /// Time from publish to inbox of the latest message (ms).
-    pub last_lag_ms: AtomicU64,
-    /// Whether the consumer is connected (1) or not (0).
-    pub connected: AtomicU64,
-}
-
 /// Consumes `squall.events.<node>.<process>` into `cores`, for ever.
-pub async fn run(url: String, node: u16, process: u16, cores: Arc<Cores>, stats: Arc<BusStats>) {
+/// Reports into `stats.bus` (the process's `/metrics`).
+pub async fn run(url: String, node: u16, process: u16, cores: Arc<Cores>, stats: Arc<Stats>) {
+    stats.bus.enabled.store(true, Ordering::Relaxed);
     let queue = broker::queue_name(node, process);
     let name = format!("squall gateway {node}.{process}");
     let mut backoff = Duration::from_millis(250);
@@ -40,14 +32,14 @@ pub async fn run(url: String, node: u16, process: u16, cores: Arc<Cores>, stats:
                 tracing::warn!(queue, error = %e, retry_in = ?backoff, "event bus: RabbitMQ link lost");
             }
         }
-        stats.connected.store(0, Ordering::Relaxed);
+        stats.bus.connected.store(0, Ordering::Relaxed);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
 /// One connection's worth of consuming; returns when it breaks.
-async fn consume(url: &str, name: &str, queue: &str, cores: &Cores, stats: &BusStats) -> Result<(), String> {
+async fn consume(url: &str, name: &str, queue: &str, cores: &Cores, stats: &Stats) -> Result<(), String> {
     let (_conn, channel) = broker::connect(url, name).await?;
     broker::declare(&channel, queue).await?;
     channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
@@ -55,7 +47,7 @@ async fn consume(url: &str, name: &str, queue: &str, cores: &Cores, stats: &BusS
         .basic_consume(queue.into(), name.into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .map_err(|e| e.to_string())?;
-    stats.connected.store(1, Ordering::Relaxed);
+    stats.bus.connected.store(1, Ordering::Relaxed);
     tracing::info!(queue, "event bus: consuming");
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.map_err(|e| e.to_string())?;
@@ -80,8 +72,8 @@ async fn consume(url: &str, name: &str, queue: &str, cores: &Cores, stats: &BusS
             }
         }
         delivery.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
-        stats.messages.fetch_add(1, Ordering::Relaxed);
-        stats.last_lag_ms.store(broker::now_ms().saturating_sub(batch.sent_ms), Ordering::Relaxed);
+        stats.bus.messages.fetch_add(1, Ordering::Relaxed);
+        stats.bus.lag_ms.store(broker::now_ms().saturating_sub(batch.sent_ms), Ordering::Relaxed);
     }
     Err("the broker ended the consumer".into())
 }
