@@ -39,9 +39,7 @@ pub struct CoreStats {
 impl CoreStats {
     /// Records a request answered in `d`.
     pub(crate) fn record_latency(&self, d: Duration) {
-        let ms = d.as_millis() as u64;
-        let bucket = LATENCY_BOUNDS_MS.iter().position(|&b| ms < b).unwrap_or(LATENCY_BOUNDS_MS.len());
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency[bucket_of(d.as_millis() as u64)].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
@@ -65,6 +63,25 @@ pub struct BusCounters {
     pub messages: AtomicU64,
     /// Publish-to-inbox time of the latest message (ms).
     pub lag_ms: AtomicU64,
+    /// Publish-to-inbox times by bucket of [`LATENCY_BOUNDS_MS`], then `+Inf`.
+    pub lag: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+    /// Their total (ms).
+    pub lag_sum_ms: AtomicU64,
+}
+
+impl BusCounters {
+    /// Records a message that took `ms` from publish to the inboxes
+    /// (publisher's clock against ours: across hosts, as good as their sync).
+    pub fn record_lag(&self, ms: u64) {
+        self.lag_ms.store(ms, Ordering::Relaxed);
+        self.lag[bucket_of(ms)].fetch_add(1, Ordering::Relaxed);
+        self.lag_sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+/// The histogram bucket of a duration in ms.
+fn bucket_of(ms: u64) -> usize {
+    LATENCY_BOUNDS_MS.iter().position(|&b| ms < b).unwrap_or(LATENCY_BOUNDS_MS.len())
 }
 
 /// Every core's counters, and the process's.
@@ -174,6 +191,11 @@ impl Stats {
                 b.messages.load(Ordering::Relaxed),
                 b.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
             );
+            let name = "squall_bus_delay_seconds";
+            let _ = writeln!(out, "# HELP {name} Event messages by publish-to-inbox time.\n# TYPE {name} histogram");
+            let cumulative = buckets(&mut out, name, "", &b.lag);
+            let sum = b.lag_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+            let _ = writeln!(out, "{name}_sum {sum:.3}\n{name}_count {cumulative}");
         }
         out
     }
@@ -186,15 +208,7 @@ impl Stats {
         let _ = writeln!(out, "# TYPE {name} histogram");
         for (i, c) in self.cores.iter().enumerate() {
             let core = self.first_core as usize + i;
-            let mut cumulative = 0;
-            for (bucket, n) in c.latency.iter().enumerate() {
-                cumulative += n.load(Ordering::Relaxed);
-                let le = match LATENCY_BOUNDS_MS.get(bucket) {
-                    Some(ms) => format!("{}", *ms as f64 / 1000.0),
-                    None => "+Inf".into(),
-                };
-                let _ = writeln!(out, "{name}_bucket{{core=\"{core}\",le=\"{le}\"}} {cumulative}");
-            }
+            let cumulative = buckets(out, name, &format!("core=\"{core}\","), &c.latency);
             let sum = c.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
             let _ = writeln!(out, "{name}_sum{{core=\"{core}\"}} {sum:.6}");
             let _ = writeln!(out, "{name}_count{{core=\"{core}\"}} {cumulative}");
@@ -208,6 +222,22 @@ impl Stats {
             let _ = writeln!(out, "{name}{{core=\"{}\"}} {}", self.first_core as usize + i, value(c));
         }
     }
+}
+
+/// Writes a histogram's cumulative `_bucket` lines (labels before `le`);
+/// returns the count.
+fn buckets(out: &mut String, name: &str, labels: &str, counts: &[AtomicU64]) -> u64 {
+    use std::fmt::Write;
+    let mut cumulative = 0;
+    for (bucket, n) in counts.iter().enumerate() {
+        cumulative += n.load(Ordering::Relaxed);
+        let le = match LATENCY_BOUNDS_MS.get(bucket) {
+            Some(ms) => format!("{}", *ms as f64 / 1000.0),
+            None => "+Inf".into(),
+        };
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
+    }
+    cumulative
 }
 
 #[cfg(test)]
@@ -237,5 +267,27 @@ mod tests {
         assert!(text.contains("squall_request_duration_seconds_count{core=\"4\"} 3"), "{text}");
         assert!(text.contains("squall_request_duration_seconds_sum{core=\"4\"} 9.007300"), "{text}");
         assert!(text.contains("squall_queues{core=\"4\"} 0"), "labels are the node's core numbers");
+    }
+
+    #[test]
+    fn bus_delays_are_a_histogram_once_a_consumer_runs() {
+        let stats = Stats::for_process(0, 1);
+        assert!(!stats.prometheus().contains("squall_bus"), "no bus, no bus metrics");
+        stats.bus.enabled.store(true, Ordering::Relaxed);
+        stats.bus.record_lag(3);
+        stats.bus.record_lag(40);
+        stats.bus.record_lag(3000);
+        let text = stats.prometheus();
+        for line in [
+            "squall_bus_delay_seconds_bucket{le=\"0.001\"} 0",
+            "squall_bus_delay_seconds_bucket{le=\"0.005\"} 1",
+            "squall_bus_delay_seconds_bucket{le=\"0.05\"} 2",
+            "squall_bus_delay_seconds_bucket{le=\"+Inf\"} 3",
+            "squall_bus_delay_seconds_sum 3.043",
+            "squall_bus_delay_seconds_count 3",
+            "squall_bus_lag_seconds 3.000",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
     }
 }

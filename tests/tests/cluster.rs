@@ -105,6 +105,7 @@ fn clients_see_one_server_through_the_router() {
         let text = reqwest::blocking::get(format!("http://{gateway}/metrics")).unwrap().text().unwrap();
         assert!(text.contains("squall_bus_connected 1"), "{text}");
         assert!(text.contains("squall_bus_messages_total "), "{text}");
+        assert!(text.contains("squall_bus_delay_seconds_bucket{le=\"+Inf\"} "), "{text}");
         assert!(text.contains("squall_request_duration_seconds_bucket{"), "{text}");
     }
 

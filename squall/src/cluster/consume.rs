@@ -73,7 +73,7 @@ async fn consume(url: &str, name: &str, queue: &str, cores: &Cores, stats: &Stat
         }
         delivery.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
         stats.bus.messages.fetch_add(1, Ordering::Relaxed);
-        stats.bus.lag_ms.store(broker::now_ms().saturating_sub(batch.sent_ms), Ordering::Relaxed);
+        stats.bus.record_lag(broker::now_ms().saturating_sub(batch.sent_ms));
     }
     Err("the broker ended the consumer".into())
 }
