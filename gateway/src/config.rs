@@ -2,6 +2,7 @@
 //! from its TOML file and environment; tests build it directly.
 
 use crate::clock::Clock;
+use crate::guard::Limits;
 use crate::state::Timing;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +44,8 @@ pub struct Config {
     pub server_generation: i64,
     /// Pin each core's thread to a CPU.
     pub pin_cores: bool,
+    /// Connection deadlines and admission bounds.
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             shared_secret: String::new(),
             server_generation: 0,
             pin_cores: true,
+            limits: Limits::default(),
         }
     }
 }

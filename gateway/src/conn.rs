@@ -11,11 +11,16 @@
 //! receives the client's next poll. No read is ever cancelled on the event
 //! path. The only buffer a connection holds is its input buffer, which the
 //! pending read fills in place.
+//!
+//! While it waits for its client a connection has a deadline
+//! ([`crate::guard`]); a large body is read only once the request's
+//! credentials are known to be good.
 
 use crate::cores::Moving;
 use crate::ctx::CoreCtx;
 use crate::events::{self, Outcome};
-use crate::http::parse::{header_slots, parse_head, Head};
+use crate::guard::{Phase, Watch};
+use crate::http::parse::{header_slots, parse_head, parse_head_only, Head};
 use crate::http::response;
 use crate::park::{Answer, Slot};
 use crate::state::Item;
@@ -42,11 +47,20 @@ const INPUT_KEEP_MAX: usize = 16 * 1024;
 /// `pending` holds bytes already read from it (after a hand-off).
 pub async fn serve(stream: TcpStream, ctx: Rc<CoreCtx>, pending: Vec<u8>) {
     CoreStats::add(&ctx.counters().connections, 1);
+    let entry = ctx.watch.add(ctx.clock.now_ms(), false);
     let peer = stream.peer_addr().ok().map(|a| a.ip());
     let (rd, wr) = stream.into_split();
-    let conn = Conn { rd, wr, input: pending, peer, slot: Slot::new() };
+    let conn =
+        Conn { rd, wr, input: pending, peer, slot: Slot::new(), watch: entry.watch.clone(), body_checked: false };
     conn.run(&ctx).await;
+    ctx.watch.remove(entry);
     CoreStats::add(&ctx.counters().connections, -1);
+}
+
+/// Answers a connection there is no room for with a 503 and closes it.
+pub async fn turn_away(mut stream: TcpStream) {
+    let resp: ApiResponse = ApiError::busy("Too many connections; try again").into();
+    let (_, _) = stream.write_all(response::to_bytes(&resp, false, false)).await;
 }
 
 /// Adopts a connection another core or process handed over. A stopping
@@ -86,6 +100,10 @@ struct Conn {
     peer: Option<IpAddr>,
     /// Where a parked poll's answer arrives.
     slot: Rc<Slot>,
+    /// Its deadlines (the core's sweeper closes it when one passes).
+    watch: Rc<Watch>,
+    /// The request being read has had its sender checked (large bodies).
+    body_checked: bool,
 }
 
 /// What to do after handling the request at the front of the input.
@@ -125,11 +143,20 @@ impl Conn {
                 }
             };
             let Some((step, (used, keep_alive, head_only, started))) = step else {
-                match self.fill().await {
-                    Ok(n) if n > 0 => continue,
+                if let Some(refusal) = self.wait_phase(ctx).await {
+                    self.write(Reply::Api(refusal), false, false).await;
+                    return;
+                }
+                let watch = self.watch.clone();
+                match watch.guard(self.fill()).await {
+                    Some(Ok(n)) if n > 0 => continue,
+                    // Closed, failed, or past its deadline.
                     _ => return,
                 }
             };
+            self.watch.enter(Phase::Busy, 0);
+            ctx.watch.served(&self.watch);
+            self.body_checked = false;
             let next = match step {
                 Step::Now(next) => next,
                 Step::Later(work) => Box::pin(work.finish(ctx, &self.slot)).await,
@@ -142,7 +169,9 @@ impl Conn {
                 }
                 Next::Reply(reply) => {
                     self.consume(used);
-                    let written = self.write(reply, keep_alive, head_only).await;
+                    self.watch.enter(Phase::Idle, ctx.clock.now_ms());
+                    let watch = self.watch.clone();
+                    let written = watch.guard(self.write(reply, keep_alive, head_only)).await == Some(true);
                     ctx.counters().record_latency(started.elapsed());
                     if !written || !keep_alive {
                         return;
@@ -204,13 +233,57 @@ impl Conn {
             }
         };
         // The read stays in flight while the answer is written: it receives
-        // the client's next poll.
-        if !send(&mut self.wr, render(Reply::Events(answer), keep_alive, head_only)).await || !keep_alive {
+        // the client's next poll. The idle deadline counts from the answer.
+        self.watch.enter(Phase::Idle, ctx.clock.now_ms());
+        let sent = self.watch.guard(send(&mut self.wr, render(Reply::Events(answer), keep_alive, head_only))).await;
+        if sent != Some(true) || !keep_alive {
             return false;
         }
-        let (res, buf) = reading.await;
+        let Some((res, buf)) = self.watch.guard(reading.as_mut()).await else { return false };
         self.input = buf;
         matches!(res, Ok(n) if n > 0)
+    }
+
+    /// Sets the phase the connection waits in, by what the input holds. On
+    /// entering a body longer than `auth_before_body`, checks the request's
+    /// credentials first: the refusal to send if they are not good.
+    async fn wait_phase(&mut self, ctx: &Rc<CoreCtx>) -> Option<ApiResponse> {
+        let now = ctx.clock.now_ms();
+        let phase = self.watch.phase();
+        if self.input.is_empty() {
+            // A fresh connection keeps the accept's deadline.
+            if phase != Phase::Fresh {
+                self.watch.enter(Phase::Idle, now);
+            }
+            return None;
+        }
+        let probe = {
+            let mut slots = header_slots();
+            match parse_head_only(&self.input, &mut slots) {
+                Ok(Some(head)) => {
+                    let check = !self.body_checked && head.body_len > ctx.watch.limits().auth_before_body;
+                    match check.then(|| head.probe(self.peer)) {
+                        _ if !check => None,
+                        Some(Ok(probe)) => Some(probe),
+                        // Unreadable headers: the parse after the body says so.
+                        _ => None,
+                    }
+                }
+                _ => {
+                    self.watch.enter(Phase::Head, now);
+                    return None;
+                }
+            }
+        };
+        self.body_checked = true;
+        if let Some(probe) = probe {
+            self.watch.enter(Phase::Busy, 0);
+            if let Err(refusal) = sender_may_send_body(probe, ctx).await {
+                return Some(refusal);
+            }
+        }
+        self.watch.enter(Phase::Body, ctx.clock.now_ms());
+        None
     }
 
     async fn write(&mut self, reply: Reply, keep_alive: bool, head_only: bool) -> bool {
@@ -232,6 +305,28 @@ impl Conn {
             tracing::warn!(core, error = %e, "a connection could not be handed over");
             refuse(conn, "Server is busy; try again");
         }
+    }
+}
+
+/// Whether the sender of a request with a large body may send it: the
+/// internal endpoints to the peers they answer (they check their secret),
+/// everything else to good credentials (cached, or checked by the backend).
+async fn sender_may_send_body(probe: squall_proto::api::ApiRequest, ctx: &Rc<CoreCtx>) -> Result<(), ApiResponse> {
+    if probe.path.starts_with("/api/internal/") {
+        let allowed = ctx.internal_remote || probe.peer.is_some_and(|p| p.is_loopback());
+        return if allowed { Ok(()) } else { Err(ApiError::not_found().into()) };
+    }
+    let authorization = probe.header("authorization").unwrap_or("").as_bytes().to_vec();
+    let host = probe.header("host").unwrap_or("").as_bytes().to_vec();
+    if ctx.auth_cache.borrow().get(&authorization, &host, Instant::now()).is_some() {
+        return Ok(());
+    }
+    match ctx.backend.authenticate(probe).await {
+        Ok(user) => {
+            ctx.auth_cache.borrow_mut().insert(&authorization, &host, user, Instant::now());
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -6,6 +6,7 @@ use crate::auth::AuthCache;
 use crate::backend::Backend;
 use crate::clock::Clock;
 use crate::cores::Cores;
+use crate::guard::Watchlist;
 use crate::state::CoreState;
 use crate::stats::{CoreStats, Stats};
 use squall_proto::Shard;
@@ -25,6 +26,8 @@ pub struct CoreCtx {
     pub state: RefCell<CoreState>,
     /// Everything that is not `/events`.
     pub backend: Arc<dyn Backend>,
+    /// The core's connections, their deadlines and admission.
+    pub watch: Watchlist,
     /// Recently authenticated credentials.
     pub auth_cache: RefCell<AuthCache>,
     /// Secret the internal endpoints require.

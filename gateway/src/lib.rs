@@ -30,6 +30,7 @@ pub mod descriptor;
 pub mod events;
 pub mod filter;
 pub mod fxhash;
+pub mod guard;
 pub mod http;
 pub mod inbox;
 pub mod internal;
@@ -151,6 +152,7 @@ impl Gateway {
                 notifier: notifier.clone(),
                 shared_secret: shared_secret.clone(),
                 internal_remote: cfg.internal_remote,
+                limits: cfg.limits,
                 stats: self.stats.clone(),
                 started: started.clone(),
             };

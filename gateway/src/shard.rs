@@ -59,6 +59,8 @@ pub struct CoreStart {
     pub shared_secret: Arc<str>,
     /// The internal endpoints answer peers beyond loopback.
     pub internal_remote: bool,
+    /// Connection deadlines and admission bounds.
+    pub limits: crate::guard::Limits,
     /// Every core's counters.
     pub stats: Arc<Stats>,
     /// Told once the core serves (its queues restored), or why it cannot.
@@ -114,6 +116,7 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
         cores: start.cores,
         state: RefCell::new(state),
         backend: start.backend,
+        watch: crate::guard::Watchlist::new(start.limits),
         auth_cache: RefCell::new(AuthCache::default()),
         shared_secret: start.shared_secret,
         internal_remote: start.internal_remote,
@@ -157,19 +160,81 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<CoreCtx>) {
+    let mut failures = AcceptFailures::default();
     loop {
         match listener.accept().await {
             // Stopping: new connections are closed at once.
             Ok(_) if ctx.shutting_down.get() => {}
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(crate::conn::serve(stream, ctx.clone(), Vec::new()));
+                if admit(&ctx) {
+                    monoio::spawn(crate::conn::serve(stream, ctx.clone(), Vec::new()));
+                } else {
+                    monoio::spawn(crate::conn::turn_away(stream));
+                }
             }
             Err(e) => {
-                // Typically EMFILE: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(50)).await;
+                // Out of descriptors: make room by closing connections that
+                // wait for their clients, and say so once in a while rather
+                // than once per failure.
+                let shed = match e.raw_os_error() {
+                    Some(EMFILE | ENFILE) => ctx.watch.shed(16, false),
+                    _ => 0,
+                };
+                failures.note(&e, shed);
+                if shed == 0 {
+                    monoio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
+        }
+    }
+}
+
+/// Too many open files (process, system): Linux's errno values.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// Whether a new connection may stay: room is made by shedding connections
+/// that wait for their clients (oldest first) when the process is at
+/// `max_connections` or this core at `max_unserved`; false when none can go.
+fn admit(ctx: &CoreCtx) -> bool {
+    let limits = *ctx.watch.limits();
+    if ctx.watch.unserved() >= limits.max_unserved {
+        ctx.watch.shed(1, true);
+    }
+    if limits.max_connections == 0 {
+        return true;
+    }
+    let open = ctx.stats.totals().connections.max(0) as usize;
+    open < limits.max_connections || ctx.watch.shed(1, false) == 1
+}
+
+/// Accept failures, logged at most every [`ACCEPT_LOG_EVERY`].
+#[derive(Default)]
+struct AcceptFailures {
+    since_log: u64,
+    shed: usize,
+    logged_at: Option<std::time::Instant>,
+}
+
+/// How often repeated accept failures are logged.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl AcceptFailures {
+    fn note(&mut self, e: &std::io::Error, shed: usize) {
+        self.since_log += 1;
+        self.shed += shed;
+        let now = std::time::Instant::now();
+        if self.logged_at.is_none_or(|t| now.duration_since(t) >= ACCEPT_LOG_EVERY) {
+            tracing::warn!(
+                error = %e,
+                failures = self.since_log,
+                closed_waiting_connections = self.shed,
+                "accept failed (counts since the last such message)"
+            );
+            self.logged_at = Some(now);
+            self.since_log = 0;
+            self.shed = 0;
         }
     }
 }
@@ -177,7 +242,9 @@ async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<CoreCtx>) {
 async fn tick_loop(ctx: Rc<CoreCtx>, every: Duration) {
     while !ctx.shutting_down.get() {
         monoio::time::sleep(every).await;
-        let expired = ctx.state.borrow_mut().tick(ctx.clock.now_ms());
+        let now_ms = ctx.clock.now_ms();
+        let expired = ctx.state.borrow_mut().tick(now_ms);
+        ctx.watch.sweep(now_ms);
         crate::stats::CoreStats::bump(&ctx.counters().ticks);
         if expired > 0 {
             tracing::debug!(core = ctx.shard.core, expired, "garbage-collected queues");

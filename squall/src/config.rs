@@ -58,10 +58,66 @@ pub struct Config {
     /// Connections this host should hold; the start-up host check warns
     /// about every setting that falls short (`SQUALL_EXPECTED_CONNECTIONS`).
     pub expected_connections: u64,
+    /// Deadlines and bounds on client connections (the gateway's edge).
+    pub connections: ConnectionLimits,
     /// The backend.
     pub backend: BackendConfig,
     /// Several hosts: `squall gateway|backend|router` (empty for `serve`).
     pub cluster: ClusterConfig,
+}
+
+/// What a client connection may hold, and for how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionLimits {
+    /// A request head must be complete this long after its first byte (for
+    /// a connection's first request: after the accept).
+    pub header_timeout_secs: u64,
+    /// A request body must be complete this long after its head.
+    pub body_timeout_secs: u64,
+    /// A kept-alive connection may wait this long for its next request
+    /// (counted from the previous answer). Parked long-polls are not idle.
+    pub idle_timeout_secs: u64,
+    /// Connections one gateway core may hold that have not completed a
+    /// request; past it the oldest of them are closed.
+    pub max_unserved_per_core: usize,
+    /// Open files each gateway process keeps free for everything but client
+    /// connections (database pool, logs, links): it holds at most its
+    /// open-file limit minus this many connections, closing waiting ones to
+    /// make room and turning new ones away with a 503 when none can go.
+    pub reserved_files: u64,
+    /// Request bodies longer than this are read only after the request's
+    /// credentials were checked.
+    pub auth_before_body_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        let d = squall_gateway::guard::Limits::default();
+        ConnectionLimits {
+            header_timeout_secs: d.header_timeout.as_secs(),
+            body_timeout_secs: d.body_timeout.as_secs(),
+            idle_timeout_secs: d.idle_timeout.as_secs(),
+            max_unserved_per_core: d.max_unserved,
+            reserved_files: 256,
+            auth_before_body_bytes: d.auth_before_body,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// The gateway's limits for a process allowed `open_files` files.
+    pub fn gateway(&self, open_files: u64) -> squall_gateway::guard::Limits {
+        use std::time::Duration;
+        squall_gateway::guard::Limits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            max_unserved: self.max_unserved_per_core.max(1),
+            max_connections: open_files.saturating_sub(self.reserved_files).max(1) as usize,
+            auth_before_body: self.auth_before_body_bytes,
+        }
+    }
 }
 
 /// The shape of a cluster: the same section on every host.
@@ -105,6 +161,7 @@ impl Default for Config {
             shared_secret: String::new(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5673/%2f".into(),
             expected_connections: 10_000,
+            connections: ConnectionLimits::default(),
             backend: BackendConfig::default(),
             cluster: ClusterConfig::default(),
         }

@@ -127,6 +127,7 @@ pub fn serve(
         None
     };
     let mut gateway_cfg = cfg.gateway(index, processes, server_generation, secret.clone());
+    gateway_cfg.limits = cfg.connections.gateway(open_files);
     if let Role::Gateway { node } = role {
         anyhow::ensure!(
             (node as usize) < cfg.cluster.gateways.len(),

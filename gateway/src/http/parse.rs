@@ -45,8 +45,18 @@ impl<'a> Head<'a> {
         self.method.eq_ignore_ascii_case(m)
     }
 
+    /// The owned request without its body (which may not have arrived):
+    /// enough to check who sends it.
+    pub fn probe(&self, peer: Option<std::net::IpAddr>) -> Result<ApiRequest, Invalid> {
+        self.owned(Vec::new(), peer)
+    }
+
     /// The owned request; `buf` is what the head was parsed from.
     pub fn to_api_request(&self, buf: &[u8], peer: Option<std::net::IpAddr>) -> Result<ApiRequest, Invalid> {
+        self.owned(buf[self.head_len..self.total_len()].to_vec(), peer)
+    }
+
+    fn owned(&self, body: Vec<u8>, peer: Option<std::net::IpAddr>) -> Result<ApiRequest, Invalid> {
         let mut headers = Vec::with_capacity(self.headers.len());
         for h in self.headers {
             let value = std::str::from_utf8(h.value).map_err(|_| BAD_REQUEST)?;
@@ -57,7 +67,7 @@ impl<'a> Head<'a> {
             path: percent_decode_path(self.path),
             query: self.query.to_owned(),
             headers,
-            body: buf[self.head_len..self.total_len()].to_vec(),
+            body,
             peer,
         })
     }
@@ -81,6 +91,15 @@ pub fn header_slots<'a>() -> [httparse::Header<'a>; MAX_HEADERS] {
 /// Parses the request at the front of `buf` into `slots`: `Ok(None)` when
 /// more bytes are needed (head or body incomplete).
 pub fn parse_head<'a>(buf: &'a [u8], slots: &'a mut [httparse::Header<'a>]) -> Result<Option<Head<'a>>, Invalid> {
+    match parse_head_only(buf, slots)? {
+        Some(head) if buf.len() >= head.total_len() => Ok(Some(head)),
+        _ => Ok(None),
+    }
+}
+
+/// Parses the head at the front of `buf` into `slots` whether or not its
+/// body has arrived: `Ok(None)` when the head is incomplete.
+pub fn parse_head_only<'a>(buf: &'a [u8], slots: &'a mut [httparse::Header<'a>]) -> Result<Option<Head<'a>>, Invalid> {
     let mut req = httparse::Request::new(slots);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) if n > MAX_HEAD_BYTES => return Err(TOO_LARGE),
@@ -93,12 +112,18 @@ pub fn parse_head<'a>(buf: &'a [u8], slots: &'a mut [httparse::Header<'a>]) -> R
     let method = req.method.unwrap_or("GET");
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut body_len = 0usize;
+    let mut body_len: Option<usize> = None;
     let mut keep_alive = req.version.unwrap_or(1) == 1;
     let headers: &'a [httparse::Header<'a>] = req.headers;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            body_len = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok()).ok_or(BAD_REQUEST)?;
+            let len = content_length(h.value).ok_or(BAD_REQUEST)?;
+            // Two different lengths: which one a proxy in front believed is
+            // unknowable (request smuggling), so neither (RFC 9112 6.3).
+            if body_len.is_some_and(|l| l != len) {
+                return Err(BAD_REQUEST);
+            }
+            body_len = Some(len);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             if !h.value.trim_ascii().eq_ignore_ascii_case(b"identity") {
                 return Err(Invalid(411, "Length Required"));
@@ -112,13 +137,21 @@ pub fn parse_head<'a>(buf: &'a [u8], slots: &'a mut [httparse::Header<'a>]) -> R
             }
         }
     }
+    let body_len = body_len.unwrap_or(0);
     if body_len > MAX_BODY_BYTES {
         return Err(Invalid(413, "Payload Too Large"));
     }
-    if buf.len() < head_len + body_len {
-        return Ok(None);
-    }
     Ok(Some(Head { method, path, query, headers, head_len, body_len, keep_alive }))
+}
+
+/// A `Content-Length` value: digits only (a list such as `5, 5` or a sign
+/// is refused).
+fn content_length(v: &[u8]) -> Option<usize> {
+    let v = v.trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
@@ -217,6 +250,37 @@ mod tests {
         assert!(matches!(parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Parsed::Invalid(411, _)));
         assert!(matches!(parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Parsed::Invalid(400, _)));
         assert!(matches!(parse(&vec![b'a'; MAX_HEAD_BYTES + 1]), Parsed::Invalid(400 | 431, _)));
+    }
+
+    #[test]
+    fn conflicting_lengths_are_refused_and_equal_ones_accepted() {
+        let two = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc";
+        assert!(matches!(parse(two), Parsed::Invalid(400, _)));
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabc";
+        assert!(matches!(parse(same), Parsed::Complete(_, n) if n == same.len()));
+        for bad in [&b"+3"[..], b"3, 3", b"-1", b"", b"0x3"] {
+            let mut raw = b"POST / HTTP/1.1\r\nContent-Length: ".to_vec();
+            raw.extend_from_slice(bad);
+            raw.extend_from_slice(b"\r\n\r\nabc");
+            assert!(matches!(parse(&raw), Parsed::Invalid(400, _)), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn a_head_is_readable_before_its_body() {
+        let raw = b"POST /api/v1/messages HTTP/1.1\r\nAuthorization: Basic x\r\nContent-Length: 100000\r\n\r\nab";
+        let mut slots = header_slots();
+        assert!(parse_head(raw, &mut slots).unwrap().is_none());
+        let mut slots = header_slots();
+        let head = parse_head_only(raw, &mut slots).unwrap().unwrap();
+        assert_eq!(head.body_len, 100_000);
+        let probe = head.probe(None).unwrap();
+        assert_eq!(
+            (probe.path.as_str(), probe.header("authorization"), probe.body.len()),
+            ("/api/v1/messages", Some("Basic x"), 0)
+        );
+        let mut slots = header_slots();
+        assert!(parse_head_only(b"POST / HTTP/1.1\r\nHost", &mut slots).unwrap().is_none());
     }
 
     #[test]
