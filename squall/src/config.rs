@@ -184,6 +184,15 @@ impl Config {
 
     /// Applies `SQUALL_*` overrides read through `get`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        for (key, slot) in [
+            ("SQUALL_HEADER_TIMEOUT_SECS", &mut self.connections.header_timeout_secs),
+            ("SQUALL_BODY_TIMEOUT_SECS", &mut self.connections.body_timeout_secs),
+            ("SQUALL_IDLE_TIMEOUT_SECS", &mut self.connections.idle_timeout_secs),
+        ] {
+            if let Some(v) = get(key) {
+                *slot = v.parse().with_context(|| format!("{key} must be a number of seconds"))?;
+            }
+        }
         if let Some(v) = get("SQUALL_LISTEN") {
             self.listen = v;
         }

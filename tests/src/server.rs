@@ -41,6 +41,8 @@ pub struct ServerOptions {
     /// RabbitMQ for notifications; empty (the default) disables them so
     /// parallel tests do not share queues (see [`fresh_amqp_vhost`]).
     pub amqp_url: String,
+    /// More environment for the server (`SQUALL_*` overrides).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOptions {
@@ -53,6 +55,7 @@ impl Default for ServerOptions {
             io_uring: true,
             amqp_url: String::new(),
             rate_limit_per_user: 200,
+            env: Vec::new(),
         }
     }
 }
@@ -234,6 +237,7 @@ fn spawn_serve(database_url: &str, state_dir: &std::path::Path, opts: &ServerOpt
         .env("SQUALL_AMQP_URL", &opts.amqp_url)
         .env("SQUALL_RATE_LIMIT_PER_USER", opts.rate_limit_per_user.to_string())
         .env("SQUALL_LOG", std::env::var("SQUALL_LOG").unwrap_or_else(|_| "warn".into()))
+        .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -115,3 +115,70 @@ fn head_responses_have_no_body() {
     assert_eq!(status, 200);
     assert!(body["zulip_version"].is_string());
 }
+
+/// Whether the server closes `s` (EOF) within `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0))
+}
+
+#[test]
+fn silent_slow_and_unfinished_clients_are_closed_and_big_anonymous_bodies_refused() {
+    let secs = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    let opts = ServerOptions {
+        env: vec![
+            secs("SQUALL_HEADER_TIMEOUT_SECS", "1"),
+            secs("SQUALL_BODY_TIMEOUT_SECS", "1"),
+            secs("SQUALL_IDLE_TIMEOUT_SECS", "2"),
+        ],
+        ..ServerOptions::default()
+    };
+    let server = Server::start_with(opts).unwrap();
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let auth = server.owner.basic_header();
+
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    let mut slowloris = TcpStream::connect(&addr).unwrap();
+    slowloris.write_all(b"GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // A body announced as 16 MB with 3 bytes sent, from a real user.
+    let mut unfinished = TcpStream::connect(&addr).unwrap();
+    let head = format!("POST /api/v1/messages HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Length: 16000000\r\n\r\nabc");
+    unfinished.write_all(head.as_bytes()).unwrap();
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.write_all(
+        format!("GET /api/v1/users/me HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut idle).0, 200);
+
+    // Generous bounds: the deadlines are 1-2 s, swept once a second.
+    let bound = Duration::from_secs(15);
+    assert!(closed_within(&mut silent, bound), "a connection that sends nothing is closed");
+    slowloris.write_all(b"X-Slow: 1\r\n").unwrap();
+    assert!(closed_within(&mut slowloris, bound), "a head that trickles in is closed");
+    assert!(closed_within(&mut unfinished, bound), "a body that never completes is closed");
+    assert!(closed_within(&mut idle, bound), "an idle keep-alive connection is closed");
+
+    // A large body without credentials is refused before it is sent.
+    let mut anonymous = TcpStream::connect(&addr).unwrap();
+    anonymous
+        .write_all(
+            format!("POST /api/v1/messages HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 16000000\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    anonymous.set_read_timeout(Some(bound)).unwrap();
+    let (status, body) = read_response(&mut anonymous);
+    assert_eq!((status, body["code"].as_str()), (401, Some("UNAUTHORIZED")), "{body}");
+
+    // Two different Content-Length headers: 400, whatever they say.
+    let mut smuggler = TcpStream::connect(&addr).unwrap();
+    smuggler
+        .write_all(
+            format!("POST /api/v1/messages HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello")
+                .as_bytes(),
+        )
+        .unwrap();
+    smuggler.set_read_timeout(Some(bound)).unwrap();
+    assert_eq!(read_response(&mut smuggler).0, 400);
+}
