@@ -46,6 +46,8 @@ pub struct Config {
     pub pin_cores: bool,
     /// Connection deadlines and admission bounds.
     pub limits: Limits,
+    /// Bounds on queues (unread events, queues per user).
+    pub queue_limits: crate::state::QueueLimits,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             server_generation: 0,
             pin_cores: true,
             limits: Limits::default(),
+            queue_limits: crate::state::QueueLimits::default(),
         }
     }
 }

@@ -150,6 +150,9 @@ impl CoreState {
             Notice::Generic { event, users } => self.deliver_generic(&event, &users),
             Notice::PerUser { event, users } => self.deliver_per_user(&event, users),
         }
+        if !self.overflowed.is_empty() {
+            self.drop_overflowed();
+        }
     }
 
     /// Appends to one queue, merging flag events, and completes its parked
@@ -184,6 +187,10 @@ impl CoreState {
     /// Counts an appended event and completes the queue's parked poll.
     fn wake(&mut self, queue_id: QueueId) {
         CoreStats::bump(&self.counters().events_queued);
+        if self.reg.get(queue_id).is_some_and(|d| d.queue.len() > self.limits.max_events_per_queue) {
+            self.overflowed.push(queue_id);
+            return;
+        }
         self.complete(queue_id);
     }
 

@@ -153,6 +153,7 @@ impl Gateway {
                 shared_secret: shared_secret.clone(),
                 internal_remote: cfg.internal_remote,
                 limits: cfg.limits,
+                queue_limits: cfg.queue_limits,
                 stats: self.stats.clone(),
                 started: started.clone(),
             };

@@ -262,6 +262,11 @@ impl EventQueue {
         Ok(())
     }
 
+    /// Events waiting to be read (compressed flag events count once each).
+    pub fn len(&self) -> usize {
+        self.events.len() + self.virtual_events.len()
+    }
+
     /// Whether nothing is pending (virtual events count).
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.virtual_events.is_empty()

@@ -61,6 +61,8 @@ pub struct CoreStart {
     pub internal_remote: bool,
     /// Connection deadlines and admission bounds.
     pub limits: crate::guard::Limits,
+    /// Bounds on queues.
+    pub queue_limits: crate::state::QueueLimits,
     /// Every core's counters.
     pub stats: Arc<Stats>,
     /// Told once the core serves (its queues restored), or why it cannot.
@@ -105,6 +107,7 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
     let notifier = start.notifier.clone();
     state.set_notification_sink(Box::new(move |n| notifier(n)));
     state.start_expiry(start.clock.now_secs());
+    state.set_queue_limits(start.queue_limits);
     // Restore before accepting anything, so no poll races the load.
     let restored = match &start.state_dir {
         Some(dir) => state.load_queues(dir, start.topo, &start.restart_event),

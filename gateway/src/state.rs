@@ -120,10 +120,33 @@ impl Default for Timing {
     }
 }
 
+/// Bounds on what one user's queues may hold (beyond Zulip, which has
+/// none): past them a queue is dropped as if it had expired, and its client
+/// registers again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Events a queue may hold unread; the event that would exceed it drops
+    /// the queue instead.
+    pub max_events_per_queue: usize,
+    /// Queues a user may have on this core; a new one drops the user's
+    /// least recently polled queue.
+    pub max_queues_per_user: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits { max_events_per_queue: 10_000, max_queues_per_user: 100 }
+    }
+}
+
 /// Everything one core owns.
 pub struct CoreState {
     pub(crate) shard: Shard,
     pub(crate) timing: Timing,
+    pub(crate) limits: QueueLimits,
+    /// Queues past `max_events_per_queue`, dropped once the delivery that
+    /// filled them is done.
+    pub(crate) overflowed: Vec<QueueId>,
     pub(crate) reg: Registry,
     /// Notifications not yet handed to the sink (all of them, without one).
     pub(crate) notifications: Vec<Notification>,
@@ -174,6 +197,8 @@ impl CoreState {
         CoreState {
             shard,
             timing,
+            limits: QueueLimits::default(),
+            overflowed: Vec::new(),
             reg: Registry::default(),
             notifications: Vec::new(),
             sink: None,
@@ -193,6 +218,11 @@ impl CoreState {
 
     pub(crate) fn counters(&self) -> &CoreStats {
         self.stats.core(self.shard.core)
+    }
+
+    /// Sets the bounds on queues.
+    pub fn set_queue_limits(&mut self, limits: QueueLimits) {
+        self.limits = limits;
     }
 
     /// Sends every notification decided from now on to `sink` (which must
@@ -222,9 +252,35 @@ impl CoreState {
 
     /// Creates a queue; returns its id.
     pub fn allocate(&mut self, spec: QueueSpec, now: u64) -> QueueId {
+        self.make_room_for_queue(spec.user_id);
         let id = QueueId::new_random(self.shard);
         self.insert_queue(id, spec, EventQueue::new(), now);
         id
+    }
+
+    /// Drops the user's least recently polled queues (those not parked
+    /// first) until a new one fits under `max_queues_per_user`.
+    fn make_room_for_queue(&mut self, user_id: i64) {
+        let max = self.limits.max_queues_per_user.max(1);
+        while self.reg.of_user(user_id).len() >= max {
+            let oldest = self.reg.of_user(user_id).iter().copied().min_by_key(|&q| {
+                let d = self.reg.get(q);
+                (d.is_some_and(|d| d.parked()), d.map_or(0, |d| d.last_connection_time))
+            });
+            let Some(q) = oldest else { return };
+            tracing::info!(user_id, queue = %q, "a user's queue dropped: too many queues");
+            CoreStats::bump(&self.counters().queues_dropped);
+            self.remove_queue(q);
+        }
+    }
+
+    /// Drops the queues that went past `max_events_per_queue`.
+    pub(crate) fn drop_overflowed(&mut self) {
+        for q in std::mem::take(&mut self.overflowed) {
+            tracing::info!(queue = %q, "a queue dropped: too many unread events");
+            CoreStats::bump(&self.counters().queues_dropped);
+            self.remove_queue(q);
+        }
     }
 
     /// Adds a queue under `id`.
@@ -433,6 +489,7 @@ impl CoreState {
             }
         }
         self.reload_pending.drain(..taken);
+        self.drop_overflowed();
         sent
     }
 

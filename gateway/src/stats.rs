@@ -29,6 +29,9 @@ pub struct CoreStats {
     pub ticks: AtomicU64,
     /// Connections handed to the core owning their queue.
     pub handoffs: AtomicU64,
+    /// Queues dropped for going past a bound (events per queue, queues per
+    /// user).
+    pub queues_dropped: AtomicU64,
     /// Requests answered without parking, by duration (buckets of
     /// [`LATENCY_BOUNDS_MS`], then `+Inf`).
     pub latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
@@ -113,6 +116,8 @@ pub struct Totals {
     pub min_ticks: u64,
     /// Connections handed to the core owning their queue.
     pub handoffs: u64,
+    /// Queues dropped for going past a bound.
+    pub queues_dropped: u64,
 }
 
 impl Stats {
@@ -153,6 +158,7 @@ impl Stats {
             t.deliveries += c.deliveries.load(Ordering::Relaxed);
             t.requests += c.requests.load(Ordering::Relaxed);
             t.handoffs += c.handoffs.load(Ordering::Relaxed);
+            t.queues_dropped += c.queues_dropped.load(Ordering::Relaxed);
         }
         t
     }
@@ -175,6 +181,13 @@ impl Stats {
         self.metric(&mut out, "squall_handoffs_total", "counter", "Connections handed to their queue's core.", |c| {
             count(&c.handoffs)
         });
+        self.metric(
+            &mut out,
+            "squall_queues_dropped_total",
+            "counter",
+            "Queues dropped for going past a bound (unread events, queues per user).",
+            |c| count(&c.queues_dropped),
+        );
         self.histogram(&mut out);
         if self.bus.enabled.load(Ordering::Relaxed) {
             use std::fmt::Write;

@@ -60,6 +60,8 @@ pub struct Config {
     pub expected_connections: u64,
     /// Deadlines and bounds on client connections (the gateway's edge).
     pub connections: ConnectionLimits,
+    /// Bounds on event queues.
+    pub queues: QueueBounds,
     /// The backend.
     pub backend: BackendConfig,
     /// Several hosts: `squall gateway|backend|router` (empty for `serve`).
@@ -120,6 +122,25 @@ impl ConnectionLimits {
     }
 }
 
+/// Bounds on event queues (beyond Zulip, which has none): a queue past
+/// them is dropped as if it had expired, and its client registers again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueBounds {
+    /// Unread events one queue may hold.
+    pub max_events_per_queue: usize,
+    /// Queues one user may have (per gateway core: a user's queues all live
+    /// on one core); a new one drops the least recently polled.
+    pub max_queues_per_user: usize,
+}
+
+impl Default for QueueBounds {
+    fn default() -> Self {
+        let d = squall_gateway::state::QueueLimits::default();
+        QueueBounds { max_events_per_queue: d.max_events_per_queue, max_queues_per_user: d.max_queues_per_user }
+    }
+}
+
 /// The shape of a cluster: the same section on every host.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -162,6 +183,7 @@ impl Default for Config {
             amqp_url: "amqp://guest:guest@127.0.0.1:5673/%2f".into(),
             expected_connections: 10_000,
             connections: ConnectionLimits::default(),
+            queues: QueueBounds::default(),
             backend: BackendConfig::default(),
             cluster: ClusterConfig::default(),
         }
@@ -270,6 +292,10 @@ impl Config {
             state_dir: Some(std::path::PathBuf::from(&self.state_dir)),
             shared_secret,
             server_generation,
+            queue_limits: squall_gateway::state::QueueLimits {
+                max_events_per_queue: self.queues.max_events_per_queue.max(1),
+                max_queues_per_user: self.queues.max_queues_per_user.max(1),
+            },
             ..squall_gateway::Config::default()
         }
     }

@@ -284,3 +284,46 @@ fn message_events_carry_per_user_flags_variant_and_local_id_only_for_sender_queu
     assert_eq!(s.peek(8, filtered_q).unwrap(), Vec::<Value>::new());
     assert_eq!(s.peek(7, recip_q), None, "peek checks the owner");
 }
+
+#[test]
+fn a_queue_past_its_event_bound_is_dropped_and_a_read_one_is_not() {
+    let mut s = state();
+    s.set_queue_limits(QueueLimits { max_events_per_queue: 3, ..QueueLimits::default() });
+    let unread = s.allocate(spec(7), 1000);
+    let read = s.allocate(spec(8), 1000);
+    for i in 0..3 {
+        s.deliver(generic(vec![7, 8]));
+        // User 8 reads (and so acknowledges) each event.
+        let (status, _, _) = body(&mut get(&mut s, 8, Some(read), Some(i - 1), true));
+        assert_eq!(status, 200);
+    }
+    assert!(s.peek(7, unread).is_some(), "3 unread events: at the bound, kept");
+    s.deliver(generic(vec![7, 8]));
+    assert!(s.peek(7, unread).is_none(), "the 4th unread event dropped the queue");
+    let (status, v, _) = body(&mut get(&mut s, 7, Some(unread), Some(-1), true));
+    assert_eq!((status, v["code"].as_str()), (400, Some("BAD_EVENT_QUEUE_ID")), "its client registers again");
+    assert!(s.peek(8, read).is_some(), "a queue that is read stays");
+    assert_eq!(s.counters().queues_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_users_queues_past_their_bound_lose_the_least_recently_polled_parked_last() {
+    let mut s = state();
+    s.set_queue_limits(QueueLimits { max_queues_per_user: 2, ..QueueLimits::default() });
+    let oldest = s.allocate(spec(7), 1000);
+    let newer = s.allocate(spec(7), 2000);
+    // The oldest is parked: the newer, unparked one goes first.
+    let mut parked =
+        call(&mut s, 7, EventsOp::Poll { queue_id: oldest, last_event_id: Some(-1), dont_block: false }, 3_000_000);
+    assert!(parked.try_recv().is_none());
+    let third = s.allocate(spec(7), 4000);
+    assert!(s.peek(7, newer).is_none(), "the least recently polled queue that is not parked went");
+    assert!(s.peek(7, oldest).is_some() && s.peek(7, third).is_some());
+    let other = s.allocate(spec(8), 4000);
+    assert!(s.peek(8, other).is_some(), "other users are not affected");
+    // All parked or not, the bound holds.
+    let fourth = s.allocate(spec(7), 5000);
+    assert_eq!(s.reg.of_user(7).len(), 2);
+    assert!(s.peek(7, fourth).is_some() && s.peek(7, oldest).is_some(), "the parked one stays while others can go");
+    assert_eq!(s.counters().queues_dropped.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
