@@ -373,3 +373,58 @@ fn text_the_database_cannot_store_is_a_client_error_not_a_500() {
     assert_eq!(body["result"], "error");
     assert_eq!(body["code"], "BAD_REQUEST");
 }
+
+#[test]
+fn nul_anywhere_in_a_request_is_a_400_never_a_500() {
+    let server = Server::start().unwrap();
+    let owner = &server.owner;
+    owner.subscribe(&["general"]).unwrap();
+    let anonymous = squall_e2e::Client::anonymous(&server.url);
+    let narrow = r#"[{"operator": "channel", "operand": "gen\u0000eral"}]"#;
+    let subs = r#"[{"name": "nul", "description": "a\u0000b"}]"#;
+    let cases: Vec<(&str, (u16, serde_json::Value))> = vec![
+        ("path", owner.get("/api/v1/users/a%00b@example.com", &[]).unwrap()),
+        (
+            "dm recipient",
+            owner
+                .post("/api/v1/messages", &[("type", "private"), ("to", "[\"a\u{0}b@x.com\"]"), ("content", "x")])
+                .unwrap(),
+        ),
+        (
+            "narrow operand",
+            owner
+                .get(
+                    "/api/v1/messages",
+                    &[("anchor", "newest"), ("num_before", "1"), ("num_after", "0"), ("narrow", narrow)],
+                )
+                .unwrap(),
+        ),
+        ("stream description", owner.post("/api/v1/users/me/subscriptions", &[("subscriptions", subs)]).unwrap()),
+        (
+            "fetch_api_key username",
+            anonymous.post("/api/v1/fetch_api_key", &[("username", "a\u{0}b@x.com"), ("password", "x")]).unwrap(),
+        ),
+        (
+            "POST /users",
+            owner
+                .post(
+                    "/api/v1/users",
+                    &[("email", "n@x.com"), ("password", "secret-secret"), ("full_name", "N\u{0}ul")],
+                )
+                .unwrap(),
+        ),
+        (
+            "message content",
+            owner
+                .post(
+                    "/api/v1/messages",
+                    &[("type", "stream"), ("to", "general"), ("topic", "t"), ("content", "a\u{0}b")],
+                )
+                .unwrap(),
+        ),
+    ];
+    for (what, (status, body)) in cases {
+        assert!(status == 400 || status == 404, "{what}: {status} {body}");
+        assert_eq!(body["result"], "error", "{what}: {body}");
+    }
+}
