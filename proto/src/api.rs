@@ -75,7 +75,7 @@ impl From<ApiError> for ApiResponse {
 }
 
 /// Request parameters with Zulip's lookup order and typing rules.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Params {
     pairs: Vec<(String, String)>,
     used: BTreeSet<String>,
