@@ -71,7 +71,7 @@ pub fn markdown(data: &[u8]) {
         MentionRef::Id(id) if *id > 0 => Some(MentionTarget { id: *id, full_name: "Someone".into() }),
         _ => None,
     };
-    let channel = |name: &str| !name.len().is_multiple_of(3).then(|| StreamTarget { id: 3, name: name.to_owned() });
+    let channel = |name: &str| (!name.len().is_multiple_of(3)).then(|| StreamTarget { id: 3, name: name.to_owned() });
     let _ = markdown::render_with(content, &resolve, &channel);
     let _ = markdown::mention_refs(content);
     let _ = markdown::channel_refs(content);
