@@ -67,6 +67,9 @@ impl App {
     /// A backend on `pool` publishing to `bus`.
     pub fn new(pool: Pool, bus: Arc<dyn EventBus>, settings: Settings) -> Self {
         let limiter = Arc::new(ratelimit::RateLimiter::new(settings.rate_limit_per_user, settings.rate_limit_per_ip));
+        // Made now rather than by the first login attempt for an unknown
+        // account, which would otherwise take twice as long as the rest.
+        let _ = users::dummy_hash();
         App { pool, bus, settings: Arc::new(settings), limiter }
     }
 
@@ -78,6 +81,12 @@ impl App {
     /// Answers one API request.
     pub async fn handle(&self, req: squall_proto::api::ApiRequest) -> squall_proto::api::ApiResponse {
         routes::dispatch(self, req).await
+    }
+
+    /// Counts one request of `user_id` against the per-user rate limit
+    /// (the gateway's queue-less `GET /events`, which creates a queue).
+    pub fn rate_limit(&self, user_id: i64) -> Result<(), squall_proto::error::ApiError> {
+        self.limiter.check(ratelimit::Key::User(user_id))
     }
 
     /// Authenticates a request (used by the gateway for `/events`). A

@@ -53,6 +53,10 @@ pub(crate) enum Endpoint {
     UserPresence,
     FlagsNarrow,
     EventsCreate,
+    UserDeactivate,
+    UserDeactivateOwn,
+    UserReactivate,
+    ApiKeyRegenerate,
 }
 
 impl Endpoint {
@@ -72,6 +76,10 @@ const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("users", "POST", Endpoint::UsersCreate),
     ("users", "GET", Endpoint::UsersList),
     ("users/me", "GET", Endpoint::UsersMe),
+    ("users/me", "DELETE", Endpoint::UserDeactivateOwn),
+    ("users/me/api_key/regenerate", "POST", Endpoint::ApiKeyRegenerate),
+    ("users/{id}", "DELETE", Endpoint::UserDeactivate),
+    ("users/{id}/reactivate", "POST", Endpoint::UserReactivate),
     ("users/me/subscriptions", "POST", Endpoint::SubscriptionsAdd),
     ("users/me/subscriptions", "GET", Endpoint::SubscriptionsList),
     ("users/me/subscriptions", "DELETE", Endpoint::SubscriptionsRemove),
@@ -221,6 +229,10 @@ async fn call(app: &App, e: Endpoint, user: &User, req: &ApiRequest, path: &Path
         Endpoint::UserPresence => presence::for_user(app, user, path_key).await,
         Endpoint::FlagsNarrow => flags::update_narrow(app, user, p).await,
         Endpoint::EventsCreate => events::create_queue(app, user, req, p).await,
+        Endpoint::UserDeactivate => users::deactivate(app, user, path_id, p).await,
+        Endpoint::UserDeactivateOwn => users::deactivate_own(app, user).await,
+        Endpoint::UserReactivate => users::reactivate(app, user, path_id).await,
+        Endpoint::ApiKeyRegenerate => users::regenerate_api_key(app, user).await,
         Endpoint::ServerSettings | Endpoint::FetchApiKey => {
             Err(ApiError::internal(format!("{e:?} is a public endpoint")))
         }

@@ -177,6 +177,34 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false)
 }
 
+/// A hash of a random secret with [`hash_password`]'s algorithm and cost,
+/// made once: what [`check_password`] verifies against when an account has
+/// no hash to check.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(new_api_key().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            // Default parameters and a generated salt: nothing can be invalid.
+            .expect("argon2 with default parameters hashes any input")
+    })
+}
+
+/// Whether `password` is right for an account whose stored hash is
+/// `stored`. With no hash (no such account, or one without a password) the
+/// password is verified all the same, against [`dummy_hash`], and refused:
+/// a refusal that came at once would tell who has an account.
+pub fn check_password(password: &str, stored: Option<&str>) -> bool {
+    check_password_with(password, stored, verify_password)
+}
+
+fn check_password_with(password: &str, stored: Option<&str>, verify: impl FnOnce(&str, &str) -> bool) -> bool {
+    let matched = verify(password, stored.unwrap_or_else(|| dummy_hash()));
+    matched && stored.is_some()
+}
+
 /// Checks an email address the way a signup form would: one `@`, a
 /// non-empty local part, a domain with a dot, no whitespace.
 pub fn valid_email(email: &str) -> bool {
@@ -362,6 +390,30 @@ mod tests {
         assert!(verify_password("secret", &h));
         assert!(!verify_password("Secret", &h));
         assert!(!verify_password("secret", "not a hash"));
+    }
+
+    #[test]
+    fn accounts_without_a_hash_are_checked_against_a_dummy_of_the_same_cost() {
+        // The same verification runs whether or not there is a stored hash.
+        let stored = hash_password("secret").unwrap();
+        for hash in [Some(stored.as_str()), None] {
+            let mut verified = None;
+            let ok = check_password_with("secret", hash, |_, h| {
+                verified = Some(h.to_owned());
+                true
+            });
+            assert_eq!(verified.as_deref(), Some(hash.unwrap_or(dummy_hash())), "one verification, always");
+            assert_eq!(ok, hash.is_some(), "without a stored hash nothing matches");
+        }
+        // And the dummy costs what a real hash costs: same algorithm,
+        // version and parameters.
+        let (real, dummy) = (PasswordHash::new(&stored).unwrap(), PasswordHash::new(dummy_hash()).unwrap());
+        assert_eq!((real.algorithm, real.version), (dummy.algorithm, dummy.version));
+        assert_eq!(real.params, dummy.params);
+        assert_eq!(real.hash.map(|h| h.len()), dummy.hash.map(|h| h.len()));
+        assert!(check_password("secret", Some(&stored)));
+        assert!(!check_password("Secret", Some(&stored)));
+        assert!(!check_password("secret", None));
     }
 
     #[test]

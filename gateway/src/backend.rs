@@ -21,4 +21,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Checks a request's credentials (its method, path and headers; no
     /// body) and says who made it, or Zulip's authentication error.
     fn authenticate(&self, req: ApiRequest) -> BoxFuture<'static, Result<AuthedUser, ApiError>>;
+
+    /// Counts one request of `user` against the backend's per-user rate
+    /// limit, as its own endpoints are counted: `GET /events` without a
+    /// queue id creates a queue like `POST /register` and must cost the
+    /// same. Zulip's 429 when the limit is reached.
+    fn rate_limit(&self, user: AuthedUser) -> BoxFuture<'static, Result<(), ApiError>>;
 }

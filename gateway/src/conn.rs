@@ -318,12 +318,13 @@ async fn sender_may_send_body(probe: squall_proto::api::ApiRequest, ctx: &Rc<Cor
     }
     let authorization = probe.header("authorization").unwrap_or("").as_bytes().to_vec();
     let host = probe.header("host").unwrap_or("").as_bytes().to_vec();
-    if ctx.auth_cache.borrow().get(&authorization, &host, Instant::now()).is_some() {
+    if ctx.state.borrow().auth.get(&authorization, &host, Instant::now()).is_some() {
         return Ok(());
     }
+    let generation = ctx.state.borrow().auth.generation();
     match ctx.backend.authenticate(probe).await {
         Ok(user) => {
-            ctx.auth_cache.borrow_mut().insert(&authorization, &host, user, Instant::now());
+            ctx.state.borrow_mut().auth.insert(&authorization, &host, user, Instant::now(), generation);
             Ok(())
         }
         Err(e) => Err(e.into()),

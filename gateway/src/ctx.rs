@@ -1,8 +1,7 @@
-//! What a core's tasks share, all on the core's own thread: its state, the
-//! other cores' inboxes, the backend, the credential cache. A leaf module:
-//! it names things and calls nothing.
+//! What a core's tasks share, all on the core's own thread: its state (with
+//! the credential cache), the other cores' inboxes, the backend. A leaf
+//! module: it names things and calls nothing.
 
-use crate::auth::AuthCache;
 use crate::backend::Backend;
 use crate::clock::Clock;
 use crate::cores::Cores;
@@ -28,8 +27,6 @@ pub struct CoreCtx {
     pub backend: Arc<dyn Backend>,
     /// The core's connections, their deadlines and admission.
     pub watch: Watchlist,
-    /// Recently authenticated credentials.
-    pub auth_cache: RefCell<AuthCache>,
     /// Secret the internal endpoints require.
     pub shared_secret: Arc<str>,
     /// The internal endpoints answer peers beyond loopback.

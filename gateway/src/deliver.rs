@@ -149,6 +149,7 @@ impl CoreState {
             Notice::Message(m) => self.deliver_message(*m),
             Notice::Generic { event, users } => self.deliver_generic(&event, &users),
             Notice::PerUser { event, users } => self.deliver_per_user(&event, users),
+            Notice::Revoke { users, delete_queues } => self.revoke(&users, delete_queues),
         }
         if !self.overflowed.is_empty() {
             self.drop_overflowed();
@@ -372,7 +373,10 @@ impl CoreState {
         }
         let variant = Variant { apply_markdown: d.spec.apply_markdown, client_gravatar: d.spec.client_gravatar };
         let payload = out.payload(variant, is_mirror(queue_client) && out.m.invite_only);
-        let local_message_id = if out.sender_queue == Some(qid) { out.m.local_id.clone() } else { None };
+        // The sender names their queue; only a queue that is theirs gets the
+        // echo (anyone may name any queue id).
+        let senders_queue = out.sender_queue == Some(qid) && d.spec.user_id == out.m.message.sender_id;
+        let local_message_id = if senders_queue { out.m.local_id.clone() } else { None };
         self.push_body_with(qid, EventBody::Message { payload, flags: bits, local_message_id }, data);
     }
 }

@@ -11,6 +11,10 @@
 //! `dont_block` in the query) is read straight from the request bytes;
 //! anything else goes through the full parameter rules of
 //! `squall_proto::api::Params`, with the same results.
+//!
+//! A `GET` without `queue_id` creates a queue, as `POST /register` does, so
+//! it costs the same: the backend counts it against the user's rate limit
+//! (on the owner core, where the queue is made) before the queue exists.
 
 use crate::ctx::CoreCtx;
 use crate::http::parse::Head;
@@ -41,14 +45,30 @@ pub enum Outcome {
     HandOff(u16),
 }
 
-/// Work that has to wait for the backend (credentials not in the cache):
-/// owned, so the request bytes and head can be let go meanwhile.
-pub struct Deferred {
-    req: ApiRequest,
-    authorization: Vec<u8>,
-    host: Vec<u8>,
-    fast: Option<FastPoll>,
-    delete: bool,
+/// Work that has to wait for the backend: owned, so the request bytes and
+/// head can be let go meanwhile.
+pub enum Deferred {
+    /// The credentials are not in the cache: the backend checks them.
+    Authenticate {
+        /// The request (the backend sees its method, path and headers).
+        req: ApiRequest,
+        /// Its `Authorization` header, the cache key with `host`.
+        authorization: Vec<u8>,
+        /// Its `Host` header.
+        host: Vec<u8>,
+        /// The common poll, when the request is one.
+        fast: Option<FastPoll>,
+        /// `DELETE /events`.
+        delete: bool,
+    },
+    /// A queue to create on this core for a known user: the backend counts
+    /// it against the user's rate limit first.
+    RateLimit {
+        /// Who asks.
+        user: AuthedUser,
+        /// The creation.
+        op: EventsOp,
+    },
 }
 
 /// Handles one `/events` request whose head is `head` (from `buf`) as far
@@ -79,13 +99,13 @@ pub fn handle(
     }
     let authorization = head.header("authorization").unwrap_or(b"");
     let host = head.header("host").unwrap_or(b"");
-    let cached = ctx.auth_cache.borrow().get(authorization, host, Instant::now());
+    let cached = ctx.state.borrow().auth.get(authorization, host, Instant::now());
     // The owned request only when something needs it: the backend (a
     // credential not in the cache) or the general parameter rules.
     let owned = || head.to_api_request(buf, peer).map_err(|i| ApiError::new(i.0, "BAD_REQUEST", i.1));
     let Some(user) = cached else {
         return match owned() {
-            Ok(req) => Err(Box::new(Deferred {
+            Ok(req) => Err(Box::new(Deferred::Authenticate {
                 req,
                 authorization: authorization.to_vec(),
                 host: host.to_vec(),
@@ -102,31 +122,55 @@ pub fn handle(
             Err(resp) => return Ok(Outcome::Response(resp)),
         },
     };
+    if creates_here(&op, &user, ctx) {
+        return Err(Box::new(Deferred::RateLimit { user, op }));
+    }
     Ok(run(user, op, ctx, slot))
 }
 
-/// Authenticates deferred work with the backend, then handles it.
+/// Finishes deferred work with the backend's help (authentication, the
+/// rate limit of a queue creation), then handles it.
 pub async fn finish_deferred(d: Box<Deferred>, ctx: &Rc<CoreCtx>, slot: &Rc<Slot>) -> Outcome {
-    let Deferred { req, authorization, host, fast, delete } = *d;
-    // The backend needs only what identifies the caller, not the body.
-    let probe = ApiRequest { body: Vec::new(), ..req.clone() };
-    let user = match ctx.backend.authenticate(probe).await {
-        Ok(u) => u,
-        Err(e) => return Outcome::Response(e.into()),
+    let (user, op) = match *d {
+        Deferred::RateLimit { user, op } => (user, op),
+        Deferred::Authenticate { req, authorization, host, fast, delete } => {
+            // A revocation that arrives while the backend checks makes its
+            // answer too old to cache.
+            let generation = ctx.state.borrow().auth.generation();
+            // The backend needs only what identifies the caller, not the body.
+            let probe = ApiRequest { body: Vec::new(), ..req.clone() };
+            let user = match ctx.backend.authenticate(probe).await {
+                Ok(u) => u,
+                Err(e) => return Outcome::Response(e.into()),
+            };
+            ctx.state.borrow_mut().auth.insert(&authorization, &host, user, Instant::now(), generation);
+            let op = match fast {
+                Some(f) => f.op(),
+                None => match parse_op(&req, delete, &user) {
+                    Ok(op) => op,
+                    Err(resp) => return Outcome::Response(resp),
+                },
+            };
+            (user, op)
+        }
     };
-    ctx.auth_cache.borrow_mut().insert(&authorization, &host, user, Instant::now());
+    if creates_here(&op, &user, ctx) {
+        if let Err(e) = ctx.backend.rate_limit(user).await {
+            return Outcome::Response(e.into());
+        }
+    }
     // The core may have begun to stop while the backend answered.
     if ctx.shutting_down.get() {
         return Outcome::Response(ApiError::busy("The server is restarting; try again").into());
     }
-    let op = match fast {
-        Some(f) => f.op(),
-        None => match parse_op(&req, delete, &user) {
-            Ok(op) => op,
-            Err(resp) => return Outcome::Response(resp),
-        },
-    };
     run(user, op, ctx, slot)
+}
+
+/// Whether `op` creates a queue on this core (the user's own), which the
+/// rate limit must allow first. A creation that lands on another core is
+/// counted where it is handed.
+fn creates_here(op: &EventsOp, user: &AuthedUser, ctx: &CoreCtx) -> bool {
+    matches!(op, EventsOp::Create { .. }) && ctx.topo.shard_of(user.id).core == ctx.shard.core
 }
 
 /// For a request that must be served where its user's queues live (`POST
@@ -136,13 +180,14 @@ pub async fn finish_deferred(d: Box<Deferred>, ctx: &Rc<CoreCtx>, slot: &Rc<Slot
 pub async fn owner_elsewhere(req: &ApiRequest, ctx: &Rc<CoreCtx>) -> Option<u16> {
     let authorization = req.header("authorization").unwrap_or("").as_bytes();
     let host = req.header("host").unwrap_or("").as_bytes();
-    let cached = ctx.auth_cache.borrow().get(authorization, host, Instant::now());
+    let cached = ctx.state.borrow().auth.get(authorization, host, Instant::now());
     let user = match cached {
         Some(u) => u,
         None => {
+            let generation = ctx.state.borrow().auth.generation();
             let probe = ApiRequest { body: Vec::new(), ..req.clone() };
             let user = ctx.backend.authenticate(probe).await.ok()?;
-            ctx.auth_cache.borrow_mut().insert(authorization, host, user, Instant::now());
+            ctx.state.borrow_mut().auth.insert(authorization, host, user, Instant::now(), generation);
             user
         }
     };
@@ -185,7 +230,7 @@ fn remote_owner(ctx: &CoreCtx, q: QueueId) -> Option<u16> {
 
 /// The common poll, read from the query string without allocating.
 #[derive(Debug, PartialEq)]
-struct FastPoll {
+pub struct FastPoll {
     queue_id: QueueId,
     last_event_id: i64,
     dont_block: bool,

@@ -7,7 +7,6 @@
 //! counters and immutable handles. io_uring is used when the kernel allows
 //! it, epoll otherwise.
 
-use crate::auth::AuthCache;
 use crate::backend::Backend;
 use crate::clock::Clock;
 use crate::cores::Cores;
@@ -120,7 +119,6 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
         state: RefCell::new(state),
         backend: start.backend,
         watch: crate::guard::Watchlist::new(start.limits),
-        auth_cache: RefCell::new(AuthCache::default()),
         shared_secret: start.shared_secret,
         internal_remote: start.internal_remote,
         clock: start.clock,

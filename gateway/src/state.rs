@@ -1,11 +1,12 @@
 //! What one core owns and how it changes: the queues of the users placed on
-//! it, their parked long-polls, their heartbeat deadlines, and the handling
-//! of every inbox item.
+//! it, their parked long-polls, their heartbeat deadlines, the credentials
+//! it has recently checked, and the handling of every inbox item.
 //!
 //! This is plain single-threaded code with no I/O: the shard loop
 //! (`shard.rs`) feeds it inbox items and clock ticks. Time is passed in as
 //! unix seconds, so tests drive it without sleeping.
 
+use crate::auth::AuthCache;
 use crate::descriptor::Descriptor;
 use crate::notify::{on_last_queue_gone, Notification};
 use crate::park::{Answer, Slot, HEAD_ROOM};
@@ -148,6 +149,9 @@ pub struct CoreState {
     /// filled them is done.
     pub(crate) overflowed: Vec<QueueId>,
     pub(crate) reg: Registry,
+    /// Credentials recently authenticated on this core (for whichever
+    /// user; revocations reach every core, see [`CoreState::revoke`]).
+    pub(crate) auth: AuthCache,
     /// Notifications not yet handed to the sink (all of them, without one).
     pub(crate) notifications: Vec<Notification>,
     /// Where notifications go as soon as they are decided.
@@ -200,6 +204,7 @@ impl CoreState {
             limits: QueueLimits::default(),
             overflowed: Vec::new(),
             reg: Registry::default(),
+            auth: AuthCache::default(),
             notifications: Vec::new(),
             sink: None,
             reload_pending: Vec::new(),
@@ -458,17 +463,40 @@ impl CoreState {
     }
 
     pub(crate) fn remove_queue(&mut self, queue_id: QueueId) {
+        self.remove_queue_with(queue_id, true);
+    }
+
+    /// Removes a queue; with `missed_hook`, a user's last queue going away
+    /// re-checks what it still held for notifications.
+    fn remove_queue_with(&mut self, queue_id: QueueId, missed_hook: bool) {
         // Complete a parked poll with what it had, as Zulip does.
         self.complete(queue_id);
         let Some(d) = self.reg.remove(queue_id) else { return };
         CoreStats::add(&self.counters().queues, -1);
         // The user's last queue: whatever is still queued for them is
         // re-checked as if they were away (Zulip's missedmessage_hook).
-        if !self.reg.has_user(d.spec.user_id) {
+        if missed_hook && !self.reg.has_user(d.spec.user_id) {
             for internal in d.queue.internal_data() {
                 on_last_queue_gone(internal, &mut self.notifications);
             }
             self.flush_notifications();
+        }
+    }
+
+    /// Applies a revocation (`Notice::Revoke`): forgets every credential of
+    /// `users` cached here and, with `delete_queues` (a deactivation),
+    /// removes their queues, answering any parked poll with what it held.
+    /// A deactivated user is notified of nothing, so what their queues
+    /// still held is not re-checked for notifications.
+    pub fn revoke(&mut self, users: &[i64], delete_queues: bool) {
+        self.auth.forget_users(users);
+        if !delete_queues {
+            return;
+        }
+        for &user in users {
+            for queue_id in self.reg.of_user(user).to_vec() {
+                self.remove_queue_with(queue_id, false);
+            }
         }
     }
 

@@ -45,6 +45,20 @@ pub enum Notice {
         /// Recipients and the keys to add for each.
         users: Vec<PerUserData>,
     },
+    /// These users' credentials stopped being valid (the account was
+    /// deactivated, or its API key replaced): every core of every gateway
+    /// process forgets what it cached for them, so their next `/events`
+    /// request is authenticated afresh. Not an event: nothing is queued.
+    /// Unlike the other notices it goes to every core, since any core may
+    /// have cached a user's credentials, not only the one owning the
+    /// user's queues.
+    Revoke {
+        /// The users.
+        users: Vec<i64>,
+        /// Also delete the users' own queues (deactivation), completing
+        /// their parked polls as a queue's removal always does.
+        delete_queues: bool,
+    },
 }
 
 /// One recipient of a [`Notice::PerUser`] event.
@@ -391,6 +405,17 @@ mod tests {
     }
 
     #[test]
+    fn revoke_round_trips_through_json() {
+        let env = Envelope { realm_id: 1, notice: Notice::Revoke { users: vec![3, 4], delete_queues: true } };
+        let s = serde_json::to_string(&env).unwrap();
+        assert!(s.contains("\"kind\":\"revoke\""), "{s}");
+        match serde_json::from_str::<Envelope>(&s).unwrap().notice {
+            Notice::Revoke { users, delete_queues } => assert_eq!((users, delete_queues), (vec![3, 4], true)),
+            _ => panic!("wrong kind"),
+        }
+    }
+
+    #[test]
     fn envelope_round_trips_through_json() {
         let env = Envelope {
             realm_id: 1,
@@ -413,7 +438,7 @@ mod tests {
                 assert_eq!(m.local_id.as_deref(), Some("1.5"));
                 assert_eq!(m.message.id, 42);
             }
-            Notice::Generic { .. } | Notice::PerUser { .. } => panic!("wrong kind"),
+            Notice::Generic { .. } | Notice::PerUser { .. } | Notice::Revoke { .. } => panic!("wrong kind"),
         }
     }
 }

@@ -9,11 +9,13 @@ use squall_proto::envelope::{MessageNotice, Notice, PerUserData};
 
 /// Splits `notice` into per-core parts for node `node`. Users placed on other
 /// nodes are dropped (they are another node's business). Cores without users
-/// get no part, except that a public-stream message goes to every core:
-/// realm-wide watchers may live anywhere.
+/// get no part, except that a public-stream message goes to every core
+/// (realm-wide watchers may live anywhere) and a revocation goes whole to
+/// every core of every node (any core may have cached the credentials).
 pub fn split_for_node(notice: &Notice, topo: Topology, node: u16) -> Vec<(u16, Notice)> {
     let cores = topo.cores.max(1) as usize;
     match notice {
+        Notice::Revoke { .. } => (0..cores as u16).map(|c| (c, notice.clone())).collect(),
         Notice::PerUser { event, users } => {
             let mut parts: Vec<Vec<PerUserData>> = vec![Vec::new(); cores];
             for u in users {
@@ -128,6 +130,18 @@ mod tests {
         }));
         let cores: Vec<u16> = split_for_node(&notice, topo, 0).into_iter().map(|(c, _)| c).collect();
         assert_eq!(cores, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn revocations_reach_every_core_of_every_node() {
+        let topo = Topology { nodes: 3, cores: 4 };
+        let notice = Notice::Revoke { users: vec![1], delete_queues: false };
+        for node in 0..3 {
+            let parts = split_for_node(&notice, topo, node);
+            let cores: Vec<u16> = parts.iter().map(|(c, _)| *c).collect();
+            assert_eq!(cores, vec![0, 1, 2, 3], "node {node}");
+            assert!(parts.iter().all(|(_, p)| matches!(p, Notice::Revoke { users, .. } if users == &vec![1])));
+        }
     }
 
     #[test]

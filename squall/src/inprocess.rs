@@ -50,4 +50,10 @@ impl Backend for InProcess {
     fn authenticate(&self, req: ApiRequest) -> BoxFuture<'static, Result<AuthedUser, ApiError>> {
         self.call(move |app| async move { app.authenticate(&req).await.map(|u| u.authed()) }, || Err(dropped_error()))
     }
+
+    fn rate_limit(&self, user: AuthedUser) -> BoxFuture<'static, Result<(), ApiError>> {
+        // The limiter's lock is the backend's: taken on its runtime, never
+        // on a gateway core.
+        self.call(move |app| async move { app.rate_limit(user.id) }, || Err(dropped_error()))
+    }
 }

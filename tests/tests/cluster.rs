@@ -199,3 +199,35 @@ fn the_broker_going_away_refuses_sends_and_coming_back_resumes_delivery() {
         assert_eq!(got, vec![before, after], "{}", c.email);
     }
 }
+
+#[test]
+fn a_deactivation_reaches_every_gateway_node_over_the_bus() {
+    let cluster = Cluster::start(ClusterShape::default()).unwrap();
+    let users = users_everywhere(&cluster);
+    let mut queues = Vec::new();
+    for c in &users {
+        let (q, _, _) = c.register(&[]).unwrap();
+        // Cached by the core that owns the queue, on the user's node.
+        assert_eq!(c.get_events(&q, -1, true).unwrap().0, 200);
+        queues.push(q);
+    }
+    for c in &users {
+        let (status, body) = cluster.owner.delete(&format!("/api/v1/users/{}", c.user_id), &[]).unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    // The revocation travels on RabbitMQ, so it may land just after the
+    // DELETE returns; the cache alone would keep answering for 30 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (c, q) in users.iter().zip(&queues) {
+        loop {
+            let (status, body) = c.get_events(q, -1, true).unwrap();
+            if status == 401 {
+                assert_eq!(body["msg"], "Account is deactivated", "{body}");
+                break;
+            }
+            assert_eq!(status, 200, "{body}");
+            assert!(Instant::now() < deadline, "{} still polls {q} 10 s after deactivation", c.email);
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Unauthenticated endpoints: `GET /server_settings`, `POST /fetch_api_key`.
 
 use crate::auth::subdomain_for_host;
-use crate::users::{verify_password, User, USER_COLUMNS};
+use crate::users::{check_password, User, USER_COLUMNS};
 use crate::App;
 use serde_json::{json, Map, Value};
 use squall_proto::api::{ApiRequest, Params};
@@ -67,16 +67,15 @@ pub async fn fetch_api_key(app: &App, req: &ApiRequest, p: &mut Params) -> ApiRe
         status: 401,
         ..ApiError::with_code("AUTHENTICATION_FAILED", "Your username or password is incorrect")
     };
-    let Some(row) = row else { return Err(failed()) };
+    // An unknown user's password is hashed too (see check_password): the
+    // answer takes as long as for a known user with a wrong password.
+    let hash: Option<String> = row.as_ref().and_then(|r| r.get(16));
+    let ok = tokio::task::spawn_blocking(move || check_password(&password, hash.as_deref()))
+        .await
+        .map_err(ApiError::internal)?;
+    let (Some(row), true) = (row, ok) else { return Err(failed()) };
     let user = User::from_row(&row);
-    let hash: Option<String> = row.get(16);
     let api_key: String = row.get(17);
-    let Some(hash) = hash else { return Err(failed()) };
-    let ok =
-        tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.map_err(ApiError::internal)?;
-    if !ok {
-        return Err(failed());
-    }
     if user.realm_deactivated {
         return Err(ApiError {
             status: 401,

@@ -1,5 +1,8 @@
-//! `POST /users`, `GET /users`, `GET /users/me`.
+//! `POST /users`, `GET /users`, `GET /users/me`, and an account's
+//! lifecycle: `DELETE /users/{user_id}`, `DELETE /users/me`,
+//! `POST /users/{user_id}/reactivate`, `POST /users/me/api_key/regenerate`.
 
+use crate::actions::users::{do_deactivate_user, do_reactivate_user, do_regenerate_api_key, lock_active_owners};
 use crate::users::{self, role, User};
 use crate::App;
 use serde_json::{json, Map, Value};
@@ -74,5 +77,116 @@ pub async fn me(app: &App, actor: &User) -> ApiResult {
     m.remove("bot_type");
     m.remove("bot_owner_id");
     m.insert("max_message_id".into(), max.unwrap_or(-1).into());
+    Ok(m)
+}
+
+/// Longest `deactivation_notification_comment` (Zulip's cap).
+const MAX_DEACTIVATION_COMMENT: usize = 2000;
+
+/// Zulip's `access_user_by_id(..., for_admin=True)`: the user `user_id` of
+/// the actor's realm, if the actor may administer them.
+async fn access_user_for_admin(
+    db: &impl deadpool_postgres::GenericClient,
+    actor: &User,
+    user_id: i64,
+    allow_deactivated: bool,
+    allow_bots: bool,
+) -> Result<User, ApiError> {
+    let found = users::users_by_ids(db, actor.realm_id, &[user_id]).await?;
+    let Some(target) = found.into_iter().next() else { return Err(ApiError::bad_request("No such user")) };
+    if target.is_bot && !allow_bots {
+        return Err(ApiError::bad_request("No such user"));
+    }
+    if !target.is_active && !allow_deactivated {
+        return Err(ApiError::bad_request("User is deactivated"));
+    }
+    if !actor.is_realm_admin() {
+        return Err(ApiError::bad_request("Insufficient permission"));
+    }
+    Ok(target)
+}
+
+/// Zulip's `CannotDeactivateLastUserError`.
+fn cannot_deactivate_last(is_last_owner: bool) -> ApiError {
+    let entity = if is_last_owner { "organization owner" } else { "user" };
+    ApiError::with_code("CANNOT_DEACTIVATE_LAST_USER", format!("Cannot deactivate the only {entity}."))
+        .field("is_last_owner", is_last_owner)
+        .field("entity", entity)
+}
+
+/// `DELETE /users/{user_id}`: an administrator deactivates a user (an
+/// owner only by an owner, never the last one). Squall sends no account
+/// emails, so `deactivation_notification_comment` is checked and unused.
+pub async fn deactivate(app: &App, actor: &User, user_id: i64, p: &mut Params) -> ApiResult {
+    if let Some(comment) = p.str("deactivation_notification_comment") {
+        if comment.chars().count() > MAX_DEACTIVATION_COMMENT {
+            return Err(ApiError::bad_request(format!(
+                "deactivation_notification_comment is too long (limit: {MAX_DEACTIVATION_COMMENT} characters)"
+            )));
+        }
+    }
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let owners = lock_active_owners(&tx, actor.realm_id).await?;
+    let target = access_user_for_admin(&tx, actor, user_id, false, false).await?;
+    if target.role == role::OWNER && actor.role != role::OWNER {
+        return Err(ApiError::with_code("UNAUTHORIZED_PRINCIPAL", "Must be an organization owner"));
+    }
+    if target.role == role::OWNER && owners == [target.id] {
+        return Err(ApiError::bad_request("Cannot deactivate the only organization owner"));
+    }
+    let announcement = do_deactivate_user(&tx, &target).await?;
+    tx.commit().await?;
+    announcement.publish(app).await;
+    Ok(Map::new())
+}
+
+/// `DELETE /users/me`: a user deactivates their own account (not the
+/// realm's last active user, nor its last owner).
+pub async fn deactivate_own(app: &App, actor: &User) -> ApiResult {
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let owners = lock_active_owners(&tx, actor.realm_id).await?;
+    let active: i64 = tx
+        .query_one("SELECT count(*) FROM userprofile WHERE realm_id = $1 AND is_active", &[&(actor.realm_id as i32)])
+        .await?
+        .get(0);
+    if active <= 1 {
+        return Err(cannot_deactivate_last(false));
+    }
+    if actor.role == role::OWNER && owners == [actor.id] {
+        return Err(cannot_deactivate_last(true));
+    }
+    let announcement = do_deactivate_user(&tx, actor).await?;
+    tx.commit().await?;
+    announcement.publish(app).await;
+    Ok(Map::new())
+}
+
+/// `POST /users/{user_id}/reactivate`: an administrator reactivates a user
+/// (or bot).
+pub async fn reactivate(app: &App, actor: &User, user_id: i64) -> ApiResult {
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let target = access_user_for_admin(&tx, actor, user_id, true, true).await?;
+    let announcement = do_reactivate_user(&tx, &target).await?;
+    tx.commit().await?;
+    announcement.publish(app).await;
+    Ok(Map::new())
+}
+
+/// `POST /users/me/api_key/regenerate`: a new API key for the caller
+/// (humans only); the old one stops working at once, on `/events` too.
+pub async fn regenerate_api_key(app: &App, actor: &User) -> ApiResult {
+    if actor.is_bot {
+        return Err(ApiError::bad_request("This endpoint does not accept bot requests."));
+    }
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let (key, announcement) = do_regenerate_api_key(&tx, actor).await?;
+    tx.commit().await?;
+    announcement.publish(app).await;
+    let mut m = Map::new();
+    m.insert("api_key".into(), key.into());
     Ok(m)
 }

@@ -193,21 +193,42 @@ fn realm_wide_watchers_get_public_stream_messages_with_empty_flags() {
     let other_narrow = s.allocate(QueueSpec { narrow: vec![("stream".into(), "scotland".into())], ..spec(6) }, 0);
     let other_realm = s.allocate(QueueSpec { all_public_streams: true, realm_id: 2, ..spec(7) }, 0);
     let recipient = s.allocate(QueueSpec { all_public_streams: true, ..spec(1) }, 0);
-    s.deliver(message_notice(stream_message("test"), &[(1, flags::READ)], true, Some(watcher.to_string())));
+    s.deliver(message_notice(stream_message("test"), &[(1, flags::READ)], true, Some(recipient.to_string())));
     let w = &events(&mut s, 5, watcher)[0];
     assert_eq!(w["flags"], json!([]));
-    assert_eq!(w["local_message_id"], "9.9", "the sender's queue is recognised by id, watcher or not");
+    assert!(w.get("local_message_id").is_none());
     assert_eq!(events(&mut s, 6, narrowed)[0]["flags"], json!([]));
     assert!(events(&mut s, 6, other_narrow).is_empty());
     assert!(events(&mut s, 7, other_realm).is_empty());
     let r = events(&mut s, 1, recipient);
     assert_eq!(r.len(), 1, "a recipient who is also a watcher gets it once");
     assert_eq!(r[0]["flags"], json!(["read"]));
+    assert_eq!(r[0]["local_message_id"], "9.9", "the sender's queue is recognised by id, watcher or not");
 
     // Private streams reach recipients only.
     s.deliver(message_notice(stream_message("test"), &[(1, 0)], false, None));
     assert_eq!(events(&mut s, 5, watcher).len(), 1);
     assert_eq!(events(&mut s, 1, recipient).len(), 2);
+}
+
+#[test]
+fn local_id_is_echoed_only_to_a_queue_of_the_sender() {
+    let mut s = state();
+    let alice = s.allocate(spec(1), 0);
+    let bob = s.allocate(spec(2), 0);
+    // Bob (2) sends naming Alice's (1) queue: nobody gets the echo.
+    let mut msg = stream_message("test");
+    msg.sender_id = 2;
+    s.deliver(message_notice(msg.clone(), &[(1, 0), (2, flags::READ)], false, Some(alice.to_string())));
+    for (user, q) in [(1, alice), (2, bob)] {
+        let got = events(&mut s, user, q);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].get("local_message_id").is_none(), "user {user}: {}", got[0]);
+    }
+    // Naming his own queue, Bob gets it there and only there.
+    s.deliver(message_notice(msg, &[(1, 0), (2, flags::READ)], false, Some(bob.to_string())));
+    assert_eq!(events(&mut s, 2, bob)[1]["local_message_id"], "9.9");
+    assert!(events(&mut s, 1, alice)[1].get("local_message_id").is_none());
 }
 
 #[test]
@@ -291,6 +312,27 @@ fn an_online_user_gets_email_only_when_their_last_queue_goes() {
         json!({"user_profile_id": 2, "message_id": 50, "trigger": "direct_message", "mentioned_user_group_id": 12})
     );
     let _ = q2;
+}
+
+#[test]
+fn a_deactivation_removes_the_users_queues_without_notifying_them() {
+    let mut s = state();
+    let q1 = s.allocate(spec(2), 0);
+    let q2 = s.allocate(spec(2), 0);
+    let bystander = s.allocate(spec(3), 0);
+    let notify = squall_proto::envelope::NotifySets { online_push_user_ids: vec![2], ..Default::default() };
+    s.deliver(dm(1, 2, notify));
+    let _ = s.take_notifications();
+    // Revoking the key alone leaves the queues.
+    s.revoke(&[2], false);
+    assert_eq!(s.queue_count(), 3);
+    // Deactivation: both queues go, and the missed-message hook that a
+    // last queue's removal runs does not notify a deactivated user.
+    s.revoke(&[2], true);
+    assert_eq!(s.queue_count(), 1);
+    assert!(s.reg.get(q1).is_none() && s.reg.get(q2).is_none());
+    assert!(s.reg.get(bystander).is_some());
+    assert!(s.take_notifications().is_empty());
 }
 
 #[test]

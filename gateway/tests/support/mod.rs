@@ -19,7 +19,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// API key of every test user (32 alphanumerics, like Zulip's).
@@ -34,6 +34,33 @@ pub struct FakeBackend {
     bus: LocalBus,
     /// How many times `authenticate` was called.
     pub auth_calls: AtomicUsize,
+    /// Users whose accounts are deactivated (authentication fails).
+    pub deactivated: Mutex<Vec<i64>>,
+    /// How many times `rate_limit` was called.
+    pub rate_limit_calls: AtomicUsize,
+    /// `rate_limit` refuses every call after this many.
+    pub rate_limit_max: AtomicUsize,
+}
+
+impl FakeBackend {
+    fn new(bus: LocalBus) -> Self {
+        FakeBackend {
+            bus,
+            auth_calls: AtomicUsize::new(0),
+            deactivated: Mutex::new(Vec::new()),
+            rate_limit_calls: AtomicUsize::new(0),
+            rate_limit_max: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    fn check(&self, req: &ApiRequest) -> Result<AuthedUser, ApiError> {
+        let user = check_basic(req)?;
+        let gone = self.deactivated.lock().map(|d| d.contains(&user.id)).unwrap_or(false);
+        if gone {
+            return Err(ApiError::unauthorized("Account is deactivated", req.path.starts_with("/json/")));
+        }
+        Ok(user)
+    }
 }
 
 fn user_of(email: &str) -> Option<AuthedUser> {
@@ -60,8 +87,9 @@ fn check_basic(req: &ApiRequest) -> Result<AuthedUser, ApiError> {
 impl Backend for FakeBackend {
     fn handle(&self, req: ApiRequest) -> BoxFuture<'static, ApiResponse> {
         let bus = self.bus.clone();
+        let checked = self.check(&req);
         Box::pin(async move {
-            let user = match check_basic(&req) {
+            let user = match checked {
                 Ok(u) => u,
                 Err(e) => return e.into(),
             };
@@ -89,7 +117,17 @@ impl Backend for FakeBackend {
 
     fn authenticate(&self, req: ApiRequest) -> BoxFuture<'static, Result<AuthedUser, ApiError>> {
         self.auth_calls.fetch_add(1, Ordering::SeqCst);
-        let r = check_basic(&req);
+        let r = self.check(&req);
+        Box::pin(async move { r })
+    }
+
+    fn rate_limit(&self, _user: AuthedUser) -> BoxFuture<'static, Result<(), ApiError>> {
+        let n = self.rate_limit_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let r = if n > self.rate_limit_max.load(Ordering::SeqCst) {
+            Err(ApiError { status: 429, ..ApiError::with_code("RATE_LIMIT_HIT", "API usage exceeded rate limit") })
+        } else {
+            Ok(())
+        };
         Box::pin(async move { r })
     }
 }
@@ -146,7 +184,7 @@ impl Server {
         let gateway = Gateway::new(cfg);
         let bus = gateway.bus();
         let stats = gateway.stats();
-        let backend = Arc::new(FakeBackend { bus: bus.clone(), auth_calls: AtomicUsize::new(0) });
+        let backend = Arc::new(FakeBackend::new(bus.clone()));
         let (stop, stopped) = futures_channel::oneshot::channel::<()>();
         let b: Arc<dyn Backend> = backend.clone();
         let thread = std::thread::spawn(move || {
