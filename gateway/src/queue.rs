@@ -6,6 +6,7 @@
 //! payload of its content variant and keeps only the per-queue parts (flags,
 //! `local_message_id`), which are spliced in when a response is written.
 
+use crate::fxhash::FxHashSet;
 use crate::notify::InternalData;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -124,13 +125,16 @@ impl PruneError {
     }
 }
 
+/// A compressed `update_message_flags` event: its key (see
+/// [`virtual_key`]), the id of its latest constituent, the merged event.
+pub type VirtualEvent = (String, i64, Map<String, Value>);
+
 /// One client's queue of pending events.
 #[derive(Debug, Default)]
 pub struct EventQueue {
     events: VecDeque<QueuedEvent>,
-    /// Compressed `update_message_flags` events since the last read, by key
-    /// (see [`virtual_key`]), each with the id of its latest constituent.
-    virtual_events: Vec<(String, i64, Map<String, Value>)>,
+    /// Compressed `update_message_flags` events since the last read.
+    virtual_events: Vec<VirtualEvent>,
     next_event_id: i64,
     newest_pruned_id: i64,
 }
@@ -301,8 +305,9 @@ impl EventQueue {
     }
 
     /// Rebuilds a saved queue. Events come back as opaque JSON (their
-    /// per-queue parts are already spliced in).
-    pub fn restore(saved: SavedQueue) -> Self {
+    /// per-queue parts are already spliced in); equal texts share one
+    /// allocation through `interner`.
+    pub fn restore(saved: SavedQueue, interner: &mut Interner) -> Self {
         let take_id = |v: Value| -> Option<(i64, Map<String, Value>)> {
             let Value::Object(mut m) = v else { return None };
             let id = m.remove("id")?.as_i64()?;
@@ -313,19 +318,38 @@ impl EventQueue {
             .into_iter()
             .filter_map(take_id)
             .map(|(id, mut m)| {
-                let internal =
-                    m.remove("internal_data").and_then(|v| serde_json::from_value::<InternalData>(v).ok()).map(Rc::new);
-                QueuedEvent { id, body: EventBody::Shared(Rc::from(Value::Object(m).to_string())), internal }
+                let internal = m
+                    .remove("internal_data")
+                    .and_then(|v| serde_json::from_value::<InternalData>(v).ok())
+                    .map(|d| interner.internal(d));
+                QueuedEvent { id, body: EventBody::Shared(interner.text(Value::Object(m).to_string())), internal }
             })
             .collect();
         let virtual_events =
             saved.virtual_events.into_iter().filter_map(|(k, v)| take_id(v).map(|(id, m)| (k, id, m))).collect();
-        EventQueue {
-            events,
-            virtual_events,
-            next_event_id: saved.next_event_id,
-            newest_pruned_id: saved.newest_pruned_id,
-        }
+        EventQueue::from_parts(events, virtual_events, saved.next_event_id, saved.newest_pruned_id)
+    }
+
+    /// A queue from its parts, as [`EventQueue::contents`],
+    /// [`EventQueue::virtual_events`], [`EventQueue::next_event_id`] and
+    /// [`EventQueue::newest_pruned_id`] give them.
+    pub fn from_parts(
+        events: VecDeque<QueuedEvent>,
+        virtual_events: Vec<VirtualEvent>,
+        next_event_id: i64,
+        newest_pruned_id: i64,
+    ) -> Self {
+        EventQueue { events, virtual_events, next_event_id, newest_pruned_id }
+    }
+
+    /// Compressed flag events not read yet.
+    pub fn virtual_events(&self) -> &[VirtualEvent] {
+        &self.virtual_events
+    }
+
+    /// Last acknowledged id (-1: none).
+    pub fn newest_pruned_id(&self) -> i64 {
+        self.newest_pruned_id
     }
 
     /// Next id to be assigned.
@@ -334,7 +358,7 @@ impl EventQueue {
     }
 
     /// Pending events in id order.
-    pub fn contents(&self) -> impl Iterator<Item = &QueuedEvent> {
+    pub fn contents(&self) -> impl ExactSizeIterator<Item = &QueuedEvent> {
         self.events.iter()
     }
 
@@ -358,6 +382,37 @@ impl EventQueue {
         self.render_events_into(&mut out);
         // Only UTF-8 goes in: JSON text and ASCII.
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Makes equal event texts and equal notification records share one
+/// allocation: dumps that stored every queue's copy apart (the previous
+/// format) come back as compact as they were before saving.
+#[derive(Default)]
+pub struct Interner {
+    texts: FxHashSet<Rc<str>>,
+    internal: FxHashSet<Rc<InternalData>>,
+}
+
+impl Interner {
+    /// The shared copy of `text`.
+    pub fn text(&mut self, text: String) -> Rc<str> {
+        if let Some(rc) = self.texts.get(text.as_str()) {
+            return rc.clone();
+        }
+        let rc: Rc<str> = Rc::from(text);
+        self.texts.insert(rc.clone());
+        rc
+    }
+
+    /// The shared copy of `data`.
+    pub fn internal(&mut self, data: InternalData) -> Rc<InternalData> {
+        if let Some(rc) = self.internal.get(&data) {
+            return rc.clone();
+        }
+        let rc = Rc::new(data);
+        self.internal.insert(rc.clone());
+        rc
     }
 }
 
