@@ -6,7 +6,6 @@
 //! payload of its content variant and keeps only the per-queue parts (flags,
 //! `local_message_id`), which are spliced in when a response is written.
 
-use crate::fxhash::FxHashSet;
 use crate::notify::InternalData;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -305,9 +304,8 @@ impl EventQueue {
     }
 
     /// Rebuilds a saved queue. Events come back as opaque JSON (their
-    /// per-queue parts are already spliced in); equal texts share one
-    /// allocation through `interner`.
-    pub fn restore(saved: SavedQueue, interner: &mut Interner) -> Self {
+    /// per-queue parts are already spliced in).
+    pub fn restore(saved: SavedQueue) -> Self {
         let take_id = |v: Value| -> Option<(i64, Map<String, Value>)> {
             let Value::Object(mut m) = v else { return None };
             let id = m.remove("id")?.as_i64()?;
@@ -318,11 +316,9 @@ impl EventQueue {
             .into_iter()
             .filter_map(take_id)
             .map(|(id, mut m)| {
-                let internal = m
-                    .remove("internal_data")
-                    .and_then(|v| serde_json::from_value::<InternalData>(v).ok())
-                    .map(|d| interner.internal(d));
-                QueuedEvent { id, body: EventBody::Shared(interner.text(Value::Object(m).to_string())), internal }
+                let internal =
+                    m.remove("internal_data").and_then(|v| serde_json::from_value::<InternalData>(v).ok()).map(Rc::new);
+                QueuedEvent { id, body: EventBody::Shared(Rc::from(Value::Object(m).to_string())), internal }
             })
             .collect();
         let virtual_events =
@@ -382,37 +378,6 @@ impl EventQueue {
         self.render_events_into(&mut out);
         // Only UTF-8 goes in: JSON text and ASCII.
         String::from_utf8(out).unwrap_or_default()
-    }
-}
-
-/// Makes equal event texts and equal notification records share one
-/// allocation: dumps that stored every queue's copy apart (the previous
-/// format) come back as compact as they were before saving.
-#[derive(Default)]
-pub struct Interner {
-    texts: FxHashSet<Rc<str>>,
-    internal: FxHashSet<Rc<InternalData>>,
-}
-
-impl Interner {
-    /// The shared copy of `text`.
-    pub fn text(&mut self, text: String) -> Rc<str> {
-        if let Some(rc) = self.texts.get(text.as_str()) {
-            return rc.clone();
-        }
-        let rc: Rc<str> = Rc::from(text);
-        self.texts.insert(rc.clone());
-        rc
-    }
-
-    /// The shared copy of `data`.
-    pub fn internal(&mut self, data: InternalData) -> Rc<InternalData> {
-        if let Some(rc) = self.internal.get(&data) {
-            return rc.clone();
-        }
-        let rc = Rc::new(data);
-        self.internal.insert(rc.clone());
-        rc
     }
 }
 

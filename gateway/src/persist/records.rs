@@ -309,8 +309,9 @@ pub(crate) fn read(mut reader: impl BufRead, restorer: &mut Restorer<'_>) -> Res
                     return Err(at("the previous queue's events are missing".into()));
                 }
                 let record: QueueRecord = serde_json::from_slice(payload).map_err(|e| at(e.to_string()))?;
-                // Capacity from the file is trusted only so far.
-                let events = VecDeque::with_capacity(record.events.min(CHUNK as u64) as usize);
+                // Room for the restart event too; a count from the file is
+                // trusted only so far.
+                let events = VecDeque::with_capacity(record.events.min(1 << 16) as usize + 1);
                 pending = Some(Pending { record, events });
             }
             b'R' => {

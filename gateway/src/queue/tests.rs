@@ -132,7 +132,7 @@ fn saving_and_restoring_is_lossless() {
     let text = serde_json::to_string(&saved).unwrap();
     let back: SavedQueue = serde_json::from_str(&text).unwrap();
     assert_eq!(back, saved);
-    let mut restored = EventQueue::restore(back, &mut Interner::default());
+    let mut restored = EventQueue::restore(back);
     assert_eq!(restored.next_event_id(), 4);
     assert_eq!(restored.save("0-0-x"), saved, "restore then save is the identity");
     assert_eq!(restored.prune(-1), Err(PruneError::AlreadyPruned(-1)), "newest_pruned_id survived");
@@ -148,7 +148,7 @@ fn old_dumps_without_newest_pruned_id_load() {
     let saved: SavedQueue =
         serde_json::from_str(r#"{"id":"q","next_event_id":1,"queue":[{"id":0,"type":"x"}]}"#).unwrap();
     assert_eq!(saved.newest_pruned_id, -1);
-    let mut q = EventQueue::restore(saved, &mut Interner::default());
+    let mut q = EventQueue::restore(saved);
     assert_eq!(q.render_events(), r#"[{"id":0,"type":"x"}]"#);
 }
 
