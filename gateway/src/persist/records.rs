@@ -268,7 +268,7 @@ struct Tables {
 pub(crate) fn read(mut reader: impl BufRead, restorer: &mut Restorer<'_>) -> Result<(), Damage> {
     let mut line = Vec::new();
     let header = format!("{MAGIC} {VERSION}\n");
-    match read_line(&mut reader, &mut line) {
+    match read_line(&mut reader, &mut line, 64) {
         Ok(true) if line == header.as_bytes() => {}
         Ok(true) if line.starts_with(MAGIC.as_bytes()) => {
             return Err(Damage(format!("unknown version: {}", String::from_utf8_lossy(&line).trim_end())));
@@ -282,7 +282,7 @@ pub(crate) fn read(mut reader: impl BufRead, restorer: &mut Restorer<'_>) -> Res
     loop {
         number += 1;
         let at = |why: String| Damage(format!("line {number}: {why}"));
-        match read_line(&mut reader, &mut line) {
+        match read_line(&mut reader, &mut line, MAX_LINE) {
             Ok(true) => {}
             Ok(false) => return Err(at("cut short: no end record".into())),
             Err(why) => return Err(at(why)),
@@ -374,14 +374,15 @@ impl Tables {
     }
 }
 
-/// Reads one line, newline included; `false` at the end of the file.
-fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> Result<bool, String> {
+/// Reads one line of at most `limit` bytes, newline included; `false` at
+/// the end of the file.
+fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, limit: usize) -> Result<bool, String> {
     line.clear();
-    let n = reader.by_ref().take(MAX_LINE as u64).read_until(b'\n', line).map_err(|e| format!("cannot read: {e}"))?;
+    let n = reader.by_ref().take(limit as u64).read_until(b'\n', line).map_err(|e| format!("cannot read: {e}"))?;
     match line.last() {
         _ if n == 0 => Ok(false),
         Some(b'\n') => Ok(true),
-        _ if n >= MAX_LINE => Err(format!("a record longer than {MAX_LINE} bytes")),
+        _ if n >= limit => Err(format!("a line longer than {limit} bytes")),
         _ => Err("cut short in a record".into()),
     }
 }
