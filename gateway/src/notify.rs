@@ -30,7 +30,7 @@ pub struct Notification {
 }
 
 /// Zulip's per-user notifiability booleans for one message.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 #[allow(missing_docs)]
 pub struct NotificationData {
@@ -161,7 +161,7 @@ impl NotificationData {
 /// What a recipient's queued message event keeps for the GC hook (Zulip's
 /// `internal_data`, plus the message and sender ids Squall's opaque stored
 /// events no longer expose).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InternalData {
     /// The notifiability booleans.
     #[serde(flatten)]

@@ -3,45 +3,57 @@
 //!
 //! At graceful shutdown each core writes its own queues, with their
 //! undelivered events, to its own file, so no core waits for another: as in
-//! Zulip, `event_queues.json` when there is one (renamed to
-//! `event_queues.json.last` once loaded), `event_queues.<core>.json`
-//! (→ `event_queues.<core>.last.json`) when there are several. At start each
-//! core reads its file, renames it, restores the queues (same ids, same
-//! `last_connection_time`, so idle time keeps counting) and gives each one
-//! that accepts it a `restart` event. A missing file means no queues; a
-//! corrupt one is logged and ignored.
+//! Zulip, `event_queues.json` when there is one, `event_queues.<core>.json`
+//! when there are several. At start each core reads its file, restores the
+//! queues (same ids, same `last_connection_time`, so idle time keeps
+//! counting), gives each one that accepts it a `restart` event, and marks
+//! those that accept `web_reload_client` for the reload endpoint.
+//!
+//! The file is in the record format of [`records`]: an event held by many
+//! queues (a stream message, a presence change) is written once and the
+//! queues refer to it by number, so the dump is about as large as the
+//! queues are in memory, and after loading those queues share one
+//! allocation again. Writing and reading stream through a buffer, one
+//! record at a time. The previous format — Zulip's layout, one JSON array
+//! of `[queue_id, descriptor]` pairs with every event written out in full
+//! per queue ([`legacy`]) — still loads, element by element, with equal
+//! event texts interned so that they share memory too.
+//!
+//! Neither step can lose the only good copy:
+//! - saving writes `<dump>.tmp`, fsyncs it, renames it over the dump and
+//!   fsyncs the directory;
+//! - loading restores while it reads, and only a dump read to its end is
+//!   then renamed aside, to Zulip's `event_queues.json.last` /
+//!   `event_queues.<core>.last.json`. A process that dies while loading
+//!   leaves the dump where it was, for the next start.
+//!
+//! A damaged dump (a checksum that does not match, a record cut short, no
+//! end record, not a dump at all) restores the queues whose records came
+//! before the damage, is logged, and is renamed to `event_queues.json.bad`
+//! / `event_queues.<core>.bad.json` for inspection, where later restarts
+//! do not overwrite it with a good dump. Each core deals with its own file
+//! only. A missing file means no queues.
 
-use crate::descriptor::Descriptor;
-use crate::queue::{EventQueue, SavedQueue};
+mod legacy;
+mod records;
+
+pub use legacy::SavedDescriptor;
+
+use crate::filter::accepts_event;
+use crate::queue::{EventBody, EventQueue};
 use crate::state::CoreState;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use squall_proto::ids::QueueId;
 use squall_proto::queue_spec::QueueSpec;
 use squall_shard_router::placement::Topology;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-/// A client descriptor as saved (Zulip's `ClientDescriptor.to_dict`; keys
-/// added later default when absent).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedDescriptor {
-    /// Owner.
-    pub user_profile_id: i64,
-    /// Owner's realm.
-    pub realm_id: i64,
-    /// The queue.
-    pub event_queue: SavedQueue,
-    /// Idle lifetime, seconds.
-    pub queue_timeout: u64,
-    /// Accepted event types (`null` = all).
-    pub event_types: Option<Vec<String>>,
-    /// Unix time of creation or of the latest park.
-    pub last_connection_time: u64,
-    /// Everything else about the queue.
-    #[serde(flatten)]
-    pub options: SavedOptions,
-}
-
-/// Delivery options and capabilities; all default when missing.
+/// Delivery options and capabilities of a saved queue; all default when
+/// missing (Zulip's defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SavedOptions {
@@ -75,75 +87,51 @@ pub struct SavedOptions {
 
 impl Default for SavedOptions {
     fn default() -> Self {
-        let d = QueueSpec::default();
-        SavedOptions {
-            client_type_name: d.client_type_name,
-            apply_markdown: d.apply_markdown,
-            client_gravatar: d.client_gravatar,
-            slim_presence: d.slim_presence,
-            all_public_streams: d.all_public_streams,
-            narrow: d.narrow,
-            bulk_message_deletion: d.bulk_message_deletion,
-            stream_typing_notifications: d.stream_typing_notifications,
-            user_settings_object: d.user_settings_object,
-            linkifier_url_template: d.linkifier_url_template,
-            user_list_incomplete: d.user_list_incomplete,
-            include_deactivated_groups: d.include_deactivated_groups,
-            pronouns_field_type_supported: d.pronouns_field_type_supported,
-        }
+        SavedOptions::of(&QueueSpec::default())
     }
 }
 
-impl SavedDescriptor {
-    fn from_descriptor(id: &str, d: &Descriptor) -> Self {
-        let s = &d.spec;
-        SavedDescriptor {
-            user_profile_id: s.user_id,
-            realm_id: s.realm_id,
-            event_queue: d.queue.save(id),
-            queue_timeout: s.queue_timeout_secs,
-            event_types: s.event_types.clone(),
-            last_connection_time: d.last_connection_time,
-            options: SavedOptions {
-                client_type_name: s.client_type_name.clone(),
-                apply_markdown: s.apply_markdown,
-                client_gravatar: s.client_gravatar,
-                slim_presence: s.slim_presence,
-                all_public_streams: s.all_public_streams,
-                narrow: s.narrow.clone(),
-                bulk_message_deletion: s.bulk_message_deletion,
-                stream_typing_notifications: s.stream_typing_notifications,
-                user_settings_object: s.user_settings_object,
-                linkifier_url_template: s.linkifier_url_template,
-                user_list_incomplete: s.user_list_incomplete,
-                include_deactivated_groups: s.include_deactivated_groups,
-                pronouns_field_type_supported: s.pronouns_field_type_supported,
-            },
+impl SavedOptions {
+    /// The options of `s`.
+    pub fn of(s: &QueueSpec) -> Self {
+        SavedOptions {
+            client_type_name: s.client_type_name.clone(),
+            apply_markdown: s.apply_markdown,
+            client_gravatar: s.client_gravatar,
+            slim_presence: s.slim_presence,
+            all_public_streams: s.all_public_streams,
+            narrow: s.narrow.clone(),
+            bulk_message_deletion: s.bulk_message_deletion,
+            stream_typing_notifications: s.stream_typing_notifications,
+            user_settings_object: s.user_settings_object,
+            linkifier_url_template: s.linkifier_url_template,
+            user_list_incomplete: s.user_list_incomplete,
+            include_deactivated_groups: s.include_deactivated_groups,
+            pronouns_field_type_supported: s.pronouns_field_type_supported,
         }
     }
 
-    fn into_parts(self) -> (QueueSpec, EventQueue, u64) {
-        let o = self.options;
-        let spec = QueueSpec {
-            user_id: self.user_profile_id,
-            realm_id: self.realm_id,
-            client_type_name: o.client_type_name,
-            event_types: self.event_types,
-            narrow: o.narrow,
-            apply_markdown: o.apply_markdown,
-            client_gravatar: o.client_gravatar,
-            slim_presence: o.slim_presence,
-            all_public_streams: o.all_public_streams,
-            queue_timeout_secs: self.queue_timeout,
-            bulk_message_deletion: o.bulk_message_deletion,
-            stream_typing_notifications: o.stream_typing_notifications,
-            user_settings_object: o.user_settings_object,
-            linkifier_url_template: o.linkifier_url_template,
-            user_list_incomplete: o.user_list_incomplete,
-            include_deactivated_groups: o.include_deactivated_groups,
-            pronouns_field_type_supported: o.pronouns_field_type_supported,
-        };
-        (spec, EventQueue::restore(self.event_queue), self.last_connection_time)
+    /// The queue spec these options and the descriptor's own fields make.
+    fn into_spec(self, user_id: i64, realm_id: i64, queue_timeout: u64, event_types: Option<Vec<String>>) -> QueueSpec {
+        QueueSpec {
+            user_id,
+            realm_id,
+            client_type_name: self.client_type_name,
+            event_types,
+            narrow: self.narrow,
+            apply_markdown: self.apply_markdown,
+            client_gravatar: self.client_gravatar,
+            slim_presence: self.slim_presence,
+            all_public_streams: self.all_public_streams,
+            queue_timeout_secs: queue_timeout,
+            bulk_message_deletion: self.bulk_message_deletion,
+            stream_typing_notifications: self.stream_typing_notifications,
+            user_settings_object: self.user_settings_object,
+            linkifier_url_template: self.linkifier_url_template,
+            user_list_incomplete: self.user_list_incomplete,
+            include_deactivated_groups: self.include_deactivated_groups,
+            pronouns_field_type_supported: self.pronouns_field_type_supported,
+        }
     }
 }
 
@@ -165,154 +153,182 @@ pub fn last_path(dir: &Path, core: u16, cores: u16) -> PathBuf {
     }
 }
 
+/// Where a damaged dump is kept for inspection.
+pub fn bad_path(dir: &Path, core: u16, cores: u16) -> PathBuf {
+    if cores <= 1 {
+        dir.join("event_queues.json.bad")
+    } else {
+        dir.join(format!("event_queues.{core}.bad.json"))
+    }
+}
+
+/// Why a dump could not be read to its end (where, and what was wrong).
+#[derive(Debug)]
+pub(crate) struct Damage(pub(crate) String);
+
+/// Puts restored queues into a core: the ownership checks, the `restart`
+/// event and the reload marks.
+pub(crate) struct Restorer<'a> {
+    state: &'a mut CoreState,
+    topo: Topology,
+    restart_event: &'a Value,
+    /// One copy of the restart event for every queue.
+    restart_body: Rc<str>,
+    reload_event: Value,
+    loaded: usize,
+    dropped: usize,
+}
+
+impl<'a> Restorer<'a> {
+    fn new(state: &'a mut CoreState, topo: Topology, restart_event: &'a Value) -> Self {
+        Restorer {
+            state,
+            topo,
+            restart_event,
+            restart_body: Rc::from(restart_event.to_string()),
+            reload_event: serde_json::json!({"type": "web_reload_client"}),
+            loaded: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Adds a saved queue, unless it no longer belongs to this core (the
+    /// core count changed: its client re-registers on
+    /// `BAD_EVENT_QUEUE_ID`) or is here already.
+    pub(crate) fn add(&mut self, id: &str, spec: QueueSpec, queue: EventQueue, last_connection_time: u64) {
+        let state = &mut *self.state;
+        let id = match QueueId::parse(id) {
+            Some(q) if state.reg.get(q).is_some() => {
+                tracing::warn!(queue_id = %q, "a saved queue appears twice; keeping the first");
+                return;
+            }
+            Some(q) if q.shard == state.shard && self.topo.shard_of(spec.user_id) == state.shard => q,
+            _ => {
+                self.dropped += 1;
+                return;
+            }
+        };
+        state.insert_queue(id, spec, queue, last_connection_time);
+        let Some(d) = state.reg.get(id) else { return };
+        let restart = accepts_event(&d.spec, self.restart_event);
+        let reload = accepts_event(&d.spec, &self.reload_event).then_some(d.spec.realm_id);
+        if restart {
+            state.push_body(id, EventBody::Shared(self.restart_body.clone()));
+        }
+        if let Some(realm) = reload {
+            state.reload_pending.push((realm, id));
+        }
+        self.loaded += 1;
+    }
+
+    /// How many queues were restored.
+    fn finish(self) -> usize {
+        self.state.reload_pending.sort_by_key(|(realm, _)| *realm);
+        if self.dropped > 0 {
+            tracing::warn!(
+                core = self.state.shard.core,
+                dropped = self.dropped,
+                "saved queues that no longer belong to this core were dropped"
+            );
+        }
+        self.loaded
+    }
+}
+
+/// Reads a dump of either format into `restorer`; names the format.
+fn read_dump(mut reader: BufReader<File>, restorer: &mut Restorer<'_>) -> Result<&'static str, Damage> {
+    loop {
+        let buf = reader.fill_buf().map_err(|e| Damage(format!("cannot read: {e}")))?;
+        match buf.first() {
+            None => return Err(Damage("the file is empty".into())),
+            Some(b) if b.is_ascii_whitespace() => reader.consume(1),
+            Some(b'[') => return legacy::read(reader, restorer).map(|()| "JSON array (previous format)"),
+            Some(_) => return records::read(reader, restorer).map(|()| "records"),
+        }
+    }
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 impl CoreState {
-    /// Writes every queue of this core to `dir` (write to a temporary file,
-    /// then rename, so a crash never leaves half a file). Returns how many.
-    pub fn save_queues(&mut self, dir: &Path, cores: u16) -> std::io::Result<usize> {
-        let list: Vec<(String, SavedDescriptor)> = self
-            .reg
-            .iter()
-            .map(|(id, d)| {
-                let id = id.to_string();
-                let saved = SavedDescriptor::from_descriptor(&id, d);
-                (id, saved)
-            })
-            .collect();
+    /// Writes every queue of this core to `dir`: to a temporary file,
+    /// fsynced, then renamed over the previous dump, so a crash leaves
+    /// either the old dump or the new one. Returns how many queues.
+    pub fn save_queues(&self, dir: &Path, cores: u16) -> std::io::Result<usize> {
         std::fs::create_dir_all(dir)?;
         let path = dump_path(dir, self.shard.core, cores);
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&list).map_err(std::io::Error::other)?)?;
+        let written = (|| {
+            let mut w = records::Writer::new(BufWriter::with_capacity(1 << 20, File::create(&tmp)?))?;
+            for (id, d) in self.reg.iter() {
+                w.queue(&id.to_string(), d)?;
+            }
+            let count = w.queues();
+            let file = w.finish()?.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            Ok(count)
+        })();
+        let count = match written {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         std::fs::rename(&tmp, &path)?;
-        Ok(list.len())
+        if let Err(e) = sync_dir(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not sync the state directory after saving queues");
+        }
+        Ok(count)
     }
 
     /// Restores this core's queues from `dir` and queues a `restart` event
     /// (`restart_event`, without `id`) on each that accepts it. Queues that
     /// no longer belong here (the core count changed) are dropped; their
     /// clients re-register on `BAD_EVENT_QUEUE_ID`. Returns how many loaded.
-    pub fn load_queues(&mut self, dir: &Path, topo: Topology, restart_event: &serde_json::Value) -> usize {
-        let path = dump_path(dir, self.shard.core, topo.cores);
-        let text = match std::fs::read(&path) {
-            Ok(t) => t,
+    pub fn load_queues(&mut self, dir: &Path, topo: Topology, restart_event: &Value) -> usize {
+        let (core, cores) = (self.shard.core, topo.cores);
+        let path = dump_path(dir, core, cores);
+        let (loaded, outcome) = match File::open(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot read saved queues; starting empty");
-                return 0;
+            Err(e) => (0, Err(Damage(format!("cannot open: {e}")))),
+            Ok(file) => {
+                let mut restorer = Restorer::new(self, topo, restart_event);
+                let outcome = read_dump(BufReader::with_capacity(1 << 16, file), &mut restorer);
+                (restorer.finish(), outcome)
             }
         };
-        let _ = std::fs::rename(&path, last_path(dir, self.shard.core, topo.cores));
-        let list: Vec<(String, SavedDescriptor)> = match serde_json::from_slice(&text) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "saved queues are corrupt; starting empty");
-                return 0;
-            }
-        };
-        let mut loaded = 0;
-        let mut dropped = 0;
-        for (id, saved) in list {
-            let id = match QueueId::parse(&id) {
-                Some(q) if self.reg.get(q).is_some() => {
-                    tracing::warn!(queue_id = %q, "a saved queue appears twice; keeping the first");
-                    continue;
+        // Only now, with everything it holds restored, may the dump move.
+        match outcome {
+            Ok(format) => {
+                tracing::info!(core, path = %path.display(), loaded, format, "saved queues restored");
+                let last = last_path(dir, core, cores);
+                if let Err(e) = std::fs::rename(&path, &last) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot move the loaded dump aside");
                 }
-                Some(q) if q.shard == self.shard && topo.shard_of(saved.user_profile_id) == self.shard => q,
-                _ => {
-                    dropped += 1;
-                    continue;
-                }
-            };
-            let (spec, queue, last_connection_time) = saved.into_parts();
-            self.insert_queue(id, spec, queue, last_connection_time);
-            let accepts = self.reg.get(id).is_some_and(|d| crate::filter::accepts_event(&d.spec, restart_event));
-            if accepts {
-                self.push_body(id, crate::queue::EventBody::Shared(std::rc::Rc::from(restart_event.to_string())));
             }
-            let reload = serde_json::json!({"type": "web_reload_client"});
-            if let Some(d) = self.reg.get(id).filter(|d| crate::filter::accepts_event(&d.spec, &reload)) {
-                self.reload_pending.push((d.spec.realm_id, id));
+            Err(Damage(why)) => {
+                let bad = bad_path(dir, core, cores);
+                let kept = match std::fs::rename(&path, &bad) {
+                    Ok(()) => bad.display().to_string(),
+                    Err(e) => format!("not moved ({e})"),
+                };
+                tracing::error!(
+                    core,
+                    path = %path.display(),
+                    restored = loaded,
+                    damage = %why,
+                    kept_as = %kept,
+                    "the saved queues are damaged: restored those before the damage"
+                );
             }
-            loaded += 1;
-        }
-        self.reload_pending.sort_by_key(|(realm, _)| *realm);
-        if dropped > 0 {
-            tracing::warn!(
-                core = self.shard.core,
-                dropped,
-                "saved queues that no longer belong to this core were dropped"
-            );
         }
         loaded
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::Timing;
-    use serde_json::json;
-    use squall_proto::envelope::Notice;
-    use squall_proto::Shard;
-    use std::sync::Arc;
-
-    fn tempdir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("squall-persist-{}-{}", std::process::id(), rand::random::<u64>()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    #[test]
-    fn queues_survive_with_their_events_then_get_restart() {
-        let topo = Topology::single_node(1);
-        let shard = Shard { node: 0, core: 0 };
-        let dir = tempdir();
-        let mut a = CoreState::new(shard, Timing::default());
-        let q = a.allocate(QueueSpec { user_id: 3, realm_id: 1, apply_markdown: true, ..QueueSpec::default() }, 1234);
-        let only_messages = a.allocate(
-            QueueSpec { user_id: 3, realm_id: 1, event_types: Some(vec!["message".into()]), ..QueueSpec::default() },
-            1234,
-        );
-        a.deliver(Notice::Generic { event: Arc::new(json!({"type": "test", "n": 1})), users: vec![3] });
-        assert_eq!(a.save_queues(&dir, 1).unwrap(), 2);
-
-        let mut b = CoreState::new(shard, Timing::default());
-        let restart = json!({"type": "restart", "zulip_version": "v", "server_generation": 9});
-        assert_eq!(b.load_queues(&dir, topo, &restart), 2);
-        assert!(!dir.join("event_queues.json").exists(), "Zulip's single-process name");
-        assert!(dir.join("event_queues.json.last").exists(), "the dump is renamed to .last");
-        let got = b.peek(3, q).unwrap();
-        assert_eq!(
-            got,
-            vec![
-                json!({"id": 0, "type": "test", "n": 1}),
-                json!({"id": 1, "type": "restart", "zulip_version": "v", "server_generation": 9})
-            ]
-        );
-        assert!(b.peek(3, only_messages).unwrap().is_empty(), "restart goes through the event_types filter");
-        // Idle time keeps counting from the saved last_connection_time.
-        assert_eq!(b.gc(1234 + 599), 0);
-        assert_eq!(b.gc(1234 + 600), 2);
-        // Loading again finds nothing.
-        assert_eq!(CoreState::new(shard, Timing::default()).load_queues(&dir, topo, &restart), 0);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn corrupt_or_foreign_dumps_are_survivable() {
-        let dir = tempdir();
-        std::fs::write(dump_path(&dir, 0, 1), b"{not json").unwrap();
-        let shard = Shard { node: 0, core: 0 };
-        let mut s = CoreState::new(shard, Timing::default());
-        assert_eq!(s.load_queues(&dir, Topology::single_node(1), &json!({"type": "restart"})), 0);
-        // A queue saved when this user lived on another core is dropped.
-        let foreign = json!([["0-0-0000000000000000000000000000000a", {
-            "user_profile_id": 3, "realm_id": 1, "queue_timeout": 600, "event_types": null,
-            "last_connection_time": 5, "event_queue": {"id": "x", "next_event_id": 0, "queue": []}}]]);
-        std::fs::write(dir.join("event_queues.0.json"), foreign.to_string()).unwrap();
-        let two_cores = Topology::single_node(2);
-        let expected = usize::from(two_cores.shard_of(3).core == 0);
-        assert_eq!(s.load_queues(&dir, two_cores, &json!({"type": "restart"})), expected);
-        assert!(dir.join("event_queues.0.last.json").exists(), "several processes' name");
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
+mod tests;

@@ -124,13 +124,16 @@ impl PruneError {
     }
 }
 
+/// A compressed `update_message_flags` event: its key (see
+/// [`virtual_key`]), the id of its latest constituent, the merged event.
+pub type VirtualEvent = (String, i64, Map<String, Value>);
+
 /// One client's queue of pending events.
 #[derive(Debug, Default)]
 pub struct EventQueue {
     events: VecDeque<QueuedEvent>,
-    /// Compressed `update_message_flags` events since the last read, by key
-    /// (see [`virtual_key`]), each with the id of its latest constituent.
-    virtual_events: Vec<(String, i64, Map<String, Value>)>,
+    /// Compressed `update_message_flags` events since the last read.
+    virtual_events: Vec<VirtualEvent>,
     next_event_id: i64,
     newest_pruned_id: i64,
 }
@@ -325,12 +328,29 @@ impl EventQueue {
             .collect();
         let virtual_events =
             saved.virtual_events.into_iter().filter_map(|(k, v)| take_id(v).map(|(id, m)| (k, id, m))).collect();
-        EventQueue {
-            events,
-            virtual_events,
-            next_event_id: saved.next_event_id,
-            newest_pruned_id: saved.newest_pruned_id,
-        }
+        EventQueue::from_parts(events, virtual_events, saved.next_event_id, saved.newest_pruned_id)
+    }
+
+    /// A queue from its parts, as [`EventQueue::contents`],
+    /// [`EventQueue::virtual_events`], [`EventQueue::next_event_id`] and
+    /// [`EventQueue::newest_pruned_id`] give them.
+    pub fn from_parts(
+        events: VecDeque<QueuedEvent>,
+        virtual_events: Vec<VirtualEvent>,
+        next_event_id: i64,
+        newest_pruned_id: i64,
+    ) -> Self {
+        EventQueue { events, virtual_events, next_event_id, newest_pruned_id }
+    }
+
+    /// Compressed flag events not read yet.
+    pub fn virtual_events(&self) -> &[VirtualEvent] {
+        &self.virtual_events
+    }
+
+    /// Last acknowledged id (-1: none).
+    pub fn newest_pruned_id(&self) -> i64 {
+        self.newest_pruned_id
     }
 
     /// Next id to be assigned.
@@ -339,7 +359,7 @@ impl EventQueue {
     }
 
     /// Pending events in id order.
-    pub fn contents(&self) -> impl Iterator<Item = &QueuedEvent> {
+    pub fn contents(&self) -> impl ExactSizeIterator<Item = &QueuedEvent> {
         self.events.iter()
     }
 
