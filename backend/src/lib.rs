@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod hashing;
 pub mod jobs;
 pub mod markdown;
 pub mod presence;
@@ -61,6 +62,7 @@ pub struct App {
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) settings: Arc<Settings>,
     pub(crate) limiter: Arc<ratelimit::RateLimiter>,
+    pub(crate) hasher: Arc<hashing::HashPool>,
 }
 
 impl App {
@@ -70,7 +72,7 @@ impl App {
         // Made now rather than by the first login attempt for an unknown
         // account, which would otherwise take twice as long as the rest.
         let _ = users::dummy_hash();
-        App { pool, bus, settings: Arc::new(settings), limiter }
+        App { pool, bus, settings: Arc::new(settings), limiter, hasher: Arc::default() }
     }
 
     /// The database pool.

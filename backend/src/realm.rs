@@ -48,6 +48,9 @@ pub async fn create_realm(
     if !users::valid_email(owner_email) {
         return Err(ApiError::bad_request(format!("Invalid email '{owner_email}'")));
     }
+    let password = owner_password.to_owned();
+    let owner_hash =
+        tokio::task::spawn_blocking(move || users::hash_password(&password)).await.map_err(ApiError::internal)??;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     if tx.query_opt("SELECT 1 FROM realm WHERE string_id = $1", &[&subdomain]).await?.is_some() {
@@ -61,7 +64,7 @@ pub async fn create_realm(
         tx.execute("INSERT INTO usergroup (realm_id, name) VALUES ($1, $2)", &[&realm_id, &group]).await?;
     }
     let (owner_id, api_key) =
-        users::create_user(&tx, realm_id as i64, owner_email, owner_name, Some(owner_password), role::OWNER).await?;
+        users::create_user(&tx, realm_id as i64, owner_email, owner_name, Some(owner_hash), role::OWNER).await?;
     let general = streams::create_stream(
         &tx,
         realm_id as i64,

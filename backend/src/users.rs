@@ -217,14 +217,15 @@ pub fn valid_email(email: &str) -> bool {
         && !email.chars().any(char::is_whitespace)
 }
 
-/// Creates a user and its personal recipient in `realm_id`. Returns the id
+/// Creates a user (with a password hashed by [`hash_password`], or none)
+/// and its personal recipient in `realm_id`. Returns the id
 /// and API key. Fails with Zulip's message when the email is taken.
 pub async fn create_user(
     db: &impl GenericClient,
     realm_id: i64,
     email: &str,
     full_name: &str,
-    password: Option<&str>,
+    password_hash: Option<String>,
     role: i32,
 ) -> Result<(i64, String), ApiError> {
     let exists = db
@@ -237,7 +238,7 @@ pub async fn create_user(
         return Err(ApiError::bad_request(format!("Email '{email}' already in use")));
     }
     let api_key = new_api_key();
-    let hash = password.map(hash_password).transpose()?;
+    let hash = password_hash;
     let row = db
         .query_one(
             "INSERT INTO userprofile (realm_id, email, delivery_email, full_name, role, api_key, password)

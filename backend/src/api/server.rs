@@ -70,9 +70,7 @@ pub async fn fetch_api_key(app: &App, req: &ApiRequest, p: &mut Params) -> ApiRe
     // An unknown user's password is hashed too (see check_password): the
     // answer takes as long as for a known user with a wrong password.
     let hash: Option<String> = row.as_ref().and_then(|r| r.get(16));
-    let ok = tokio::task::spawn_blocking(move || check_password(&password, hash.as_deref()))
-        .await
-        .map_err(ApiError::internal)?;
+    let ok = app.hasher.run(move || check_password(&password, hash.as_deref())).await?;
     let (Some(row), true) = (row, ok) else { return Err(failed()) };
     let user = User::from_row(&row);
     let api_key: String = row.get(17);

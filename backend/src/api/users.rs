@@ -28,10 +28,12 @@ pub async fn create(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     if full_name.chars().count() > 100 {
         return Err(ApiError::bad_request("Name too long!"));
     }
+    // Hashed before a database connection is taken: the hash may wait for
+    // the pool.
+    let hash = app.hasher.run(move || users::hash_password(&password)).await??;
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
-    let (user_id, _key) =
-        users::create_user(&tx, actor.realm_id, &email, &full_name, Some(&password), role::MEMBER).await?;
+    let (user_id, _key) = users::create_user(&tx, actor.realm_id, &email, &full_name, Some(hash), role::MEMBER).await?;
     users::join_default_streams(&tx, actor.realm_id, &[user_id]).await?;
     let recipients = users::active_user_ids(&tx, actor.realm_id).await?;
     let new_user = users::users_by_ids(&tx, actor.realm_id, &[user_id]).await?;
