@@ -79,8 +79,38 @@ pub fn markdown(data: &[u8]) {
     let _ = markdown::is_me_message(content);
 }
 
+/// Restoring a core's queues from a dump file holding `data` (either
+/// format): whatever is in it, the core restores what it can and goes on.
+pub fn queue_dump(data: &[u8]) {
+    use squall_gateway::persist::dump_path;
+    use squall_gateway::state::{CoreState, Timing};
+    use squall_proto::Shard;
+    use squall_shard_router::placement::Topology;
+    thread_local! {
+        static DIR: std::path::PathBuf = {
+            let d = std::env::temp_dir().join(format!("squall-fuzz-dump-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&d);
+            d
+        };
+    }
+    DIR.with(|dir| {
+        let topo = Topology { nodes: 1, cores: 1 };
+        if std::fs::write(dump_path(dir, 0, 1), data).is_err() {
+            return;
+        }
+        let mut core = CoreState::new(Shard { node: 0, core: 0 }, Timing::default());
+        let restored = core.load_queues(dir, topo, &serde_json::json!({"type": "restart"}));
+        assert_eq!(restored, core.queue_count(), "every restored queue is in the registry");
+        // What the load left (moved aside or not) must not feed the next run.
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    });
+}
+
 /// A fuzz target.
 pub type Target = fn(&[u8]);
 
 /// Every target by name (the corpus directories are named alike).
-pub const TARGETS: [(&str, Target); 3] = [("http", http), ("params", params), ("markdown", markdown)];
+pub const TARGETS: [(&str, Target); 4] =
+    [("http", http), ("params", params), ("markdown", markdown), ("queue_dump", queue_dump)];
