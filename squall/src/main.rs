@@ -10,6 +10,7 @@ mod config;
 mod family;
 mod host;
 mod inprocess;
+mod memory;
 mod serve;
 mod siblings;
 mod status;
@@ -179,22 +180,9 @@ fn announce(addr: std::net::SocketAddr) {
     let _ = std::io::stdout().flush();
 }
 
-/// Makes glibc serve blocks of 1 MiB and more with their own mappings, given
-/// back when freed. Without it the threshold adapts upwards and a password
-/// hash's 19 MiB of Argon2 memory stays in a per-thread arena for good:
-/// 300 `fetch_api_key` calls at concurrency 8 left the process at 1,169 MB
-/// (29 MB with this; mimalloc: 206 MB). See BENCHMARKS.md.
-fn return_large_blocks_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
 fn main() -> anyhow::Result<()> {
-    return_large_blocks_to_the_system();
+    memory::return_large_blocks_to_the_system();
+    memory::start_trimming();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG")
