@@ -1,7 +1,9 @@
 //! One simulated Zulip client on a monoio runtime: register, long-poll
 //! `GET /events` with `last_event_id`, re-register on
 //! `BAD_EVENT_QUEUE_ID`, count heartbeats, and record every harness
-//! message it receives with its delivery latency.
+//! message it receives with its delivery latency. Like Zulip's clients, it
+//! keeps polling its queue after a lost connection (a restarted server
+//! restores it) and registers again only when told the queue is gone.
 
 use crate::http::{basic_auth, encode_request, parse_response, Response};
 use crate::stats;
@@ -130,8 +132,10 @@ pub async fn run(
     received: Arc<Mutex<Received>>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    // The queue and the last event seen, kept across connections.
+    let mut queue: Option<(String, i64)> = None;
     loop {
-        let result = session(&spec, &target, source, &counters, &received).await;
+        let result = session(&spec, &target, source, &counters, &received, &mut queue).await;
         if let Err(e) = result {
             Counters::bump(&counters.drops);
             if std::env::var_os("SQUALL_LOADTEST_DEBUG").is_some() {
@@ -176,10 +180,15 @@ async fn session(
     source: Option<IpAddr>,
     counters: &Counters,
     received: &Mutex<Received>,
+    resume: &mut Option<(String, i64)>,
 ) -> Result<()> {
     let auth = basic_auth(&spec.email, &spec.api_key);
     let mut conn = Conn::connect(target.addr, source).await?;
-    let (mut queue, mut last) = register(&mut conn, target, &auth, counters).await?;
+    let (mut queue, mut last) = match resume.take() {
+        Some(q) => q,
+        None => register(&mut conn, target, &auth, counters).await?,
+    };
+    *resume = Some((queue.clone(), last));
     counters.connected.fetch_add(1, Ordering::Relaxed);
     let _guard = Connected(counters);
     loop {
@@ -194,8 +203,14 @@ async fn session(
         let body = resp.json()?;
         if resp.status == 400 && body["code"] == "BAD_EVENT_QUEUE_ID" {
             Counters::bump(&counters.reregistrations);
+            *resume = None;
             (queue, last) = register(&mut conn, target, &auth, counters).await?;
+            *resume = Some((queue.clone(), last));
             continue;
+        }
+        if resp.status == 503 {
+            // Restarting or busy: come back with the same queue.
+            bail!("GET /events: HTTP 503 {body}");
         }
         if resp.status != 200 {
             Counters::bump(&counters.errors);
@@ -221,6 +236,9 @@ async fn session(
                 }
                 _ => {}
             }
+        }
+        if let Some(r) = resume.as_mut() {
+            r.1 = last;
         }
     }
 }

@@ -126,6 +126,11 @@ struct FanoutArgs {
     /// Seconds to wait for deliveries after the last send.
     #[arg(long, default_value_t = 30)]
     drain_secs: u64,
+    /// Seconds a refused send (no connection, or a 503: server restarting,
+    /// database away) is tried again before it counts as failed; 0 stops the
+    /// run at the first connection failure.
+    #[arg(long, default_value_t = 0)]
+    send_retry_secs: u64,
 }
 
 #[derive(Args, Clone)]
@@ -229,6 +234,7 @@ fn fanout_params(f: &FanoutArgs, connect_timeout: u64) -> fanout::Fanout {
         interval: Duration::from_millis(f.interval_ms),
         stream: f.stream.clone(),
         drain: Duration::from_secs(f.drain_secs),
+        send_retry: Duration::from_secs(f.send_retry_secs),
         connect_timeout: Duration::from_secs(connect_timeout),
     }
 }

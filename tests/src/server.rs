@@ -86,8 +86,19 @@ impl Server {
     /// database and state directory (on a new port: `url` and `owner`
     /// follow). Returns whether the first process exited cleanly.
     pub fn restart(&mut self) -> Result<bool> {
+        self.restart_at("127.0.0.1:0")
+    }
+
+    /// [`Server::restart`] on the same address, so that clients reconnect
+    /// to it.
+    pub fn restart_in_place(&mut self) -> Result<bool> {
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        self.restart_at(&addr)
+    }
+
+    fn restart_at(&mut self, listen: &str) -> Result<bool> {
         let clean = self.stop_gracefully()?;
-        let (child, url) = spawn_serve(&self.database_url, &self.state_dir, &self.opts)?;
+        let (child, url) = spawn_serve_at(&self.database_url, &self.state_dir, &self.opts, listen)?;
         self.child = child;
         self.url = url;
         self.owner = Client::new(&self.url, &self.owner.email, &self.owner.api_key);
@@ -225,8 +236,18 @@ pub(crate) fn listening_url(child: &mut Child, what: &str) -> Result<String> {
 
 /// Starts `squall serve` on a free port; returns the child and its URL.
 fn spawn_serve(database_url: &str, state_dir: &std::path::Path, opts: &ServerOptions) -> Result<(Child, String)> {
+    spawn_serve_at(database_url, state_dir, opts, "127.0.0.1:0")
+}
+
+/// Starts `squall serve` listening on `listen`.
+fn spawn_serve_at(
+    database_url: &str,
+    state_dir: &std::path::Path,
+    opts: &ServerOptions,
+    listen: &str,
+) -> Result<(Child, String)> {
     let mut child = Command::new(squall_bin())
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", listen])
         .env("SQUALL_DATABASE_URL", database_url)
         .env("SQUALL_STATE_DIR", state_dir)
         .env("SQUALL_CORES", opts.cores.to_string())

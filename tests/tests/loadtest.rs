@@ -106,3 +106,39 @@ fn chat_mix_is_checked_per_recipient() {
     assert_eq!(v["delivered"], v["expected"]);
     assert!(v["expected"].as_u64().unwrap() > report["sent"].as_u64().unwrap(), "stream messages reach 4 members");
 }
+
+#[test]
+fn a_fanout_through_a_graceful_restart_is_still_exactly_once() {
+    let mut server = Server::start_with(ServerOptions { rate_limit_per_user: 0, ..ServerOptions::default() }).unwrap();
+    let dir = temp_dir("restart");
+    let json = dir.join("report.json");
+    let harness = Command::new(loadtest_bin())
+        .args(["fanout", "--recipients", "20", "--messages", "40", "--interval-ms", "100", "--send-retry-secs", "30"])
+        .args(["--site", &server.url, "--email", &server.owner.email, "--api-key", &server.owner.api_key])
+        .arg("--state")
+        .arg(dir.join("state.json"))
+        .arg("--json")
+        .arg(&json)
+        .args(["--clients-per-worker", "10", "--threads", "2", "--setup-parallel", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Every client parked: the run is under way. Then a graceful restart on
+    // the same address while messages are being sent.
+    server.wait_parked(20).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(server.restart_in_place().unwrap(), "the first process stopped cleanly");
+    let out = harness.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["sent"], 40, "every send went through, retried across the restart: {report}");
+    assert_eq!(report["verdict"]["expected"], 800);
+    assert_eq!(
+        (report["verdict"]["lost"].as_u64(), report["verdict"]["duplicated"].as_u64()),
+        (Some(0), Some(0)),
+        "{report}"
+    );
+    assert_eq!(report["progress"]["registrations"], 20, "the clients kept their queues: {report}");
+}

@@ -20,6 +20,8 @@ pub struct Fanout {
     pub stream: String,
     pub drain: Duration,
     pub connect_timeout: Duration,
+    /// How long a refused send (no connection, 503) is tried again.
+    pub send_retry: Duration,
 }
 
 /// What a fanout run measured (ramp reuses it).
@@ -44,17 +46,24 @@ pub fn run(admin: &Admin, fleet_opts: &FleetOptions, users: &[Account], f: &Fano
     for seq in 0..f.messages {
         let content = crate::stamp(&run, seq as u64);
         let t0 = Instant::now();
-        let r = setup::call(
-            &mut c,
-            "POST",
-            "/api/v1/messages",
-            Some(&auth),
-            &[("type", "stream"), ("to", &f.stream), ("topic", "fanout"), ("content", &content)],
-        )?;
+        let form = [("type", "stream"), ("to", f.stream.as_str()), ("topic", "fanout"), ("content", content.as_str())];
+        // A server that restarts or a database that is away refuses the
+        // send (no connection, or a 503 before anything is stored): try
+        // again for up to `send_retry`, then count it failed.
+        let mut r = setup::call(&mut c, "POST", "/api/v1/messages", Some(&auth), &form);
+        while t0.elapsed() < f.send_retry && r.as_ref().map_or(true, |r| r.status == 503) {
+            std::thread::sleep(Duration::from_millis(200));
+            c = BlockingClient::new(&admin.site)?;
+            r = setup::call(&mut c, "POST", "/api/v1/messages", Some(&auth), &form);
+        }
         stats::record(&mut send, t0.elapsed().as_micros() as u64);
-        match r.json()?["id"].as_i64() {
-            Some(id) if r.status == 200 => ids.push(id),
-            _ => send_errors += 1,
+        match r {
+            Ok(r) => match r.json()?["id"].as_i64() {
+                Some(id) if r.status == 200 => ids.push(id),
+                _ => send_errors += 1,
+            },
+            Err(_) if !f.send_retry.is_zero() => send_errors += 1,
+            Err(e) => return Err(e),
         }
         std::thread::sleep(f.interval);
     }
