@@ -13,18 +13,22 @@ fn loadtest_bin() -> PathBuf {
     squall_e2e::squall_bin().with_file_name("squall-loadtest")
 }
 
-fn run(server: &Server, dir: &std::path::Path, args: &[&str]) -> (Value, String) {
-    let json = dir.join("report.json");
-    let out = Command::new(loadtest_bin())
-        .args(args)
+/// `squall-loadtest ARGS` against `server`, its state and report in `dir`.
+fn harness(server: &Server, dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = Command::new(loadtest_bin());
+    c.args(args)
         .args(["--site", &server.url, "--email", &server.owner.email, "--api-key", &server.owner.api_key])
         .arg("--state")
         .arg(dir.join("state.json"))
         .arg("--json")
-        .arg(&json)
-        .args(["--clients-per-worker", "10", "--threads", "2", "--setup-parallel", "4"])
-        .output()
-        .unwrap();
+        .arg(dir.join("report.json"))
+        .args(["--clients-per-worker", "10", "--threads", "2", "--setup-parallel", "4"]);
+    c
+}
+
+fn run(server: &Server, dir: &std::path::Path, args: &[&str]) -> (Value, String) {
+    let json = dir.join("report.json");
+    let out = harness(server, dir, args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -112,14 +116,8 @@ fn a_fanout_through_a_graceful_restart_is_still_exactly_once() {
     let mut server = Server::start_with(ServerOptions { rate_limit_per_user: 0, ..ServerOptions::default() }).unwrap();
     let dir = temp_dir("restart");
     let json = dir.join("report.json");
-    let harness = Command::new(loadtest_bin())
-        .args(["fanout", "--recipients", "20", "--messages", "40", "--interval-ms", "100", "--send-retry-secs", "30"])
-        .args(["--site", &server.url, "--email", &server.owner.email, "--api-key", &server.owner.api_key])
-        .arg("--state")
-        .arg(dir.join("state.json"))
-        .arg("--json")
-        .arg(&json)
-        .args(["--clients-per-worker", "10", "--threads", "2", "--setup-parallel", "4"])
+    let args = ["fanout", "--recipients", "20", "--messages", "40", "--interval-ms", "100", "--send-retry-secs", "30"];
+    let running = harness(&server, &dir, &args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -129,7 +127,7 @@ fn a_fanout_through_a_graceful_restart_is_still_exactly_once() {
     server.wait_parked(20).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(server.restart_in_place().unwrap(), "the first process stopped cleanly");
-    let out = harness.wait_with_output().unwrap();
+    let out = running.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
