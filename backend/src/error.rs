@@ -68,6 +68,8 @@ fn from_postgres(e: &tokio_postgres::Error) -> Option<ApiError> {
         // string_data_right_truncation, numeric_value_out_of_range
         "22001" => ApiError::bad_request("A value in the request is too long"),
         "22003" => ApiError::bad_request("A number in the request is out of range"),
+        // datetime_field_overflow: a date computed from the request.
+        "22008" => ApiError::bad_request("A date in the request is out of range"),
         // serialization_failure, deadlock_detected, too_many_connections,
         // admin/crash shutdown, cannot_connect_now: retry later.
         "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" => unavailable(),

@@ -150,6 +150,16 @@ pub async fn record(db: &impl GenericClient, user: &User, active: bool, now: i64
     Ok((update, seq))
 }
 
+/// Longest presence history looked at: a century (longer asks reach dates
+/// PostgreSQL cannot hold).
+pub const MAX_HISTORY_DAYS: i64 = 36_500;
+
+/// The start (unix seconds) of a presence history of `days` days before
+/// `now`, with `days` kept within 0..=[`MAX_HISTORY_DAYS`].
+pub fn history_start(now: i64, days: i64) -> i64 {
+    now - days.clamp(0, MAX_HISTORY_DAYS) * 86_400
+}
+
 /// The realm's presences: modern (keyed by user id) or legacy (keyed by
 /// email), active humans seen within `history_days`, and only those
 /// changed after `since` when given. Returns them with the realm's last
@@ -169,7 +179,7 @@ pub async fn realm_presences(
              FROM userpresence p JOIN userprofile u ON u.id = p.user_profile_id
              WHERE p.realm_id = $1 AND u.is_active AND NOT u.is_bot AND p.last_update_id > $2
                AND p.last_connected_time >= to_timestamp($3)",
-            &[&(realm_id as i32), &since.unwrap_or(-1), &((now - history_days * 86_400) as f64)],
+            &[&(realm_id as i32), &since.unwrap_or(-1), &(history_start(now, history_days) as f64)],
         )
         .await?;
     let mut out = Map::new();
@@ -209,6 +219,15 @@ pub async fn idle_users(db: &impl GenericClient, user_ids: &[i64], now: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_history_length_gives_a_date_postgres_can_hold() {
+        let now = 1_800_000_000;
+        assert_eq!(history_start(now, 14), now - 14 * 86_400);
+        assert_eq!(history_start(now, -5), now);
+        assert_eq!(history_start(now, i64::MAX), now - MAX_HISTORY_DAYS * 86_400);
+        assert_eq!(history_start(now, 2_466_233_285), now - MAX_HISTORY_DAYS * 86_400);
+    }
 
     #[test]
     fn first_report_creates_and_notifies() {

@@ -98,3 +98,15 @@ fn one_users_presence_by_id_or_email() {
         assert_error(&r, 400, "BAD_REQUEST", "No such user");
     }
 }
+
+#[test]
+fn any_history_length_is_answered_not_a_500() {
+    let server = Server::start().unwrap();
+    for days in ["2466233285", "-3", "9223372036854775807"] {
+        let (status, body) = server
+            .owner
+            .post("/api/v1/users/me/presence", &[("status", "active"), ("history_limit_days", days)])
+            .unwrap();
+        assert_eq!(status, 200, "history_limit_days={days}: {body}");
+    }
+}
