@@ -159,7 +159,12 @@ impl Conn {
             self.body_checked = false;
             let next = match step {
                 Step::Now(next) => next,
-                Step::Later(work) => Box::pin(work.finish(ctx, &self.slot)).await,
+                Step::Later(work) => {
+                    CoreStats::add(&ctx.counters().in_flight, 1);
+                    let next = Box::pin(work.finish(ctx, &self.slot)).await;
+                    CoreStats::add(&ctx.counters().in_flight, -1);
+                    next
+                }
             };
             let keep_alive = keep_alive && !ctx.shutting_down.get();
             match next {
@@ -453,6 +458,11 @@ fn invalid_response(invalid: crate::http::parse::Invalid) -> ApiResponse {
 /// Routes one request: `/events` on this core's state, or hands it over, or
 /// defers it; everything else to the internal endpoints or the backend.
 fn route(head: &Head<'_>, buf: &[u8], peer: Option<IpAddr>, ctx: &Rc<CoreCtx>, slot: &Rc<Slot>) -> Step {
+    // Stopping: no new work may start (what is under way finishes before
+    // the queues are saved).
+    if ctx.shutting_down.get() {
+        return Step::Now(Next::Reply(Reply::Api(ApiError::busy("The server is restarting; try again").into())));
+    }
     let path = head.path.trim_end_matches('/');
     if events::is_events_path(path) {
         drain_inbox(ctx);

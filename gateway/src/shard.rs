@@ -135,6 +135,7 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
     // Stop taking work, answer the parked polls, then save: nothing can
     // change the queues after the dump.
     ctx.shutting_down.set(true);
+    settle(&inbox, &ctx).await;
     {
         let mut state = ctx.state.borrow_mut();
         state.release_all();
@@ -159,6 +160,30 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
 
 /// How long a stopping core waits for its connections to finish writing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How long a stopping core waits for requests under way (a send whose
+/// events are still to come) before it saves its queues.
+pub const SETTLE_GRACE: Duration = Duration::from_secs(5);
+
+/// Before a stopping core saves: lets the process's requests under way
+/// finish and takes the events they publish, so that a send acknowledged
+/// during a graceful restart is in the saved queues. New requests are
+/// refused meanwhile (503), so this ends; [`SETTLE_GRACE`] bounds it.
+async fn settle(inbox: &Inbox, ctx: &Rc<CoreCtx>) {
+    let deadline = std::time::Instant::now() + SETTLE_GRACE;
+    loop {
+        while let Some(item) = inbox.try_pop() {
+            let left = ctx.state.borrow_mut().handle(item, ctx.clock.now_ms());
+            if let Some(Item::Connection(conn)) = left {
+                crate::conn::adopt(conn, ctx);
+            }
+        }
+        let busy = ctx.stats.totals().in_flight > 0;
+        if (!busy && inbox.is_empty()) || std::time::Instant::now() >= deadline {
+            return;
+        }
+        monoio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
 
 async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<CoreCtx>) {
     let mut failures = AcceptFailures::default();

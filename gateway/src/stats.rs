@@ -32,6 +32,9 @@ pub struct CoreStats {
     /// Queues dropped for going past a bound (events per queue, queues per
     /// user).
     pub queues_dropped: AtomicU64,
+    /// Requests being handled outside the core (the backend, a deferred
+    /// authentication): a stopping core waits for them before it saves.
+    pub in_flight: AtomicI64,
     /// Requests answered without parking, by duration (buckets of
     /// [`LATENCY_BOUNDS_MS`], then `+Inf`).
     pub latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
@@ -118,6 +121,8 @@ pub struct Totals {
     pub handoffs: u64,
     /// Queues dropped for going past a bound.
     pub queues_dropped: u64,
+    /// Requests being handled outside the cores.
+    pub in_flight: i64,
 }
 
 impl Stats {
@@ -159,6 +164,7 @@ impl Stats {
             t.requests += c.requests.load(Ordering::Relaxed);
             t.handoffs += c.handoffs.load(Ordering::Relaxed);
             t.queues_dropped += c.queues_dropped.load(Ordering::Relaxed);
+            t.in_flight += c.in_flight.load(Ordering::Relaxed);
         }
         t
     }
