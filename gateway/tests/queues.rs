@@ -126,6 +126,37 @@ fn shutdown_releases_parked_polls_and_a_restart_restores_queues() {
 }
 
 #[test]
+fn a_send_under_way_at_shutdown_is_in_the_saved_queue_and_later_requests_are_refused() {
+    let dir = temp_dir();
+    let mut s = Server::start_with(config(&dir));
+    let q = s.register(7);
+    let mut sender = s.client();
+    sender.send("POST", "/api/v1/slow_send", 7, "");
+    s.wait_for("the send to be with the backend", |t| t.in_flight == 1);
+    let mut late = s.client();
+    assert_eq!(late.call("GET", "/api/v1/users/me", 7, "").status, 404, "served before the stop");
+    let stopping = std::thread::spawn(move || {
+        s.stop();
+        s
+    });
+    // The send finishes (and is acknowledged) during the stop...
+    assert_eq!(sender.read().status, 200);
+    // ...while new requests on open connections are refused.
+    let r = late.call("GET", "/api/v1/users/me", 7, "");
+    assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("SERVICE_UNAVAILABLE")));
+    // Kept until the end: dropping a server removes its state directory.
+    let _stopped = stopping.join().unwrap();
+
+    let s = Server::start_with(config(&dir));
+    let v = s.client().call("GET", &format!("{}&dont_block=true", poll_path(&q, -1)), 7, "").json();
+    assert_eq!(
+        v["events"][0],
+        json!({"type": "test", "n": 99, "id": 0}),
+        "the acknowledged send's event was saved: {v}"
+    );
+}
+
+#[test]
 fn web_reload_clients_reaches_restored_queues_once() {
     let dir = temp_dir();
     let mut s = Server::start_with(config(&dir));

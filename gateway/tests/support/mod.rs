@@ -93,6 +93,22 @@ impl Backend for FakeBackend {
                 Ok(u) => u,
                 Err(e) => return e.into(),
             };
+            if req.path == "/api/v1/slow_send" {
+                // A send that takes a while and then publishes its event
+                // to user 7 (a graceful stop must wait for it).
+                let (done, wait) = futures_channel::oneshot::channel::<()>();
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    let _ = done.send(());
+                });
+                let _ = wait.await;
+                let event = Arc::new(serde_json::json!({"type": "test", "n": 99}));
+                let env = Envelope { realm_id: 1, notice: Notice::Generic { event, users: vec![7] } };
+                return match bus.publish(env).await {
+                    Ok(()) => ApiResponse::json(200, "{\"result\":\"success\",\"msg\":\"\"}"),
+                    Err(e) => ApiError::internal(e).into(),
+                };
+            }
             if req.path != "/api/v1/register" {
                 return ApiResponse::json(404, format!("{{\"fake_backend\":\"{} {}\"}}", req.method, req.path));
             }
