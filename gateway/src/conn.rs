@@ -262,18 +262,19 @@ impl Conn {
             }
             return None;
         }
+        if phase == Phase::Body {
+            // The head was read (and checked) already; its body's deadline runs.
+            return None;
+        }
         let probe = {
             let mut slots = header_slots();
             match parse_head_only(&self.input, &mut slots) {
-                Ok(Some(head)) => {
-                    let check = !self.body_checked && head.body_len > ctx.watch.limits().auth_before_body;
-                    match check.then(|| head.probe(self.peer)) {
-                        _ if !check => None,
-                        Some(Ok(probe)) => Some(probe),
-                        // Unreadable headers: the parse after the body says so.
-                        _ => None,
-                    }
+                // Unreadable headers give no probe: the parse after the
+                // body says what is wrong.
+                Ok(Some(head)) if !self.body_checked && head.body_len > ctx.watch.limits().auth_before_body => {
+                    head.probe(self.peer).ok()
                 }
+                Ok(Some(_)) => None,
                 _ => {
                     self.watch.enter(Phase::Head, now);
                     return None;

@@ -8,9 +8,9 @@
 //! channel buffers the rest, and only when that is full are notifications
 //! dropped (and logged) — the event path never waits for RabbitMQ.
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use squall_gateway::notify::{Notification, EMAIL_QUEUE, MOBILE_QUEUE};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -64,22 +64,7 @@ async fn connect(url: &str) -> lapin::Result<(Connection, Channel)> {
 
 async fn publish(channel: &Channel, n: &Notification) -> Result<(), String> {
     let body = serde_json::to_vec(&n.payload).map_err(|e| e.to_string())?;
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            n.queue.into(),
-            BasicPublishOptions::default(),
-            &body,
-            BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into()),
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
-    if confirm.is_nack() {
-        return Err("RabbitMQ refused the message".into());
-    }
-    Ok(())
+    crate::cluster::broker::publish(channel, n.queue, &body).await
 }
 
 async fn run(url: String, mut rx: mpsc::Receiver<Notification>) {

@@ -55,21 +55,9 @@ impl Trusted {
 /// Serves the backend `app` on `listener` until the task is dropped, with
 /// at most `max_connections` connections at once.
 pub async fn serve(listener: tokio::net::TcpListener, app: App, trusted: Trusted, max_connections: usize) {
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of descriptors or similar: back off rather than spin.
-                tracing::warn!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    accept_bounded(listener, max_connections, move |stream, peer| {
         let (app, trusted) = (app.clone(), trusted.clone());
-        tokio::spawn(async move {
+        async move {
             let service = service_fn(move |req| answer(app.clone(), trusted.clone(), peer, req));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -79,6 +67,34 @@ pub async fn serve(listener: tokio::net::TcpListener, app: App, trusted: Trusted
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+        }
+    })
+    .await
+}
+
+/// Accepts connections on `listener` and runs `serve_one` for each on a task
+/// of its own, with at most `max_connections` at once (the next accept waits
+/// for a slot); an accept failure (out of descriptors, say) backs off.
+pub async fn accept_bounded<F, Fut>(listener: tokio::net::TcpListener, max_connections: usize, mut serve_one: F)
+where
+    F: FnMut(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let work = serve_one(stream, peer);
+        tokio::spawn(async move {
+            work.await;
             drop(permit);
         });
     }

@@ -32,7 +32,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// How long an upstream may take to answer (a long-poll's heartbeat comes
 /// within ~55 s).
@@ -92,20 +91,9 @@ impl Router {
 
     /// Serves `listener` with at most `max_connections` client connections.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, max_connections: usize) {
-        let slots = Arc::new(Semaphore::new(max_connections.max(1)));
-        loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else { return };
-            let (stream, peer) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
+        super::http::accept_bounded(listener, max_connections, move |stream, peer| {
             let router = self.clone();
-            tokio::spawn(async move {
+            async move {
                 router.stats.connections.fetch_add(1, Ordering::Relaxed);
                 let r = router.clone();
                 let service = service_fn(move |req| {
@@ -120,9 +108,9 @@ impl Router {
                     tracing::debug!(error = %e, "client connection ended with an error");
                 }
                 router.stats.connections.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            });
-        }
+            }
+        })
+        .await
     }
 
     async fn answer(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
