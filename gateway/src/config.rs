@@ -48,6 +48,9 @@ pub struct Config {
     pub limits: Limits,
     /// Bounds on queues (unread events, queues per user).
     pub queue_limits: crate::state::QueueLimits,
+    /// Journal queues in `state_dir` so that they survive a crash (`None`:
+    /// only a graceful stop saves them, as in Zulip).
+    pub journal: Option<crate::journal::JournalOptions>,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             pin_cores: true,
             limits: Limits::default(),
             queue_limits: crate::state::QueueLimits::default(),
+            journal: Some(crate::journal::JournalOptions::default()),
         }
     }
 }

@@ -62,11 +62,16 @@ impl Cores {
     }
 
     /// Delivers a notice part to `core`: into its inbox here (waiting for
-    /// room), or to its process (resolving once that process has it).
+    /// room, then until the core's journal holds what the notice did), or
+    /// to its process (resolving once that process has it).
     pub async fn deliver(&self, core: u16, notice: Notice) -> Result<(), String> {
         match (self.inbox(core), &self.peers) {
             (Some(inbox), _) => {
                 inbox.push_wait(Item::Notice(notice)).await;
+                let (durable, on_disk) = futures_channel::oneshot::channel();
+                inbox.push_wait(Item::Durable(durable)).await;
+                // A core that stops meanwhile saves its queues itself.
+                let _ = on_disk.await;
                 Ok(())
             }
             (None, Some(peers)) => peers.deliver(core, notice).await,

@@ -161,9 +161,15 @@ impl CoreState {
     fn push_ready(&mut self, queue_id: QueueId, r: &Ready) {
         let Some(d) = self.reg.get_mut(queue_id) else { return };
         if is_compressible(&r.key) {
-            d.queue.push_value(r.map.clone(), None);
+            let id = d.queue.push_value(r.map.clone(), None);
+            if let Some(j) = self.journal.as_mut() {
+                j.appended_virtual(queue_id, id, &r.map);
+            }
         } else {
             d.queue.push(EventBody::Shared(r.json.clone()));
+            if let (Some(j), Some(e)) = (self.journal.as_mut(), d.queue.last()) {
+                j.appended(queue_id, e);
+            }
         }
         self.wake(queue_id);
     }
@@ -176,6 +182,9 @@ impl CoreState {
     fn push_body_with(&mut self, queue_id: QueueId, body: EventBody, internal: Option<Rc<InternalData>>) {
         let Some(d) = self.reg.get_mut(queue_id) else { return };
         d.queue.push_with(body, internal);
+        if let (Some(j), Some(e)) = (self.journal.as_mut(), d.queue.last()) {
+            j.appended(queue_id, e);
+        }
         self.wake(queue_id);
     }
 

@@ -34,6 +34,7 @@ pub mod guard;
 pub mod http;
 pub mod inbox;
 pub mod internal;
+pub mod journal;
 pub mod notify;
 pub mod park;
 pub mod persist;
@@ -148,6 +149,7 @@ impl Gateway {
                 io_uring: cfg.io_uring,
                 pin: cfg.pin_cores,
                 state_dir: cfg.state_dir.clone(),
+                journal: cfg.journal,
                 restart_event: restart_event.clone(),
                 notifier: notifier.clone(),
                 shared_secret: shared_secret.clone(),

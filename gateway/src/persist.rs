@@ -35,7 +35,7 @@
 //! only. A missing file means no queues.
 
 mod legacy;
-mod records;
+pub(crate) mod records;
 
 pub use legacy::SavedDescriptor;
 
@@ -175,6 +175,9 @@ pub(crate) struct Restorer<'a> {
     /// One copy of the restart event for every queue.
     restart_body: Rc<str>,
     reload_event: Value,
+    /// Greet each queue as it is added (a dump); otherwise only once
+    /// everything is replayed ([`Restorer::greet_all`], the journal).
+    greet: bool,
     loaded: usize,
     dropped: usize,
 }
@@ -187,8 +190,50 @@ impl<'a> Restorer<'a> {
             restart_event,
             restart_body: Rc::from(restart_event.to_string()),
             reload_event: serde_json::json!({"type": "web_reload_client"}),
+            greet: true,
             loaded: 0,
             dropped: 0,
+        }
+    }
+
+    /// A restorer that adds queues without greeting them: the journal's
+    /// later records still have to be replayed onto them, with the event
+    /// ids they were given, before the `restart` event takes the next one.
+    pub(crate) fn quiet(state: &'a mut CoreState, topo: Topology, restart_event: &'a Value) -> Self {
+        Restorer { greet: false, ..Restorer::new(state, topo, restart_event) }
+    }
+
+    /// The core being restored.
+    pub(crate) fn state(&mut self) -> &mut CoreState {
+        self.state
+    }
+
+    /// Greets every queue of the core (the `restart` event, the reload
+    /// mark) and counts it idle from no earlier than `now`: after a crash
+    /// nobody knows when its client last polled.
+    pub(crate) fn greet_all(&mut self, now: u64) {
+        let ids: Vec<QueueId> = self.state.reg.iter().map(|(id, _)| *id).collect();
+        self.loaded = ids.len();
+        for id in ids {
+            if let Some(d) = self.state.reg.get_mut(id) {
+                d.last_connection_time = d.last_connection_time.max(now);
+                d.queue.recovered();
+            }
+            self.greet(id);
+        }
+    }
+
+    /// Gives a restored queue the `restart` event and marks it for reload.
+    fn greet(&mut self, id: QueueId) {
+        let state = &mut *self.state;
+        let Some(d) = state.reg.get(id) else { return };
+        let restart = accepts_event(&d.spec, self.restart_event);
+        let reload = accepts_event(&d.spec, &self.reload_event).then_some(d.spec.realm_id);
+        if restart {
+            state.push_body(id, EventBody::Shared(self.restart_body.clone()));
+        }
+        if let Some(realm) = reload {
+            state.reload_pending.push((realm, id));
         }
     }
 
@@ -209,20 +254,14 @@ impl<'a> Restorer<'a> {
             }
         };
         state.insert_queue(id, spec, queue, last_connection_time);
-        let Some(d) = state.reg.get(id) else { return };
-        let restart = accepts_event(&d.spec, self.restart_event);
-        let reload = accepts_event(&d.spec, &self.reload_event).then_some(d.spec.realm_id);
-        if restart {
-            state.push_body(id, EventBody::Shared(self.restart_body.clone()));
-        }
-        if let Some(realm) = reload {
-            state.reload_pending.push((realm, id));
+        if self.greet {
+            self.greet(id);
         }
         self.loaded += 1;
     }
 
     /// How many queues were restored.
-    fn finish(self) -> usize {
+    pub(crate) fn finish(self) -> usize {
         self.state.reload_pending.sort_by_key(|(realm, _)| *realm);
         if self.dropped > 0 {
             tracing::warn!(
@@ -249,7 +288,7 @@ fn read_dump(mut reader: BufReader<File>, restorer: &mut Restorer<'_>) -> Result
 }
 
 /// Makes a rename in `dir` durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -262,12 +301,8 @@ impl CoreState {
         let path = dump_path(dir, self.shard.core, cores);
         let tmp = path.with_extension("json.tmp");
         let written = (|| {
-            let mut w = records::Writer::new(BufWriter::with_capacity(1 << 20, File::create(&tmp)?))?;
-            for (id, d) in self.reg.iter() {
-                w.queue(&id.to_string(), d)?;
-            }
-            let count = w.queues();
-            let file = w.finish()?.into_inner().map_err(|e| e.into_error())?;
+            let (out, count) = self.write_dump(BufWriter::with_capacity(1 << 20, File::create(&tmp)?))?;
+            let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             Ok(count)
         })();
@@ -290,10 +325,26 @@ impl CoreState {
     /// no longer belong here (the core count changed) are dropped; their
     /// clients re-register on `BAD_EVENT_QUEUE_ID`. Returns how many loaded.
     pub fn load_queues(&mut self, dir: &Path, topo: Topology, restart_event: &Value) -> usize {
+        let (loaded, done) = self.restore_dump(dir, topo, restart_event);
+        if let Some(done) = done {
+            done.retire();
+        }
+        loaded
+    }
+
+    /// [`CoreState::load_queues`] without moving a dump read to its end
+    /// aside: the caller does that ([`LoadedDump::retire`]) once the queues
+    /// are safe elsewhere.
+    pub(crate) fn restore_dump(
+        &mut self,
+        dir: &Path,
+        topo: Topology,
+        restart_event: &Value,
+    ) -> (usize, Option<LoadedDump>) {
         let (core, cores) = (self.shard.core, topo.cores);
         let path = dump_path(dir, core, cores);
         let (loaded, outcome) = match File::open(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (0, None),
             Err(e) => (0, Err(Damage(format!("cannot open: {e}")))),
             Ok(file) => {
                 let mut restorer = Restorer::new(self, topo, restart_event);
@@ -301,14 +352,10 @@ impl CoreState {
                 (restorer.finish(), outcome)
             }
         };
-        // Only now, with everything it holds restored, may the dump move.
         match outcome {
             Ok(format) => {
                 tracing::info!(core, path = %path.display(), loaded, format, "saved queues restored");
-                let last = last_path(dir, core, cores);
-                if let Err(e) = std::fs::rename(&path, &last) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot move the loaded dump aside");
-                }
+                (loaded, Some(LoadedDump { last: last_path(dir, core, cores), path }))
             }
             Err(Damage(why)) => {
                 let bad = bad_path(dir, core, cores);
@@ -324,11 +371,43 @@ impl CoreState {
                     kept_as = %kept,
                     "the saved queues are damaged: restored those before the damage"
                 );
+                (loaded, None)
             }
         }
-        loaded
+    }
+
+    /// Writes a dump of every queue of this core to `out` (the journal's
+    /// snapshot); returns how many queues.
+    pub(crate) fn write_dump<W: std::io::Write>(&self, out: W) -> std::io::Result<(W, usize)> {
+        let mut w = records::Writer::new(out)?;
+        for (id, d) in self.reg.iter() {
+            w.queue(&id.to_string(), d)?;
+        }
+        let count = w.queues();
+        Ok((w.finish()?, count))
+    }
+}
+
+/// A dump read to its end and still in place.
+pub(crate) struct LoadedDump {
+    path: PathBuf,
+    last: PathBuf,
+}
+
+impl LoadedDump {
+    /// Whether a dump is waiting at `dir` for `core` of `cores`.
+    pub(crate) fn exists(dir: &Path, core: u16, cores: u16) -> bool {
+        dump_path(dir, core, cores).exists()
+    }
+
+    /// Moves the dump aside (to Zulip's `.last` name): only now, with
+    /// everything it holds restored, may it move.
+    pub(crate) fn retire(self) {
+        if let Err(e) = std::fs::rename(&self.path, &self.last) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot move the loaded dump aside");
+        }
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -105,6 +105,10 @@ pub fn push_int(out: &mut Vec<u8>, n: i64) {
     squall_proto::ids::push_decimal(out, n.unsigned_abs());
 }
 
+/// How far ids jump in a queue recovered after a crash (see
+/// [`EventQueue::recovered`]).
+pub const RECOVERY_ID_GAP: i64 = 1000;
+
 /// Why a poll was refused (Zulip's messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PruneError {
@@ -136,6 +140,10 @@ pub struct EventQueue {
     virtual_events: Vec<VirtualEvent>,
     next_event_id: i64,
     newest_pruned_id: i64,
+    /// Restored from the journal after a crash and not polled since: its
+    /// client may have seen events that were not journaled yet (see
+    /// [`EventQueue::recovered`]).
+    recovered: bool,
 }
 
 /// A queue as saved across restarts (Zulip's `EventQueue.to_dict`).
@@ -185,7 +193,13 @@ pub fn is_compressible(key: &str) -> bool {
 impl EventQueue {
     /// An empty queue (first id 0, nothing pruned: -1).
     pub fn new() -> Self {
-        EventQueue { events: VecDeque::new(), virtual_events: Vec::new(), next_event_id: 0, newest_pruned_id: -1 }
+        EventQueue {
+            events: VecDeque::new(),
+            virtual_events: Vec::new(),
+            next_event_id: 0,
+            newest_pruned_id: -1,
+            recovered: false,
+        }
     }
 
     /// Pushes an event object, compressing flag events as Zulip does.
@@ -217,7 +231,7 @@ impl EventQueue {
 
     /// Moves the virtual events into the queue at their ids; later flag
     /// events start new virtual events (Zulip's `contents`).
-    fn materialize(&mut self) {
+    pub(crate) fn materialize(&mut self) {
         if self.virtual_events.is_empty() {
             return;
         }
@@ -244,6 +258,33 @@ impl EventQueue {
         id
     }
 
+    /// Replays an append the journal recorded: the event gets `id` (ids
+    /// left out by appends that were not recorded, heartbeats, are
+    /// skipped). False, and nothing appended, if `id` is not ahead.
+    pub(crate) fn push_at(&mut self, id: i64, body: EventBody, internal: Option<Rc<InternalData>>) -> bool {
+        if id < self.next_event_id {
+            return false;
+        }
+        self.next_event_id = id;
+        self.push_with(body, internal);
+        true
+    }
+
+    /// Replays a compressible push the journal recorded at `id`.
+    pub(crate) fn push_value_at(&mut self, id: i64, event: Map<String, Value>) -> bool {
+        if id < self.next_event_id {
+            return false;
+        }
+        self.next_event_id = id;
+        self.push_value(event, None);
+        true
+    }
+
+    /// The latest appended event.
+    pub(crate) fn last(&self) -> Option<&QueuedEvent> {
+        self.events.back()
+    }
+
     /// Internal data of every pending message event.
     pub fn internal_data(&self) -> impl Iterator<Item = &InternalData> {
         self.events.iter().filter_map(|e| e.internal.as_deref())
@@ -253,6 +294,10 @@ impl EventQueue {
     pub fn prune(&mut self, last_event_id: i64) -> Result<(), PruneError> {
         if last_event_id < self.newest_pruned_id {
             return Err(PruneError::AlreadyPruned(last_event_id));
+        }
+        if std::mem::take(&mut self.recovered) {
+            self.prune_through(last_event_id);
+            return Ok(());
         }
         while self.events.front().is_some_and(|e| e.id <= last_event_id) {
             if let Some(e) = self.events.pop_front() {
@@ -340,7 +385,29 @@ impl EventQueue {
         next_event_id: i64,
         newest_pruned_id: i64,
     ) -> Self {
-        EventQueue { events, virtual_events, next_event_id, newest_pruned_id }
+        EventQueue { events, virtual_events, next_event_id, newest_pruned_id, recovered: false }
+    }
+
+    /// Marks a queue restored from the journal after a crash. Its client
+    /// may have been sent events whose records never reached the disk
+    /// (heartbeats, events of requests never acknowledged), so ids jump by
+    /// [`RECOVERY_ID_GAP`] (the `restart` event and what follows come after
+    /// anything seen), and its next poll may acknowledge an id the queue
+    /// does not hold: that is accepted, not refused, and ids continue past
+    /// it.
+    pub(crate) fn recovered(&mut self) {
+        self.recovered = true;
+        self.next_event_id += RECOVERY_ID_GAP;
+    }
+
+    /// Drops events up to `last_event_id` whether or not the queue holds
+    /// that id (journal replay, and the first poll after a crash).
+    pub(crate) fn prune_through(&mut self, last_event_id: i64) {
+        while self.events.front().is_some_and(|e| e.id <= last_event_id) {
+            self.events.pop_front();
+        }
+        self.newest_pruned_id = self.newest_pruned_id.max(last_event_id);
+        self.next_event_id = self.next_event_id.max(last_event_id + 1);
     }
 
     /// Compressed flag events not read yet.

@@ -50,6 +50,8 @@ pub struct CoreStart {
     pub pin: bool,
     /// Where queues are saved at shutdown and restored at start.
     pub state_dir: Option<PathBuf>,
+    /// Journal the queues in `state_dir` so that they survive a crash.
+    pub journal: Option<crate::journal::JournalOptions>,
     /// The `restart` event restored queues receive (without `id`).
     pub restart_event: Arc<serde_json::Value>,
     /// Where missed-message notifications go.
@@ -108,9 +110,14 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
     state.start_expiry(start.clock.now_secs());
     state.set_queue_limits(start.queue_limits);
     // Restore before accepting anything, so no poll races the load.
-    let restored = match &start.state_dir {
-        Some(dir) => state.load_queues(dir, start.topo, &start.restart_event),
-        None => 0,
+    let (restored, journal) = match (&start.state_dir, start.journal) {
+        (Some(dir), Some(opts)) => {
+            let now = start.clock.now_secs();
+            let (n, started) = crate::journal::files::start(&mut state, dir, start.topo, &start.restart_event, now);
+            (n, started.map(|s| (s, opts)))
+        }
+        (Some(dir), None) => (state.load_queues(dir, start.topo, &start.restart_event), None),
+        (None, _) => (0, None),
     };
     let ctx = Rc::new(CoreCtx {
         shard: start.shard,
@@ -128,6 +135,7 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
     });
     tracing::info!(core = ctx.shard.core, restored, "core started");
     let _ = start.started.send(Ok(()));
+    let journal = journal.map(|(started, opts)| crate::journal::files::spawn_writer(ctx.clone(), started, opts));
     monoio::spawn(accept_loop(listener, ctx.clone()));
     monoio::spawn(tick_loop(ctx.clone(), start.tick));
     drain_inbox(&inbox, &ctx).await;
@@ -136,13 +144,29 @@ async fn core_main(start: CoreStart) -> std::io::Result<()> {
     // change the queues after the dump.
     ctx.shutting_down.set(true);
     settle(&inbox, &ctx).await;
+    ctx.state.borrow_mut().release_all();
+    // The journal is finished first: should saving fail, it still holds
+    // everything. Once the dump is saved it supersedes the journal.
+    let journal = match journal {
+        Some(closing) => Some(closing.finish(SETTLE_GRACE).await),
+        None => None,
+    };
     {
         let mut state = ctx.state.borrow_mut();
-        state.release_all();
+        if let Some(j) = state.journal.take() {
+            j.abandon();
+        }
         if let Some(dir) = &start.state_dir {
             match state.save_queues(dir, ctx.topo.cores) {
-                Ok(n) => tracing::info!(core = ctx.shard.core, saved = n, dir = %dir.display(), "queues saved"),
-                Err(e) => tracing::error!(core = ctx.shard.core, error = %e, "could not save queues"),
+                Ok(n) => {
+                    tracing::info!(core = ctx.shard.core, saved = n, dir = %dir.display(), "queues saved");
+                    if let Some(j) = journal {
+                        j.remove();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(core = ctx.shard.core, error = %e, "could not save queues (the journal keeps them)")
+                }
             }
         }
     }

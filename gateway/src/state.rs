@@ -54,6 +54,11 @@ pub enum Item {
     Connection(crate::cores::Moving),
     /// Nothing: wakes the core (to notice a stop requested meanwhile).
     Wake,
+    /// Answer once everything this core did before taking this item is in
+    /// its journal on disk (at once without a journal). Follows each
+    /// notice, so that a request is acknowledged only once its events would
+    /// survive a crash.
+    Durable(oneshot::Sender<()>),
     /// Send `web_reload_client` to up to `max` restored queues.
     Reload {
         /// At most this many.
@@ -163,6 +168,9 @@ pub struct CoreState {
     heartbeats: BinaryHeap<Reverse<(u64, QueueId)>>,
     next_gc: u64,
     stats: Arc<Stats>,
+    /// Every change to the queues, recorded for crash recovery (when the
+    /// core has a state directory).
+    pub(crate) journal: Option<crate::journal::Journal>,
 }
 
 /// A success body with the queue's pending events (and, for deferred
@@ -179,6 +187,16 @@ fn events_answer(d: &mut Descriptor, queue_id: Option<QueueId>) -> Answer {
     }
     body.push(b'}');
     Answer { status: 200, body, room: HEAD_ROOM, deferred: queue_id.is_some() }
+}
+
+/// Reading a queue turns its compressed flag events into plain ones: the
+/// journal has to know when.
+fn note_read(journal: &mut Option<crate::journal::Journal>, queue_id: QueueId, d: &Descriptor) {
+    if let Some(j) = journal {
+        if !d.queue.virtual_events().is_empty() {
+            j.materialized(queue_id);
+        }
+    }
 }
 
 fn error_answer(e: ApiError) -> Answer {
@@ -211,6 +229,7 @@ impl CoreState {
             heartbeats: BinaryHeap::new(),
             next_gc: 0,
             stats,
+            journal: None,
         }
     }
 
@@ -260,6 +279,9 @@ impl CoreState {
         self.make_room_for_queue(spec.user_id);
         let id = QueueId::new_random(self.shard);
         self.insert_queue(id, spec, EventQueue::new(), now);
+        if let (Some(j), Some(d)) = (self.journal.as_mut(), self.reg.get(id)) {
+            j.allocated(id, d);
+        }
         id
     }
 
@@ -301,6 +323,7 @@ impl CoreState {
     /// Events of a queue as JSON values (register's race check).
     pub fn peek(&mut self, user_id: i64, queue_id: QueueId) -> Option<Vec<Value>> {
         let d = self.reg.owned_mut(queue_id, user_id)?;
+        note_read(&mut self.journal, queue_id, d);
         serde_json::from_str(&d.queue.render_events()).ok()
     }
 
@@ -315,6 +338,7 @@ impl CoreState {
         if !d.queue.is_empty() {
             CoreStats::bump(&c.deliveries);
         }
+        note_read(&mut self.journal, queue_id, d);
         slot.fulfil(events_answer(d, Some(queue_id)));
     }
 
@@ -336,6 +360,12 @@ impl CoreState {
                 let _ = reply.send(self.send_reload(max, immediate));
             }
             Item::Disconnected(queue_id) => self.disconnected(queue_id),
+            Item::Durable(reply) => match self.journal.as_mut() {
+                Some(j) => j.when_durable(reply),
+                None => {
+                    let _ = reply.send(());
+                }
+            },
         }
         None
     }
@@ -355,7 +385,10 @@ impl CoreState {
             EventsOp::Create { dont_block: true, spec } => {
                 let id = self.allocate(*spec, now_ms / 1000);
                 match self.reg.get_mut(id) {
-                    Some(d) => events_answer(d, Some(id)),
+                    Some(d) => {
+                        note_read(&mut self.journal, id, d);
+                        events_answer(d, Some(id))
+                    }
                     None => error_answer(ApiError::internal("a new queue vanished")),
                 }
             }
@@ -385,8 +418,14 @@ impl CoreState {
         let Some(d) = self.reg.owned_mut(queue_id, user_id) else {
             return PollResult::Answer(error_answer(bad_queue(&queue_id.to_string())));
         };
+        let pruned_before = d.queue.newest_pruned_id();
         if let Err(e) = d.queue.prune(last_event_id) {
             return PollResult::Answer(error_answer(ApiError::bad_request(e.message())));
+        }
+        if let Some(j) = self.journal.as_mut() {
+            if d.queue.newest_pruned_id() != pruned_before {
+                j.pruned(queue_id, last_event_id);
+            }
         }
         // A new poll supersedes a parked one.
         self.complete(queue_id);
@@ -394,6 +433,7 @@ impl CoreState {
             return PollResult::Answer(error_answer(bad_queue(&queue_id.to_string())));
         };
         if !d.queue.is_empty() || dont_block {
+            note_read(&mut self.journal, queue_id, d);
             return PollResult::Answer(events_answer(d, None));
         }
         d.waiter = Some(slot.clone());
@@ -468,10 +508,13 @@ impl CoreState {
 
     /// Removes a queue; with `missed_hook`, a user's last queue going away
     /// re-checks what it still held for notifications.
-    fn remove_queue_with(&mut self, queue_id: QueueId, missed_hook: bool) {
+    pub(crate) fn remove_queue_with(&mut self, queue_id: QueueId, missed_hook: bool) {
         // Complete a parked poll with what it had, as Zulip does.
         self.complete(queue_id);
         let Some(d) = self.reg.remove(queue_id) else { return };
+        if let Some(j) = self.journal.as_mut() {
+            j.removed(queue_id);
+        }
         CoreStats::add(&self.counters().queues, -1);
         // The user's last queue: whatever is still queued for them is
         // re-checked as if they were away (Zulip's missedmessage_hook).

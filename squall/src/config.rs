@@ -132,12 +132,32 @@ pub struct QueueBounds {
     /// Queues one user may have (per gateway core: a user's queues all live
     /// on one core); a new one drops the least recently polled.
     pub max_queues_per_user: usize,
+    /// Journal every change to the queues in `state_dir`, so that they
+    /// survive a crash (`kill -9`), not only a graceful stop. Requests are
+    /// acknowledged once their events are on disk (one `fdatasync`, shared
+    /// by the requests of the moment). `SQUALL_JOURNAL`.
+    pub journal: bool,
+    /// Longest a journal record waits to be written and synced when no
+    /// request waits for it (acknowledgements, deletions); requests that
+    /// wait have theirs written at once. `SQUALL_JOURNAL_FLUSH_MS`.
+    pub journal_flush_ms: u64,
+    /// A core writes a new snapshot (and drops the journal before it) once
+    /// its journal has grown past this many MiB, or past the size of the
+    /// last snapshot if larger.
+    pub journal_snapshot_mib: u64,
 }
 
 impl Default for QueueBounds {
     fn default() -> Self {
         let d = squall_gateway::state::QueueLimits::default();
-        QueueBounds { max_events_per_queue: d.max_events_per_queue, max_queues_per_user: d.max_queues_per_user }
+        let j = squall_gateway::journal::JournalOptions::default();
+        QueueBounds {
+            max_events_per_queue: d.max_events_per_queue,
+            max_queues_per_user: d.max_queues_per_user,
+            journal: true,
+            journal_flush_ms: j.flush_interval.as_millis() as u64,
+            journal_snapshot_mib: j.snapshot_bytes >> 20,
+        }
     }
 }
 
@@ -214,6 +234,17 @@ impl Config {
             if let Some(v) = get(key) {
                 *slot = v.parse().with_context(|| format!("{key} must be a number of seconds"))?;
             }
+        }
+        if let Some(v) = get("SQUALL_JOURNAL") {
+            self.queues.journal = match v.as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => anyhow::bail!("SQUALL_JOURNAL must be on or off, not {v:?}"),
+            };
+        }
+        if let Some(v) = get("SQUALL_JOURNAL_FLUSH_MS") {
+            self.queues.journal_flush_ms =
+                v.parse().context("SQUALL_JOURNAL_FLUSH_MS must be a number of milliseconds")?;
         }
         if let Some(v) = get("SQUALL_LISTEN") {
             self.listen = v;
@@ -296,6 +327,10 @@ impl Config {
                 max_events_per_queue: self.queues.max_events_per_queue.max(1),
                 max_queues_per_user: self.queues.max_queues_per_user.max(1),
             },
+            journal: self.queues.journal.then(|| squall_gateway::journal::JournalOptions {
+                snapshot_bytes: self.queues.journal_snapshot_mib.max(1) << 20,
+                flush_interval: std::time::Duration::from_millis(self.queues.journal_flush_ms.max(1)),
+            }),
             ..squall_gateway::Config::default()
         }
     }

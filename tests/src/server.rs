@@ -96,6 +96,19 @@ impl Server {
         self.restart_at(&addr)
     }
 
+    /// Kills the server with SIGKILL (no chance to save anything) and
+    /// starts it again on the same address, database and state directory.
+    pub fn crash_and_restart_in_place(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        let (child, url) = spawn_serve_at(&self.database_url, &self.state_dir, &self.opts, &addr)?;
+        self.child = child;
+        self.url = url;
+        self.owner = Client::new(&self.url, &self.owner.email, &self.owner.api_key);
+        Ok(())
+    }
+
     fn restart_at(&mut self, listen: &str) -> Result<bool> {
         let clean = self.stop_gracefully()?;
         let (child, url) = spawn_serve_at(&self.database_url, &self.state_dir, &self.opts, listen)?;

@@ -51,9 +51,9 @@ const CHUNK: usize = 1024;
 /// Longest line read (a body is the only record that can approach it).
 pub(crate) const MAX_LINE: usize = 256 << 20;
 
-/// A queue without its events (record Q).
+/// A queue without its events (record Q; the journal's allocation).
 #[derive(Serialize, Deserialize)]
-struct QueueRecord {
+pub(crate) struct QueueRecord {
     id: String,
     user_profile_id: i64,
     realm_id: i64,
@@ -82,6 +82,35 @@ struct EventRef {
     l: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     n: Option<u32>,
+}
+
+impl QueueRecord {
+    /// What `d` is, under `id`, without its events (only their count).
+    pub(crate) fn of(id: &str, d: &Descriptor) -> Self {
+        let s = &d.spec;
+        let q = &d.queue;
+        QueueRecord {
+            id: id.to_owned(),
+            user_profile_id: s.user_id,
+            realm_id: s.realm_id,
+            queue_timeout: s.queue_timeout_secs,
+            event_types: s.event_types.clone(),
+            last_connection_time: d.last_connection_time,
+            options: SavedOptions::of(s),
+            next_event_id: q.next_event_id(),
+            newest_pruned_id: q.newest_pruned_id(),
+            virtual_events: q.virtual_events().to_vec(),
+            events: q.contents().len() as u64,
+        }
+    }
+
+    /// Puts the queue, with `events`, into `restorer`.
+    pub(crate) fn restore(self, events: VecDeque<QueuedEvent>, restorer: &mut Restorer<'_>) {
+        let r = self;
+        let queue = EventQueue::from_parts(events, r.virtual_events, r.next_event_id, r.newest_pruned_id);
+        let spec = r.options.into_spec(r.user_profile_id, r.realm_id, r.queue_timeout, r.event_types);
+        restorer.add(&r.id, spec, queue, r.last_connection_time);
+    }
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -137,21 +166,8 @@ impl<W: Write> Writer<W> {
     /// Writes one queue and whatever bodies and records it is the first to
     /// refer to.
     pub(crate) fn queue(&mut self, id: &str, d: &Descriptor) -> io::Result<()> {
-        let s = &d.spec;
         let q = &d.queue;
-        let record = QueueRecord {
-            id: id.to_owned(),
-            user_profile_id: s.user_id,
-            realm_id: s.realm_id,
-            queue_timeout: s.queue_timeout_secs,
-            event_types: s.event_types.clone(),
-            last_connection_time: d.last_connection_time,
-            options: SavedOptions::of(s),
-            next_event_id: q.next_event_id(),
-            newest_pruned_id: q.newest_pruned_id(),
-            virtual_events: q.virtual_events().to_vec(),
-            events: q.contents().len() as u64,
-        };
+        let record = QueueRecord::of(id, d);
         self.json(b'Q', &record)?;
         let mut chunk = Vec::with_capacity(CHUNK.min(q.contents().len()));
         for e in q.contents() {
@@ -343,12 +359,10 @@ pub(crate) fn read(mut reader: impl BufRead, restorer: &mut Restorer<'_>) -> Res
             other => return Err(at(format!("unknown record type {:?}", other as char))),
         }
         if pending.as_ref().is_some_and(|p| p.events.len() as u64 == p.record.events) {
-            if let Some(Pending { record: r, events }) = pending.take() {
+            if let Some(Pending { record, events }) = pending.take() {
                 tables.queues += 1;
                 tables.events += events.len() as u64;
-                let queue = EventQueue::from_parts(events, r.virtual_events, r.next_event_id, r.newest_pruned_id);
-                let spec = r.options.into_spec(r.user_profile_id, r.realm_id, r.queue_timeout, r.event_types);
-                restorer.add(&r.id, spec, queue, r.last_connection_time);
+                record.restore(events, restorer);
             }
         }
     }

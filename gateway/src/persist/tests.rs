@@ -13,26 +13,26 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn tempdir() -> PathBuf {
+pub(crate) fn tempdir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("squall-persist-{}-{}", std::process::id(), rand::random::<u64>()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-fn state(core: u16) -> CoreState {
+pub(crate) fn state(core: u16) -> CoreState {
     CoreState::new(Shard { node: 0, core }, Timing::default())
 }
 
-fn spec(user_id: i64) -> QueueSpec {
+pub(crate) fn spec(user_id: i64) -> QueueSpec {
     QueueSpec { user_id, realm_id: 1, queue_timeout_secs: 600, ..QueueSpec::default() }
 }
 
-fn restart() -> Value {
+pub(crate) fn restart() -> Value {
     json!({"type": "restart", "zulip_version": "v", "server_generation": 9})
 }
 
 /// A public stream message to `users` (id, flags), content `content`.
-fn message(content: &str, users: &[(i64, i64)], notify: NotifySets) -> Notice {
+pub(crate) fn message(content: &str, users: &[(i64, i64)], notify: NotifySets) -> Notice {
     Notice::Message(Box::new(MessageNotice {
         message: Arc::new(WideMessage {
             id: 50,
@@ -63,7 +63,7 @@ fn message(content: &str, users: &[(i64, i64)], notify: NotifySets) -> Notice {
     }))
 }
 
-fn generic(event: Value, users: &[i64]) -> Notice {
+pub(crate) fn generic(event: Value, users: &[i64]) -> Notice {
     Notice::Generic { event: Arc::new(event), users: users.to_vec() }
 }
 
