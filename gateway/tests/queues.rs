@@ -174,3 +174,70 @@ fn web_reload_clients_reaches_restored_queues_once() {
     let v = s.client().call("GET", &format!("{}&dont_block=true", poll_path(&fresh, -1)), 8, "").json();
     assert_eq!(v["events"], json!([]));
 }
+
+/// Copies `from` into `to` as it is at this moment (what a crash would
+/// leave: files may be mid-write).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if let Ok(bytes) = std::fs::read(entry.path()) {
+            // A file removed between listing and reading was superseded.
+            std::fs::write(target, bytes).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_running_gateways_journal_rotates_through_snapshots_and_recovers_every_acknowledged_event() {
+    let dir = temp_dir();
+    let mut cfg = config(&dir);
+    // Tiny snapshots: the journal rotates many times below.
+    cfg.journal = Some(squall_gateway::journal::JournalOptions { snapshot_bytes: 2048, ..Default::default() });
+    let s = Server::start_with(cfg);
+    let q = s.register(7);
+    let other = s.register(8);
+    for n in 0..300 {
+        // Each publish returns once the owning core's journal has the event.
+        s.publish_test_event(&[7, 8], n);
+    }
+    // Acknowledged by user 8: the journal records that too.
+    let v = s.client().call("GET", &format!("{}&dont_block=true", poll_path(&other, 149)), 8, "").json();
+    assert_eq!(v["events"].as_array().unwrap().len(), 150, "{v}");
+    s.publish_test_event(&[8], 300);
+    let crash_image = temp_dir();
+    copy_tree(&dir, &crash_image);
+    let generations: Vec<String> = std::fs::read_dir(dir.join("journal/core-0"))
+        .unwrap()
+        .chain(std::fs::read_dir(dir.join("journal/core-1")).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("snapshot.") && !n.ends_with("tmp"))
+        .collect();
+    assert!(
+        generations.iter().any(|n| n.trim_start_matches("snapshot.").parse::<u64>().unwrap() > 3),
+        "the journal rotated while running: {generations:?}"
+    );
+    assert!(!crash_image.join("event_queues.0.json").exists(), "no dump: only the journal can bring the queues back");
+
+    // A new gateway on the crash image.
+    let r = Server::start_with(config(&crash_image));
+    r.wait_for("the recovered queues", |t| t.queues == 2);
+    let v = r.client().call("GET", &format!("{}&dont_block=true", poll_path(&q, -1)), 7, "").json();
+    let events = v["events"].as_array().unwrap();
+    let ns: Vec<i64> = events.iter().filter(|e| e["type"] == "test").map(|e| e["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, (0..300).collect::<Vec<_>>(), "every acknowledged event, once, in order");
+    assert_eq!(events.last().unwrap()["type"], "restart");
+    let v = r.client().call("GET", &format!("{}&dont_block=true", poll_path(&other, 149)), 8, "").json();
+    let ns: Vec<i64> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "test")
+        .map(|e| e["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, (150..=300).collect::<Vec<_>>(), "what user 8 acknowledged stays acknowledged");
+    drop(s);
+}

@@ -285,19 +285,52 @@ fn receive(mut stream: UnixStream, cores: &Cores) {
 }
 
 /// Delivers to a local core, waiting a bounded time while its inbox is full
-/// (back-pressure reaches the sender through the missing acknowledgement).
+/// (back-pressure reaches the sender through the missing acknowledgement),
+/// then until the core's journal holds what the notice did, so that the
+/// sibling acknowledges a request only once its events would survive a
+/// crash here too.
 fn deliver_waiting(cores: &Cores, core: u16, notice: Notice) -> Result<(), String> {
     let inbox = cores.inbox(core).ok_or_else(|| format!("core {core} is not this process's"))?;
     let deadline = Instant::now() + INBOX_WAIT;
-    let mut item = squall_gateway::state::Item::Notice(notice);
+    push_waiting(inbox, squall_gateway::state::Item::Notice(notice), deadline)
+        .map_err(|()| format!("core {core}'s inbox stayed full"))?;
+    let (durable, on_disk) = futures_channel::oneshot::channel();
+    if push_waiting(inbox, squall_gateway::state::Item::Durable(durable), deadline).is_ok()
+        && !wait_blocking(on_disk, deadline)
+    {
+        tracing::warn!(core, "a core's journal did not confirm an event in time");
+    }
+    Ok(())
+}
+
+/// Pushes `item`, retrying while the inbox is full until `deadline`.
+fn push_waiting(
+    inbox: &squall_gateway::inbox::Inbox,
+    mut item: squall_gateway::state::Item,
+    deadline: Instant,
+) -> Result<(), ()> {
     loop {
         match inbox.push(item) {
             Ok(()) => return Ok(()),
-            Err(_) if Instant::now() > deadline => return Err(format!("core {core}'s inbox stayed full")),
+            Err(_) if Instant::now() > deadline => return Err(()),
             Err(back) => {
                 item = back;
                 std::thread::sleep(Duration::from_millis(1));
             }
+        }
+    }
+}
+
+/// Waits on this (plain) thread for `rx` until `deadline`; whether it was
+/// answered (a core that stopped meanwhile counts: it saved its queues).
+fn wait_blocking(mut rx: futures_channel::oneshot::Receiver<()>, deadline: Instant) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(Some(())) | Err(_) => return true,
+            Ok(None) if Instant::now() >= deadline => return false,
+            // An fsync away, typically: a short sleep costs less than a
+            // waker round trip.
+            Ok(None) => std::thread::sleep(Duration::from_micros(100)),
         }
     }
 }
@@ -363,16 +396,43 @@ mod tests {
             tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
         };
 
+        // The receiving core: answers each durability request (as its
+        // journal would once the notice is on disk) and keeps the rest.
+        let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let confirmed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let core = {
+            let (inbox, kept, confirmed, done) = (inbox.clone(), kept.clone(), confirmed.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    while let Some(item) = inbox.try_pop() {
+                        match item {
+                            Item::Durable(tx) => {
+                                confirmed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                let _ = tx.send(());
+                            }
+                            other => kept.lock().unwrap().push(other),
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+
         let (mine, theirs) = UnixStream::pair().unwrap();
         let pending = b"GET /api/v1/events HTTP/1.1\r\n\r\n".to_vec();
         assert!(from_zero.hand_off(1, Moving { fd: OwnedFd::from(theirs), pending: pending.clone() }).is_ok());
         let notice = Notice::Generic { event: Arc::new(serde_json::json!({"type": "test"})), users: vec![3] };
         block_on(from_zero.deliver(1, notice)).unwrap();
+        assert_eq!(confirmed.load(std::sync::atomic::Ordering::SeqCst), 1, "acknowledged once on disk");
         let big = Notice::Generic { event: Arc::new(serde_json::json!({"x": "y".repeat(200_000)})), users: vec![4] };
         block_on(from_zero.deliver(1, big)).unwrap();
+        assert_eq!(confirmed.load(std::sync::atomic::Ordering::SeqCst), 2);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        core.join().unwrap();
 
         // Acknowledged: both notices are in the inbox now, after the socket.
-        let mut items: Vec<Item> = std::iter::from_fn(|| inbox.try_pop()).collect();
+        let mut items: Vec<Item> = std::mem::take(&mut *kept.lock().unwrap());
         assert_eq!(items.len(), 3);
         let Item::Connection(Moving { fd, pending: got }) = items.remove(0) else { panic!("a connection first") };
         assert_eq!(got, pending);
