@@ -178,15 +178,15 @@ fn web_reload_clients_reaches_restored_queues_once() {
 /// Copies `from` into `to` as it is at this moment (what a crash would
 /// leave: files may be mid-write).
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
+    std::fs::create_dir_all(to).expect("a copy's directory");
+    for entry in std::fs::read_dir(from).expect("a directory to copy") {
+        let entry = entry.expect("a directory entry");
         let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
+        if entry.file_type().expect("a file type").is_dir() {
             copy_tree(&entry.path(), &target);
         } else if let Ok(bytes) = std::fs::read(entry.path()) {
             // A file removed between listing and reading was superseded.
-            std::fs::write(target, bytes).unwrap();
+            std::fs::write(target, bytes).expect("a copied file");
         }
     }
 }
