@@ -108,9 +108,16 @@ pub fn queue_dump(data: &[u8]) {
     });
 }
 
+/// The queue journal's replay (after a crash): any bytes after the header
+/// are replayed up to the first bad record, without a panic, and what comes
+/// back renders as JSON.
+pub fn journal(data: &[u8]) {
+    squall_gateway::journal::replay_for_fuzzing(data);
+}
+
 /// A fuzz target.
 pub type Target = fn(&[u8]);
 
 /// Every target by name (the corpus directories are named alike).
-pub const TARGETS: [(&str, Target); 4] =
-    [("http", http), ("params", params), ("markdown", markdown), ("queue_dump", queue_dump)];
+pub const TARGETS: [(&str, Target); 5] =
+    [("http", http), ("params", params), ("markdown", markdown), ("queue_dump", queue_dump), ("journal", journal)];

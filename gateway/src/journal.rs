@@ -561,5 +561,31 @@ fn apply(
     }
 }
 
+/// Replays `body` as the records of a journal file (after its header)
+/// onto an empty core, greets the queues as a recovery does, and renders
+/// each queue's events; returns how many queues came back. For the fuzz
+/// target: whatever the bytes, this must neither panic nor produce an
+/// answer that is not JSON.
+#[doc(hidden)]
+pub fn replay_for_fuzzing(body: &[u8]) -> usize {
+    let mut state = crate::state::CoreState::new(Shard { node: 0, core: 0 }, crate::state::Timing::default());
+    let topo = squall_shard_router::placement::Topology { nodes: 1, cores: 1 };
+    let event = serde_json::json!({"type": "restart"});
+    let mut file = HEADER.to_vec();
+    file.extend_from_slice(body);
+    let mut restorer = Restorer::quiet(&mut state, topo, &event);
+    let _ = replay(&file[..], &mut restorer);
+    restorer.greet_all(0);
+    let restored = restorer.finish();
+    let ids: Vec<QueueId> = state.reg.iter().map(|(id, _)| *id).collect();
+    for id in ids {
+        if let Some(d) = state.reg.get_mut(id) {
+            let rendered = d.queue.render_events();
+            assert!(serde_json::from_str::<Value>(&rendered).is_ok(), "a recovered queue renders JSON: {rendered}");
+        }
+    }
+    restored
+}
+
 #[cfg(test)]
 mod tests;

@@ -325,3 +325,22 @@ fn durability_waiters_are_answered_once_their_records_are_on_disk() {
     s.journal.take().unwrap().abandon();
     assert_eq!(rx2.try_recv(), Ok(Some(())));
 }
+
+/// Writes seed journals for the fuzz target into `$SQUALL_JOURNAL_SEEDS`
+/// (run by hand: `SQUALL_JOURNAL_SEEDS=$PWD/fuzz/corpus/journal cargo test -p
+/// squall-gateway --lib write_fuzz_seeds -- --ignored`).
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let Ok(dir) = std::env::var("SQUALL_JOURNAL_SEEDS") else { return };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut s, _) = busy_core();
+    let file = file_of(&mut s);
+    std::fs::write(dir.join("busy-core"), &file[HEADER.len()..]).unwrap();
+    let (mut one, _) = journaled();
+    one.allocate(spec(1), 100);
+    one.deliver(generic(json!({"type": "test", "n": 1}), &[1]));
+    let file = file_of(&mut one);
+    std::fs::write(dir.join("one-queue"), &file[HEADER.len()..]).unwrap();
+}
