@@ -32,6 +32,14 @@ pub struct CoreStats {
     /// Queues dropped for going past a bound (events per queue, queues per
     /// user).
     pub queues_dropped: AtomicU64,
+    /// Bytes written to the queue journal.
+    pub journal_bytes: AtomicU64,
+    /// Journal writes made durable (one `fdatasync` each).
+    pub journal_syncs: AtomicU64,
+    /// Time spent writing and syncing the journal (µs).
+    pub journal_sync_us: AtomicU64,
+    /// Journal snapshots started.
+    pub journal_snapshots: AtomicU64,
     /// Requests being handled outside the core (the backend, a deferred
     /// authentication): a stopping core waits for them before it saves.
     pub in_flight: AtomicI64,
@@ -194,6 +202,30 @@ impl Stats {
             "Queues dropped for going past a bound (unread events, queues per user).",
             |c| count(&c.queues_dropped),
         );
+        self.metric(
+            &mut out,
+            "squall_journal_written_bytes_total",
+            "counter",
+            "Bytes written to the queue journal.",
+            |c| count(&c.journal_bytes),
+        );
+        self.metric(
+            &mut out,
+            "squall_journal_syncs_total",
+            "counter",
+            "Journal writes made durable (fdatasync).",
+            |c| count(&c.journal_syncs),
+        );
+        self.metric(
+            &mut out,
+            "squall_journal_sync_microseconds_total",
+            "counter",
+            "Time spent writing and syncing the queue journal.",
+            |c| count(&c.journal_sync_us),
+        );
+        self.metric(&mut out, "squall_journal_snapshots_total", "counter", "Queue journal snapshots started.", |c| {
+            count(&c.journal_snapshots)
+        });
         self.histogram(&mut out);
         if self.bus.enabled.load(Ordering::Relaxed) {
             use std::fmt::Write;

@@ -221,6 +221,17 @@ fn a_running_gateways_journal_rotates_through_snapshots_and_recovers_every_ackno
         "the journal rotated while running: {generations:?}"
     );
     assert!(!crash_image.join("event_queues.0.json").exists(), "no dump: only the journal can bring the queues back");
+    let metrics = s.client().call("GET", "/metrics", 0, "").text();
+    let total = |name: &str| -> i64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+            .sum()
+    };
+    assert!(total("squall_journal_syncs_total") >= 300, "a sync per acknowledged publish at least: {metrics}");
+    assert!(total("squall_journal_snapshots_total") >= 2, "{metrics}");
+    assert!(total("squall_journal_written_bytes_total") > 2048, "{metrics}");
 
     // A new gateway on the crash image.
     let r = Server::start_with(config(&crash_image));

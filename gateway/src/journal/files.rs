@@ -340,7 +340,7 @@ impl Writer {
             let batch = ctx.state.borrow_mut().journal.as_mut().and_then(Journal::take);
             match batch {
                 Some(b) => {
-                    if let Err(e) = append(&file, b.bytes, &mut pos).await {
+                    if let Err(e) = timed_append(&ctx, &file, b.bytes, &mut pos).await {
                         return give_up(&ctx, &e);
                     }
                     if let Some(j) = ctx.state.borrow_mut().journal.as_mut() {
@@ -373,7 +373,7 @@ impl Writer {
                 (rest, made)
             };
             if let Some(rest) = rest {
-                if let Err(e) = append(&file, rest.bytes, &mut pos).await {
+                if let Err(e) = timed_append(&ctx, &file, rest.bytes, &mut pos).await {
                     return give_up(&ctx, &e);
                 }
                 if let Some(j) = ctx.state.borrow_mut().journal.as_mut() {
@@ -399,6 +399,7 @@ impl Writer {
             pos = HEADER.len() as u64;
             last_snapshot = bytes.len() as u64;
             snapshotting.set(true);
+            crate::stats::CoreStats::bump(&ctx.counters().journal_snapshots);
             let (dir, flag) = (dir.clone(), snapshotting.clone());
             monoio::spawn(async move {
                 match write_snapshot_async(&dir, generation, bytes).await {
@@ -411,6 +412,18 @@ impl Writer {
             });
         }
     }
+}
+
+/// [`append`], counted in the core's metrics.
+async fn timed_append(ctx: &CoreCtx, file: &monoio::fs::File, bytes: Vec<u8>, pos: &mut u64) -> std::io::Result<()> {
+    let started = std::time::Instant::now();
+    let len = bytes.len() as u64;
+    append(file, bytes, pos).await?;
+    let c = ctx.counters();
+    c.journal_bytes.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    c.journal_syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    c.journal_sync_us.fetch_add(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// Writes and syncs `bytes` at `*pos` (io_uring when the core runs on it).
