@@ -119,23 +119,41 @@ impl Watch {
     }
 
     /// Runs `f` until it completes or the connection is expired (`None`).
-    pub async fn guard<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
-        let mut f = std::pin::pin!(f);
-        std::future::poll_fn(|cx| {
-            if self.expired.get() {
-                return std::task::Poll::Ready(None);
-            }
-            if let std::task::Poll::Ready(out) = f.as_mut().poll(cx) {
-                return std::task::Poll::Ready(Some(out));
-            }
-            let w = self.waker.take();
-            match w {
-                Some(w) if w.will_wake(cx.waker()) => self.waker.set(Some(w)),
-                _ => self.waker.set(Some(cx.waker().clone())),
-            }
-            std::task::Poll::Pending
-        })
-        .await
+    /// A plain future rather than an `async fn`: an `async fn` would hold
+    /// `f` twice in every parked connection's task (its argument and its
+    /// pinned local).
+    pub fn guard<F: std::future::Future>(&self, f: F) -> Guarded<'_, F> {
+        Guarded { watch: self, f }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future that ends early (`None`) when its connection is expired.
+    pub struct Guarded<'a, F> {
+        watch: &'a Watch,
+        #[pin]
+        f: F,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Guarded<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let watch = *this.watch;
+        if watch.expired.get() {
+            return std::task::Poll::Ready(None);
+        }
+        if let std::task::Poll::Ready(out) = this.f.poll(cx) {
+            return std::task::Poll::Ready(Some(out));
+        }
+        let w = watch.waker.take();
+        match w {
+            Some(w) if w.will_wake(cx.waker()) => watch.waker.set(Some(w)),
+            _ => watch.waker.set(Some(cx.waker().clone())),
+        }
+        std::task::Poll::Pending
     }
 }
 
