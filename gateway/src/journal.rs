@@ -436,8 +436,9 @@ pub(crate) fn replay(mut input: impl Read, restorer: &mut Restorer<'_>) -> Resul
         if len == 0 || len > MAX_RECORD {
             return Err((done, Stop::Damaged(at(format!("a record of {len} bytes")))));
         }
-        payload.resize(len, 0);
-        match read_full(&mut input, &mut payload) {
+        // Read as the bytes come, not sized by the (possibly damaged) length.
+        payload.clear();
+        match input.by_ref().take(len as u64).read_to_end(&mut payload) {
             Ok(n) if n == len => {}
             Ok(_) => return Err((done, Stop::Torn(format!("byte {offset}: a record cut short")))),
             Err(e) => return Err((done, Stop::Damaged(at(format!("cannot read: {e}"))))),
