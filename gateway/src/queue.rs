@@ -105,6 +105,11 @@ pub fn push_int(out: &mut Vec<u8>, n: i64) {
     squall_proto::ids::push_decimal(out, n.unsigned_abs());
 }
 
+/// The highest event id a queue gives (far beyond any real queue's: it
+/// only bounds what a damaged journal or a client's `last_event_id` can
+/// push the ids to, so that counting on never overflows).
+pub const MAX_EVENT_ID: i64 = 1 << 53;
+
 /// How far ids jump in a queue recovered after a crash (see
 /// [`EventQueue::recovered`]).
 pub const RECOVERY_ID_GAP: i64 = 1000;
@@ -262,7 +267,7 @@ impl EventQueue {
     /// left out by appends that were not recorded, heartbeats, are
     /// skipped). False, and nothing appended, if `id` is not ahead.
     pub(crate) fn push_at(&mut self, id: i64, body: EventBody, internal: Option<Rc<InternalData>>) -> bool {
-        if id < self.next_event_id {
+        if id < self.next_event_id || id > MAX_EVENT_ID {
             return false;
         }
         self.next_event_id = id;
@@ -272,7 +277,7 @@ impl EventQueue {
 
     /// Replays a compressible push the journal recorded at `id`.
     pub(crate) fn push_value_at(&mut self, id: i64, event: Map<String, Value>) -> bool {
-        if id < self.next_event_id {
+        if id < self.next_event_id || id > MAX_EVENT_ID {
             return false;
         }
         self.next_event_id = id;
@@ -397,7 +402,7 @@ impl EventQueue {
     /// it.
     pub(crate) fn recovered(&mut self) {
         self.recovered = true;
-        self.next_event_id += RECOVERY_ID_GAP;
+        self.next_event_id = self.next_event_id.saturating_add(RECOVERY_ID_GAP).min(MAX_EVENT_ID);
     }
 
     /// Drops events up to `last_event_id` whether or not the queue holds
@@ -406,6 +411,8 @@ impl EventQueue {
         while self.events.front().is_some_and(|e| e.id <= last_event_id) {
             self.events.pop_front();
         }
+        // Whatever a client sends: ids stay where adding one cannot overflow.
+        let last_event_id = last_event_id.min(MAX_EVENT_ID - 1);
         self.newest_pruned_id = self.newest_pruned_id.max(last_event_id);
         self.next_event_id = self.next_event_id.max(last_event_id + 1);
     }

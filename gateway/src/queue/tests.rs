@@ -187,3 +187,33 @@ fn integers_render_like_json() {
         assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
     }
 }
+
+#[test]
+fn a_recovered_queue_takes_an_unknown_last_event_id_once_and_ids_continue_past_it() {
+    let mut q = EventQueue::new();
+    q.push(EventBody::Shared(Rc::from(r#"{"type":"a"}"#)));
+    q.push(EventBody::Shared(Rc::from(r#"{"type":"b"}"#)));
+    // A queue that was not recovered refuses an id it never gave.
+    let mut plain = EventQueue::new();
+    plain.push(EventBody::Heartbeat);
+    assert_eq!(plain.prune(5), Err(PruneError::NotInQueue(5)));
+
+    q.recovered();
+    assert_eq!(q.next_event_id(), 2 + RECOVERY_ID_GAP);
+    // The client saw id 40 (not journaled) before the crash.
+    assert_eq!(q.prune(40), Ok(()));
+    assert_eq!(q.len(), 0);
+    assert_eq!(q.newest_pruned_id(), 40);
+    let next = q.push(EventBody::Shared(Rc::from(r#"{"type":"c"}"#)));
+    assert!(next > 40);
+    // Only the first poll is lenient.
+    assert_eq!(q.prune(next + 7), Err(PruneError::NotInQueue(next + 7)));
+
+    // Whatever a client sends, ids never overflow.
+    let mut q = EventQueue::new();
+    q.recovered();
+    assert_eq!(q.prune(i64::MAX), Ok(()));
+    let id = q.push(EventBody::Heartbeat);
+    assert!(id <= MAX_EVENT_ID);
+    q.push(EventBody::Heartbeat);
+}
