@@ -489,7 +489,9 @@ fn apply(
             if n as usize != bodies.len() {
                 return Err(format!("body {n} where {} was due", bodies.len()));
             }
-            if !(text.starts_with('{') && text.ends_with('}')) {
+            if !(text.starts_with('{') && text.ends_with('}'))
+                || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err()
+            {
                 return Err("a body is not a JSON object".into());
             }
             bodies.push(Rc::from(text));
