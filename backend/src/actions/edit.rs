@@ -214,7 +214,12 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
             return Err(ApiError::bad_request("The time limit for editing this message has passed"));
         }
     }
-    let new_topic = req.topic.as_deref().map(check_topic).transpose()?;
+    // Repeating the current topic is no topic change (clients such as the
+    // terminal one send the topic with every content edit).
+    let new_topic = req.topic.as_deref().map(check_topic).transpose()?.filter(|t| *t != m.subject);
+    if new_topic.is_none() && req.content.is_none() {
+        return Ok(());
+    }
     if new_topic.is_some()
         && user.role > users::role::MODERATOR
         && age > MOVE_WITHIN_STREAM_LIMIT_SECS + EDIT_LIMIT_BUFFER_SECS

@@ -97,6 +97,11 @@ async fn resolve_terms(
         }
         let op = op.to_lowercase();
         let as_str = || operand.as_str().map(str::to_owned);
+        // How Zulip names an operand in its errors.
+        let shown = match &operand {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
         match op.as_str() {
             "stream" | "channel" => {
                 let s = match &operand {
@@ -104,7 +109,7 @@ async fn resolve_terms(
                     Value::String(name) => streams::stream_by_name(db, user.realm_id, name).await?,
                     _ => None,
                 };
-                let s = s.ok_or_else(|| bad_narrow("unknown channel"))?;
+                let s = s.ok_or_else(|| bad_narrow(&format!("unknown channel {shown}")))?;
                 terms.push(Term::Stream(s.recipient_id));
                 stream = Some(s);
             }
@@ -115,15 +120,17 @@ async fn resolve_terms(
                     Value::String(e) => users::users_by_emails(db, user.realm_id, std::slice::from_ref(e)).await?,
                     _ => vec![],
                 };
-                let u = u.first().ok_or_else(|| bad_narrow("unknown user"))?;
+                let u = u.first().ok_or_else(|| bad_narrow(&format!("unknown user {shown}")))?;
                 terms.push(Term::Sender(u.id));
             }
-            "dm" | "pm-with" => {
+            // `pm_with` is the legacy spelling Zulip still accepts (the
+            // terminal client sends it).
+            "dm" | "pm-with" | "pm_with" => {
                 let refs = match &operand {
                     Value::String(s) => extract_private_recipients(s)?,
                     Value::Array(_) => extract_private_recipients(&operand.to_string())?,
                     Value::Number(n) => UserRefs::Ids(vec![n.as_i64().unwrap_or(-1)]),
-                    _ => return Err(bad_narrow("invalid user list")),
+                    _ => return Err(bad_narrow(&format!("unknown user in {shown}"))),
                 };
                 let found = match &refs {
                     UserRefs::Emails(e) => users::users_by_emails(db, user.realm_id, e).await?,
@@ -134,7 +141,7 @@ async fn resolve_terms(
                     UserRefs::Ids(i) => i.len(),
                 };
                 if found.len() != wanted {
-                    return Err(bad_narrow("unknown user"));
+                    return Err(bad_narrow(&format!("unknown user in {shown}")));
                 }
                 let mut ids: Vec<i64> = found.iter().map(|u| u.id).chain([user.id]).collect();
                 ids.sort_unstable();
@@ -146,9 +153,9 @@ async fn resolve_terms(
                 Some("starred") => terms.push(Term::Flag { bit: flags::STARRED, set: true }),
                 Some("unread") => terms.push(Term::Flag { bit: flags::READ, set: false }),
                 Some("mentioned") | Some("alerted") => terms.push(Term::Flag { bit: flags::MENTIONED, set: true }),
-                _ => return Err(bad_narrow("unknown 'is' operand")),
+                _ => return Err(bad_narrow(&format!("unknown 'is' operand {shown}"))),
             },
-            _ => return Err(bad_narrow("unknown operator")),
+            _ => return Err(bad_narrow(&format!("unknown operator {op}"))),
         }
     }
     Ok((terms, stream))

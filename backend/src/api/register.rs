@@ -181,9 +181,54 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             ("server_typing_stopped_wait_period_milliseconds", json!(12000)),
             ("server_typing_started_wait_period_milliseconds", json!(30000)),
             ("development_environment", json!(false)),
+            // What Squall does, in Zulip's settings: messages are kept for
+            // ever; senders may edit content for 10 minutes and delete for
+            // 10 minutes; edit history is kept and shown.
+            ("realm_message_retention_days", json!(-1)),
+            ("realm_allow_message_editing", json!(true)),
+            ("realm_message_content_edit_limit_seconds", json!(crate::actions::edit::MESSAGE_CONTENT_EDIT_LIMIT_SECS)),
+            (
+                "realm_message_content_delete_limit_seconds",
+                json!(crate::actions::edit::MESSAGE_CONTENT_DELETE_LIMIT_SECS),
+            ),
+            ("realm_allow_edit_history", json!(true)),
         ] {
             state.insert(k.into(), v);
         }
+    }
+    // Features Squall does not have yet hold nothing for anyone: no topic is
+    // muted, no user group or custom emoji exists.
+    if want("muted_topics") {
+        state.insert("muted_topics".into(), json!([]));
+    }
+    if want("user_topic") {
+        state.insert("user_topics".into(), json!([]));
+    }
+    if want("realm_user_groups") {
+        state.insert("realm_user_groups".into(), json!([]));
+    }
+    if want("realm_emoji") {
+        state.insert("realm_emoji".into(), json!({}));
+    }
+    if want("starred_messages") {
+        let starred: Vec<i64> = client
+            .query(
+                "SELECT message_id FROM usermessage WHERE user_profile_id = $1 AND flags & $2 <> 0 ORDER BY message_id",
+                &[&(user.id as i32), &squall_proto::flags::STARRED],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect();
+        state.insert("starred_messages".into(), starred.into());
+    }
+    // Clients without `user_settings_object` read these settings at the top
+    // level. Every user has Zulip's defaults (they cannot be changed yet).
+    if want("update_display_settings") {
+        state.insert("twenty_four_hour_time".into(), json!(false));
+    }
+    if want("update_global_notifications") {
+        state.insert("pm_content_in_desktop_notifications".into(), json!(true));
     }
 
     // Events that reached the queue while the state was being computed stay

@@ -209,6 +209,46 @@ pub async fn list_subscriptions(app: &App, actor: &User, p: &mut Params) -> ApiR
     Ok(m)
 }
 
+/// `GET /users/me/{stream_id}/topics`: the channel's topics, most recent
+/// first, each with the id of its latest message (Zulip's
+/// `get_topics_backend`). The name is the latest message's spelling. A
+/// channel whose history is not public to subscribers shows only topics
+/// of messages the user received.
+pub async fn topics(app: &App, actor: &User, stream_id: i64) -> ApiResult {
+    let client = app.pool.get().await?;
+    let stream = match streams::stream_by_id(&client, actor.realm_id, stream_id).await? {
+        Some(s) if s.is_public() && !actor.is_guest() => s,
+        Some(s) if streams::is_subscribed(&client, actor.id, &s).await? => s,
+        _ => return Err(ApiError::bad_request("Invalid channel ID")),
+    };
+    let rows = if stream.history_public_to_subscribers {
+        client
+            .query(
+                "SELECT m.subject, t.max_id FROM \
+                 (SELECT max(id) AS max_id FROM message WHERE recipient_id = $1 GROUP BY lower(subject)) t \
+                 JOIN message m ON m.id = t.max_id ORDER BY t.max_id DESC",
+                &[&(stream.recipient_id as i32)],
+            )
+            .await?
+    } else {
+        client
+            .query(
+                "SELECT m.subject, t.max_id FROM \
+                 (SELECT max(m.id) AS max_id FROM message m \
+                  JOIN usermessage um ON um.message_id = m.id AND um.user_profile_id = $2 \
+                  WHERE m.recipient_id = $1 GROUP BY lower(m.subject)) t \
+                 JOIN message m ON m.id = t.max_id ORDER BY t.max_id DESC",
+                &[&(stream.recipient_id as i32), &(actor.id as i32)],
+            )
+            .await?
+    };
+    let topics: Vec<Value> =
+        rows.iter().map(|r| json!({"name": r.get::<_, String>(0), "max_id": r.get::<_, i64>(1)})).collect();
+    let mut m = Map::new();
+    m.insert("topics".into(), topics.into());
+    Ok(m)
+}
+
 /// `GET /streams`: public streams plus private ones the user is in.
 pub async fn list_streams(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     let include_public = p.bool("include_public")?.unwrap_or(true);

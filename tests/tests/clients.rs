@@ -1,0 +1,215 @@
+//! What the terminal client (zulip-terminal 0.7) reads at start and calls
+//! first: its register request, the topic list of a channel, the legacy
+//! `pm_with` narrow, Zulip's narrow errors, and content edits that repeat
+//! the topic.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
+use serde_json::{json, Value};
+use squall_e2e::{assert_error, assert_schema, Client, Server};
+
+/// zulip-terminal 0.7.0's first `POST /register` (model.py).
+fn register_as_terminal(c: &Client) -> Value {
+    let fetch = json!([
+        "realm",
+        "presence",
+        "subscription",
+        "message",
+        "starred_messages",
+        "update_message_flags",
+        "muted_topics",
+        "realm_user",
+        "realm_user_groups",
+        "update_global_notifications",
+        "update_display_settings",
+        "user_settings",
+        "realm_emoji",
+        "zulip_version"
+    ]);
+    let events = json!([
+        "message",
+        "update_message",
+        "reaction",
+        "subscription",
+        "typing",
+        "update_message_flags",
+        "update_global_notifications",
+        "update_display_settings",
+        "user_settings",
+        "realm_emoji"
+    ]);
+    let (status, body) = c
+        .post(
+            "/api/v1/register",
+            &[
+                ("event_types", &events.to_string()),
+                ("fetch_event_types", &fetch.to_string()),
+                ("client_gravatar", "true"),
+                ("apply_markdown", "true"),
+                ("include_subscribers", "true"),
+                ("narrow", "[]"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[test]
+fn the_terminal_clients_register_has_every_key_it_reads_at_start() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let id = server.owner.send_stream("general", "t", "star me").unwrap();
+    let r = alice
+        .post("/api/v1/messages/flags", &[("messages", &format!("[{id}]")), ("op", "add"), ("flag", "starred")])
+        .unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+
+    let body = register_as_terminal(&alice);
+    for key in [
+        "queue_id",
+        "last_event_id",
+        "max_message_id",
+        "zulip_version",
+        "user_id",
+        "email",
+        "full_name",
+        "realm_name",
+        "presences",
+        "realm_users",
+        "cross_realm_bots",
+        "subscriptions",
+        "unread_msgs",
+    ] {
+        assert!(body.get(key).is_some(), "{key} missing: {body}");
+    }
+    assert_eq!(body["realm_message_retention_days"], -1, "messages are kept for ever");
+    assert_eq!(body["realm_allow_message_editing"], true);
+    assert_eq!(body["realm_message_content_edit_limit_seconds"], 600, "an integer, as the client compares it");
+    assert_eq!(body["realm_allow_edit_history"], true);
+    assert_eq!(body["muted_topics"], json!([]));
+    assert_eq!(body["realm_user_groups"], json!([]));
+    assert_eq!(body["realm_emoji"], json!({}));
+    assert_eq!(body["starred_messages"], json!([id]));
+    assert_eq!(body["twenty_four_hour_time"], false);
+    assert_eq!(body["pm_content_in_desktop_notifications"], true);
+    assert!(body["realm_users"].as_array().unwrap().iter().any(|u| u["user_id"] == alice.user_id), "self listed");
+    assert_schema("/register", "post", 200, &body);
+
+    // Sections not asked for are left out.
+    let (_, narrow) = alice.post("/api/v1/register", &[("fetch_event_types", r#"["message"]"#)]).unwrap();
+    for key in ["muted_topics", "realm_emoji", "starred_messages", "realm_message_retention_days"] {
+        assert!(narrow.get(key).is_none(), "{key} not asked for: {narrow}");
+    }
+}
+
+#[test]
+fn a_channels_topics_come_most_recent_first_with_their_latest_message() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let o = &server.owner;
+    let first = o.send_stream("general", "Alpha", "1").unwrap();
+    let beta = o.send_stream("general", "beta", "2").unwrap();
+    let alpha = o.send_stream("general", "alpha", "3").unwrap();
+    let (_, subs) = alice.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+    let general = subs["subscriptions"].as_array().unwrap().iter().find(|s| s["name"] == "general").unwrap()
+        ["stream_id"]
+        .as_i64()
+        .unwrap();
+    let (status, body) = alice.get(&format!("/api/v1/users/me/{general}/topics"), &[]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["topics"],
+        json!([{"name": "alpha", "max_id": alpha}, {"name": "beta", "max_id": beta}]),
+        "topics differing in case are one, named as last written (first message {first})"
+    );
+    assert_schema("/users/me/{stream_id}/topics", "get", 200, &body);
+
+    // A private channel the user is not in: Zulip's error, nothing listed.
+    let subs = json!([{"name": "secret"}]).to_string();
+    o.post("/api/v1/users/me/subscriptions", &[("subscriptions", &subs), ("invite_only", "true")]).unwrap();
+    o.send_stream("secret", "hidden topic", "x").unwrap();
+    let (_, os) = o.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+    let secret = os["subscriptions"].as_array().unwrap().iter().find(|s| s["name"] == "secret").unwrap()["stream_id"]
+        .as_i64()
+        .unwrap();
+    assert_error(
+        &alice.get(&format!("/api/v1/users/me/{secret}/topics"), &[]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Invalid channel ID",
+    );
+    assert_error(&alice.get("/api/v1/users/me/999999/topics", &[]).unwrap(), 400, "BAD_REQUEST", "Invalid channel ID");
+    let (_, mine) = o.get(&format!("/api/v1/users/me/{secret}/topics"), &[]).unwrap();
+    assert_eq!(mine["topics"][0]["name"], "hidden topic");
+}
+
+#[test]
+fn the_legacy_pm_with_narrow_works_and_narrow_errors_name_the_operator() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let (_, sent) = alice
+        .post("/api/v1/messages", &[("type", "direct"), ("to", &format!("[{}]", bob.user_id)), ("content", "psst")])
+        .unwrap();
+    let narrow = |n: Value| {
+        alice.get(
+            "/api/v1/messages",
+            &[("anchor", "newest"), ("num_before", "10"), ("num_after", "0"), ("narrow", &n.to_string())],
+        )
+    };
+    let (status, body) = narrow(json!([["pm_with", "bob@example.com"]])).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<&Value> = body["messages"].as_array().unwrap().iter().map(|m| &m["id"]).collect();
+    assert_eq!(ids, vec![&sent["id"]]);
+    assert_error(
+        &narrow(json!([["search", "psst"]])).unwrap(),
+        400,
+        "BAD_NARROW",
+        "Invalid narrow operator: unknown operator search",
+    );
+    assert_error(
+        &narrow(json!([["is", "sleepy"]])).unwrap(),
+        400,
+        "BAD_NARROW",
+        "Invalid narrow operator: unknown 'is' operand sleepy",
+    );
+    assert_error(
+        &narrow(json!([["stream", "nowhere"]])).unwrap(),
+        400,
+        "BAD_NARROW",
+        "Invalid narrow operator: unknown channel nowhere",
+    );
+}
+
+#[test]
+fn a_content_edit_that_repeats_the_topic_is_not_a_topic_edit() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let (q, _, _) = alice.register(&[("event_types", r#"["update_message"]"#)]).unwrap();
+    let id = alice.send_stream("general", "Topic", "first").unwrap();
+    let (status, body) = alice
+        .raw_form(
+            "PATCH",
+            &format!("/api/v1/messages/{id}"),
+            &[("content", "second"), ("topic", "Topic"), ("propagate_mode", "change_one")],
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    let e = &events["events"][0];
+    assert_eq!(e["type"], "update_message", "{events}");
+    assert!(e.get("orig_subject").is_none() && e.get("subject").is_none(), "no topic change in {e}");
+    let (_, got) = alice.get(&format!("/api/v1/messages/{id}"), &[]).unwrap();
+    let history = got["message"]["edit_history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{got}");
+    assert!(history[0].get("prev_topic").is_none(), "{got}");
+    assert_eq!(history[0]["prev_content"], "first");
+    // Only the same topic again, nothing else: nothing changes.
+    let (status, _) = alice
+        .raw_form("PATCH", &format!("/api/v1/messages/{id}"), &[("topic", "Topic"), ("propagate_mode", "change_one")])
+        .unwrap();
+    assert_eq!(status, 200);
+    let (_, got) = alice.get(&format!("/api/v1/messages/{id}"), &[]).unwrap();
+    assert_eq!(got["message"]["edit_history"].as_array().unwrap().len(), 1);
+}
