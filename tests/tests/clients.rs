@@ -213,3 +213,51 @@ fn a_content_edit_that_repeats_the_topic_is_not_a_topic_edit() {
     let (_, got) = alice.get(&format!("/api/v1/messages/{id}"), &[]).unwrap();
     assert_eq!(got["message"]["edit_history"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_messages_edit_history_runs_from_the_original_to_now() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let id = alice.send_stream("general", "first topic", "one").unwrap();
+    let edit = |form: &[(&str, &str)]| {
+        let r = alice.raw_form("PATCH", &format!("/api/v1/messages/{id}"), form).unwrap();
+        assert_eq!(r.0, 200, "{}", r.1);
+    };
+    edit(&[("content", "two")]);
+    edit(&[("topic", "second topic")]);
+    edit(&[("content", "three"), ("topic", "third topic")]);
+
+    let (status, body) = bob.get(&format!("/api/v1/messages/{id}/history"), &[]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_schema("/messages/{message_id}/history", "get", 200, &body);
+    let h = body["message_history"].as_array().unwrap();
+    assert_eq!(h.len(), 4, "the original and three edits: {body}");
+    let shape: Vec<(&str, &str, Option<&str>, Option<&str>)> = h
+        .iter()
+        .map(|e| {
+            (
+                e["content"].as_str().unwrap(),
+                e["topic"].as_str().unwrap(),
+                e.get("prev_content").and_then(Value::as_str),
+                e.get("prev_topic").and_then(Value::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("one", "first topic", None, None),
+            ("two", "first topic", Some("one"), None),
+            ("two", "second topic", None, Some("first topic")),
+            ("three", "third topic", Some("two"), Some("second topic")),
+        ]
+    );
+    assert_eq!(h[0]["user_id"], alice.user_id);
+    assert_eq!(h[0]["rendered_content"], "<p>one</p>");
+    assert_eq!(h[3]["prev_rendered_content"], "<p>two</p>");
+    assert!(h[0]["stream"].is_i64(), "the original names its channel: {}", h[0]);
+
+    // A message the user cannot see: Zulip's error.
+    assert_error(&bob.get("/api/v1/messages/999999/history", &[]).unwrap(), 400, "BAD_REQUEST", "Invalid message(s)");
+}

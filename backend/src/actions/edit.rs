@@ -83,6 +83,56 @@ pub(crate) async fn load_accessible(db: &impl GenericClient, user: &User, id: i6
     })
 }
 
+impl Target {
+    /// `GET /messages/{id}/history`'s `message_history` (Zulip's
+    /// `fill_edit_history_entries`): oldest first, from the message as
+    /// sent to what it is now, each entry with the content and topic it
+    /// left the message with, and what changed. (Zulip also sends
+    /// `content_html_diff`, a highlighted diff of the two renderings; Squall
+    /// does not compute one yet: it is optional in the API.)
+    pub(crate) fn history(&self) -> Vec<Value> {
+        let mut content = self.content.clone();
+        let mut rendered = self.rendered_content.clone();
+        let mut topic = self.subject.clone();
+        let mut out = Vec::new();
+        let edits = match &self.edit_history {
+            Some(Value::Array(list)) => list.as_slice(),
+            _ => &[],
+        };
+        for edit in edits {
+            let mut entry = Map::new();
+            entry.insert("content".into(), content.clone().into());
+            entry.insert("rendered_content".into(), rendered.clone().into());
+            entry.insert("timestamp".into(), edit.get("timestamp").cloned().unwrap_or(Value::Null));
+            entry.insert("topic".into(), topic.clone().into());
+            entry.insert("user_id".into(), edit.get("user_id").cloned().unwrap_or(Value::Null));
+            if let Some(prev) = edit.get("prev_topic").and_then(Value::as_str) {
+                topic = prev.to_owned();
+                entry.insert("prev_topic".into(), prev.into());
+            }
+            if let Some(prev) = edit.get("prev_content").and_then(Value::as_str) {
+                content = prev.to_owned();
+                rendered = edit.get("prev_rendered_content").and_then(Value::as_str).unwrap_or_default().to_owned();
+                entry.insert("prev_content".into(), content.clone().into());
+                entry.insert("prev_rendered_content".into(), rendered.clone().into());
+            }
+            out.push(Value::Object(entry));
+        }
+        let mut first = Map::new();
+        first.insert("content".into(), content.into());
+        first.insert("rendered_content".into(), rendered.into());
+        first.insert("timestamp".into(), self.date_sent.into());
+        first.insert("topic".into(), topic.into());
+        first.insert("user_id".into(), self.sender_id.into());
+        if let Some(s) = &self.stream {
+            first.insert("stream".into(), s.id.into());
+        }
+        out.push(Value::Object(first));
+        out.reverse();
+        out
+    }
+}
+
 async fn publish(app: &App, realm_id: i64, notice: Notice) {
     if let Err(e) = app.bus.publish(Envelope { realm_id, notice }).await {
         tracing::warn!(error = %e, "edit/delete event not delivered");

@@ -424,6 +424,15 @@ pub async fn delete(app: &App, user: &User, id: i64) -> ApiResult {
     Ok(Map::new())
 }
 
+/// `GET /messages/{id}/history`: the message's edit history, oldest first.
+pub async fn history(app: &App, user: &User, id: i64) -> ApiResult {
+    let client = app.pool.get().await?;
+    let target = crate::actions::edit::load_accessible(&client, user, id).await?;
+    let mut out = Map::new();
+    out.insert("message_history".into(), target.history().into());
+    Ok(out)
+}
+
 /// `GET /messages/{id}`: one message the user may access, with their flags.
 pub async fn get_one(app: &App, user: &User, id: i64, p: &mut Params) -> ApiResult {
     let apply_markdown = p.bool("apply_markdown")?.unwrap_or(true);
