@@ -261,3 +261,116 @@ fn a_messages_edit_history_runs_from_the_original_to_now() {
     // A message the user cannot see: Zulip's error.
     assert_error(&bob.get("/api/v1/messages/999999/history", &[]).unwrap(), 400, "BAD_REQUEST", "Invalid message(s)");
 }
+
+#[test]
+fn subscription_properties_are_stored_and_told_to_the_users_clients() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let (q, _, _) = alice.register(&[("event_types", r#"["subscription"]"#)]).unwrap();
+    let subs = |c: &Client| {
+        let (_, body) = c.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+        body["subscriptions"].as_array().unwrap().iter().find(|s| s["name"] == "general").cloned().unwrap()
+    };
+    let general = subs(&alice)["stream_id"].as_i64().unwrap();
+    let data = json!([
+        {"stream_id": general, "property": "pin_to_top", "value": true},
+        {"stream_id": general, "property": "color", "value": "#f00f00"},
+        {"stream_id": general, "property": "is_muted", "value": true},
+        {"stream_id": general, "property": "desktop_notifications", "value": false},
+    ]);
+    let r =
+        alice.post("/api/v1/users/me/subscriptions/properties", &[("subscription_data", &data.to_string())]).unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    let s = subs(&alice);
+    assert_eq!(
+        (&s["pin_to_top"], &s["color"], &s["is_muted"], &s["in_home_view"]),
+        (&json!(true), &json!("#f00f00"), &json!(true), &json!(false))
+    );
+    assert_eq!(s["desktop_notifications"], false);
+    assert!(s["push_notifications"].is_null(), "untouched settings follow the default: {s}");
+    let (_, body) = alice.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+    assert_schema("/users/me/subscriptions", "get", 200, &body);
+
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    let got: Vec<(String, Value)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(
+                (&e["type"], &e["op"], &e["stream_id"]),
+                (&json!("subscription"), &json!("update"), &json!(general))
+            );
+            (e["property"].as_str().unwrap().to_owned(), e["value"].clone())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("pin_to_top".into(), json!(true)),
+            ("color".into(), json!("#f00f00")),
+            ("is_muted".into(), json!(true)),
+            ("in_home_view".into(), json!(false)),
+            ("desktop_notifications".into(), json!(false)),
+        ]
+    );
+    // The legacy name, and the one-property endpoint.
+    let legacy = json!([{"stream_id": general, "property": "in_home_view", "value": true}]).to_string();
+    assert_eq!(
+        alice.post("/api/v1/users/me/subscriptions/properties", &[("subscription_data", &legacy)]).unwrap().0,
+        200
+    );
+    assert_eq!(subs(&alice)["is_muted"], false);
+    let one = alice
+        .post(&format!("/api/v1/users/me/subscriptions/{general}"), &[("property", "color"), ("value", "#abc")])
+        .unwrap();
+    assert_eq!(one.0, 200, "{}", one.1);
+    assert_eq!(subs(&alice)["color"], "#abc");
+
+    // Zulip's errors; nothing of a refused list is applied.
+    let post = |d: Value| {
+        alice.post("/api/v1/users/me/subscriptions/properties", &[("subscription_data", &d.to_string())]).unwrap()
+    };
+    assert_error(
+        &post(json!([{"stream_id": general, "property": "loud", "value": true}])),
+        400,
+        "BAD_REQUEST",
+        "Unknown subscription property: loud",
+    );
+    assert_error(
+        &post(json!([{"stream_id": general, "property": "pin_to_top", "value": "yes"}])),
+        400,
+        "BAD_REQUEST",
+        "pin_to_top is not a boolean",
+    );
+    assert_error(
+        &post(
+            json!([{"stream_id": general, "property": "pin_to_top", "value": false}, {"stream_id": general, "property": "color", "value": "red"}]),
+        ),
+        400,
+        "BAD_REQUEST",
+        "color is not a valid hex color code",
+    );
+    assert_eq!(subs(&alice)["pin_to_top"], true, "the refused list changed nothing");
+    assert_error(
+        &post(json!([{"stream_id": 999999, "property": "pin_to_top", "value": true}])),
+        400,
+        "BAD_REQUEST",
+        "Invalid channel ID",
+    );
+    let r = server
+        .owner
+        .post("/api/v1/users/me/subscriptions", &[("subscriptions", r#"[{"name": "elsewhere"}]"#)])
+        .unwrap();
+    assert_eq!(r.0, 200);
+    let (_, all) = alice.get("/api/v1/streams", &[]).unwrap();
+    let elsewhere = all["streams"].as_array().unwrap().iter().find(|s| s["name"] == "elsewhere").unwrap()["stream_id"]
+        .as_i64()
+        .unwrap();
+    assert_error(
+        &post(json!([{"stream_id": elsewhere, "property": "pin_to_top", "value": true}])),
+        400,
+        "BAD_REQUEST",
+        &format!("Not subscribed to channel ID {elsewhere}"),
+    );
+}

@@ -173,7 +173,7 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
         all.sort_unstable();
         all.dedup();
         for (&u, color) in new.iter().zip(colors) {
-            let props = streams::SubscriptionProps { is_muted: false, pin_to_top: false, color: color.clone() };
+            let props = streams::SubscriptionProps { color: color.clone(), ..Default::default() };
             let dict = stream.subscription_dict(&props, Some(&all));
             envelopes.push(generic(json!({"type": "subscription", "op": "add", "subscriptions": [dict]}), vec![u]));
         }
@@ -207,6 +207,121 @@ pub async fn list_subscriptions(app: &App, actor: &User, p: &mut Params) -> ApiR
     let mut m = Map::new();
     m.insert("subscriptions".into(), list.into());
     Ok(m)
+}
+
+/// One change of `POST /users/me/subscriptions/properties`, checked.
+struct PropertyChange {
+    stream: Stream,
+    property: &'static str,
+    value: Value,
+}
+
+/// Checks one `{stream_id, property, value}` as Zulip does (the channel
+/// must be accessible and subscribed; the value of the property's type).
+async fn check_property_change(
+    db: &impl deadpool_postgres::GenericClient,
+    actor: &User,
+    item: &Value,
+) -> Result<PropertyChange, ApiError> {
+    let field =
+        |k: &str| item.get(k).ok_or_else(|| ApiError::bad_request(format!("subscription_data[{k}] is missing")));
+    let stream_id = field("stream_id")?
+        .as_i64()
+        .ok_or_else(|| ApiError::bad_request("subscription_data[stream_id] is not an integer"))?;
+    let property = field("property")?
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request("subscription_data[property] is not a string"))?;
+    let value = field("value")?;
+    let stream = match streams::stream_by_id(db, actor.realm_id, stream_id).await? {
+        Some(s) if s.is_public() && !actor.is_guest() => s,
+        Some(s) if streams::is_subscribed(db, actor.id, &s).await? => s,
+        _ => return Err(ApiError::bad_request("Invalid channel ID")),
+    };
+    if !streams::is_subscribed(db, actor.id, &stream).await? {
+        return Err(ApiError::bad_request(format!("Not subscribed to channel ID {stream_id}")));
+    }
+    let known = ["color", "is_muted", "in_home_view", "pin_to_top"]
+        .into_iter()
+        .chain(streams::NOTIFICATION_PROPERTIES)
+        .find(|p| *p == property)
+        .ok_or_else(|| ApiError::bad_request(format!("Unknown subscription property: {property}")))?;
+    let value = if known == "color" {
+        let color = value.as_str().filter(|c| is_hex_color(c));
+        Value::from(color.ok_or_else(|| ApiError::bad_request("color is not a valid hex color code"))?)
+    } else {
+        Value::from(value.as_bool().ok_or_else(|| ApiError::bad_request(format!("{known} is not a boolean")))?)
+    };
+    Ok(PropertyChange { stream, property: known, value })
+}
+
+/// `#rgb` or `#rrggbb` (Zulip's `check_color`).
+fn is_hex_color(c: &str) -> bool {
+    c.strip_prefix('#').is_some_and(|h| (h.len() == 3 || h.len() == 6) && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `POST /users/me/subscriptions/properties`: `subscription_data`, a list
+/// of `{stream_id, property, value}`; all are checked before any is
+/// applied. Each change is told to the user's clients as a `subscription`
+/// `update` event; muting is told both as `is_muted` and as the legacy
+/// `in_home_view` (its opposite).
+pub async fn update_properties(app: &App, actor: &User, p: &mut Params) -> ApiResult {
+    let data = p.json("subscription_data")?.ok_or_else(|| ApiError::missing("subscription_data"))?;
+    let Value::Array(items) = data else {
+        return Err(ApiError::bad_request("subscription_data is not a list"));
+    };
+    apply_property_changes(app, actor, &items).await
+}
+
+/// `POST /users/me/subscriptions/{stream_id}`: one `property` and `value`.
+pub async fn update_property(app: &App, actor: &User, stream_id: i64, p: &mut Params) -> ApiResult {
+    let property = p.req_str("property")?;
+    let raw = p.req_str("value")?;
+    // The value is JSON (a boolean) or a plain string (a colour).
+    let value = serde_json::from_str::<Value>(&raw).ok().filter(Value::is_boolean).unwrap_or(Value::String(raw));
+    apply_property_changes(app, actor, &[json!({"stream_id": stream_id, "property": property, "value": value})]).await
+}
+
+async fn apply_property_changes(app: &App, actor: &User, items: &[Value]) -> ApiResult {
+    let mut client = app.pool.get().await?;
+    let mut changes = Vec::with_capacity(items.len());
+    for item in items {
+        changes.push(check_property_change(&client, actor, item).await?);
+    }
+    let tx = client.transaction().await?;
+    let mut events = Vec::new();
+    for c in &changes {
+        let (column, stored) = match c.property {
+            "in_home_view" => ("is_muted", Value::Bool(!c.value.as_bool().unwrap_or(true))),
+            other => (other, c.value.clone()),
+        };
+        // `column` is one of the known property names, never client text.
+        let sql = format!("UPDATE subscription SET {column} = $3 WHERE user_profile_id = $1 AND recipient_id = $2");
+        let (uid, rid) = (actor.id as i32, c.stream.recipient_id as i32);
+        match &stored {
+            Value::Bool(b) => tx.execute(&sql, &[&uid, &rid, b]).await?,
+            other => tx.execute(&sql, &[&uid, &rid, &other.as_str().unwrap_or_default()]).await?,
+        };
+        let event = |property: &str, value: Value| json!({"type": "subscription", "op": "update", "stream_id": c.stream.id, "property": property, "value": value});
+        match c.property {
+            "is_muted" | "in_home_view" => {
+                let muted = stored.as_bool().unwrap_or(false);
+                events.push(event("is_muted", muted.into()));
+                events.push(event("in_home_view", (!muted).into()));
+            }
+            property => events.push(event(property, c.value.clone())),
+        }
+    }
+    tx.commit().await?;
+    for event in events {
+        let env = Envelope {
+            realm_id: actor.realm_id,
+            notice: Notice::Generic { event: Arc::new(event), users: vec![actor.id] },
+        };
+        if let Err(e) = app.bus.publish(env).await {
+            tracing::warn!(error = %e, "subscription update event not delivered");
+        }
+    }
+    Ok(Map::new())
 }
 
 /// `GET /users/me/{stream_id}/topics`: the channel's topics, most recent

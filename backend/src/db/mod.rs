@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (4, "soft_deactivation", include_str!("../../migrations/0004_soft_deactivation.sql")),
     (5, "posting_policy", include_str!("../../migrations/0005_posting_policy.sql")),
     (6, "wildcard_mention_policy", include_str!("../../migrations/0006_wildcard_mention_policy.sql")),
+    (7, "subscription_notifications", include_str!("../../migrations/0007_subscription_notifications.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.

@@ -117,14 +117,8 @@ impl Stream {
     pub fn subscription_dict(&self, sub: &SubscriptionProps, subscribers: Option<&[i64]>) -> Value {
         let mut v = self.api_dict();
         if let Some(obj) = v.as_object_mut() {
-            for key in [
-                "desktop_notifications",
-                "email_notifications",
-                "wildcard_mentions_notify",
-                "push_notifications",
-                "audible_notifications",
-            ] {
-                obj.insert(key.into(), Value::Null);
+            for (key, value) in NOTIFICATION_PROPERTIES.iter().zip(sub.notifications) {
+                obj.insert((*key).into(), value.map_or(Value::Null, Value::Bool));
             }
             obj.insert("pin_to_top".into(), sub.pin_to_top.into());
             obj.insert("is_muted".into(), sub.is_muted.into());
@@ -138,8 +132,18 @@ impl Stream {
     }
 }
 
+/// The per-subscription notification settings, in the order of
+/// [`SubscriptionProps::notifications`] (and of their columns).
+pub const NOTIFICATION_PROPERTIES: [&str; 5] = [
+    "desktop_notifications",
+    "email_notifications",
+    "wildcard_mentions_notify",
+    "push_notifications",
+    "audible_notifications",
+];
+
 /// A user's per-subscription settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SubscriptionProps {
     /// Muted.
     pub is_muted: bool,
@@ -147,4 +151,6 @@ pub struct SubscriptionProps {
     pub pin_to_top: bool,
     /// Colour, `#rrggbb`.
     pub color: String,
+    /// [`NOTIFICATION_PROPERTIES`]; `None` follows the user's default.
+    pub notifications: [Option<bool>; 5],
 }

@@ -169,7 +169,8 @@ pub async fn user_subscriptions(
     user_id: i64,
 ) -> Result<Vec<(Stream, SubscriptionProps)>, ApiError> {
     let sql = format!(
-        "SELECT {STREAM_COLUMNS}, sub.is_muted, sub.pin_to_top, sub.color
+        "SELECT {STREAM_COLUMNS}, sub.is_muted, sub.pin_to_top, sub.color, sub.desktop_notifications,
+                sub.email_notifications, sub.wildcard_mentions_notify, sub.push_notifications, sub.audible_notifications
          FROM subscription sub JOIN stream s ON s.recipient_id = sub.recipient_id
          WHERE sub.user_profile_id = $1 AND sub.active ORDER BY lower(s.name)"
     );
@@ -180,7 +181,12 @@ pub async fn user_subscriptions(
             let n = STREAM_COLUMN_COUNT;
             (
                 Stream::from_row(r),
-                SubscriptionProps { is_muted: r.get(n), pin_to_top: r.get(n + 1), color: r.get(n + 2) },
+                SubscriptionProps {
+                    is_muted: r.get(n),
+                    pin_to_top: r.get(n + 1),
+                    color: r.get(n + 2),
+                    notifications: std::array::from_fn(|i| r.get(n + 3 + i)),
+                },
             )
         })
         .collect())
