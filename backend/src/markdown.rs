@@ -152,9 +152,18 @@ fn channel_link_html(f: &Found, resolve: &dyn Fn(&str) -> Option<StreamTarget>) 
     }
 }
 
+/// Whether `code` (Zulip's form: code points in hex joined by `-`, without
+/// variation selectors) is an emoji.
+pub(crate) fn is_emoji_code(code: &str) -> bool {
+    let chars: Option<String> =
+        code.split('-').map(|h| u32::from_str_radix(h, 16).ok().and_then(char::from_u32)).collect();
+    let Some(text) = chars.filter(|t| !t.is_empty()) else { return false };
+    emojis::get(&text).is_some() || emojis::get(&format!("{text}\u{fe0f}")).is_some()
+}
+
 /// The emoji `:name:` stands for, as Zulip's code (code points in hex,
 /// without variation selectors).
-fn emoji_code(name: &str) -> Option<String> {
+pub(crate) fn emoji_code(name: &str) -> Option<String> {
     let e = emojis::get_by_shortcode(name)?;
     let code: Vec<String> =
         e.as_str().chars().filter(|c| *c != '\u{fe0f}').map(|c| format!("{:x}", c as u32)).collect();

@@ -374,3 +374,114 @@ fn subscription_properties_are_stored_and_told_to_the_users_clients() {
         &format!("Not subscribed to channel ID {elsewhere}"),
     );
 }
+
+#[test]
+fn reactions_are_added_listed_told_and_removed() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let (q, _, _) = bob.register(&[("event_types", r#"["reaction"]"#)]).unwrap();
+    let id = server.owner.send_stream("general", "t", "react to me").unwrap();
+    let path = format!("/api/v1/messages/{id}/reactions");
+    // As zulip-terminal sends it: Zulip's name, the code, the type.
+    let r = alice
+        .post(&path, &[("emoji_name", "thumbs_up"), ("emoji_code", "1f44d"), ("reaction_type", "unicode_emoji")])
+        .unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    // By name only.
+    assert_eq!(bob.post(&path, &[("emoji_name", "tada")]).unwrap().0, 200);
+    assert_error(
+        &alice.post(&path, &[("emoji_name", "+1"), ("emoji_code", "1f44d")]).unwrap(),
+        400,
+        "REACTION_ALREADY_EXISTS",
+        "Reaction already exists.",
+    );
+    assert_error(
+        &alice.post(&path, &[("emoji_name", "x"), ("emoji_code", "zz")]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Invalid emoji code.",
+    );
+    assert_error(
+        &alice.post(&path, &[("emoji_name", "smile"), ("emoji_code", "1f44d")]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Invalid emoji name.",
+    );
+    assert_error(
+        &alice.post(&path, &[("emoji_name", "no_such_emoji")]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Emoji 'no_such_emoji' does not exist",
+    );
+    assert_error(
+        &alice.post(&path, &[("emoji_name", "party"), ("emoji_code", "1"), ("reaction_type", "realm_emoji")]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Invalid custom emoji.",
+    );
+    assert_error(
+        &alice.post("/api/v1/messages/999999/reactions", &[("emoji_name", "tada")]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Invalid message(s)",
+    );
+
+    // Listed on the message, with who reacted.
+    let (_, body) =
+        alice.get("/api/v1/messages", &[("anchor", &id.to_string()), ("num_before", "0"), ("num_after", "0")]).unwrap();
+    assert_schema("/messages", "get", 200, &body);
+    let reactions = body["messages"][0]["reactions"].as_array().unwrap().clone();
+    let got: Vec<(&str, &str, i64, &str)> = reactions
+        .iter()
+        .map(|r| {
+            (
+                r["emoji_name"].as_str().unwrap(),
+                r["emoji_code"].as_str().unwrap(),
+                r["user_id"].as_i64().unwrap(),
+                r["user"]["full_name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("thumbs_up", "1f44d", alice.user_id, "Alice"), ("tada", "1f389", bob.user_id, "Bob")]);
+    let (_, one) = alice.get(&format!("/api/v1/messages/{id}"), &[]).unwrap();
+    assert_eq!(one["message"]["reactions"].as_array().unwrap().len(), 2);
+
+    // Removed as zulip-terminal removes it (the parameters in the body).
+    let r = alice
+        .raw_form(
+            "DELETE",
+            &path,
+            &[("emoji_name", "thumbs_up"), ("emoji_code", "1f44d"), ("reaction_type", "unicode_emoji")],
+        )
+        .unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_error(
+        &alice.raw_form("DELETE", &path, &[("emoji_name", "thumbs_up"), ("emoji_code", "1f44d")]).unwrap(),
+        400,
+        "REACTION_DOES_NOT_EXIST",
+        "Reaction doesn't exist.",
+    );
+
+    // Bob's clients heard all of it.
+    let (_, events) = bob.get_events(&q, -1, true).unwrap();
+    assert_schema("/events", "get", 200, &events);
+    let seen: Vec<(String, String, i64)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["type"], "reaction");
+            assert_eq!(e["message_id"], id);
+            (e["op"].as_str().unwrap().into(), e["emoji_name"].as_str().unwrap().into(), e["user_id"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("add".into(), "thumbs_up".into(), alice.user_id),
+            ("add".into(), "tada".into(), bob.user_id),
+            ("remove".into(), "thumbs_up".into(), alice.user_id),
+        ]
+    );
+}

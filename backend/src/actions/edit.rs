@@ -84,6 +84,11 @@ pub(crate) async fn load_accessible(db: &impl GenericClient, user: &User, id: i6
 }
 
 impl Target {
+    /// The message's channel, for a channel message.
+    pub(crate) fn stream(&self) -> Option<&Stream> {
+        self.stream.as_ref()
+    }
+
     /// `GET /messages/{id}/history`'s `message_history` (Zulip's
     /// `fill_edit_history_entries`): oldest first, from the message as
     /// sent to what it is now, each entry with the content and topic it
@@ -131,6 +136,23 @@ impl Target {
         out.reverse();
         out
     }
+}
+
+/// Who hears about a change to a message (an edit, a reaction): everyone
+/// with a row for it, and for a channel whose history is public the other
+/// active subscribers.
+pub(crate) async fn message_audience(
+    db: &impl GenericClient,
+    message_id: i64,
+    stream: Option<&Stream>,
+) -> Result<Vec<i64>, ApiError> {
+    let mut users: Vec<i64> = row_holders(db, message_id).await?.into_iter().map(|(u, _)| u).collect();
+    if let Some(s) = stream.filter(|s| s.history_public_to_subscribers) {
+        users.extend(streams::active_nonidle_subscriber_ids(db, s.recipient_id).await?);
+    }
+    users.sort_unstable();
+    users.dedup();
+    Ok(users)
 }
 
 async fn publish(app: &App, realm_id: i64, notice: Notice) {

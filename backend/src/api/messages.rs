@@ -182,8 +182,16 @@ pub async fn get(app: &App, user: &User, p: &mut Params) -> ApiResult {
     let range = fetch_range(&client, user, narrow, anchor.as_deref(), include_anchor, num_before, num_after).await?;
     let variant = Variant { apply_markdown, client_gravatar };
     let messages = load_messages(&client, user.realm_id, &range.rows).await?;
-    let list: Vec<String> =
-        range.rows.iter().filter_map(|(id, f)| messages.get(id).map(|m| m.client_json(variant, Some(*f)))).collect();
+    let ids: Vec<i64> = range.rows.iter().map(|(id, _)| *id).collect();
+    let reactions = super::reactions::reactions_of(&client, &ids).await?;
+    let list: Vec<String> = range
+        .rows
+        .iter()
+        .filter_map(|(id, f)| {
+            let json = messages.get(id)?.client_json(variant, Some(*f));
+            Some(super::reactions::with_reactions(json, reactions.get(id)))
+        })
+        .collect();
     let messages_json: Value = serde_json::from_str(&format!("[{}]", list.join(",")))
         .map_err(|e| ApiError::internal(format!("message json: {e}")))?;
     let mut m = Map::new();
@@ -448,7 +456,11 @@ pub async fn get_one(app: &App, user: &User, id: i64, p: &mut Params) -> ApiResu
         .unwrap_or(flags::READ | flags::HISTORICAL);
     let messages = load_messages(&client, user.realm_id, &[(id, bits)]).await?;
     let m = messages.get(&id).ok_or_else(|| ApiError::bad_request("Invalid message(s)"))?;
-    let json = m.client_json(Variant { apply_markdown, client_gravatar: false }, Some(bits));
+    let reactions = super::reactions::reactions_of(&client, &[id]).await?;
+    let json = super::reactions::with_reactions(
+        m.client_json(Variant { apply_markdown, client_gravatar: false }, Some(bits)),
+        reactions.get(&id),
+    );
     let message: Value = serde_json::from_str(&json).map_err(|e| ApiError::internal(format!("message json: {e}")))?;
     let mut out = Map::new();
     out.insert("raw_content".into(), target.content.into());

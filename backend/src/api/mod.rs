@@ -4,6 +4,7 @@ pub mod events;
 pub mod flags;
 pub mod messages;
 pub mod presence;
+pub mod reactions;
 pub mod register;
 pub mod server;
 pub mod streams;

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "posting_policy", include_str!("../../migrations/0005_posting_policy.sql")),
     (6, "wildcard_mention_policy", include_str!("../../migrations/0006_wildcard_mention_policy.sql")),
     (7, "subscription_notifications", include_str!("../../migrations/0007_subscription_notifications.sql")),
+    (8, "reactions", include_str!("../../migrations/0008_reactions.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.
