@@ -1,0 +1,126 @@
+//! The official terminal client, zulip-terminal 0.7.0, against Squall in a
+//! real terminal (tmux): it starts and shows its main screen with the
+//! realm's messages, receives a live message, and adds a reaction with `+`.
+//! `tools/test` installs it (it needs a Python older than 3.11) and sets
+//! `SQUALL_ZULIP_TERM`.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
+use squall_e2e::{workspace_root, Server};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn zulip_term() -> String {
+    let path = std::env::var("SQUALL_ZULIP_TERM")
+        .unwrap_or_else(|_| workspace_root().join(".squall/zt-venv/bin/zulip-term").to_string_lossy().into_owned());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} not found: run tools/test (it installs zulip-term 0.7.0) or set SQUALL_ZULIP_TERM"
+    );
+    path
+}
+
+/// A tmux session running one command, killed when dropped.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(command: &str) -> Tmux {
+        let name = format!("squall-zt-{:x}", rand::random::<u32>());
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name, "-x", "160", "-y", "45", command])
+            .status()
+            .expect("tmux runs");
+        assert!(ok.success(), "tmux new-session failed");
+        Tmux(name)
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]).output().expect("capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            Command::new("tmux").args(["send-keys", "-t", &self.0, k]).status().expect("send-keys");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Waits (up to 30 s) until the screen holds every one of `texts`.
+    fn wait_for(&self, texts: &[&str], log: &std::path::Path) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if texts.iter().all(|t| screen.contains(t)) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                let err = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("zulip-terminal never showed {texts:?}; screen:\n{screen}\nstderr:\n{err}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
+    }
+}
+
+#[test]
+fn zulip_terminal_starts_shows_messages_receives_live_ones_and_reacts() {
+    let zt = zulip_term();
+    let server = Server::start().unwrap();
+    let first = server.owner.send_stream("general", "greetings", "hello from the server").unwrap();
+
+    let dir = std::env::temp_dir().join(format!("squall-zt-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rc = dir.join("zuliprc");
+    std::fs::write(
+        &rc,
+        format!("[api]\nemail={}\nkey={}\nsite={}\n", server.owner.email, server.owner.api_key, server.url),
+    )
+    .unwrap();
+    // zulip-terminal refuses a zuliprc others can read.
+    Command::new("chmod").arg("600").arg(&rc).status().unwrap();
+    let log = dir.join("stderr.log");
+    let term = Tmux::start(&format!("{zt} -c {} 2> {}; sleep 600", rc.display(), log.display()));
+
+    // The main screen: the realm, the stream list, the message.
+    term.wait_for(&["Test Realm", "# general", "hello from the server"], &log);
+    // A message sent now appears without any key press.
+    server.owner.send_stream("general", "greetings", "a live message").unwrap();
+    term.wait_for(&["a live message"], &log);
+    // Into the message list, then `+`: a thumbs-up on the focused message.
+    term.keys(&["Right", "+"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = server
+            .owner
+            .get("/api/v1/messages", &[("anchor", &first.to_string()), ("num_before", "0"), ("num_after", "5")])
+            .unwrap();
+        let reacted = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["reactions"].as_array().unwrap().iter().any(|r| r["emoji_code"] == "1f44d"));
+        if reacted {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reaction arrived; screen:\n{}", term.screen());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    term.wait_for(&[":thumbs_up: You"], &log);
+    // zulip-terminal's own start-up race: its presence and user-list
+    // threads may call `update_screen` before the UI loop has made its pipe
+    // (`assert hasattr(self, "_update_pipe")`), more likely the faster the
+    // server answers. Any other traceback is a failure.
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    let tracebacks = err.matches("Traceback").count();
+    let startup_race = err.matches(r#"assert hasattr(self, "_update_pipe")"#).count();
+    assert!(tracebacks <= startup_race, "zulip-terminal failed:\n{err}");
+    drop(term);
+    let _ = std::fs::remove_dir_all(&dir);
+}
