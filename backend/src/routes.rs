@@ -148,17 +148,32 @@ fn match_route(pattern: &str, path: &str) -> Option<PathParams> {
 /// Handles one request end to end, never panicking on input. A failure is
 /// classified (database causes → 4xx/503) and, if it is ours, logged here
 /// once with the request's method, path and user.
+///
+/// Every request gets one access-log line (target `squall::access`, level
+/// info: method, path without the query, status, milliseconds, user), as
+/// Zulip's server log has; `SQUALL_LOG=info,squall::access=warn` hides them.
 pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
+    let started = std::time::Instant::now();
     let mut user_id = None;
     let outcome = route(app, &req, &mut user_id).await;
-    match outcome {
+    let resp = match outcome {
         Ok(resp) => resp,
         Err(e) => {
             let e = crate::error::classify(e);
             e.log(&req.method, &req.path, user_id);
             e.into()
         }
-    }
+    };
+    tracing::info!(
+        target: "squall::access",
+        method = %req.method,
+        path = %req.path,
+        status = resp.status,
+        ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+        user = user_id.unwrap_or(0),
+        "request"
+    );
+    resp
 }
 
 async fn route(app: &App, req: &ApiRequest, user_id: &mut Option<i64>) -> Result<ApiResponse, ApiError> {

@@ -189,6 +189,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a terminal: a log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // Thread names say which process and core: squall-core-<global
         // core>, squall-p<process>-backend.
         .with_thread_names(true)

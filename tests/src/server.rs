@@ -43,6 +43,8 @@ pub struct ServerOptions {
     pub amqp_url: String,
     /// More environment for the server (`SQUALL_*` overrides).
     pub env: Vec<(String, String)>,
+    /// Where the server's log goes (default: the test's stderr).
+    pub log_file: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -56,6 +58,7 @@ impl Default for ServerOptions {
             amqp_url: String::new(),
             rate_limit_per_user: 200,
             env: Vec::new(),
+            log_file: None,
         }
     }
 }
@@ -273,7 +276,10 @@ fn spawn_serve_at(
         .env("SQUALL_LOG", std::env::var("SQUALL_LOG").unwrap_or_else(|_| "warn".into()))
         .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(match &opts.log_file {
+            Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+            None => Stdio::inherit(),
+        })
         .spawn()
         .context("spawning squall serve")?;
     let url = listening_url(&mut child, "squall serve")?;

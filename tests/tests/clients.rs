@@ -485,3 +485,34 @@ fn reactions_are_added_listed_told_and_removed() {
         ]
     );
 }
+
+#[test]
+fn every_backend_request_gets_an_access_log_line() {
+    let log = std::env::temp_dir().join(format!("squall-access-{:x}.log", rand::random::<u64>()));
+    let opts = squall_e2e::ServerOptions {
+        log_file: Some(log.clone()),
+        env: vec![("SQUALL_LOG".into(), "warn,squall::access=info".into())],
+        ..Default::default()
+    };
+    let server = Server::start_with(opts).unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    assert_eq!(alice.get("/api/v1/users/me/42/nothing", &[("secret", "x")]).unwrap().0, 404);
+    assert_eq!(alice.get("/api/v1/users/me", &[]).unwrap().0, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("squall::access")).collect();
+        let missing = lines.iter().find(|l| l.contains("path=/api/v1/users/me/42/nothing"));
+        let found = lines.iter().find(|l| l.contains("path=/api/v1/users/me ") && l.contains("status=200"));
+        if let (Some(missing), Some(found)) = (missing, found) {
+            assert!(missing.contains("status=404") && missing.contains("method=GET"), "{missing}");
+            assert!(!missing.contains("secret"), "no query string in the log: {missing}");
+            assert!(found.contains(&format!("user={}", alice.user_id)), "{found}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no access-log lines:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(server);
+    let _ = std::fs::remove_file(&log);
+}
