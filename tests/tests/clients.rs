@@ -516,3 +516,57 @@ fn every_backend_request_gets_an_access_log_line() {
     drop(server);
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn narrows_negation_id_near_group_dms_and_resolved_topics() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let carol = server.create_user("carol@example.com", "Carol").unwrap();
+    alice.subscribe(&["other"]).unwrap();
+    let in_general = alice.send_stream("general", "t", "in general").unwrap();
+    let in_other = alice.send_stream("other", "t", "in other").unwrap();
+    let resolved = alice.send_stream("general", "✔ done", "fixed").unwrap();
+    let dm = |to: Vec<i64>, text: &str| -> i64 {
+        let (status, body) = alice
+            .post("/api/v1/messages", &[("type", "direct"), ("to", &json!(to).to_string()), ("content", text)])
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        body["id"].as_i64().unwrap()
+    };
+    let to_bob = dm(vec![bob.user_id], "just bob");
+    let group = dm(vec![bob.user_id, carol.user_id], "bob and carol");
+    let ids = |n: Value| -> Vec<i64> {
+        let (status, body) = alice
+            .get(
+                "/api/v1/messages",
+                &[("anchor", "newest"), ("num_before", "100"), ("num_after", "0"), ("narrow", &n.to_string())],
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{n}: {body}");
+        body["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect()
+    };
+    let not_general = ids(json!([{"operator": "stream", "operand": "general", "negated": true}]));
+    assert!(not_general.contains(&in_other) && not_general.contains(&to_bob), "{not_general:?}");
+    assert!(!not_general.contains(&in_general) && !not_general.contains(&resolved), "{not_general:?}");
+    assert_eq!(ids(json!([["id", in_other.to_string()]])), vec![in_other]);
+    assert_eq!(ids(json!([["stream", "other"], ["near", in_other.to_string()]])), vec![in_other]);
+    assert_eq!(ids(json!([["group-pm-with", "carol@example.com"]])), vec![group]);
+    assert_eq!(ids(json!([["dm-including", bob.user_id]])), vec![to_bob, group]);
+    assert_eq!(ids(json!([["is", "resolved"]])), vec![resolved]);
+    assert_eq!(
+        ids(json!([{"operator": "is", "operand": "resolved", "negated": true}, ["stream", "general"]])),
+        vec![in_general]
+    );
+    assert_error(
+        &alice
+            .get(
+                "/api/v1/messages",
+                &[("anchor", "newest"), ("num_before", "1"), ("num_after", "0"), ("narrow", r#"[["id", "x"]]"#)],
+            )
+            .unwrap(),
+        400,
+        "BAD_NARROW",
+        "Invalid narrow operator: Invalid message ID",
+    );
+}

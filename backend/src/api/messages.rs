@@ -53,8 +53,19 @@ enum Term {
     Topic(String),
     Sender(i64),
     Dm(Vec<i64>),
+    /// Group DMs that include this user (and the requester).
+    GroupDmWith(i64),
+    /// DMs (1:1 and group) that include this user.
+    DmIncluding(i64),
     IsDm,
-    Flag { bit: i64, set: bool },
+    Flag {
+        bit: i64,
+        set: bool,
+    },
+    /// One message.
+    Id(i64),
+    /// Topics marked resolved (`✔ ` in front).
+    Resolved,
 }
 
 fn bad_narrow(desc: &str) -> ApiError {
@@ -88,14 +99,14 @@ async fn resolve_terms(
     db: &impl deadpool_postgres::GenericClient,
     user: &User,
     raw: Vec<(String, Value, bool)>,
-) -> Result<(Vec<Term>, Option<streams::Stream>), ApiError> {
-    let mut terms = Vec::new();
+) -> Result<(Vec<(Term, bool)>, Option<streams::Stream>), ApiError> {
+    let mut terms: Vec<(Term, bool)> = Vec::new();
     let mut stream = None;
     for (op, operand, negated) in raw {
-        if negated {
-            return Err(bad_narrow("negated terms are not supported yet"));
-        }
         let op = op.to_lowercase();
+        // Terms are pushed un-negated below and marked afterwards.
+        let before = terms.len();
+        let mut term = |t: Term| terms.push((t, false));
         let as_str = || operand.as_str().map(str::to_owned);
         // How Zulip names an operand in its errors.
         let shown = match &operand {
@@ -110,10 +121,13 @@ async fn resolve_terms(
                     _ => None,
                 };
                 let s = s.ok_or_else(|| bad_narrow(&format!("unknown channel {shown}")))?;
-                terms.push(Term::Stream(s.recipient_id));
-                stream = Some(s);
+                term(Term::Stream(s.recipient_id));
+                // Only a channel the narrow is in opens its whole history.
+                if !negated {
+                    stream = Some(s);
+                }
             }
-            "topic" | "subject" => terms.push(Term::Topic(as_str().ok_or_else(|| bad_narrow("invalid topic"))?)),
+            "topic" | "subject" => term(Term::Topic(as_str().ok_or_else(|| bad_narrow("invalid topic"))?)),
             "sender" => {
                 let u = match &operand {
                     Value::Number(n) => users::users_by_ids(db, user.realm_id, &[n.as_i64().unwrap_or(-1)]).await?,
@@ -121,7 +135,7 @@ async fn resolve_terms(
                     _ => vec![],
                 };
                 let u = u.first().ok_or_else(|| bad_narrow(&format!("unknown user {shown}")))?;
-                terms.push(Term::Sender(u.id));
+                term(Term::Sender(u.id));
             }
             // `pm_with` is the legacy spelling Zulip still accepts (the
             // terminal client sends it).
@@ -146,16 +160,41 @@ async fn resolve_terms(
                 let mut ids: Vec<i64> = found.iter().map(|u| u.id).chain([user.id]).collect();
                 ids.sort_unstable();
                 ids.dedup();
-                terms.push(Term::Dm(ids));
+                term(Term::Dm(ids));
             }
+            "group-pm-with" | "group_pm_with" | "dm-including" => {
+                let u = match &operand {
+                    Value::Number(n) => users::users_by_ids(db, user.realm_id, &[n.as_i64().unwrap_or(-1)]).await?,
+                    Value::String(e) => users::users_by_emails(db, user.realm_id, std::slice::from_ref(e)).await?,
+                    _ => vec![],
+                };
+                let u = u.first().ok_or_else(|| bad_narrow(&format!("unknown user {shown}")))?;
+                term(if op == "dm-including" { Term::DmIncluding(u.id) } else { Term::GroupDmWith(u.id) });
+            }
+            "id" => {
+                let id = match &operand {
+                    Value::Number(n) => n.as_i64(),
+                    Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+                    _ => None,
+                };
+                term(Term::Id(id.ok_or_else(|| bad_narrow("Invalid message ID"))?));
+            }
+            // Zulip's `near` only moves the anchor (the client's business).
+            "near" => {}
             "is" => match as_str().as_deref() {
-                Some("dm") | Some("private") => terms.push(Term::IsDm),
-                Some("starred") => terms.push(Term::Flag { bit: flags::STARRED, set: true }),
-                Some("unread") => terms.push(Term::Flag { bit: flags::READ, set: false }),
-                Some("mentioned") | Some("alerted") => terms.push(Term::Flag { bit: flags::MENTIONED, set: true }),
+                Some("dm") | Some("private") => term(Term::IsDm),
+                Some("starred") => term(Term::Flag { bit: flags::STARRED, set: true }),
+                Some("unread") => term(Term::Flag { bit: flags::READ, set: false }),
+                Some("mentioned") | Some("alerted") => term(Term::Flag { bit: flags::MENTIONED, set: true }),
+                Some("resolved") => term(Term::Resolved),
                 _ => return Err(bad_narrow(&format!("unknown 'is' operand {shown}"))),
             },
             _ => return Err(bad_narrow(&format!("unknown operator {op}"))),
+        }
+        if negated {
+            for t in &mut terms[before..] {
+                t.1 = true;
+            }
         }
     }
     Ok((terms, stream))
@@ -244,42 +283,66 @@ pub(crate) async fn fetch_range(
         )
     };
     let mut args: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = vec![Box::new(user.id as i32)];
-    for t in &terms {
+    for (t, negated) in &terms {
         let n = args.len() + 1;
-        match t {
+        let cond = match t {
             Term::Stream(rid) => {
-                sql.push_str(&format!(" AND m.recipient_id = ${n}"));
                 args.push(Box::new(*rid as i32));
+                format!("m.recipient_id = ${n}")
             }
             Term::Topic(topic) => {
-                sql.push_str(&format!(" AND lower(m.subject) = lower(${n})"));
                 args.push(Box::new(topic.clone()));
+                format!("lower(m.subject) = lower(${n})")
             }
             Term::Sender(id) => {
-                sql.push_str(&format!(" AND m.sender_id = ${n}"));
                 args.push(Box::new(*id as i32));
+                format!("m.sender_id = ${n}")
             }
-            Term::IsDm => sql.push_str(" AND (coalesce(um.flags, 0) & 2048) <> 0"),
+            Term::IsDm => "(coalesce(um.flags, 0) & 2048) <> 0".to_owned(),
             Term::Dm(ids) => {
                 // Participants of a message = sender ∪ personal recipient, or
                 // the group's members.
-                sql.push_str(&format!(
-                    " AND (coalesce(um.flags, 0) & 2048) <> 0 AND ${n}::int[] = (
+                args.push(Box::new(ids.iter().map(|&i| i as i32).collect::<Vec<i32>>()));
+                format!(
+                    "(coalesce(um.flags, 0) & 2048) <> 0 AND ${n}::int[] = (
                         SELECT array_agg(DISTINCT x ORDER BY x) FROM (
                             SELECT m.sender_id AS x
                             UNION SELECT r.type_id FROM recipient r WHERE r.id = m.recipient_id AND r.type = 1
                             UNION SELECT s.user_profile_id FROM subscription s JOIN recipient r ON r.id = s.recipient_id
                                   WHERE s.recipient_id = m.recipient_id AND r.type = 3) p)"
-                ));
-                args.push(Box::new(ids.iter().map(|&i| i as i32).collect::<Vec<i32>>()));
+                )
+            }
+            Term::GroupDmWith(other) => {
+                args.push(Box::new(*other as i32));
+                format!(
+                    "m.recipient_id IN (SELECT s.recipient_id FROM subscription s JOIN recipient r ON r.id = s.recipient_id
+                        WHERE r.type = 3 AND s.user_profile_id = ${n}
+                        AND s.recipient_id IN (SELECT recipient_id FROM subscription WHERE user_profile_id = $1))"
+                )
+            }
+            Term::DmIncluding(other) => {
+                args.push(Box::new(*other as i32));
+                format!(
+                    "(coalesce(um.flags, 0) & 2048) <> 0 AND (m.sender_id = ${n}
+                        OR m.recipient_id IN (SELECT r.id FROM recipient r WHERE r.type = 1 AND r.type_id = ${n})
+                        OR m.recipient_id IN (SELECT s.recipient_id FROM subscription s JOIN recipient r
+                            ON r.id = s.recipient_id WHERE r.type = 3 AND s.user_profile_id = ${n}))"
+                )
             }
             Term::Flag { bit, set } => {
                 let cmp = if *set { "<>" } else { "=" };
-                sql.push_str(&format!(
-                    " AND (coalesce(um.flags, {}) & {bit}) {cmp} 0",
-                    flags::READ | flags::HISTORICAL
-                ));
+                format!("(coalesce(um.flags, {}) & {bit}) {cmp} 0", flags::READ | flags::HISTORICAL)
             }
+            Term::Id(id) => {
+                args.push(Box::new(*id));
+                format!("m.id = ${n}")
+            }
+            Term::Resolved => "m.subject LIKE '✔ %'".to_owned(),
+        };
+        if *negated {
+            sql.push_str(&format!(" AND NOT ({cond})"));
+        } else {
+            sql.push_str(&format!(" AND ({cond})"));
         }
     }
 
