@@ -247,6 +247,11 @@ pub fn channel_refs(content: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Escapes text for HTML.
+pub(crate) fn escape_html(s: &str) -> String {
+    escape(s)
+}
+
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

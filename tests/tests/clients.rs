@@ -570,3 +570,42 @@ fn narrows_negation_id_near_group_dms_and_resolved_topics() {
         "Invalid narrow operator: Invalid message ID",
     );
 }
+
+#[test]
+fn search_finds_words_and_phrases_and_highlights_them() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let o = &server.owner;
+    let cats = o.send_stream("general", "pets", "The cats are sleeping on the sofa").unwrap();
+    let dogs = o.send_stream("general", "pets", "A dog barked at the mailman").unwrap();
+    let topic = o.send_stream("general", "sleeping schedules", "nothing else here").unwrap();
+    let search = |n: Value| -> Value {
+        let (status, body) = alice
+            .get(
+                "/api/v1/messages",
+                &[("anchor", "newest"), ("num_before", "50"), ("num_after", "0"), ("narrow", &n.to_string())],
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{n}: {body}");
+        body
+    };
+    let ids = |b: &Value| -> Vec<i64> {
+        b["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect()
+    };
+    // Words match their stems, in the content or the topic.
+    let body = search(json!([["search", "sleep"]]));
+    assert_eq!(ids(&body), vec![cats, topic]);
+    assert_schema("/messages", "get", 200, &body);
+    let m = &body["messages"][0];
+    assert!(m["match_content"].as_str().unwrap().contains(r#"<span class="highlight">sleeping</span>"#), "{m}");
+    let t = &body["messages"][1];
+    assert_eq!(t["match_subject"], r#"<span class="highlight">sleeping</span> schedules"#, "{t}");
+    // Every word must match; phrases as written.
+    assert_eq!(ids(&search(json!([["search", "dog mailman"]]))), vec![dogs]);
+    assert_eq!(ids(&search(json!([["search", "\"on the sofa\""]]))), vec![cats]);
+    assert_eq!(ids(&search(json!([["search", "\"the sofa on\""]]))), Vec::<i64>::new());
+    // With other terms, and as zulip-terminal sends it (the narrow plus search).
+    assert_eq!(ids(&search(json!([["stream", "general"], ["topic", "pets"], ["search", "cats"]]))), vec![cats]);
+    // Stop words alone match nothing, as in Zulip.
+    assert_eq!(ids(&search(json!([["search", "the"]]))), Vec::<i64>::new());
+}

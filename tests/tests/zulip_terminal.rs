@@ -1,6 +1,7 @@
 //! The official terminal client, zulip-terminal 0.7.0, against Squall in a
 //! real terminal (tmux): it starts and shows its main screen with the
-//! realm's messages, receives a live message, and adds a reaction with `+`.
+//! realm's messages, receives a live message, adds a reaction with `+`,
+//! and searches with `/`.
 //! `tools/test` installs it (it needs a Python older than 3.11) and sets
 //! `SQUALL_ZULIP_TERM`.
 
@@ -70,7 +71,7 @@ impl Drop for Tmux {
 }
 
 #[test]
-fn zulip_terminal_starts_shows_messages_receives_live_ones_and_reacts() {
+fn zulip_terminal_starts_shows_messages_receives_live_ones_reacts_and_searches() {
     let zt = zulip_term();
     let server = Server::start().unwrap();
     let first = server.owner.send_stream("general", "greetings", "hello from the server").unwrap();
@@ -113,6 +114,10 @@ fn zulip_terminal_starts_shows_messages_receives_live_ones_and_reacts() {
         std::thread::sleep(Duration::from_millis(200));
     }
     term.wait_for(&[":thumbs_up: You"], &log);
+    // `/` searches: only the matching message is listed.
+    term.keys(&["/", "live", "Enter"]);
+    let screen = term.wait_for(&["Search Results", "a live message"], &log);
+    assert!(!screen.contains("hello from the server"), "the search lists only matches:\n{screen}");
     // zulip-terminal's own start-up race: its presence and user-list
     // threads may call `update_screen` before the UI loop has made its pipe
     // (`assert hasattr(self, "_update_pipe")`), more likely the faster the

@@ -66,6 +66,74 @@ enum Term {
     Id(i64),
     /// Topics marked resolved (`✔ ` in front).
     Resolved,
+    /// Full-text search (Zulip's `search`): the words, and the quoted
+    /// phrases, which must appear as written.
+    Search {
+        words: String,
+        phrases: Vec<String>,
+    },
+}
+
+/// The text search runs over: the topic and the rendered content (HTML
+/// tags are not words to PostgreSQL's parser).
+const SEARCH_DOCUMENT: &str = "to_tsvector('english', m.subject || ' ' || m.rendered_content)";
+
+/// `match_content` and `match_subject` of searched messages: the rendered
+/// content and the (escaped) topic with each matching word in
+/// `<span class="highlight">`, as Zulip marks them.
+async fn search_highlights(
+    db: &impl deadpool_postgres::GenericClient,
+    ids: &[i64],
+    words: &str,
+) -> Result<HashMap<i64, (String, String)>, ApiError> {
+    // Markers from Unicode's private use area, replaced afterwards (the
+    // topic is escaped in between).
+    const START: char = '\u{e000}';
+    const STOP: char = '\u{e001}';
+    let options = format!("HighlightAll=TRUE, StartSel={START}, StopSel={STOP}");
+    let rows = db
+        .query(
+            "SELECT m.id, ts_headline('english', m.rendered_content, q, $3), ts_headline('english', m.subject, q, $3)
+             FROM message m, plainto_tsquery('english', $2) q WHERE m.id = ANY($1)",
+            &[&ids, &words, &options],
+        )
+        .await?;
+    let mark = |s: &str| s.replace(START, "<span class=\"highlight\">").replace(STOP, "</span>");
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let content: String = r.get(1);
+            let subject: String = r.get(2);
+            (r.get(0), (mark(&content), mark(&crate::markdown::escape_html(&subject))))
+        })
+        .collect())
+}
+
+/// Splits a `search` operand as Zulip does: `"quoted phrases"` and words.
+fn search_terms(operand: &str) -> (String, Vec<String>) {
+    let mut words = Vec::new();
+    let mut phrases = Vec::new();
+    let mut rest = operand;
+    while let Some(start) = rest.find('"') {
+        words.push(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('"') {
+            Some(end) => {
+                let phrase = after[..end].trim();
+                if !phrase.is_empty() {
+                    phrases.push(phrase.to_owned());
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                words.push(after);
+                rest = "";
+            }
+        }
+    }
+    words.push(rest);
+    let words = words.concat().split_whitespace().collect::<Vec<_>>().join(" ");
+    (words, phrases)
 }
 
 fn bad_narrow(desc: &str) -> ApiError {
@@ -181,6 +249,11 @@ async fn resolve_terms(
             }
             // Zulip's `near` only moves the anchor (the client's business).
             "near" => {}
+            "search" => {
+                let text = as_str().ok_or_else(|| bad_narrow("invalid search"))?;
+                let (words, phrases) = search_terms(&text);
+                term(Term::Search { words, phrases });
+            }
             "is" => match as_str().as_deref() {
                 Some("dm") | Some("private") => term(Term::IsDm),
                 Some("starred") => term(Term::Flag { bit: flags::STARRED, set: true }),
@@ -217,18 +290,39 @@ pub async fn get(app: &App, user: &User, p: &mut Params) -> ApiResult {
         return Err(ApiError::bad_request("Too many messages requested (maximum 5000)."));
     }
     let anchor = if use_first_unread { Some("first_unread".to_owned()) } else { anchor_raw };
+    // The words of a search term: matches are highlighted in the results.
+    let searched: Option<String> = narrow
+        .iter()
+        .find(|(op, _, negated)| op.eq_ignore_ascii_case("search") && !negated)
+        .and_then(|(_, operand, _)| operand.as_str())
+        .map(|text| search_terms(text).0)
+        .filter(|words| !words.is_empty());
     let client = app.pool.get().await?;
     let range = fetch_range(&client, user, narrow, anchor.as_deref(), include_anchor, num_before, num_after).await?;
     let variant = Variant { apply_markdown, client_gravatar };
     let messages = load_messages(&client, user.realm_id, &range.rows).await?;
     let ids: Vec<i64> = range.rows.iter().map(|(id, _)| *id).collect();
     let reactions = super::reactions::reactions_of(&client, &ids).await?;
+    let highlights = match &searched {
+        Some(words) => search_highlights(&client, &ids, words).await?,
+        None => HashMap::new(),
+    };
     let list: Vec<String> = range
         .rows
         .iter()
         .filter_map(|(id, f)| {
             let json = messages.get(id)?.client_json(variant, Some(*f));
-            Some(super::reactions::with_reactions(json, reactions.get(id)))
+            let json = super::reactions::with_reactions(json, reactions.get(id));
+            Some(match highlights.get(id) {
+                // Appended to the message object: its text ends in `}`.
+                Some((content, subject)) => format!(
+                    "{},\"match_content\":{},\"match_subject\":{}}}",
+                    json.strip_suffix('}').unwrap_or(&json),
+                    Value::from(content.as_str()),
+                    Value::from(subject.as_str())
+                ),
+                None => json,
+            })
         })
         .collect();
     let messages_json: Value = serde_json::from_str(&format!("[{}]", list.join(",")))
@@ -338,6 +432,24 @@ pub(crate) async fn fetch_range(
                 format!("m.id = ${n}")
             }
             Term::Resolved => "m.subject LIKE '✔ %'".to_owned(),
+            Term::Search { words, phrases } => {
+                let mut parts = Vec::new();
+                if !words.is_empty() {
+                    args.push(Box::new(words.clone()));
+                    parts.push(format!("{SEARCH_DOCUMENT} @@ plainto_tsquery('english', ${n})"));
+                }
+                for phrase in phrases {
+                    let k = args.len() + 1;
+                    let like = format!("%{}%", phrase.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+                    args.push(Box::new(like));
+                    parts.push(format!("(m.content ILIKE ${k} OR m.subject ILIKE ${k})"));
+                }
+                if parts.is_empty() {
+                    "true".to_owned()
+                } else {
+                    parts.join(" AND ")
+                }
+            }
         };
         if *negated {
             sql.push_str(&format!(" AND NOT ({cond})"));
