@@ -424,6 +424,23 @@ mod tests {
     }
 
     #[test]
+    fn the_journal_is_on_by_default_and_can_be_turned_off_or_tuned() {
+        let mut cfg = Config::default();
+        let gw = cfg.gateway(0, 1, 0, String::new());
+        assert_eq!(gw.journal, Some(squall_gateway::journal::JournalOptions::default()));
+        cfg.apply_env(|k| match k {
+            "SQUALL_JOURNAL_FLUSH_MS" => Some("250".into()),
+            _ => None,
+        })
+        .unwrap();
+        let j = cfg.gateway(0, 1, 0, String::new()).journal.expect("still on");
+        assert_eq!(j.flush_interval, std::time::Duration::from_millis(250));
+        cfg.apply_env(|k| (k == "SQUALL_JOURNAL").then(|| "off".into())).unwrap();
+        assert_eq!(cfg.gateway(0, 1, 0, String::new()).journal, None);
+        assert!(cfg.apply_env(|k| (k == "SQUALL_JOURNAL").then(|| "maybe".into())).is_err());
+    }
+
+    #[test]
     fn processes_follow_the_open_file_limit_when_automatic() {
         let mut cfg = Config { gateway_processes: 1, expected_connections: 100_000, ..Config::default() };
         assert_eq!(cfg.processes(20_000), 6, "16,782 connections planned per process");
