@@ -642,3 +642,20 @@ pub async fn get_one(app: &App, user: &User, id: i64, p: &mut Params) -> ApiResu
     out.insert("message".into(), message);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::search_terms;
+
+    #[test]
+    fn a_search_operand_splits_into_words_and_quoted_phrases() {
+        assert_eq!(search_terms("cats  dogs"), ("cats dogs".to_owned(), vec![]));
+        assert_eq!(
+            search_terms(r#"pets "on the sofa" sleeping "  ""#),
+            ("pets sleeping".to_owned(), vec!["on the sofa".to_owned()])
+        );
+        // An unclosed quote leaves its words as words.
+        assert_eq!(search_terms(r#"a "b c"#), ("a b c".to_owned(), vec![]));
+        assert_eq!(search_terms(r#""only a phrase""#), (String::new(), vec!["only a phrase".to_owned()]));
+    }
+}
