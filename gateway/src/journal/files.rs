@@ -36,6 +36,13 @@ fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("snapshot.{generation:012}"))
 }
 
+/// Where a snapshot is written before it is renamed into place.
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
 fn journal_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("journal.{generation:012}"))
 }
@@ -206,7 +213,7 @@ fn snapshot_bytes(state: &CoreState) -> std::io::Result<Vec<u8>> {
 /// directory.
 fn write_snapshot(dir: &Path, generation: u64, bytes: &[u8]) -> std::io::Result<()> {
     let path = snapshot_path(dir, generation);
-    let tmp = path.with_extension("tmp");
+    let tmp = tmp_path(&path);
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
@@ -223,8 +230,18 @@ fn create_journal(dir: &Path, generation: u64) -> std::io::Result<File> {
     Ok(f)
 }
 
-/// Removes snapshots and journal files older than `generation`.
+/// Removes snapshots and journal files older than `generation`, and
+/// snapshots a crash left half-written (`*.tmp`) from before it.
 fn remove_older(dir: &Path, generation: u64) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let stale = name.to_str().and_then(|n| n.strip_prefix("snapshot.")).and_then(|n| n.strip_suffix(".tmp"));
+            if stale.and_then(|g| g.parse::<u64>().ok()).is_some_and(|g| g < generation) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     let Ok((snapshots, journals)) = list(dir) else { return };
     let old = snapshots.iter().map(|&g| snapshot_path(dir, g)).chain(journals.iter().map(|&g| journal_path(dir, g)));
     let gens = snapshots.iter().chain(&journals);
@@ -440,7 +457,7 @@ async fn append(file: &monoio::fs::File, bytes: Vec<u8>, pos: &mut u64) -> std::
 /// driver.
 async fn write_snapshot_async(dir: &Path, generation: u64, bytes: Vec<u8>) -> std::io::Result<()> {
     let path = snapshot_path(dir, generation);
-    let tmp = path.with_extension("tmp");
+    let tmp = tmp_path(&path);
     let file = monoio::fs::File::from_std(File::create(&tmp)?)?;
     let (written, _) = file.write_all_at(bytes, 0).await;
     written?;
