@@ -163,10 +163,10 @@ fn the_legacy_pm_with_narrow_works_and_narrow_errors_name_the_operator() {
     let ids: Vec<&Value> = body["messages"].as_array().unwrap().iter().map(|m| &m["id"]).collect();
     assert_eq!(ids, vec![&sent["id"]]);
     assert_error(
-        &narrow(json!([["search", "psst"]])).unwrap(),
+        &narrow(json!([["whisper", "psst"]])).unwrap(),
         400,
         "BAD_NARROW",
-        "Invalid narrow operator: unknown operator search",
+        "Invalid narrow operator: unknown operator whisper",
     );
     assert_error(
         &narrow(json!([["is", "sleepy"]])).unwrap(),
