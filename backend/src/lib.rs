@@ -23,6 +23,7 @@ pub mod presence;
 pub mod ratelimit;
 pub mod realm;
 pub mod routes;
+pub mod settings;
 pub mod soft_deactivation;
 pub mod streams;
 pub mod unread;

@@ -609,3 +609,110 @@ fn search_finds_words_and_phrases_and_highlights_them() {
     // Stop words alone match nothing, as in Zulip.
     assert_eq!(ids(&search(json!([["search", "the"]]))), Vec::<i64>::new());
 }
+
+#[test]
+fn personal_settings_are_changed_stored_registered_and_told_in_both_event_forms() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let modern = r#"{"user_settings_object": true}"#;
+    let (qm, _, _) =
+        alice.register(&[("event_types", r#"["user_settings"]"#), ("client_capabilities", modern)]).unwrap();
+    let (ql, _, _) = alice
+        .register(&[("event_types", r#"["user_settings", "update_display_settings", "update_global_notifications"]"#)])
+        .unwrap();
+    let (qb, _, _) = bob.register(&[("event_types", r#"["realm_user"]"#)]).unwrap();
+
+    let patch = |form: &[(&str, &str)]| alice.raw_form("PATCH", "/api/v1/settings", form).unwrap();
+    let r = patch(&[
+        ("twenty_four_hour_time", "true"),
+        ("enable_sounds", "false"),
+        ("web_font_size_px", "14"),
+        ("default_language", "de"),
+        ("timezone", "Europe/Berlin"),
+        ("send_read_receipts", "false"),
+        ("no_such_setting", "1"),
+    ]);
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(r.1["ignored_parameters_unsupported"], json!(["no_such_setting"]));
+
+    // Stored: a new register sees them, in the object and (legacy) on top.
+    let (_, reg) = alice
+        .post(
+            "/api/v1/register",
+            &[("fetch_event_types", r#"["user_settings", "update_display_settings", "update_global_notifications"]"#)],
+        )
+        .unwrap();
+    assert_schema("/register", "post", 200, &reg);
+    let us = &reg["user_settings"];
+    assert_eq!(
+        (&us["twenty_four_hour_time"], &us["enable_sounds"], &us["web_font_size_px"]),
+        (&json!(true), &json!(false), &json!(14))
+    );
+    assert_eq!(
+        (&us["default_language"], &us["timezone"], &us["send_read_receipts"]),
+        (&json!("de"), &json!("Europe/Berlin"), &json!(false))
+    );
+    assert_eq!(us["dense_mode"], true, "untouched settings keep Zulip's defaults");
+    assert_eq!(
+        (&reg["twenty_four_hour_time"], &reg["enable_sounds"], &reg["timezone"]),
+        (&json!(true), &json!(false), &json!("Europe/Berlin"))
+    );
+    assert!(reg.get("send_read_receipts").is_none(), "modern settings are not copied to the top level");
+    let (_, modern_reg) = alice
+        .post(
+            "/api/v1/register",
+            &[("fetch_event_types", r#"["update_display_settings"]"#), ("client_capabilities", modern)],
+        )
+        .unwrap();
+    assert!(modern_reg.get("twenty_four_hour_time").is_none(), "no legacy copies for user_settings_object clients");
+
+    // Events: the modern queue gets user_settings only; the legacy one both.
+    let types = |q: &str| -> Vec<String> {
+        let (_, body) = alice.get_events(q, -1, true).unwrap();
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let name = e.get("property").or_else(|| e.get("setting_name")).or_else(|| e.get("notification_name"));
+                format!("{}:{}", e["type"].as_str().unwrap(), name.and_then(Value::as_str).unwrap_or(""))
+            })
+            .collect()
+    };
+    let modern_events = types(&qm);
+    assert_eq!(modern_events.len(), 6, "{modern_events:?}");
+    assert!(modern_events.iter().all(|e| e.starts_with("user_settings:")), "{modern_events:?}");
+    let legacy_events = types(&ql);
+    for e in [
+        "update_display_settings:twenty_four_hour_time",
+        "update_global_notifications:enable_sounds",
+        "update_display_settings:default_language",
+        "update_display_settings:timezone",
+        "user_settings:send_read_receipts",
+    ] {
+        assert!(legacy_events.contains(&e.to_string()), "{e} in {legacy_events:?}");
+    }
+    assert!(!legacy_events.iter().any(|e| e.starts_with("update_display_settings:send_read_receipts")));
+    let (_, lang) = alice.get_events(&qm, -1, true).unwrap();
+    let lang_event =
+        lang["events"].as_array().unwrap().iter().find(|e| e["property"] == "default_language").cloned().unwrap();
+    assert_eq!(lang_event["language_name"], "Deutsch");
+    // Everyone sees the new time zone in the user list.
+    let (_, bob_events) = bob.get_events(&qb, -1, true).unwrap();
+    assert_eq!(bob_events["events"][0]["person"], json!({"user_id": alice.user_id, "timezone": "Europe/Berlin"}));
+
+    // Zulip's checks; a refused request changes nothing.
+    assert_error(&patch(&[("color_scheme", "7")]), 400, "BAD_REQUEST", "Invalid color_scheme");
+    assert_error(
+        &patch(&[("twenty_four_hour_time", "false"), ("enable_sounds", "maybe")]),
+        400,
+        "BAD_REQUEST",
+        "enable_sounds is not valid JSON",
+    );
+    assert_error(&patch(&[("emojiset", "wingdings")]), 400, "BAD_REQUEST", "Invalid emojiset");
+    assert_error(&patch(&[("notification_sound", "gong")]), 400, "BAD_REQUEST", "Invalid notification sound 'gong'");
+    assert_error(&patch(&[("timezone", "Mars/Olympus")]), 400, "BAD_REQUEST", "Invalid timezone 'Mars/Olympus'");
+    let (_, again) = alice.post("/api/v1/register", &[("fetch_event_types", r#"["user_settings"]"#)]).unwrap();
+    assert_eq!(again["user_settings"]["twenty_four_hour_time"], true, "the refused request changed nothing");
+}

@@ -222,13 +222,23 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             .collect();
         state.insert("starred_messages".into(), starred.into());
     }
-    // Clients without `user_settings_object` read these settings at the top
-    // level. Every user has Zulip's defaults (they cannot be changed yet).
-    if want("update_display_settings") {
-        state.insert("twenty_four_hour_time".into(), json!(false));
-    }
-    if want("update_global_notifications") {
-        state.insert("pm_content_in_desktop_notifications".into(), json!(true));
+    // Personal settings: the object, and for clients without
+    // `user_settings_object` the legacy top-level copies.
+    let legacy_display = want("update_display_settings") && !spec.user_settings_object;
+    let legacy_notifications = want("update_global_notifications") && !spec.user_settings_object;
+    if want("user_settings") || legacy_display || legacy_notifications {
+        let row =
+            client.query_one("SELECT settings, timezone FROM userprofile WHERE id = $1", &[&(user.id as i32)]).await?;
+        let (overrides, timezone): (Value, String) = (row.get(0), row.get(1));
+        if want("user_settings") {
+            state.insert("user_settings".into(), Value::Object(crate::settings::user_settings(&overrides, &timezone)));
+        }
+        if legacy_display {
+            state.extend(crate::settings::legacy_display(&overrides, &timezone));
+        }
+        if legacy_notifications {
+            state.extend(crate::settings::legacy_notifications(&overrides));
+        }
     }
 
     // Events that reached the queue while the state was being computed stay

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (6, "wildcard_mention_policy", include_str!("../../migrations/0006_wildcard_mention_policy.sql")),
     (7, "subscription_notifications", include_str!("../../migrations/0007_subscription_notifications.sql")),
     (8, "reactions", include_str!("../../migrations/0008_reactions.sql")),
+    (9, "user_settings", include_str!("../../migrations/0009_user_settings.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.
