@@ -716,3 +716,75 @@ fn personal_settings_are_changed_stored_registered_and_told_in_both_event_forms(
     let (_, again) = alice.post("/api/v1/register", &[("fetch_event_types", r#"["user_settings"]"#)]).unwrap();
     assert_eq!(again["user_settings"]["twenty_four_hour_time"], true, "the refused request changed nothing");
 }
+
+#[test]
+fn topic_policies_are_stored_registered_and_told() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let (q, _, _) = alice.register(&[("event_types", r#"["user_topic", "muted_topics"]"#)]).unwrap();
+    let (ql, _, _) = alice.register(&[("event_types", r#"["muted_topics"]"#)]).unwrap();
+    let (_, subs) = alice.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+    let general = subs["subscriptions"].as_array().unwrap().iter().find(|s| s["name"] == "general").unwrap()
+        ["stream_id"]
+        .as_i64()
+        .unwrap();
+    let set = |topic: &str, policy: &str| {
+        alice
+            .post(
+                "/api/v1/user_topics",
+                &[("stream_id", &general.to_string()), ("topic", topic), ("visibility_policy", policy)],
+            )
+            .unwrap()
+    };
+    assert_eq!(set("noisy", "1").0, 200);
+    assert_eq!(set("important", "3").0, 200);
+
+    let (_, reg) =
+        alice.post("/api/v1/register", &[("fetch_event_types", r#"["user_topic", "muted_topics"]"#)]).unwrap();
+    assert_schema("/register", "post", 200, &reg);
+    let policies: Vec<(String, i64)> = reg["user_topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["topic_name"].as_str().unwrap().to_owned(), t["visibility_policy"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(policies, vec![("noisy".into(), 1), ("important".into(), 3)]);
+    assert!(reg.get("muted_topics").is_none(), "not both: {reg}");
+    let (_, legacy) = alice.post("/api/v1/register", &[("fetch_event_types", r#"["muted_topics"]"#)]).unwrap();
+    let muted = legacy["muted_topics"].as_array().unwrap();
+    assert_eq!(muted.len(), 1);
+    assert_eq!((&muted[0][0], &muted[0][1]), (&json!("general"), &json!("noisy")));
+
+    // Back to inheriting: gone.
+    assert_eq!(set("NOISY", "0").0, 200, "topics compare without case");
+    let (_, reg) = alice.post("/api/v1/register", &[("fetch_event_types", r#"["user_topic"]"#)]).unwrap();
+    assert_eq!(reg["user_topics"].as_array().unwrap().len(), 1);
+
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    assert_schema("/events", "get", 200, &events);
+    let kinds: Vec<(&str, Option<i64>)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["visibility_policy"].as_i64()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("user_topic", Some(1)), ("user_topic", Some(3)), ("user_topic", Some(0))],
+        "no muted_topics beside user_topic"
+    );
+    let (_, legacy_events) = alice.get_events(&ql, -1, true).unwrap();
+    let last = legacy_events["events"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!((last["type"].as_str(), last["muted_topics"].as_array().map(Vec::len)), (Some("muted_topics"), Some(0)));
+
+    assert_error(&set("x", "7"), 400, "BAD_REQUEST", "Invalid visibility_policy");
+    assert_error(&set(&"t".repeat(61), "1"), 400, "BAD_REQUEST", "topic is too long (limit: 60 characters)");
+    assert_error(
+        &alice
+            .post("/api/v1/user_topics", &[("stream_id", "999999"), ("topic", "x"), ("visibility_policy", "1")])
+            .unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Invalid channel ID",
+    );
+}

@@ -9,4 +9,5 @@ pub mod register;
 pub mod server;
 pub mod streams;
 pub mod typing;
+pub mod user_topics;
 pub mod users;

@@ -196,14 +196,16 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             state.insert(k.into(), v);
         }
     }
-    // Features Squall does not have yet hold nothing for anyone: no topic is
-    // muted, no user group or custom emoji exists.
-    if want("muted_topics") {
-        state.insert("muted_topics".into(), json!([]));
+    // Topic policies; the legacy muted list only for clients that do not
+    // also ask for the modern one (as Zulip).
+    if want("muted_topics") && !(wanted.is_some() && want("user_topic")) {
+        state.insert("muted_topics".into(), super::user_topics::muted_topics(&client, user.id).await?.into());
     }
     if want("user_topic") {
-        state.insert("user_topics".into(), json!([]));
+        state.insert("user_topics".into(), super::user_topics::user_topics(&client, user.id).await?.into());
     }
+    // Features Squall does not have yet hold nothing for anyone: no user
+    // group or custom emoji exists.
     if want("realm_user_groups") {
         state.insert("realm_user_groups".into(), json!([]));
     }

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (7, "subscription_notifications", include_str!("../../migrations/0007_subscription_notifications.sql")),
     (8, "reactions", include_str!("../../migrations/0008_reactions.sql")),
     (9, "user_settings", include_str!("../../migrations/0009_user_settings.sql")),
+    (10, "user_topics", include_str!("../../migrations/0010_user_topics.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.
