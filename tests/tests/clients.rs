@@ -788,3 +788,35 @@ fn topic_policies_are_stored_registered_and_told() {
         "Invalid channel ID",
     );
 }
+
+#[test]
+fn recent_private_conversations_list_each_conversation_once_latest_first() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let carol = server.create_user("carol@example.com", "Carol").unwrap();
+    let send = |from: &Client, to: Vec<i64>| -> i64 {
+        let (_, b) = from
+            .post("/api/v1/messages", &[("type", "direct"), ("to", &json!(to).to_string()), ("content", "hi")])
+            .unwrap();
+        b["id"].as_i64().unwrap()
+    };
+    send(&alice, vec![bob.user_id]);
+    let group = send(&alice, vec![bob.user_id, carol.user_id]);
+    let to_bob = send(&bob, vec![alice.user_id]);
+    let own = send(&alice, vec![alice.user_id]);
+    server.owner.send_stream("general", "t", "not a DM").unwrap();
+    let (_, reg) =
+        alice.post("/api/v1/register", &[("fetch_event_types", r#"["recent_private_conversations"]"#)]).unwrap();
+    assert_schema("/register", "post", 200, &reg);
+    let mut pair = vec![bob.user_id, carol.user_id];
+    pair.sort_unstable();
+    assert_eq!(
+        reg["recent_private_conversations"],
+        json!([
+            {"user_ids": [], "max_message_id": own},
+            {"user_ids": [bob.user_id], "max_message_id": to_bob},
+            {"user_ids": pair, "max_message_id": group},
+        ])
+    );
+}

@@ -11,6 +11,44 @@ use squall_proto::error::{ApiError, ApiResult};
 use squall_proto::queue_spec::queue_spec;
 use squall_proto::{ZULIP_FEATURE_LEVEL, ZULIP_MERGE_BASE, ZULIP_VERSION};
 
+/// The user's direct-message conversations among their 1,000 latest direct
+/// messages (Zulip's `get_recent_private_conversations`): for each, the
+/// other participants (none for the self-conversation) and the latest
+/// message id, latest first.
+async fn recent_private_conversations(
+    db: &impl deadpool_postgres::GenericClient,
+    user_id: i64,
+) -> Result<Vec<Value>, ApiError> {
+    let rows = db
+        .query(
+            "SELECT m.id, m.sender_id, r.type, r.type_id, m.recipient_id FROM
+               (SELECT message_id FROM usermessage WHERE user_profile_id = $1 AND (flags & 2048) <> 0
+                ORDER BY message_id DESC LIMIT 1000) recent
+             JOIN message m ON m.id = recent.message_id JOIN recipient r ON r.id = m.recipient_id",
+            &[&(user_id as i32)],
+        )
+        .await?;
+    let groups: Vec<i32> = rows.iter().filter(|r| r.get::<_, i16>(2) == 3).map(|r| r.get(4)).collect();
+    let members = crate::streams::group_members(db, &groups).await?;
+    let mut latest: std::collections::HashMap<Vec<i64>, i64> = std::collections::HashMap::new();
+    for r in &rows {
+        let id: i64 = r.get(0);
+        let mut people: Vec<i64> = match r.get::<_, i16>(2) {
+            1 => vec![r.get::<_, i32>(1) as i64, r.get::<_, i32>(3) as i64],
+            3 => members.get(&(r.get::<_, i32>(4) as i64)).cloned().unwrap_or_default(),
+            _ => continue,
+        };
+        people.retain(|&u| u != user_id);
+        people.sort_unstable();
+        people.dedup();
+        let max = latest.entry(people).or_insert(id);
+        *max = (*max).max(id);
+    }
+    let mut list: Vec<(Vec<i64>, i64)> = latest.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok(list.into_iter().map(|(user_ids, max)| json!({"user_ids": user_ids, "max_message_id": max})).collect())
+}
+
 /// `POST /register`.
 pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) -> ApiResult {
     let client_name = super::messages::client_name(req, p);
@@ -203,6 +241,12 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     }
     if want("user_topic") {
         state.insert("user_topics".into(), super::user_topics::user_topics(&client, user.id).await?.into());
+    }
+    if want("recent_private_conversations") {
+        state.insert(
+            "recent_private_conversations".into(),
+            recent_private_conversations(&client, user.id).await?.into(),
+        );
     }
     // Features Squall does not have yet hold nothing for anyone: no user
     // group or custom emoji exists.
