@@ -45,7 +45,7 @@ async fn recent_private_conversations(
         *max = (*max).max(id);
     }
     let mut list: Vec<(Vec<i64>, i64)> = latest.into_iter().collect();
-    list.sort_by(|a, b| b.1.cmp(&a.1));
+    list.sort_by_key(|(_, max)| std::cmp::Reverse(*max));
     Ok(list.into_iter().map(|(user_ids, max)| json!({"user_ids": user_ids, "max_message_id": max})).collect())
 }
 
