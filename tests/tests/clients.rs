@@ -820,3 +820,34 @@ fn recent_private_conversations_list_each_conversation_once_latest_first() {
         ])
     );
 }
+
+#[test]
+fn alert_words_are_added_listed_removed_registered_and_told() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let (q, _, _) = alice.register(&[("event_types", r#"["alert_words"]"#)]).unwrap();
+    let (status, body) = alice
+        .post("/api/v1/users/me/alert_words", &[("alert_words", r#"["Squall", " rust ", "", "squall"]"#)])
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["alert_words"], json!(["Squall", "rust"]), "trimmed, empty dropped, one per spelling");
+    let (_, got) = alice.get("/api/v1/users/me/alert_words", &[]).unwrap();
+    assert_eq!(got["alert_words"], json!(["Squall", "rust"]));
+    let (_, left) =
+        alice.raw_form("DELETE", "/api/v1/users/me/alert_words", &[("alert_words", r#"["SQUALL"]"#)]).unwrap();
+    assert_eq!(left["alert_words"], json!(["rust"]));
+    let (_, reg) = alice.post("/api/v1/register", &[("fetch_event_types", r#"["alert_words"]"#)]).unwrap();
+    assert_schema("/register", "post", 200, &reg);
+    assert_eq!(reg["alert_words"], json!(["rust"]));
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    assert_schema("/events", "get", 200, &events);
+    let lists: Vec<&Value> = events["events"].as_array().unwrap().iter().map(|e| &e["alert_words"]).collect();
+    assert_eq!(lists, vec![&json!(["Squall", "rust"]), &json!(["rust"])]);
+    let long = json!(["ok", "x".repeat(101)]).to_string();
+    assert_error(
+        &alice.post("/api/v1/users/me/alert_words", &[("alert_words", &long)]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "alert_words[1] is too long (limit: 100 characters)",
+    );
+}

@@ -1,5 +1,6 @@
 //! Endpoint handlers, one file per group; `routes` calls them.
 
+pub mod alert_words;
 pub mod events;
 pub mod flags;
 pub mod messages;

@@ -242,6 +242,9 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     if want("user_topic") {
         state.insert("user_topics".into(), super::user_topics::user_topics(&client, user.id).await?.into());
     }
+    if want("alert_words") {
+        state.insert("alert_words".into(), json!(super::alert_words::alert_words(&client, user.id).await?));
+    }
     if want("recent_private_conversations") {
         state.insert(
             "recent_private_conversations".into(),
