@@ -851,3 +851,32 @@ fn alert_words_are_added_listed_removed_registered_and_told() {
         "alert_words[1] is too long (limit: 100 characters)",
     );
 }
+
+#[test]
+fn muted_users_are_muted_unmuted_registered_and_told() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let (q, _, _) = alice.register(&[("event_types", r#"["muted_users"]"#)]).unwrap();
+    let path = format!("/api/v1/users/me/muted_users/{}", bob.user_id);
+    assert_eq!(alice.post(&path, &[]).unwrap().0, 200);
+    assert_error(&alice.post(&path, &[]).unwrap(), 400, "BAD_REQUEST", "User already muted");
+    assert_error(
+        &alice.post(&format!("/api/v1/users/me/muted_users/{}", alice.user_id), &[]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Cannot mute self",
+    );
+    assert_error(&alice.post("/api/v1/users/me/muted_users/999999", &[]).unwrap(), 400, "BAD_REQUEST", "No such user");
+    let (_, reg) = alice.post("/api/v1/register", &[("fetch_event_types", r#"["muted_users"]"#)]).unwrap();
+    assert_schema("/register", "post", 200, &reg);
+    assert_eq!(reg["muted_users"][0]["id"], bob.user_id);
+    assert!(reg["muted_users"][0]["timestamp"].is_i64());
+    assert_eq!(alice.raw_form("DELETE", &path, &[]).unwrap().0, 200);
+    assert_error(&alice.raw_form("DELETE", &path, &[]).unwrap(), 400, "BAD_REQUEST", "User is not muted");
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    assert_schema("/events", "get", 200, &events);
+    let sizes: Vec<usize> =
+        events["events"].as_array().unwrap().iter().map(|e| e["muted_users"].as_array().unwrap().len()).collect();
+    assert_eq!(sizes, vec![1, 0]);
+}

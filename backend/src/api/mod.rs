@@ -4,6 +4,7 @@ pub mod alert_words;
 pub mod events;
 pub mod flags;
 pub mod messages;
+pub mod muted_users;
 pub mod presence;
 pub mod reactions;
 pub mod register;

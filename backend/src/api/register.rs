@@ -242,6 +242,9 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     if want("user_topic") {
         state.insert("user_topics".into(), super::user_topics::user_topics(&client, user.id).await?.into());
     }
+    if want("muted_users") {
+        state.insert("muted_users".into(), json!(super::muted_users::muted_users(&client, user.id).await?));
+    }
     if want("alert_words") {
         state.insert("alert_words".into(), json!(super::alert_words::alert_words(&client, user.id).await?));
     }

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (9, "user_settings", include_str!("../../migrations/0009_user_settings.sql")),
     (10, "user_topics", include_str!("../../migrations/0010_user_topics.sql")),
     (11, "alert_words", include_str!("../../migrations/0011_alert_words.sql")),
+    (12, "muted_users", include_str!("../../migrations/0012_muted_users.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.

@@ -1,0 +1,62 @@
+//! Muted users: `POST` and `DELETE /users/me/muted_users/{id}`, the register
+//! `muted_users` section and `muted_users` events. Stored and told; their
+//! messages are not yet marked read or kept out of notifications.
+
+use crate::users::{self, User};
+use crate::App;
+use deadpool_postgres::GenericClient;
+use serde_json::{json, Map, Value};
+use squall_proto::envelope::{Envelope, Notice};
+use squall_proto::error::{ApiError, ApiResult};
+use std::sync::Arc;
+
+/// The register `muted_users` list: `{id, timestamp}`, oldest first.
+pub async fn muted_users(db: &impl GenericClient, user_id: i64) -> Result<Vec<Value>, ApiError> {
+    Ok(db
+        .query(
+            "SELECT muted_user_id, extract(epoch from date_muted)::bigint FROM muteduser
+             WHERE user_profile_id = $1 ORDER BY date_muted, muted_user_id",
+            &[&(user_id as i32)],
+        )
+        .await?
+        .iter()
+        .map(|r| json!({"id": r.get::<_, i32>(0), "timestamp": r.get::<_, i64>(1)}))
+        .collect())
+}
+
+/// `POST /users/me/muted_users/{id}` (`mute`) and `DELETE` (unmute).
+pub async fn change(app: &App, user: &User, target: i64, mute: bool) -> ApiResult {
+    if target == user.id {
+        return Err(ApiError::bad_request(if mute { "Cannot mute self" } else { "User is not muted" }));
+    }
+    let mut client = app.pool.get().await?;
+    if users::users_by_ids(&client, user.realm_id, &[target]).await?.is_empty() {
+        return Err(ApiError::bad_request("No such user"));
+    }
+    let tx = client.transaction().await?;
+    let changed = if mute {
+        tx.execute(
+            "INSERT INTO muteduser (user_profile_id, muted_user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&(user.id as i32), &(target as i32)],
+        )
+        .await?
+    } else {
+        tx.execute(
+            "DELETE FROM muteduser WHERE user_profile_id = $1 AND muted_user_id = $2",
+            &[&(user.id as i32), &(target as i32)],
+        )
+        .await?
+    };
+    if changed == 0 {
+        return Err(ApiError::bad_request(if mute { "User already muted" } else { "User is not muted" }));
+    }
+    let list = muted_users(&tx, user.id).await?;
+    tx.commit().await?;
+    let event = json!({"type": "muted_users", "muted_users": list});
+    let env =
+        Envelope { realm_id: user.realm_id, notice: Notice::Generic { event: Arc::new(event), users: vec![user.id] } };
+    if let Err(e) = app.bus.publish(env).await {
+        tracing::warn!(error = %e, "muted_users event not delivered");
+    }
+    Ok(Map::new())
+}
