@@ -880,3 +880,40 @@ fn muted_users_are_muted_unmuted_registered_and_told() {
         events["events"].as_array().unwrap().iter().map(|e| e["muted_users"].as_array().unwrap().len()).collect();
     assert_eq!(sizes, vec![1, 0]);
 }
+
+#[test]
+fn a_users_status_is_set_cleared_registered_and_told_to_the_realm() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let (q, _, _) = bob.register(&[("event_types", r#"["user_status"]"#)]).unwrap();
+    let set = |form: &[(&str, &str)]| alice.post("/api/v1/users/me/status", form).unwrap();
+    let r = set(&[("status_text", " on vacation "), ("emoji_name", "palm_tree")]);
+    assert_eq!(r.0, 200, "{}", r.1);
+    let (_, reg) = bob.post("/api/v1/register", &[("fetch_event_types", r#"["user_status"]"#)]).unwrap();
+    assert_schema("/register", "post", 200, &reg);
+    assert_eq!(
+        reg["user_status"][alice.user_id.to_string()],
+        json!({"status_text": "on vacation", "emoji_name": "palm_tree", "emoji_code": "1f334", "reaction_type": "unicode_emoji"})
+    );
+    assert_eq!(set(&[("away", "true"), ("emoji_name", "")]).0, 200);
+    let (_, reg) = bob.post("/api/v1/register", &[("fetch_event_types", r#"["user_status"]"#)]).unwrap();
+    assert_eq!(reg["user_status"][alice.user_id.to_string()], json!({"away": true, "status_text": "on vacation"}));
+    let (_, events) = bob.get_events(&q, -1, true).unwrap();
+    assert_schema("/events", "get", 200, &events);
+    let e = events["events"].as_array().unwrap();
+    assert_eq!(e.len(), 2);
+    assert_eq!(
+        (&e[0]["user_id"], &e[0]["status_text"], &e[0]["emoji_code"]),
+        (&json!(alice.user_id), &json!("on vacation"), &json!("1f334"))
+    );
+    assert_eq!((&e[1]["away"], &e[1]["emoji_name"]), (&json!(true), &json!("")));
+    assert_error(&set(&[]), 400, "BAD_REQUEST", "Client did not pass any new values.");
+    assert_error(
+        &set(&[("status_text", &"x".repeat(61))]),
+        400,
+        "BAD_REQUEST",
+        "status_text is too long (limit: 60 characters)",
+    );
+    assert_error(&set(&[("emoji_name", "no_such_emoji")]), 400, "BAD_REQUEST", "Emoji 'no_such_emoji' does not exist");
+}

@@ -11,5 +11,6 @@ pub mod register;
 pub mod server;
 pub mod streams;
 pub mod typing;
+pub mod user_status;
 pub mod user_topics;
 pub mod users;

@@ -21,15 +21,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What a request names: `(emoji_name, emoji_code, reaction_type)`.
-struct Emoji {
-    name: String,
-    code: String,
-    kind: String,
+pub(crate) struct Emoji {
+    pub(crate) name: String,
+    pub(crate) code: String,
+    pub(crate) kind: String,
 }
 
 /// Reads and checks the emoji of a request as Zulip's `check_emoji_request`
 /// and `get_emoji_data` do. `name_required`: adding needs a name.
-fn requested_emoji(p: &mut Params, name_required: bool) -> Result<Emoji, ApiError> {
+pub(crate) fn requested_emoji(p: &mut Params, name_required: bool) -> Result<Emoji, ApiError> {
     let name = if name_required { Some(p.req_str("emoji_name")?) } else { p.str("emoji_name") };
     let code = p.str("emoji_code");
     let kind = p.str("reaction_type");

@@ -242,6 +242,12 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     if want("user_topic") {
         state.insert("user_topics".into(), super::user_topics::user_topics(&client, user.id).await?.into());
     }
+    if want("user_status") {
+        state.insert(
+            "user_status".into(),
+            Value::Object(super::user_status::user_status(&client, user.realm_id).await?),
+        );
+    }
     if want("muted_users") {
         state.insert("muted_users".into(), json!(super::muted_users::muted_users(&client, user.id).await?));
     }

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (10, "user_topics", include_str!("../../migrations/0010_user_topics.sql")),
     (11, "alert_words", include_str!("../../migrations/0011_alert_words.sql")),
     (12, "muted_users", include_str!("../../migrations/0012_muted_users.sql")),
+    (13, "user_status", include_str!("../../migrations/0013_user_status.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.

@@ -1,0 +1,126 @@
+//! User status: `POST /users/me/status`, the register `user_status`
+//! section and `user_status` events to the realm. `away` is Zulip's legacy
+//! spelling of `presence_enabled = false` and is stored as that setting.
+
+use crate::users::{self, User};
+use crate::App;
+use deadpool_postgres::GenericClient;
+use serde_json::{json, Map, Value};
+use squall_proto::api::Params;
+use squall_proto::envelope::{Envelope, Notice};
+use squall_proto::error::{ApiError, ApiResult};
+use std::sync::Arc;
+
+/// Longest status text (Zulip's `UserStatus.MAX_STATUS_TEXT_LENGTH`).
+const MAX_STATUS_TEXT_LENGTH: usize = 60;
+
+/// The register `user_status`: for each user who set something, what they set.
+pub async fn user_status(db: &impl GenericClient, realm_id: i64) -> Result<Map<String, Value>, ApiError> {
+    let mut out = Map::new();
+    for r in db
+        .query(
+            "SELECT u.id, s.status_text, s.emoji_name, s.emoji_code, s.reaction_type,
+                    coalesce((u.settings ->> 'presence_enabled')::boolean, true)
+             FROM userprofile u LEFT JOIN userstatus s ON s.user_profile_id = u.id
+             WHERE u.realm_id = $1 AND u.is_active
+               AND (s.user_profile_id IS NOT NULL OR (u.settings ->> 'presence_enabled')::boolean = false)",
+            &[&(realm_id as i32)],
+        )
+        .await?
+    {
+        let mut status = Map::new();
+        if !r.get::<_, bool>(5) {
+            status.insert("away".into(), true.into());
+        }
+        let text: Option<String> = r.get(1);
+        if let Some(t) = text.filter(|t| !t.is_empty()) {
+            status.insert("status_text".into(), t.into());
+        }
+        let name: Option<String> = r.get(2);
+        if let Some(n) = name.filter(|n| !n.is_empty()) {
+            status.insert("emoji_name".into(), n.into());
+            status.insert("emoji_code".into(), r.get::<_, String>(3).into());
+            status.insert("reaction_type".into(), r.get::<_, String>(4).into());
+        }
+        if !status.is_empty() {
+            out.insert(r.get::<_, i32>(0).to_string(), Value::Object(status));
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /users/me/status`: `away`, `status_text`, `emoji_name` (empty
+/// clears the emoji), `emoji_code`, `reaction_type`.
+pub async fn update(app: &App, user: &User, p: &mut Params) -> ApiResult {
+    let away = p.bool("away")?;
+    let text = p.str("status_text").map(|t| t.trim().to_owned());
+    if let Some(t) = &text {
+        if t.chars().count() > MAX_STATUS_TEXT_LENGTH {
+            return Err(ApiError::bad_request(format!(
+                "status_text is too long (limit: {MAX_STATUS_TEXT_LENGTH} characters)"
+            )));
+        }
+    }
+    let emoji = match p.str("emoji_name") {
+        None => None,
+        // An empty name clears the emoji.
+        Some(n) if n.is_empty() => {
+            let _ = (p.str("emoji_code"), p.str("reaction_type"));
+            Some((String::new(), String::new(), "unicode_emoji".to_owned()))
+        }
+        Some(n) => {
+            let mut with_name = Params::from_pairs(&[("emoji_name", &n)]);
+            if let Some(code) = p.str("emoji_code") {
+                with_name = Params::from_pairs(&[("emoji_name", &n), ("emoji_code", &code)]);
+                if let Some(kind) = p.str("reaction_type") {
+                    with_name =
+                        Params::from_pairs(&[("emoji_name", &n), ("emoji_code", &code), ("reaction_type", &kind)]);
+                }
+            }
+            let e = super::reactions::requested_emoji(&mut with_name, true)?;
+            Some((e.name, e.code, e.kind))
+        }
+    };
+    if away.is_none() && text.is_none() && emoji.is_none() {
+        return Err(ApiError::bad_request("Client did not pass any new values."));
+    }
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let uid = user.id as i32;
+    tx.execute("INSERT INTO userstatus (user_profile_id) VALUES ($1) ON CONFLICT DO NOTHING", &[&uid]).await?;
+    if let Some(t) = &text {
+        tx.execute("UPDATE userstatus SET status_text = $2, updated = now() WHERE user_profile_id = $1", &[&uid, t])
+            .await?;
+    }
+    if let Some((name, code, kind)) = &emoji {
+        tx.execute(
+            "UPDATE userstatus SET emoji_name = $2, emoji_code = $3, reaction_type = $4, updated = now()
+             WHERE user_profile_id = $1",
+            &[&uid, name, code, kind],
+        )
+        .await?;
+    }
+    if let Some(a) = away {
+        let patch = json!({"presence_enabled": !a});
+        tx.execute("UPDATE userprofile SET settings = settings || $2 WHERE id = $1", &[&uid, &patch]).await?;
+    }
+    let everyone = users::active_user_ids(&tx, user.realm_id).await?;
+    tx.commit().await?;
+    let mut event = json!({"type": "user_status", "user_id": user.id});
+    if let Some(a) = away {
+        event["away"] = a.into();
+    }
+    if let Some(t) = text {
+        event["status_text"] = t.into();
+    }
+    if let Some((name, code, kind)) = emoji {
+        event["emoji_name"] = name.into();
+        event["emoji_code"] = code.into();
+        event["reaction_type"] = kind.into();
+    }
+    let env = Envelope { realm_id: user.realm_id, notice: Notice::Generic { event: Arc::new(event), users: everyone } };
+    if let Err(e) = app.bus.publish(env).await {
+        tracing::warn!(error = %e, "user_status event not delivered");
+    }
+    Ok(Map::new())
+}
