@@ -917,3 +917,83 @@ fn a_users_status_is_set_cleared_registered_and_told_to_the_realm() {
     );
     assert_error(&set(&[("emoji_name", "no_such_emoji")]), 400, "BAD_REQUEST", "Emoji 'no_such_emoji' does not exist");
 }
+
+#[test]
+fn drafts_are_kept_edited_deleted_registered_and_told() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let (q, _, _) = alice.register(&[("event_types", r#"["drafts"]"#)]).unwrap();
+    let (_, subs) = alice.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+    let general = subs["subscriptions"].as_array().unwrap().iter().find(|s| s["name"] == "general").unwrap()
+        ["stream_id"]
+        .as_i64()
+        .unwrap();
+    let drafts = json!([
+        {"type": "stream", "to": [general], "topic": "plans", "content": "half a thought", "timestamp": 1700000000},
+        {"type": "private", "to": [bob.user_id], "topic": "", "content": "psst"},
+    ]);
+    let (status, body) = alice.post("/api/v1/drafts", &[("drafts", &drafts.to_string())]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_schema("/drafts", "post", 200, &body);
+    let ids: Vec<i64> = body["ids"].as_array().unwrap().iter().map(|i| i.as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    let edit = json!({"type": "stream", "to": [general], "topic": "plans", "content": "a whole thought", "timestamp": 1700000100});
+    assert_eq!(
+        alice.raw_form("PATCH", &format!("/api/v1/drafts/{}", ids[0]), &[("draft", &edit.to_string())]).unwrap().0,
+        200
+    );
+    let (_, got) = alice.get("/api/v1/drafts", &[]).unwrap();
+    assert_schema("/drafts", "get", 200, &got);
+    assert_eq!(got["count"], 2);
+    assert_eq!(got["drafts"][0]["content"], "psst", "most recently edited first");
+    assert_eq!(got["drafts"][1]["content"], "a whole thought");
+    assert_eq!(alice.raw_form("DELETE", &format!("/api/v1/drafts/{}", ids[1]), &[]).unwrap().0, 200);
+    let (_, reg) = alice.post("/api/v1/register", &[("fetch_event_types", r#"["drafts"]"#)]).unwrap();
+    assert_schema("/register", "post", 200, &reg);
+    assert_eq!(reg["drafts"].as_array().unwrap().len(), 1);
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    assert_schema("/events", "get", 200, &events);
+    let ops: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, vec!["add", "update", "remove"]);
+
+    // Zulip's checks.
+    let post = |d: Value| alice.post("/api/v1/drafts", &[("drafts", &d.to_string())]).unwrap();
+    assert_error(
+        &post(json!([{"type": "stream", "to": [general, general], "topic": "t", "content": "c"}])),
+        400,
+        "BAD_REQUEST",
+        "Must specify exactly 1 channel ID for channel messages",
+    );
+    assert_error(
+        &post(json!([{"type": "private", "to": [999999], "topic": "", "content": "c"}])),
+        400,
+        "BAD_REQUEST",
+        "Invalid user ID 999999",
+    );
+    assert_error(
+        &post(json!([{"type": "", "to": [], "topic": "", "content": "  "}])),
+        400,
+        "BAD_REQUEST",
+        "Message must not be empty",
+    );
+    assert_error(
+        &alice.raw_form("DELETE", "/api/v1/drafts/999999", &[]).unwrap(),
+        404,
+        "BAD_REQUEST",
+        "Draft does not exist",
+    );
+    // With synchronisation off, the server keeps none.
+    assert_eq!(
+        alice.raw_form("PATCH", "/api/v1/settings", &[("enable_drafts_synchronization", "false")]).unwrap().0,
+        200
+    );
+    assert_error(
+        &post(json!([{"type": "", "to": [], "topic": "", "content": "c"}])),
+        400,
+        "BAD_REQUEST",
+        "User has disabled synchronizing drafts.",
+    );
+    let (_, none) = alice.get("/api/v1/drafts", &[]).unwrap();
+    assert_eq!(none["count"], 0);
+}

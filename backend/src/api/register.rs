@@ -242,6 +242,9 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     if want("user_topic") {
         state.insert("user_topics".into(), super::user_topics::user_topics(&client, user.id).await?.into());
     }
+    if want("drafts") {
+        state.insert("drafts".into(), json!(super::drafts::drafts(&client, user).await?));
+    }
     if want("user_status") {
         state.insert(
             "user_status".into(),

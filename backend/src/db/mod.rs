@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (11, "alert_words", include_str!("../../migrations/0011_alert_words.sql")),
     (12, "muted_users", include_str!("../../migrations/0012_muted_users.sql")),
     (13, "user_status", include_str!("../../migrations/0013_user_status.sql")),
+    (14, "drafts", include_str!("../../migrations/0014_drafts.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.
