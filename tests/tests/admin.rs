@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
-use squall_e2e::{Client, Server};
+use squall_e2e::{assert_error, assert_schema, Client, Server};
 
 #[test]
 fn bulk_users_work_with_their_keys_and_are_kept_on_a_second_run() {
@@ -46,4 +46,56 @@ fn bulk_users_work_with_their_keys_and_are_kept_on_a_second_run() {
     assert_eq!(site.len(), 7);
     assert_eq!(site["bulk-0@loadtest.example"]["api_key"], made[0]["api_key"]);
     let _ = std::fs::remove_file(state);
+}
+
+#[test]
+fn administrators_rename_users_and_change_roles_with_zulips_rules() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let (q, _, _) = bob.register(&[("event_types", r#"["realm_user"]"#)]).unwrap();
+    let patch =
+        |c: &Client, id: i64, form: &[(&str, &str)]| c.raw_form("PATCH", &format!("/api/v1/users/{id}"), form).unwrap();
+    let o = &server.owner;
+    assert_eq!(patch(o, alice.user_id, &[("full_name", "Alice Admin"), ("role", "200")]).0, 200);
+    let (_, me) = alice.get("/api/v1/users/me", &[]).unwrap();
+    assert_eq!((&me["full_name"], &me["role"]), (&serde_json::json!("Alice Admin"), &serde_json::json!(200)));
+    let (_, events) = bob.get_events(&q, -1, true).unwrap();
+    let people: Vec<serde_json::Value> =
+        events["events"].as_array().unwrap().iter().map(|e| e["person"].clone()).collect();
+    assert_eq!(
+        people,
+        vec![
+            serde_json::json!({"user_id": alice.user_id, "full_name": "Alice Admin"}),
+            serde_json::json!({"user_id": alice.user_id, "role": 200}),
+        ]
+    );
+    assert_schema("/events", "get", 200, &events);
+
+    // An administrator, not an owner: no owners made or unmade.
+    assert_error(
+        &patch(&alice, bob.user_id, &[("role", "100")]),
+        400,
+        "UNAUTHORIZED_PRINCIPAL",
+        "Must be an organization owner",
+    );
+    assert_eq!(patch(&alice, bob.user_id, &[("role", "300")]).0, 200, "a moderator, though");
+    assert_error(&patch(&bob, alice.user_id, &[("full_name", "X")]), 400, "BAD_REQUEST", "Insufficient permission");
+    assert_error(&patch(o, bob.user_id, &[("role", "250")]), 400, "BAD_REQUEST", "Invalid role");
+    assert_error(&patch(o, bob.user_id, &[("full_name", "  ")]), 400, "BAD_REQUEST", "Name too short!");
+    assert_error(
+        &patch(o, bob.user_id, &[("full_name", "bad*name")]),
+        400,
+        "BAD_REQUEST",
+        "Invalid characters in name!",
+    );
+    assert_error(&patch(o, 999_999, &[("full_name", "Nobody")]), 400, "BAD_REQUEST", "No such user");
+    let (_, owner) = o.get("/api/v1/users/me", &[]).unwrap();
+    let owner_id = owner["user_id"].as_i64().unwrap();
+    assert_error(
+        &patch(o, owner_id, &[("role", "400")]),
+        400,
+        "BAD_REQUEST",
+        "The owner permission cannot be removed from the only organization owner.",
+    );
 }

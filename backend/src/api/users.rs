@@ -192,3 +192,68 @@ pub async fn regenerate_api_key(app: &App, actor: &User) -> ApiResult {
     m.insert("api_key".into(), key.into());
     Ok(m)
 }
+
+/// `PATCH /users/{user_id}`: an administrator changes a user's `full_name`
+/// or `role` (owners only by owners; never the last owner's). Each change
+/// is told to the realm as a `realm_user` update. Custom profile fields
+/// (`profile_data`) do not exist yet.
+pub async fn update(app: &App, actor: &User, user_id: i64, p: &mut Params) -> ApiResult {
+    let full_name = p.str("full_name").map(|n| n.trim().to_owned());
+    if let Some(name) = &full_name {
+        if name.is_empty() {
+            return Err(ApiError::bad_request("Name too short!"));
+        }
+        if name.chars().count() > 100 {
+            return Err(ApiError::bad_request("Name too long!"));
+        }
+        if name.chars().any(|c| c.is_control() || matches!(c, '*' | '`' | '\\' | '>' | '"' | '@')) {
+            return Err(ApiError::bad_request("Invalid characters in name!"));
+        }
+    }
+    let new_role = match p.int("role")? {
+        Some(r) if [role::OWNER, role::ADMIN, role::MODERATOR, role::MEMBER, role::GUEST].contains(&(r as i32)) => {
+            Some(r as i32)
+        }
+        Some(_) => return Err(ApiError::bad_request("Invalid role")),
+        None => None,
+    };
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let owners = lock_active_owners(&tx, actor.realm_id).await?;
+    let target = access_user_for_admin(&tx, actor, user_id, true, true).await?;
+    let new_role = new_role.filter(|r| *r != target.role);
+    if let Some(r) = new_role {
+        if (r == role::OWNER || target.role == role::OWNER) && actor.role != role::OWNER {
+            return Err(ApiError::with_code("UNAUTHORIZED_PRINCIPAL", "Must be an organization owner"));
+        }
+        if target.role == role::OWNER && owners == [target.id] {
+            return Err(ApiError::bad_request(
+                "The owner permission cannot be removed from the only organization owner.",
+            ));
+        }
+        tx.execute("UPDATE userprofile SET role = $2 WHERE id = $1", &[&(target.id as i32), &r]).await?;
+    }
+    let full_name = full_name.filter(|n| *n != target.full_name);
+    if let Some(name) = &full_name {
+        tx.execute("UPDATE userprofile SET full_name = $2 WHERE id = $1", &[&(target.id as i32), name]).await?;
+    }
+    let everyone = users::active_user_ids(&tx, actor.realm_id).await?;
+    tx.commit().await?;
+    let mut events = Vec::new();
+    if let Some(name) = full_name {
+        events.push(json!({"type": "realm_user", "op": "update", "person": {"user_id": target.id, "full_name": name}}));
+    }
+    if let Some(r) = new_role {
+        events.push(json!({"type": "realm_user", "op": "update", "person": {"user_id": target.id, "role": r}}));
+    }
+    for event in events {
+        let env = Envelope {
+            realm_id: actor.realm_id,
+            notice: Notice::Generic { event: Arc::new(event), users: everyone.clone() },
+        };
+        if let Err(e) = app.bus.publish(env).await {
+            tracing::warn!(error = %e, "realm_user update not delivered");
+        }
+    }
+    Ok(Map::new())
+}
