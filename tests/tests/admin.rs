@@ -99,3 +99,67 @@ fn administrators_rename_users_and_change_roles_with_zulips_rules() {
         "The owner permission cannot be removed from the only organization owner.",
     );
 }
+
+#[test]
+fn administrators_change_channels_and_everyone_who_sees_them_hears_it() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let (q, _, _) = alice.register(&[("event_types", r#"["stream"]"#)]).unwrap();
+    let o = &server.owner;
+    o.subscribe(&["other"]).unwrap();
+    let (_, subs) = o.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+    let id_of = |name: &str| -> i64 {
+        subs["subscriptions"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["stream_id"]
+            .as_i64()
+            .unwrap()
+    };
+    let (general, other) = (id_of("general"), id_of("other"));
+    let patch = |c: &Client, id: i64, form: &[(&str, &str)]| {
+        c.raw_form("PATCH", &format!("/api/v1/streams/{id}"), form).unwrap()
+    };
+    let r = patch(o, general, &[("new_name", "lobby"), ("description", "Where we\nmeet"), ("stream_post_policy", "2")]);
+    assert_eq!(r.0, 200, "{}", r.1);
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    assert_schema("/events", "get", 200, &events);
+    // (The creation of "other" came first.)
+    let props: Vec<(&str, &serde_json::Value)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["op"] == "update")
+        .map(|e| (e["property"].as_str().unwrap(), &e["value"]))
+        .collect();
+    assert_eq!(
+        props,
+        vec![
+            ("name", &serde_json::json!("lobby")),
+            ("description", &serde_json::json!("Where we meet")),
+            ("stream_post_policy", &serde_json::json!(2)),
+        ]
+    );
+    let (_, streams) = alice.get("/api/v1/streams", &[]).unwrap();
+    let lobby = streams["streams"].as_array().unwrap().iter().find(|s| s["stream_id"] == general).cloned().unwrap();
+    assert_eq!(
+        (&lobby["name"], &lobby["description"]),
+        (&serde_json::json!("lobby"), &serde_json::json!("Where we meet"))
+    );
+
+    // Made private: Alice (not subscribed to it) hears it, then no longer sees it.
+    assert_eq!(patch(o, other, &[("is_private", "true")]).0, 200);
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    let last = events["events"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!((&last["property"], &last["value"]), (&serde_json::json!("invite_only"), &serde_json::json!(true)));
+    let (_, streams) = alice.get("/api/v1/streams", &[]).unwrap();
+    assert!(!streams["streams"].as_array().unwrap().iter().any(|s| s["stream_id"] == other));
+
+    assert_error(
+        &patch(&alice, general, &[("description", "mine")]),
+        400,
+        "UNAUTHORIZED_PRINCIPAL",
+        "Must be an organization administrator",
+    );
+    assert_error(&patch(o, general, &[("new_name", "OTHER")]), 400, "BAD_REQUEST", "Channel 'OTHER' already exists");
+    assert_error(&patch(o, general, &[("new_name", "  ")]), 400, "BAD_REQUEST", "Channel name can't be empty.");
+    assert_error(&patch(o, general, &[("stream_post_policy", "9")]), 400, "BAD_REQUEST", "Invalid stream_post_policy");
+    assert_error(&patch(o, 999_999, &[("description", "x")]), 400, "BAD_REQUEST", "Invalid channel ID");
+}

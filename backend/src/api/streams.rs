@@ -476,3 +476,97 @@ pub async fn unsubscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     m.insert("not_removed".into(), json!(not_removed));
     Ok(m)
 }
+
+/// `PATCH /streams/{stream_id}`: an administrator renames a channel
+/// (`new_name`), changes its `description`, its privacy (`is_private`,
+/// `history_public_to_subscribers`) or its `stream_post_policy`. All is
+/// checked before anything is stored; each change is told as a `stream`
+/// `update` event to everyone who can see the channel (before or after).
+pub async fn update_stream(app: &App, actor: &User, stream_id: i64, p: &mut Params) -> ApiResult {
+    let new_name = p.str("new_name").map(|n| check_stream_name(&n)).transpose()?;
+    let description = p.str("description").map(|d| d.replace('\n', " ").trim().to_owned());
+    if let Some(d) = &description {
+        check_stream_description(d)?;
+    }
+    let is_private = p.bool("is_private")?;
+    let history_public = p.bool("history_public_to_subscribers")?;
+    let post_policy = match p.int("stream_post_policy")? {
+        Some(n) if (1..=4).contains(&n) => Some(n as i16),
+        Some(_) => return Err(ApiError::bad_request("Invalid stream_post_policy")),
+        None => None,
+    };
+    let mut client = app.pool.get().await?;
+    let stream = match streams::stream_by_id(&client, actor.realm_id, stream_id).await? {
+        Some(s) if s.is_public() || actor.is_realm_admin() || streams::is_subscribed(&client, actor.id, &s).await? => s,
+        _ => return Err(ApiError::bad_request("Invalid channel ID")),
+    };
+    if !actor.is_realm_admin() {
+        return Err(ApiError::with_code("UNAUTHORIZED_PRINCIPAL", "Must be an organization administrator"));
+    }
+    let tx = client.transaction().await?;
+    if let Some(name) = &new_name {
+        let taken = tx
+            .query_opt(
+                "SELECT 1 FROM stream WHERE realm_id = $1 AND lower(name) = lower($2) AND id <> $3",
+                &[&(actor.realm_id as i32), name, &(stream.id as i32)],
+            )
+            .await?;
+        if taken.is_some() {
+            return Err(ApiError::bad_request(format!("Channel '{name}' already exists")));
+        }
+    }
+    let subscribers = streams::active_subscriber_ids(&tx, stream.recipient_id).await?;
+    let before = streams::peer_audience(&tx, &stream, &subscribers, &[]).await?;
+    let sid = stream.id as i32;
+    let mut events = Vec::new();
+    let base = |property: &str, value: Value| json!({"type": "stream", "op": "update", "stream_id": stream.id, "name": stream.name, "property": property, "value": value});
+    if let Some(name) = new_name.filter(|n| *n != stream.name) {
+        tx.execute("UPDATE stream SET name = $2 WHERE id = $1", &[&sid, &name]).await?;
+        events.push(base("name", name.into()));
+    }
+    if let Some(d) = description.filter(|d| *d != stream.description) {
+        let rendered = crate::markdown::render_plain(&d);
+        tx.execute(
+            "UPDATE stream SET description = $2, rendered_description = $3 WHERE id = $1",
+            &[&sid, &d, &rendered],
+        )
+        .await?;
+        let mut e = base("description", d.into());
+        e["rendered_description"] = rendered.into();
+        events.push(e);
+    }
+    let invite_only = is_private.unwrap_or(stream.invite_only);
+    // A public channel's history is always public to its subscribers.
+    let history = if invite_only { history_public.unwrap_or(stream.history_public_to_subscribers) } else { true };
+    if invite_only != stream.invite_only || history != stream.history_public_to_subscribers {
+        tx.execute(
+            "UPDATE stream SET invite_only = $2, history_public_to_subscribers = $3 WHERE id = $1",
+            &[&sid, &invite_only, &history],
+        )
+        .await?;
+        let mut e = base("invite_only", invite_only.into());
+        e["history_public_to_subscribers"] = history.into();
+        e["is_web_public"] = false.into();
+        events.push(e);
+    }
+    if let Some(policy) = post_policy.filter(|p| *p != stream.stream_post_policy) {
+        tx.execute("UPDATE stream SET stream_post_policy = $2 WHERE id = $1", &[&sid, &policy]).await?;
+        events.push(base("stream_post_policy", policy.into()));
+    }
+    let after_stream = Stream { invite_only, ..stream.clone() };
+    let after = streams::peer_audience(&tx, &after_stream, &subscribers, &[]).await?;
+    tx.commit().await?;
+    let mut audience: Vec<i64> = before.into_iter().chain(after).collect();
+    audience.sort_unstable();
+    audience.dedup();
+    for event in events {
+        let env = Envelope {
+            realm_id: actor.realm_id,
+            notice: Notice::Generic { event: Arc::new(event), users: audience.clone() },
+        };
+        if let Err(e) = app.bus.publish(env).await {
+            tracing::warn!(error = %e, "stream update event not delivered");
+        }
+    }
+    Ok(Map::new())
+}
