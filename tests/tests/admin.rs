@@ -163,3 +163,58 @@ fn administrators_change_channels_and_everyone_who_sees_them_hears_it() {
     assert_error(&patch(o, general, &[("stream_post_policy", "9")]), 400, "BAD_REQUEST", "Invalid stream_post_policy");
     assert_error(&patch(o, 999_999, &[("description", "x")]), 400, "BAD_REQUEST", "Invalid channel ID");
 }
+
+#[test]
+fn administrators_change_organization_settings_and_everyone_hears_it() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let (q, _, _) = alice.register(&[("event_types", r#"["realm"]"#)]).unwrap();
+    let o = &server.owner;
+    let r = o
+        .raw_form(
+            "PATCH",
+            "/api/v1/realm",
+            &[("name", "Renamed Realm"), ("waiting_period_threshold", "3"), ("wildcard_mention_policy", "2")],
+        )
+        .unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(r.1["name"], "Renamed Realm");
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    assert_schema("/events", "get", 200, &events);
+    let props: Vec<(&str, &serde_json::Value)> =
+        events["events"].as_array().unwrap().iter().map(|e| (e["property"].as_str().unwrap(), &e["value"])).collect();
+    assert_eq!(
+        props,
+        vec![
+            ("name", &serde_json::json!("Renamed Realm")),
+            ("waiting_period_threshold", &serde_json::json!(3)),
+            ("wildcard_mention_policy", &serde_json::json!(2)),
+        ]
+    );
+    let (_, reg) = alice.post("/api/v1/register", &[("fetch_event_types", r#"["realm"]"#)]).unwrap();
+    assert_schema("/register", "post", 200, &reg);
+    assert_eq!(
+        (&reg["realm_name"], &reg["realm_waiting_period_threshold"], &reg["realm_wildcard_mention_policy"]),
+        (&serde_json::json!("Renamed Realm"), &serde_json::json!(3), &serde_json::json!(2))
+    );
+    let patch = |c: &Client, form: &[(&str, &str)]| c.raw_form("PATCH", "/api/v1/realm", form).unwrap();
+    assert_error(
+        &patch(&alice, &[("name", "Mine")]),
+        400,
+        "UNAUTHORIZED_PRINCIPAL",
+        "Must be an organization administrator",
+    );
+    assert_error(&patch(o, &[("wildcard_mention_policy", "4")]), 400, "BAD_REQUEST", "Invalid wildcard_mention_policy");
+    assert_error(
+        &patch(o, &[("name", &"n".repeat(41))]),
+        400,
+        "BAD_REQUEST",
+        "name is too long (limit: 40 characters)",
+    );
+    assert_error(
+        &patch(o, &[("waiting_period_threshold", "-1")]),
+        400,
+        "BAD_REQUEST",
+        "Invalid waiting_period_threshold",
+    );
+}

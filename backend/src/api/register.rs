@@ -186,7 +186,8 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     if want("realm") {
         let row = client
             .query_one(
-                "SELECT name, description, extract(epoch from date_created)::bigint FROM realm WHERE id = $1",
+                "SELECT name, description, extract(epoch from date_created)::bigint, waiting_period_threshold,
+                        wildcard_mention_policy FROM realm WHERE id = $1",
                 &[&(user.realm_id as i32)],
             )
             .await?;
@@ -195,6 +196,8 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             ("realm_name", json!(row.get::<_, String>(0))),
             ("realm_description", json!(crate::markdown::render_plain(row.get::<_, &str>(1)))),
             ("realm_date_created", json!(row.get::<_, i64>(2))),
+            ("realm_waiting_period_threshold", json!(row.get::<_, i32>(3))),
+            ("realm_wildcard_mention_policy", json!(row.get::<_, i16>(4))),
             ("realm_url", json!(url)),
             ("realm_uri", json!(url)),
             ("realm_icon_url", json!("https://secure.gravatar.com/avatar/?d=identicon")),

@@ -89,3 +89,78 @@ pub async fn fetch_api_key(app: &App, req: &ApiRequest, p: &mut Params) -> ApiRe
     m.insert("user_id".into(), user.id.into());
     Ok(m)
 }
+
+/// `PATCH /realm`: an administrator changes the organization's `name`,
+/// `description`, `waiting_period_threshold` (days before a member is a
+/// full member) or `wildcard_mention_policy`. Answers with what changed;
+/// each change is told to everyone as a `realm` `update` event.
+pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params) -> ApiResult {
+    let name = p.str("name").map(|n| n.trim().to_owned());
+    if let Some(n) = &name {
+        if n.is_empty() {
+            return Err(ApiError::bad_request("Organization name can't be empty."));
+        }
+        if n.chars().count() > 40 {
+            return Err(ApiError::bad_request("name is too long (limit: 40 characters)"));
+        }
+    }
+    let description = p.str("description");
+    if description.as_ref().is_some_and(|d| d.chars().count() > 1000) {
+        return Err(ApiError::bad_request("description is too long (limit: 1000 characters)"));
+    }
+    let waiting = match p.int("waiting_period_threshold")? {
+        Some(n) if (0..=i32::MAX as i64).contains(&n) => Some(n as i32),
+        Some(_) => return Err(ApiError::bad_request("Invalid waiting_period_threshold")),
+        None => None,
+    };
+    let wildcard = match p.int("wildcard_mention_policy")? {
+        Some(n) if [1, 2, 3, 5, 6, 7].contains(&n) => Some(n as i16),
+        Some(_) => return Err(ApiError::bad_request("Invalid wildcard_mention_policy")),
+        None => None,
+    };
+    if !actor.is_realm_admin() {
+        return Err(ApiError::with_code("UNAUTHORIZED_PRINCIPAL", "Must be an organization administrator"));
+    }
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let rid = actor.realm_id as i32;
+    let row = tx
+        .query_one(
+            "SELECT name, description, waiting_period_threshold, wildcard_mention_policy FROM realm WHERE id = $1 FOR UPDATE",
+            &[&rid],
+        )
+        .await?;
+    let mut changed = Map::new();
+    if let Some(n) = name.filter(|n| *n != row.get::<_, String>(0)) {
+        tx.execute("UPDATE realm SET name = $2 WHERE id = $1", &[&rid, &n]).await?;
+        changed.insert("name".into(), n.into());
+    }
+    if let Some(d) = description.filter(|d| *d != row.get::<_, String>(1)) {
+        tx.execute("UPDATE realm SET description = $2 WHERE id = $1", &[&rid, &d]).await?;
+        changed.insert("description".into(), d.into());
+    }
+    if let Some(w) = waiting.filter(|w| *w != row.get::<_, i32>(2)) {
+        tx.execute("UPDATE realm SET waiting_period_threshold = $2 WHERE id = $1", &[&rid, &w]).await?;
+        changed.insert("waiting_period_threshold".into(), w.into());
+    }
+    if let Some(w) = wildcard.filter(|w| *w != row.get::<_, i16>(3)) {
+        tx.execute("UPDATE realm SET wildcard_mention_policy = $2 WHERE id = $1", &[&rid, &w]).await?;
+        changed.insert("wildcard_mention_policy".into(), w.into());
+    }
+    let everyone = crate::users::active_user_ids(&tx, actor.realm_id).await?;
+    tx.commit().await?;
+    for (property, value) in &changed {
+        let event = serde_json::json!({"type": "realm", "op": "update", "property": property, "value": value});
+        let env = squall_proto::envelope::Envelope {
+            realm_id: actor.realm_id,
+            notice: squall_proto::envelope::Notice::Generic {
+                event: std::sync::Arc::new(event),
+                users: everyone.clone(),
+            },
+        };
+        if let Err(e) = app.bus.publish(env).await {
+            tracing::warn!(error = %e, "realm update event not delivered");
+        }
+    }
+    Ok(changed)
+}
