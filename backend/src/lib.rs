@@ -67,6 +67,16 @@ pub struct App {
 }
 
 impl App {
+    /// Publishes `event` to `users` of `realm_id` (a generic notice); a
+    /// failure is logged with `what`, not returned: the change it tells of
+    /// is already stored.
+    pub(crate) async fn tell(&self, realm_id: i64, event: serde_json::Value, users: Vec<i64>, what: &str) {
+        let notice = squall_proto::envelope::Notice::Generic { event: Arc::new(event), users };
+        if let Err(e) = self.bus.publish(squall_proto::envelope::Envelope { realm_id, notice }).await {
+            tracing::warn!(error = %e, what, "event not delivered");
+        }
+    }
+
     /// A backend on `pool` publishing to `bus`.
     pub fn new(pool: Pool, bus: Arc<dyn EventBus>, settings: Settings) -> Self {
         let limiter = Arc::new(ratelimit::RateLimiter::new(settings.rate_limit_per_user, settings.rate_limit_per_ip));

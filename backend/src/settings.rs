@@ -12,9 +12,7 @@ use crate::users::User;
 use crate::App;
 use serde_json::{json, Map, Value};
 use squall_proto::api::Params;
-use squall_proto::envelope::{Envelope, Notice};
 use squall_proto::error::{ApiError, ApiResult};
-use std::sync::Arc;
 
 /// What values a setting takes.
 #[derive(Clone, Copy)]
@@ -352,10 +350,7 @@ pub async fn update(app: &App, user: &User, p: &mut Params) -> ApiResult {
         ));
     }
     for (event, users) in events {
-        let env = Envelope { realm_id: user.realm_id, notice: Notice::Generic { event: Arc::new(event), users } };
-        if let Err(e) = app.bus.publish(env).await {
-            tracing::warn!(error = %e, "settings event not delivered");
-        }
+        app.tell(user.realm_id, event, users, "settings").await;
     }
     Ok(Map::new())
 }

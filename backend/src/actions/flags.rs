@@ -6,11 +6,9 @@ use crate::users::User;
 use crate::App;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
-use squall_proto::envelope::{Envelope, Notice};
 use squall_proto::error::ApiError;
 use squall_proto::flags::{self, FLAG_NAMES};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 /// Flags no API call may set or clear.
 const NON_EDITABLE: [&str; 8] = [
@@ -47,11 +45,7 @@ pub fn check_flag_change(flag: &str, op: &str) -> Result<(i64, bool), ApiError> 
 }
 
 async fn publish(app: &App, user: &User, event: Value) {
-    let env =
-        Envelope { realm_id: user.realm_id, notice: Notice::Generic { event: Arc::new(event), users: vec![user.id] } };
-    if let Err(e) = app.bus.publish(env).await {
-        tracing::warn!(error = %e, "update_message_flags event not delivered");
-    }
+    app.tell(user.realm_id, event, vec![user.id], "update_message_flags").await;
 }
 
 /// `do_update_message_flags`. Returns how many messages changed.

@@ -7,9 +7,7 @@ use crate::App;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
 use squall_proto::api::Params;
-use squall_proto::envelope::{Envelope, Notice};
 use squall_proto::error::{ApiError, ApiResult};
-use std::sync::Arc;
 
 /// Longest alert word (Zulip's `AlertWord.MAX_WORD_LENGTH`).
 const MAX_WORD_LENGTH: usize = 100;
@@ -97,11 +95,7 @@ where
     let words = alert_words(&tx, user.id).await?;
     tx.commit().await?;
     let event = json!({"type": "alert_words", "alert_words": words});
-    let env =
-        Envelope { realm_id: user.realm_id, notice: Notice::Generic { event: Arc::new(event), users: vec![user.id] } };
-    if let Err(e) = app.bus.publish(env).await {
-        tracing::warn!(error = %e, "alert_words event not delivered");
-    }
+    app.tell(user.realm_id, event, vec![user.id], "alert_words").await;
     let mut m = Map::new();
     m.insert("alert_words".into(), Value::from(words));
     Ok(m)

@@ -9,9 +9,7 @@ use crate::{streams, App};
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
 use squall_proto::api::Params;
-use squall_proto::envelope::{Envelope, Notice};
 use squall_proto::error::{ApiError, ApiResult};
-use std::sync::Arc;
 
 /// Longest topic kept (Zulip truncates draft topics to it).
 const MAX_TOPIC_LENGTH: usize = 60;
@@ -121,11 +119,7 @@ async fn check_draft(db: &impl GenericClient, user: &User, v: &Value) -> Result<
 }
 
 async fn tell(app: &App, user: &User, event: Value) {
-    let env =
-        Envelope { realm_id: user.realm_id, notice: Notice::Generic { event: Arc::new(event), users: vec![user.id] } };
-    if let Err(e) = app.bus.publish(env).await {
-        tracing::warn!(error = %e, "drafts event not delivered");
-    }
+    app.tell(user.realm_id, event, vec![user.id], "drafts").await;
 }
 
 fn disabled() -> ApiError {

@@ -6,9 +6,7 @@ use crate::users::{self, User};
 use crate::App;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
-use squall_proto::envelope::{Envelope, Notice};
 use squall_proto::error::{ApiError, ApiResult};
-use std::sync::Arc;
 
 /// The register `muted_users` list: `{id, timestamp}`, oldest first.
 pub async fn muted_users(db: &impl GenericClient, user_id: i64) -> Result<Vec<Value>, ApiError> {
@@ -53,10 +51,6 @@ pub async fn change(app: &App, user: &User, target: i64, mute: bool) -> ApiResul
     let list = muted_users(&tx, user.id).await?;
     tx.commit().await?;
     let event = json!({"type": "muted_users", "muted_users": list});
-    let env =
-        Envelope { realm_id: user.realm_id, notice: Notice::Generic { event: Arc::new(event), users: vec![user.id] } };
-    if let Err(e) = app.bus.publish(env).await {
-        tracing::warn!(error = %e, "muted_users event not delivered");
-    }
+    app.tell(user.realm_id, event, vec![user.id], "muted_users").await;
     Ok(Map::new())
 }

@@ -15,10 +15,8 @@ use crate::App;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
 use squall_proto::api::Params;
-use squall_proto::envelope::{Envelope, Notice};
 use squall_proto::error::{ApiError, ApiResult};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// What a request names: `(emoji_name, emoji_code, reaction_type)`.
 pub(crate) struct Emoji {
@@ -126,10 +124,7 @@ async fn change(app: &App, user: &User, message_id: i64, emoji: Emoji, adding: b
         "user_id": user.id,
         "user": {"user_id": user.id, "email": user.email, "full_name": user.full_name},
     });
-    let env = Envelope { realm_id: user.realm_id, notice: Notice::Generic { event: Arc::new(event), users: audience } };
-    if let Err(e) = app.bus.publish(env).await {
-        tracing::warn!(error = %e, "reaction event not delivered");
-    }
+    app.tell(user.realm_id, event, audience, "reaction").await;
     Ok(Map::new())
 }
 

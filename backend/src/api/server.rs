@@ -151,16 +151,7 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
     tx.commit().await?;
     for (property, value) in &changed {
         let event = serde_json::json!({"type": "realm", "op": "update", "property": property, "value": value});
-        let env = squall_proto::envelope::Envelope {
-            realm_id: actor.realm_id,
-            notice: squall_proto::envelope::Notice::Generic {
-                event: std::sync::Arc::new(event),
-                users: everyone.clone(),
-            },
-        };
-        if let Err(e) = app.bus.publish(env).await {
-            tracing::warn!(error = %e, "realm update event not delivered");
-        }
+        app.tell(actor.realm_id, event, everyone.clone(), "realm update").await;
     }
     Ok(changed)
 }

@@ -313,13 +313,7 @@ async fn apply_property_changes(app: &App, actor: &User, items: &[Value]) -> Api
     }
     tx.commit().await?;
     for event in events {
-        let env = Envelope {
-            realm_id: actor.realm_id,
-            notice: Notice::Generic { event: Arc::new(event), users: vec![actor.id] },
-        };
-        if let Err(e) = app.bus.publish(env).await {
-            tracing::warn!(error = %e, "subscription update event not delivered");
-        }
+        app.tell(actor.realm_id, event, vec![actor.id], "subscription update").await;
     }
     Ok(Map::new())
 }
@@ -560,13 +554,7 @@ pub async fn update_stream(app: &App, actor: &User, stream_id: i64, p: &mut Para
     audience.sort_unstable();
     audience.dedup();
     for event in events {
-        let env = Envelope {
-            realm_id: actor.realm_id,
-            notice: Notice::Generic { event: Arc::new(event), users: audience.clone() },
-        };
-        if let Err(e) = app.bus.publish(env).await {
-            tracing::warn!(error = %e, "stream update event not delivered");
-        }
+        app.tell(actor.realm_id, event, audience.clone(), "stream update").await;
     }
     Ok(Map::new())
 }

@@ -7,9 +7,7 @@ use crate::App;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
 use squall_proto::api::Params;
-use squall_proto::envelope::{Envelope, Notice};
 use squall_proto::error::{ApiError, ApiResult};
-use std::sync::Arc;
 
 /// Longest status text (Zulip's `UserStatus.MAX_STATUS_TEXT_LENGTH`).
 const MAX_STATUS_TEXT_LENGTH: usize = 60;
@@ -118,9 +116,6 @@ pub async fn update(app: &App, user: &User, p: &mut Params) -> ApiResult {
         event["emoji_code"] = code.into();
         event["reaction_type"] = kind.into();
     }
-    let env = Envelope { realm_id: user.realm_id, notice: Notice::Generic { event: Arc::new(event), users: everyone } };
-    if let Err(e) = app.bus.publish(env).await {
-        tracing::warn!(error = %e, "user_status event not delivered");
-    }
+    app.tell(user.realm_id, event, everyone, "user_status").await;
     Ok(Map::new())
 }

@@ -9,9 +9,7 @@ use crate::App;
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
 use squall_proto::api::Params;
-use squall_proto::envelope::{Envelope, Notice};
 use squall_proto::error::{ApiError, ApiResult};
-use std::sync::Arc;
 
 /// No policy: the topic follows its channel.
 const INHERIT: i64 = 0;
@@ -102,13 +100,7 @@ pub async fn update(app: &App, user: &User, p: &mut Params) -> ApiResult {
         json!({"type": "user_topic", "stream_id": stream.id, "topic_name": topic, "last_updated": now, "visibility_policy": policy}),
     ];
     for event in events {
-        let env = Envelope {
-            realm_id: user.realm_id,
-            notice: Notice::Generic { event: Arc::new(event), users: vec![user.id] },
-        };
-        if let Err(e) = app.bus.publish(env).await {
-            tracing::warn!(error = %e, "user_topic event not delivered");
-        }
+        app.tell(user.realm_id, event, vec![user.id], "user_topic").await;
     }
     Ok(Map::new())
 }

@@ -7,9 +7,7 @@ use crate::users::{self, role, User};
 use crate::App;
 use serde_json::{json, Map, Value};
 use squall_proto::api::Params;
-use squall_proto::envelope::{Envelope, Notice};
 use squall_proto::error::{ApiError, ApiResult};
-use std::sync::Arc;
 
 /// `POST /users`: an administrator creates a user.
 pub async fn create(app: &App, actor: &User, p: &mut Params) -> ApiResult {
@@ -40,13 +38,7 @@ pub async fn create(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     tx.commit().await?;
     if let Some(u) = new_user.first() {
         let event = json!({"type": "realm_user", "op": "add", "person": u.api_dict(false)});
-        let env = Envelope {
-            realm_id: actor.realm_id,
-            notice: Notice::Generic { event: Arc::new(event), users: recipients },
-        };
-        if let Err(e) = app.bus.publish(env).await {
-            tracing::warn!(error = %e, "realm_user add event not delivered");
-        }
+        app.tell(actor.realm_id, event, recipients, "realm_user add").await;
     }
     let mut m = Map::new();
     m.insert("user_id".into(), user_id.into());
@@ -247,13 +239,7 @@ pub async fn update(app: &App, actor: &User, user_id: i64, p: &mut Params) -> Ap
         events.push(json!({"type": "realm_user", "op": "update", "person": {"user_id": target.id, "role": r}}));
     }
     for event in events {
-        let env = Envelope {
-            realm_id: actor.realm_id,
-            notice: Notice::Generic { event: Arc::new(event), users: everyone.clone() },
-        };
-        if let Err(e) = app.bus.publish(env).await {
-            tracing::warn!(error = %e, "realm_user update not delivered");
-        }
+        app.tell(actor.realm_id, event, everyone.clone(), "realm_user update").await;
     }
     Ok(Map::new())
 }
