@@ -997,3 +997,59 @@ fn drafts_are_kept_edited_deleted_registered_and_told() {
     let (_, none) = alice.get("/api/v1/drafts", &[]).unwrap();
     assert_eq!(none["count"], 0);
 }
+
+#[test]
+fn a_register_of_every_section_with_data_in_each_validates_against_the_api() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    // Something in every section.
+    let id = server.owner.send_stream("general", "t", "hello @**Alice**").unwrap();
+    let ok = |r: (u16, Value)| assert_eq!(r.0, 200, "{}", r.1);
+    ok(alice.post(&format!("/api/v1/messages/{id}/reactions"), &[("emoji_name", "tada")]).unwrap());
+    ok(alice
+        .post("/api/v1/messages/flags", &[("messages", &format!("[{id}]")), ("op", "add"), ("flag", "starred")])
+        .unwrap());
+    ok(alice
+        .post("/api/v1/messages", &[("type", "direct"), ("to", &format!("[{}]", bob.user_id)), ("content", "hi")])
+        .unwrap());
+    ok(alice.post("/api/v1/users/me/alert_words", &[("alert_words", r#"["squall"]"#)]).unwrap());
+    ok(alice.post(&format!("/api/v1/users/me/muted_users/{}", bob.user_id), &[]).unwrap());
+    ok(alice.post("/api/v1/users/me/status", &[("status_text", "busy")]).unwrap());
+    ok(alice
+        .post("/api/v1/drafts", &[("drafts", r#"[{"type": "", "to": [], "topic": "", "content": "later"}]"#)])
+        .unwrap());
+    ok(alice.raw_form("PATCH", "/api/v1/settings", &[("twenty_four_hour_time", "true")]).unwrap());
+    let (_, subs) = alice.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+    let general = subs["subscriptions"][0]["stream_id"].as_i64().unwrap();
+    ok(alice
+        .post("/api/v1/user_topics", &[("stream_id", &general.to_string()), ("topic", "t"), ("visibility_policy", "1")])
+        .unwrap());
+
+    // Every section, legacy client (no capabilities) and modern client.
+    for caps in ["{}", r#"{"user_settings_object": true, "notification_settings_null": true}"#] {
+        let (status, body) = alice.post("/api/v1/register", &[("client_capabilities", caps)]).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_schema("/register", "post", 200, &body);
+        for key in [
+            "realm_users",
+            "subscriptions",
+            "presences",
+            "unread_msgs",
+            "starred_messages",
+            "alert_words",
+            "muted_users",
+            "user_status",
+            "drafts",
+            "user_settings",
+            "recent_private_conversations",
+            "realm_emoji",
+            "realm_user_groups",
+            "realm_name",
+            "max_message_id",
+        ] {
+            assert!(body.get(key).is_some(), "{key} missing with capabilities {caps}");
+        }
+        assert_eq!(body["muted_topics"][0][1], "t", "all sections: the legacy muted list too, as Zulip");
+    }
+}
