@@ -1053,3 +1053,35 @@ fn a_register_of_every_section_with_data_in_each_validates_against_the_api() {
         assert_eq!(body["muted_topics"][0][1], "t", "all sections: the legacy muted list too, as Zulip");
     }
 }
+
+#[test]
+fn typing_follows_the_senders_and_the_recipients_settings() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    let carol = server.create_user("carol@example.com", "Carol").unwrap();
+    let (qb, _, _) = bob.register(&[("event_types", r#"["typing"]"#)]).unwrap();
+    let (qc, _, _) = carol.register(&[("event_types", r#"["typing"]"#)]).unwrap();
+    // Carol does not want to see typing.
+    assert_eq!(
+        carol.raw_form("PATCH", "/api/v1/settings", &[("receives_typing_notifications", "false")]).unwrap().0,
+        200
+    );
+    let to = json!([bob.user_id, carol.user_id]).to_string();
+    assert_eq!(alice.post("/api/v1/typing", &[("op", "start"), ("to", &to)]).unwrap().0, 200);
+    let (_, b) = bob.get_events(&qb, -1, true).unwrap();
+    assert_eq!(b["events"].as_array().unwrap().len(), 1, "{b}");
+    let (_, c) = carol.get_events(&qc, -1, true).unwrap();
+    assert_eq!(c["events"], json!([]), "{c}");
+    // Alice stops telling anyone she types.
+    assert_eq!(
+        alice.raw_form("PATCH", "/api/v1/settings", &[("send_private_typing_notifications", "false")]).unwrap().0,
+        200
+    );
+    assert_error(
+        &alice.post("/api/v1/typing", &[("op", "start"), ("to", &to)]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "User has disabled typing notifications for direct messages",
+    );
+}

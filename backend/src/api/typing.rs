@@ -5,9 +5,7 @@ use crate::users::{self, User};
 use crate::App;
 use serde_json::{json, Map, Value};
 use squall_proto::api::Params;
-use squall_proto::envelope::{Envelope, Notice};
 use squall_proto::error::{ApiError, ApiResult};
-use std::sync::Arc;
 
 /// Streams with more subscribers than this get no typing events
 /// (Zulip's `MAX_STREAM_SIZE_FOR_TYPING_NOTIFICATIONS`).
@@ -39,7 +37,19 @@ pub async fn set_typing_status(app: &App, user: &User, p: &mut Params) -> ApiRes
     let topic = p.str("topic");
     let sender = json!({"user_id": user.id, "email": user.email});
     let client = app.pool.get().await?;
-    let (event, recipients) = if kind == "stream" || kind == "channel" {
+    // The sender's privacy settings.
+    let channel = kind == "stream" || kind == "channel";
+    let own: Value =
+        client.query_one("SELECT settings FROM userprofile WHERE id = $1", &[&(user.id as i32)]).await?.get(0);
+    let (setting, refusal) = if channel {
+        ("send_stream_typing_notifications", "User has disabled typing notifications for channel messages")
+    } else {
+        ("send_private_typing_notifications", "User has disabled typing notifications for direct messages")
+    };
+    if crate::settings::value_of(&own, setting) == Some(Value::Bool(false)) {
+        return Err(ApiError::bad_request(refusal));
+    }
+    let (event, recipients) = if channel {
         let stream_id = stream_id.ok_or_else(|| ApiError::missing("stream_id"))?;
         let topic = topic.ok_or_else(|| ApiError::bad_request("Missing topic"))?;
         let stream = streams::stream_by_id(&client, user.realm_id, stream_id).await?;
@@ -71,11 +81,19 @@ pub async fn set_typing_status(app: &App, user: &User, p: &mut Params) -> ApiRes
                            "recipients": recipients});
         (event, participants.iter().filter(|u| u.is_active).map(|u| u.id).collect())
     };
+    // Only to those who want typing notifications.
+    let ids: Vec<i32> = recipients.iter().map(|&u| u as i32).collect();
+    let recipients: Vec<i64> = client
+        .query(
+            "SELECT id FROM userprofile WHERE id = ANY($1)
+             AND coalesce((settings ->> 'receives_typing_notifications')::boolean, true)",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i32>(0) as i64)
+        .collect();
     // Typing is ephemeral: sent right away, never stored.
-    let env =
-        Envelope { realm_id: user.realm_id, notice: Notice::Generic { event: Arc::new(event), users: recipients } };
-    if let Err(e) = app.bus.publish(env).await {
-        tracing::warn!(error = %e, "typing event not delivered");
-    }
+    app.tell(user.realm_id, event, recipients, "typing").await;
     Ok(Map::new())
 }
