@@ -554,6 +554,16 @@ fn narrows_negation_id_near_group_dms_and_resolved_topics() {
     assert_eq!(ids(json!([["group-pm-with", "carol@example.com"]])), vec![group]);
     assert_eq!(ids(json!([["dm-including", bob.user_id]])), vec![to_bob, group]);
     assert_eq!(ids(json!([["is", "resolved"]])), vec![resolved]);
+    let (_, subs) = alice.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+    let general = subs["subscriptions"].as_array().unwrap().iter().find(|s| s["name"] == "general").unwrap()
+        ["stream_id"]
+        .as_i64()
+        .unwrap();
+    let follow = alice
+        .post("/api/v1/user_topics", &[("stream_id", &general.to_string()), ("topic", "T"), ("visibility_policy", "3")])
+        .unwrap();
+    assert_eq!(follow.0, 200, "{}", follow.1);
+    assert_eq!(ids(json!([["is", "followed"]])), vec![in_general], "topics compare without case");
     assert_eq!(
         ids(json!([{"operator": "is", "operand": "resolved", "negated": true}, ["stream", "general"]])),
         vec![in_general]

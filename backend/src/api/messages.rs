@@ -66,6 +66,8 @@ enum Term {
     Id(i64),
     /// Topics marked resolved (`✔ ` in front).
     Resolved,
+    /// Topics the user follows.
+    Followed,
     /// Full-text search (Zulip's `search`): the words, and the quoted
     /// phrases, which must appear as written.
     Search {
@@ -260,6 +262,7 @@ async fn resolve_terms(
                 Some("unread") => term(Term::Flag { bit: flags::READ, set: false }),
                 Some("mentioned") | Some("alerted") => term(Term::Flag { bit: flags::MENTIONED, set: true }),
                 Some("resolved") => term(Term::Resolved),
+                Some("followed") => term(Term::Followed),
                 _ => return Err(bad_narrow(&format!("unknown 'is' operand {shown}"))),
             },
             _ => return Err(bad_narrow(&format!("unknown operator {op}"))),
@@ -432,6 +435,10 @@ pub(crate) async fn fetch_range(
                 format!("m.id = ${n}")
             }
             Term::Resolved => "m.subject LIKE '✔ %'".to_owned(),
+            Term::Followed => "EXISTS (SELECT 1 FROM usertopic t JOIN stream s ON s.id = t.stream_id
+                WHERE t.user_profile_id = $1 AND t.visibility_policy = 3
+                  AND s.recipient_id = m.recipient_id AND lower(t.topic_name) = lower(m.subject))"
+                .to_owned(),
             Term::Search { words, phrases } => {
                 let mut parts = Vec::new();
                 if !words.is_empty() {
