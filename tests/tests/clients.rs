@@ -564,6 +564,23 @@ fn narrows_negation_id_near_group_dms_and_resolved_topics() {
         .unwrap();
     assert_eq!(follow.0, 200, "{}", follow.1);
     assert_eq!(ids(json!([["is", "followed"]])), vec![in_general], "topics compare without case");
+    let linked = alice.send_stream("other", "t", "see [the docs](https://example.com/docs)").unwrap();
+    assert_eq!(ids(json!([["has", "link"]])), vec![linked]);
+    let r = alice.post(&format!("/api/v1/messages/{in_other}/reactions"), &[("emoji_name", "tada")]).unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(ids(json!([["has", "reaction"]])), vec![in_other]);
+    assert_eq!(ids(json!([["has", "image"]])), Vec::<i64>::new());
+    assert_error(
+        &alice
+            .get(
+                "/api/v1/messages",
+                &[("anchor", "newest"), ("num_before", "1"), ("num_after", "0"), ("narrow", r#"[["has", "cats"]]"#)],
+            )
+            .unwrap(),
+        400,
+        "BAD_NARROW",
+        "Invalid narrow operator: unknown 'has' operand cats",
+    );
     assert_eq!(
         ids(json!([{"operator": "is", "operand": "resolved", "negated": true}, ["stream", "general"]])),
         vec![in_general]

@@ -68,6 +68,9 @@ enum Term {
     Resolved,
     /// Topics the user follows.
     Followed,
+    /// `has:` — what the rendered message holds (Zulip keeps these as
+    /// flags set at rendering; they follow from the HTML here).
+    Has(&'static str),
     /// Full-text search (Zulip's `search`): the words, and the quoted
     /// phrases, which must appear as written.
     Search {
@@ -248,6 +251,18 @@ async fn resolve_terms(
                     _ => None,
                 };
                 term(Term::Id(id.ok_or_else(|| bad_narrow("Invalid message ID"))?));
+            }
+            "has" => {
+                let condition = match as_str().as_deref() {
+                    // Any link, as Zulip counts them (channel links too).
+                    Some("link") => "m.rendered_content LIKE '%<a %'",
+                    // Inline image previews (Squall makes none yet).
+                    Some("image") => "m.rendered_content LIKE '%message_inline_image%'",
+                    Some("attachment") => "m.rendered_content LIKE '%/user_uploads/%'",
+                    Some("reaction") => "EXISTS (SELECT 1 FROM reaction r WHERE r.message_id = m.id)",
+                    _ => return Err(bad_narrow(&format!("unknown 'has' operand {shown}"))),
+                };
+                term(Term::Has(condition));
             }
             // Zulip's `near` only moves the anchor (the client's business).
             "near" => {}
@@ -435,6 +450,7 @@ pub(crate) async fn fetch_range(
                 format!("m.id = ${n}")
             }
             Term::Resolved => "m.subject LIKE '✔ %'".to_owned(),
+            Term::Has(condition) => (*condition).to_owned(),
             Term::Followed => "EXISTS (SELECT 1 FROM usertopic t JOIN stream s ON s.id = t.stream_id
                 WHERE t.user_profile_id = $1 AND t.visibility_policy = 3
                   AND s.recipient_id = m.recipient_id AND lower(t.topic_name) = lower(m.subject))"
