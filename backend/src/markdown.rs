@@ -170,6 +170,72 @@ pub(crate) fn emoji_code(name: &str) -> Option<String> {
     Some(code.join("-"))
 }
 
+/// Pushes text with its bare `http://` / `https://` URLs as links (the
+/// URL ends at white space or `<`; trailing punctuation and an unbalanced
+/// closing parenthesis stay outside it), the rest through
+/// [`push_emojified`].
+fn push_linkified<'a>(text: &CowStr<'a>, out: &mut Vec<Event<'a>>) {
+    let mut rest: &str = text;
+    let mut pushed_any = false;
+    while let Some(start) = find_url_start(rest) {
+        let tail = &rest[start..];
+        let mut end = tail.find(|c: char| c.is_whitespace() || c == '<').unwrap_or(tail.len());
+        loop {
+            let url = &tail[..end];
+            let Some(last) = url.chars().last() else { break };
+            let unbalanced = last == ')' && url.matches('(').count() < url.matches(')').count();
+            if ".,;:!?'\"".contains(last) || unbalanced {
+                end -= last.len_utf8();
+            } else {
+                break;
+            }
+        }
+        let url = &tail[..end];
+        // A scheme alone is not a link.
+        if url.len() <= "https://".len() || !url.contains("://") || url.ends_with("://") {
+            let skip = start + url.len().max(1);
+            let (before, after) = rest.split_at(skip.min(rest.len()));
+            push_emojified(&CowStr::from(before.to_owned()), out);
+            rest = after;
+            pushed_any = true;
+            continue;
+        }
+        if start > 0 {
+            push_emojified(&CowStr::from(rest[..start].to_owned()), out);
+        }
+        out.push(Event::Start(Tag::Link {
+            link_type: LinkType::Autolink,
+            dest_url: CowStr::from(url.to_owned()),
+            title: CowStr::from(""),
+            id: CowStr::from(""),
+        }));
+        out.push(Event::Text(CowStr::from(url.to_owned())));
+        out.push(Event::End(TagEnd::Link));
+        rest = &tail[end..];
+        pushed_any = true;
+    }
+    if !pushed_any {
+        push_emojified(text, out);
+    } else if !rest.is_empty() {
+        push_emojified(&CowStr::from(rest.to_owned()), out);
+    }
+}
+
+/// Where the next `http://` or `https://` starts, at a word boundary.
+fn find_url_start(text: &str) -> Option<usize> {
+    let mut from = 0;
+    while from < text.len() {
+        let i = from + text[from..].find("http")?;
+        let after = &text[i..];
+        let boundary = text[..i].chars().last().is_none_or(|c| !c.is_alphanumeric());
+        if boundary && (after.starts_with("http://") || after.starts_with("https://")) {
+            return Some(i);
+        }
+        from = i + "http".len();
+    }
+    None
+}
+
 /// Splits text around `:emoji_name:` shortcodes that name an emoji (not
 /// glued to a word on either side), pushing text and emoji spans.
 fn push_emojified<'a>(text: &CowStr<'a>, out: &mut Vec<Event<'a>>) {
@@ -323,6 +389,9 @@ pub fn render_with(
                 in_code_block = false;
                 out.push(events[i].clone());
             }
+            // Bare URLs become links, as Zulip's autolinking makes them
+            // (not inside a link already).
+            Event::Text(t) if !in_code_block && link_stack.is_empty() => push_linkified(t, &mut out),
             Event::Text(t) if !in_code_block => push_emojified(t, &mut out),
             Event::Start(Tag::Link { dest_url, .. }) => {
                 let keep = safe_url(dest_url);

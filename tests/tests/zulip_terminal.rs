@@ -25,10 +25,12 @@ fn zulip_term() -> String {
 struct Tmux(String);
 
 impl Tmux {
-    fn start(command: &str) -> Tmux {
+    /// Runs `command` in `dir` (zulip-terminal writes its logs there).
+    fn start(command: &str, dir: &std::path::Path) -> Tmux {
         let name = format!("squall-zt-{:x}", rand::random::<u32>());
+        let dir = dir.to_string_lossy();
         let ok = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name, "-x", "160", "-y", "45", command])
+            .args(["new-session", "-d", "-s", &name, "-x", "160", "-y", "45", "-c", &dir, command])
             .status()
             .expect("tmux runs");
         assert!(ok.success(), "tmux new-session failed");
@@ -87,7 +89,7 @@ fn zulip_terminal_starts_shows_messages_receives_live_ones_reacts_and_searches()
     // zulip-terminal refuses a zuliprc others can read.
     Command::new("chmod").arg("600").arg(&rc).status().unwrap();
     let log = dir.join("stderr.log");
-    let term = Tmux::start(&format!("{zt} -c {} 2> {}; sleep 600", rc.display(), log.display()));
+    let term = Tmux::start(&format!("{zt} -c {} 2> {}; sleep 600", rc.display(), log.display()), &dir);
 
     // The main screen: the realm, the stream list, the message.
     term.wait_for(&["Test Realm", "# general", "hello from the server"], &log);

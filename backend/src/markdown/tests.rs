@@ -133,3 +133,25 @@ fn emoji_shortcodes() {
     // Times and ratios are not emoji.
     assert_eq!(render("at 10:30:45", &users).html, "<p>at 10:30:45</p>");
 }
+
+#[test]
+fn bare_urls_become_links_without_their_trailing_punctuation() {
+    let html = |s: &str| render(s, &|_| None).html;
+    assert_eq!(
+        html("see https://example.com/docs."),
+        r#"<p>see <a href="https://example.com/docs">https://example.com/docs</a>.</p>"#
+    );
+    assert_eq!(
+        html("(at http://example.com/a_(b)) and more"),
+        r#"<p>(at <a href="http://example.com/a_(b)">http://example.com/a_(b)</a>) and more</p>"#
+    );
+    // Not inside code, not inside a link already, not a scheme alone.
+    assert_eq!(html("`https://x.org`"), "<p><code>https://x.org</code></p>");
+    assert_eq!(html("[docs](https://x.org)"), r#"<p><a href="https://x.org">docs</a></p>"#);
+    assert_eq!(html("just https:// here"), "<p>just https:// here</p>");
+    assert_eq!(html("xhttps://glued.example"), "<p>xhttps://glued.example</p>");
+    assert_eq!(
+        html("two https://a.org, https://b.org!"),
+        r#"<p>two <a href="https://a.org">https://a.org</a>, <a href="https://b.org">https://b.org</a>!</p>"#
+    );
+}
