@@ -926,6 +926,16 @@ fn a_users_status_is_set_cleared_registered_and_told_to_the_realm() {
     assert_eq!(set(&[("away", "true"), ("emoji_name", "")]).0, 200);
     let (_, reg) = bob.post("/api/v1/register", &[("fetch_event_types", r#"["user_status"]"#)]).unwrap();
     assert_eq!(reg["user_status"][alice.user_id.to_string()], json!({"away": true, "status_text": "on vacation"}));
+    let (status, one) = bob.get(&format!("/api/v1/users/{}/status", alice.user_id), &[]).unwrap();
+    assert_eq!(status, 200, "{one}");
+    assert_schema("/users/{user_id}/status", "get", 200, &one);
+    assert_eq!(one["status"], json!({"away": true, "status_text": "on vacation"}));
+    let (_, nobody) = alice.get(&format!("/api/v1/users/{}/status", bob.user_id), &[]).unwrap();
+    assert_eq!(nobody["status"], json!({}), "nothing set");
+    assert_error(&bob.get("/api/v1/users/999999/status", &[]).unwrap(), 400, "BAD_REQUEST", "No such user");
+    let (status, emoji) = bob.get("/api/v1/realm/emoji", &[]).unwrap();
+    assert_eq!((status, &emoji["emoji"]), (200, &json!({})));
+    assert_schema("/realm/emoji", "get", 200, &emoji);
     let (_, events) = bob.get_events(&q, -1, true).unwrap();
     assert_schema("/events", "get", 200, &events);
     let e = events["events"].as_array().unwrap();

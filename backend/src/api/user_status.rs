@@ -119,3 +119,15 @@ pub async fn update(app: &App, user: &User, p: &mut Params) -> ApiResult {
     app.tell(user.realm_id, event, everyone, "user_status").await;
     Ok(Map::new())
 }
+
+/// `GET /users/{user_id}/status`: what one user of the realm has set.
+pub async fn get(app: &App, actor: &User, user_id: i64) -> ApiResult {
+    let client = app.pool.get().await?;
+    if crate::users::users_by_ids(&client, actor.realm_id, &[user_id]).await?.is_empty() {
+        return Err(ApiError::bad_request("No such user"));
+    }
+    let all = user_status(&client, actor.realm_id).await?;
+    let mut m = Map::new();
+    m.insert("status".into(), all.get(&user_id.to_string()).cloned().unwrap_or_else(|| json!({})));
+    Ok(m)
+}
