@@ -323,15 +323,25 @@ fn push_waiting(
 
 /// Waits on this (plain) thread for `rx` until `deadline`; whether it was
 /// answered (a core that stopped meanwhile counts: it saved its queues).
+/// The thread sleeps until the core's answer wakes it.
 fn wait_blocking(mut rx: futures_channel::oneshot::Receiver<()>, deadline: Instant) -> bool {
-    loop {
-        match rx.try_recv() {
-            Ok(Some(())) | Err(_) => return true,
-            Ok(None) if Instant::now() >= deadline => return false,
-            // An fsync away, typically: a short sleep costs less than a
-            // waker round trip.
-            Ok(None) => std::thread::sleep(Duration::from_micros(100)),
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
         }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if std::future::Future::poll(std::pin::Pin::new(&mut rx), &mut cx).is_ready() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::park_timeout(deadline - now);
     }
 }
 

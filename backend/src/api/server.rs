@@ -130,22 +130,29 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
             &[&rid],
         )
         .await?;
+    // Only what differs is a change; one statement stores them all.
+    let name = name.filter(|n| *n != row.get::<_, String>(0));
+    let description = description.filter(|d| *d != row.get::<_, String>(1));
+    let waiting = waiting.filter(|w| *w != row.get::<_, i32>(2));
+    let wildcard = wildcard.filter(|w| *w != row.get::<_, i16>(3));
+    tx.execute(
+        "UPDATE realm SET name = coalesce($2, name), description = coalesce($3, description),
+                waiting_period_threshold = coalesce($4, waiting_period_threshold),
+                wildcard_mention_policy = coalesce($5, wildcard_mention_policy) WHERE id = $1",
+        &[&rid, &name, &description, &waiting, &wildcard],
+    )
+    .await?;
     let mut changed = Map::new();
-    if let Some(n) = name.filter(|n| *n != row.get::<_, String>(0)) {
-        tx.execute("UPDATE realm SET name = $2 WHERE id = $1", &[&rid, &n]).await?;
-        changed.insert("name".into(), n.into());
-    }
-    if let Some(d) = description.filter(|d| *d != row.get::<_, String>(1)) {
-        tx.execute("UPDATE realm SET description = $2 WHERE id = $1", &[&rid, &d]).await?;
-        changed.insert("description".into(), d.into());
-    }
-    if let Some(w) = waiting.filter(|w| *w != row.get::<_, i32>(2)) {
-        tx.execute("UPDATE realm SET waiting_period_threshold = $2 WHERE id = $1", &[&rid, &w]).await?;
-        changed.insert("waiting_period_threshold".into(), w.into());
-    }
-    if let Some(w) = wildcard.filter(|w| *w != row.get::<_, i16>(3)) {
-        tx.execute("UPDATE realm SET wildcard_mention_policy = $2 WHERE id = $1", &[&rid, &w]).await?;
-        changed.insert("wildcard_mention_policy".into(), w.into());
+    let values = [
+        ("name", name.map(Value::from)),
+        ("description", description.map(Value::from)),
+        ("waiting_period_threshold", waiting.map(Value::from)),
+        ("wildcard_mention_policy", wildcard.map(Value::from)),
+    ];
+    for (property, value) in values {
+        if let Some(v) = value {
+            changed.insert(property.into(), v);
+        }
     }
     let everyone = crate::users::active_user_ids(&tx, actor.realm_id).await?;
     tx.commit().await?;

@@ -59,23 +59,15 @@ pub async fn update(app: &App, user: &User, p: &mut Params) -> ApiResult {
             )));
         }
     }
-    let emoji = match p.str("emoji_name") {
+    let emoji = match p.str("emoji_name").as_deref() {
         None => None,
         // An empty name clears the emoji.
-        Some(n) if n.is_empty() => {
+        Some("") => {
             let _ = (p.str("emoji_code"), p.str("reaction_type"));
             Some((String::new(), String::new(), "unicode_emoji".to_owned()))
         }
-        Some(n) => {
-            let mut with_name = Params::from_pairs(&[("emoji_name", &n)]);
-            if let Some(code) = p.str("emoji_code") {
-                with_name = Params::from_pairs(&[("emoji_name", &n), ("emoji_code", &code)]);
-                if let Some(kind) = p.str("reaction_type") {
-                    with_name =
-                        Params::from_pairs(&[("emoji_name", &n), ("emoji_code", &code), ("reaction_type", &kind)]);
-                }
-            }
-            let e = super::reactions::requested_emoji(&mut with_name, true)?;
+        Some(_) => {
+            let e = super::reactions::requested_emoji(p, true)?;
             Some((e.name, e.code, e.kind))
         }
     };

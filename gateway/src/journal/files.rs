@@ -233,22 +233,16 @@ fn create_journal(dir: &Path, generation: u64) -> std::io::Result<File> {
 /// Removes snapshots and journal files older than `generation`, and
 /// snapshots a crash left half-written (`*.tmp`) from before it.
 fn remove_older(dir: &Path, generation: u64) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let stale = name.to_str().and_then(|n| n.strip_prefix("snapshot.")).and_then(|n| n.strip_suffix(".tmp"));
-            if stale.and_then(|g| g.parse::<u64>().ok()).is_some_and(|g| g < generation) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-    let Ok((snapshots, journals)) = list(dir) else { return };
-    let old = snapshots.iter().map(|&g| snapshot_path(dir, g)).chain(journals.iter().map(|&g| journal_path(dir, g)));
-    let gens = snapshots.iter().chain(&journals);
-    for (path, &g) in old.zip(gens) {
-        if g < generation {
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove an old journal file");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // Snapshots, journal files, and snapshots left half-written.
+        let numbered = name.strip_prefix("snapshot.").map(|n| n.strip_suffix(".tmp").unwrap_or(n));
+        let g = numbered.or_else(|| name.strip_prefix("journal.")).and_then(|n| n.parse::<u64>().ok());
+        if g.is_some_and(|g| g < generation) {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an old journal file");
             }
         }
     }
