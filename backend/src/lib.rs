@@ -27,6 +27,7 @@ pub mod settings;
 pub mod soft_deactivation;
 pub mod streams;
 pub mod unread;
+pub mod user_groups;
 pub mod users;
 
 mod actions;

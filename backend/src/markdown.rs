@@ -55,6 +55,28 @@ pub struct Rendered {
     pub stream_wildcard: bool,
     /// A non-silent `@topic`.
     pub topic_wildcard: bool,
+    /// User groups mentioned non-silently (`@*group*`).
+    pub mentioned_group_ids: BTreeSet<i64>,
+}
+
+/// A resolved user group mention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupTarget {
+    /// Group id.
+    pub id: i64,
+    /// Group name, as displayed.
+    pub name: String,
+}
+
+/// What a message's mentions and links resolve against: users, channels,
+/// user groups. Unresolved ones stay literal text.
+pub struct Resolvers<'r> {
+    /// `@**name**`, `@**name|id**`.
+    pub user: &'r dyn Fn(&MentionRef) -> Option<MentionTarget>,
+    /// `#**channel**` (by name).
+    pub channel: &'r dyn Fn(&str) -> Option<StreamTarget>,
+    /// `@*group*` (by name).
+    pub group: &'r dyn Fn(&str) -> Option<GroupTarget>,
 }
 
 const STREAM_WILDCARDS: [&str; 4] = ["all", "everyone", "stream", "channel"];
@@ -70,6 +92,8 @@ struct Found {
     end: usize,
     silent: bool,
     channel: bool,
+    /// `@*group*` (emphasis) rather than `@**user**` (strong).
+    group: bool,
     text: String,
 }
 
@@ -84,24 +108,31 @@ impl Found {
     }
 }
 
-/// Finds `@**x**`, `@_**x**` and `#**x**` patterns: a text event ending in
-/// the sigil followed by Strong(text).
+/// Finds `@**x**`, `@_**x**` and `#**x**` patterns (a text event ending in
+/// the sigil followed by Strong(text)) and `@*x*`, `@_*x*` group mentions
+/// (the same with Emphasis).
 fn find_mentions(events: &[Event<'_>]) -> Vec<Found> {
     let mut out = Vec::new();
     let mut i = 0;
     while i + 3 < events.len() {
-        if let (Event::Text(t), Event::Start(Tag::Strong), Event::Text(inner), Event::End(TagEnd::Strong)) =
-            (&events[i], &events[i + 1], &events[i + 2], &events[i + 3])
-        {
+        let (group, inner) = match (&events[i + 1], &events[i + 2], &events[i + 3]) {
+            (Event::Start(Tag::Strong), Event::Text(inner), Event::End(TagEnd::Strong)) => (false, inner),
+            (Event::Start(Tag::Emphasis), Event::Text(inner), Event::End(TagEnd::Emphasis)) => (true, inner),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if let Event::Text(t) = &events[i] {
             let silent = t.ends_with("@_");
-            let channel = t.ends_with('#');
+            let channel = !group && t.ends_with('#');
             let marker = if silent { 2 } else { 1 };
             if t.ends_with('@') || silent || channel {
                 // The sigil must start a word: at the start of the text or
                 // after a non-alphanumeric character.
                 let before = &t[..t.len() - marker];
                 if before.chars().last().is_none_or(|c| !c.is_alphanumeric()) {
-                    out.push(Found { start: i, end: i + 3, silent, channel, text: inner.to_string() });
+                    out.push(Found { start: i, end: i + 3, silent, channel, group, text: inner.to_string() });
                     i += 4;
                     continue;
                 }
@@ -299,7 +330,14 @@ fn collect_events(content: &str) -> Vec<Event<'_>> {
 /// Every user `content` could mention, for the caller to look up.
 pub fn mention_refs(content: &str) -> BTreeSet<MentionRef> {
     let events = collect_events(content);
-    find_mentions(&events).iter().filter(|f| !f.channel).filter_map(|f| parse_ref(&f.text)).collect()
+    find_mentions(&events).iter().filter(|f| !f.channel && !f.group).filter_map(|f| parse_ref(&f.text)).collect()
+}
+
+/// Every user group name `content` mentions (`@*name*`, `@_*name*`), for
+/// the caller to look up.
+pub fn group_refs(content: &str) -> BTreeSet<String> {
+    let events = collect_events(content);
+    find_mentions(&events).iter().filter(|f| f.group).map(|f| f.text.trim().to_owned()).collect()
 }
 
 /// Every channel name `content` links to (`#**name**`, `#**name>topic**`),
@@ -356,6 +394,11 @@ pub fn render_with(
     resolve: &dyn Fn(&MentionRef) -> Option<MentionTarget>,
     channel: &dyn Fn(&str) -> Option<StreamTarget>,
 ) -> Rendered {
+    render_resolved(content, &Resolvers { user: resolve, channel, group: &|_| None })
+}
+
+/// Renders `content` with its mentions and links resolved by `with`.
+pub fn render_resolved(content: &str, with: &Resolvers<'_>) -> Rendered {
     let events = collect_events(content);
     let found = find_mentions(&events);
     let mut result = Rendered::default();
@@ -372,7 +415,13 @@ pub fn render_with(
             if !before.is_empty() {
                 push_emojified(&CowStr::from(before.to_owned()), &mut out);
             }
-            let html = if f.channel { channel_link_html(f, channel) } else { mention_html(f, resolve, &mut result) };
+            let html = if f.channel {
+                channel_link_html(f, with.channel)
+            } else if f.group {
+                group_mention_html(f, with.group, &mut result)
+            } else {
+                mention_html(f, with.user, &mut result)
+            };
             out.push(Event::InlineHtml(CowStr::from(html)));
             i = f.end + 1;
             next.next();
@@ -471,6 +520,24 @@ fn mention_html(f: &Found, resolve: &dyn Fn(&MentionRef) -> Option<MentionTarget
             format!("<span class=\"{class}\" data-user-id=\"{}\">{}</span>", t.id, escape(&shown))
         }
         None => escape(&format!("{prefix}**{}**", f.text)),
+    }
+}
+
+fn group_mention_html(f: &Found, resolve: &dyn Fn(&str) -> Option<GroupTarget>, r: &mut Rendered) -> String {
+    match resolve(f.text.trim()) {
+        Some(g) => {
+            if !f.silent {
+                r.mentioned_group_ids.insert(g.id);
+            }
+            let (class, shown) = if f.silent {
+                ("user-group-mention silent", g.name.clone())
+            } else {
+                ("user-group-mention", format!("@{}", g.name))
+            };
+            format!("<span class=\"{class}\" data-user-group-id=\"{}\">{}</span>", g.id, escape(&shown))
+        }
+        // Not a group: the emphasis it also is.
+        None => format!("{}<em>{}</em>", if f.silent { "@_" } else { "@" }, escape(&f.text)),
     }
 }
 

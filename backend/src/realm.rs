@@ -60,7 +60,7 @@ pub async fn create_realm(
         .query_one("INSERT INTO realm (string_id, name) VALUES ($1, $2) RETURNING id", &[&subdomain, &name])
         .await?
         .get(0);
-    for group in ["role:owners", "role:administrators", "role:moderators", "role:members", "role:everyone"] {
+    for group in crate::user_groups::SYSTEM_GROUPS {
         tx.execute("INSERT INTO usergroup (realm_id, name) VALUES ($1, $2)", &[&realm_id, &group]).await?;
     }
     let (owner_id, api_key) =

@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::{json, Value};
 use squall_proto::error::ApiError;
 use squall_proto::flags;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// At most this many unread messages are reported (Zulip's limit); the
 /// oldest beyond it are left out and `old_unreads_missing` is set.
@@ -30,13 +30,50 @@ pub async fn unread_msgs(db: &impl GenericClient, user_id: i64) -> Result<Value,
     let mut streams: BTreeMap<(i64, String), Vec<i64>> = BTreeMap::new();
     let mut pms: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     let mut huddles: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    // Messages in muted streams and topics are listed but not counted (as
+    // Zulip's `aggregate_unread_data`); their wildcard mentions are not
+    // mentions.
+    let muted_streams: HashSet<i64> = db
+        .query(
+            "SELECT s.id FROM subscription sub JOIN stream s ON s.recipient_id = sub.recipient_id
+             WHERE sub.user_profile_id = $1 AND sub.active AND sub.is_muted",
+            &[&(user_id as i32)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i32>(0) as i64)
+        .collect();
+    let policies: HashMap<(i64, String), i16> = db
+        .query(
+            "SELECT stream_id, lower(topic_name), visibility_policy FROM usertopic WHERE user_profile_id = $1",
+            &[&(user_id as i32)],
+        )
+        .await?
+        .iter()
+        .map(|r| ((r.get::<_, i32>(0) as i64, r.get::<_, String>(1)), r.get::<_, i16>(2)))
+        .collect();
+    let unmuted = |stream_id: i64, topic: &str| {
+        let policy = policies.get(&(stream_id, topic.to_lowercase())).copied().unwrap_or(0);
+        if muted_streams.contains(&stream_id) {
+            policy == 2 || policy == 3
+        } else {
+            policy != 1
+        }
+    };
     let mut mentions = Vec::new();
+    let mut count = 0;
     for r in rows.iter().rev() {
         let id: i64 = r.get(0);
         let bits: i64 = r.get(1);
         let sender = r.get::<_, i32>(2) as i64;
+        let mut counted = true;
         match r.get::<_, i16>(3) {
-            2 => streams.entry((r.get::<_, i32>(4) as i64, r.get(5))).or_default().push(id),
+            2 => {
+                let stream_id = r.get::<_, i32>(4) as i64;
+                let topic: String = r.get(5);
+                counted = unmuted(stream_id, &topic);
+                streams.entry((stream_id, topic)).or_default().push(id)
+            }
             1 => {
                 let to = r.get::<_, i32>(4) as i64;
                 let other = if sender == user_id { to } else { sender };
@@ -49,12 +86,14 @@ pub async fn unread_msgs(db: &impl GenericClient, user_id: i64) -> Result<Value,
                 huddles.entry(key).or_default().push(id);
             }
         }
-        if bits & (flags::MENTIONED | flags::STREAM_WILDCARD_MENTIONED | flags::TOPIC_WILDCARD_MENTIONED) != 0 {
+        let wildcard = bits & (flags::STREAM_WILDCARD_MENTIONED | flags::TOPIC_WILDCARD_MENTIONED) != 0;
+        if bits & flags::MENTIONED != 0 || (wildcard && counted) {
             mentions.push(id);
         }
+        count += usize::from(counted);
     }
     Ok(json!({
-        "count": rows.len(),
+        "count": count,
         "pms": pms.into_iter().map(|(other, ids)| json!({"other_user_id": other, "sender_id": other, "unread_message_ids": ids})).collect::<Vec<_>>(),
         "streams": streams.into_iter().map(|((sid, topic), ids)| json!({"stream_id": sid, "topic": topic, "unread_message_ids": ids})).collect::<Vec<_>>(),
         "huddles": huddles.into_iter().map(|(k, ids)| json!({"user_ids_string": k, "unread_message_ids": ids})).collect::<Vec<_>>(),

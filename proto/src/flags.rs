@@ -31,6 +31,8 @@ pub const MENTIONED: i64 = 1 << 3;
 pub const STREAM_WILDCARD_MENTIONED: i64 = 1 << 4;
 /// `topic_wildcard_mentioned`
 pub const TOPIC_WILDCARD_MENTIONED: i64 = 1 << 5;
+/// `has_alert_word`
+pub const HAS_ALERT_WORD: i64 = 1 << 9;
 /// `historical`
 pub const HISTORICAL: i64 = 1 << 10;
 /// `is_private`

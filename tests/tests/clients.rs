@@ -1091,6 +1091,52 @@ fn a_register_of_every_section_with_data_in_each_validates_against_the_api() {
     }
 }
 
+/// The register sections Zulip's API description documents, each with the
+/// keys it brings (read from the description by `tests/python/register_sections.py`).
+fn documented_register_sections() -> serde_json::Map<String, Value> {
+    let out = std::process::Command::new(squall_e2e::python())
+        .arg(squall_e2e::workspace_root().join("tests/python/register_sections.py"))
+        .arg(squall_e2e::openapi_path())
+        .output()
+        .expect("running register_sections.py");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sections: Value = serde_json::from_slice(&out.stdout).unwrap();
+    sections.as_object().cloned().unwrap()
+}
+
+#[test]
+fn every_documented_register_section_comes_with_all_its_keys_and_validates() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let sections = documented_register_sections();
+    assert!(sections.len() >= 30, "the description documents {} sections", sections.len());
+    let names: Vec<&String> = sections.keys().collect();
+    // Legacy client (no capabilities) and modern client; all sections at
+    // once, then each alone (a section must not depend on another).
+    for caps in ["{}", r#"{"user_settings_object": true, "notification_settings_null": true}"#] {
+        let all = serde_json::to_string(&names).unwrap();
+        let (status, body) =
+            alice.post("/api/v1/register", &[("fetch_event_types", &all), ("client_capabilities", caps)]).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_schema("/register", "post", 200, &body);
+        for (section, keys) in &sections {
+            for key in keys.as_array().unwrap() {
+                let key = key.as_str().unwrap();
+                assert!(body.get(key).is_some(), "{key} (section {section}) missing with capabilities {caps}");
+            }
+        }
+    }
+    for (section, keys) in &sections {
+        let (status, body) =
+            alice.post("/api/v1/register", &[("fetch_event_types", &json!([section]).to_string())]).unwrap();
+        assert_eq!(status, 200, "{body}");
+        for key in keys.as_array().unwrap() {
+            assert!(body.get(key.as_str().unwrap()).is_some(), "{key} missing when {section} is fetched alone");
+        }
+        assert!(body.get("realm_users").is_none() || section == "realm_user", "{section} brought realm_users");
+    }
+}
+
 #[test]
 fn typing_follows_the_senders_and_the_recipients_settings() {
     let server = Server::start().unwrap();

@@ -6,13 +6,14 @@
 //! whom a `@**topic**` reaches.
 
 use crate::db::messages;
-use crate::markdown::{self, MentionRef, MentionTarget, Rendered, StreamTarget};
+use crate::markdown::{self, GroupTarget, MentionRef, MentionTarget, Rendered, Resolvers, StreamTarget};
 use crate::streams;
+use crate::user_groups::{self, Group};
 use crate::users::User;
 use deadpool_postgres::GenericClient;
 use squall_proto::error::ApiError;
 use squall_proto::flags;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The UserMessage flags that mentions set; an edit recomputes exactly these.
 pub(crate) const MENTION_FLAGS: i64 =
@@ -35,6 +36,9 @@ pub(crate) struct RenderedMessage {
     /// With a `@**topic**` in a stream: everyone who has posted in the
     /// topic, the author included. Empty otherwise.
     pub topic_participants: BTreeSet<i64>,
+    /// Users a non-silent `@*group*` mentions, each with the smallest such
+    /// group (Zulip's `mentioned_user_group_id`).
+    pub group_mentioned: BTreeMap<i64, i64>,
 }
 
 impl RenderedMessage {
@@ -45,13 +49,22 @@ impl RenderedMessage {
         if self.rendered.stream_wildcard {
             f |= flags::STREAM_WILDCARD_MENTIONED;
         }
-        if self.rendered.mentioned_user_ids.contains(&user_id) {
+        if self.rendered.mentioned_user_ids.contains(&user_id) || self.group_mentioned.contains_key(&user_id) {
             f |= flags::MENTIONED;
         }
         if self.topic_participants.contains(&user_id) {
             f |= flags::TOPIC_WILDCARD_MENTIONED;
         }
         f
+    }
+
+    /// The group through which `user_id` is mentioned, when only a group
+    /// mentions them.
+    pub fn mentioned_user_group_id(&self, user_id: i64) -> Option<i64> {
+        if self.rendered.mentioned_user_ids.contains(&user_id) {
+            return None;
+        }
+        self.group_mentioned.get(&user_id).copied()
     }
 }
 
@@ -64,19 +77,24 @@ pub(crate) async fn render_incoming_message(
     content: &str,
     topic: Option<(i64, &str)>,
 ) -> Result<RenderedMessage, ApiError> {
-    let rendered = render_message(db, author, content).await?;
+    let (rendered, group_mentioned) = render_message(db, author, content).await?;
     let mut topic_participants = BTreeSet::new();
     if let (true, Some((recipient_id, topic))) = (rendered.topic_wildcard, topic) {
         topic_participants = messages::topic_participants(db, recipient_id, topic).await?;
         topic_participants.insert(author.id);
     }
-    Ok(RenderedMessage { rendered, topic_participants })
+    Ok(RenderedMessage { rendered, topic_participants, group_mentioned })
 }
 
 /// Renders message content with user mentions resolved against the
-/// realm's active users and channel links against the channels the author
-/// can see.
-async fn render_message(db: &impl GenericClient, author: &User, content: &str) -> Result<Rendered, ApiError> {
+/// realm's active users, group mentions against its active groups and
+/// channel links against the channels the author can see. Also returns
+/// whom the group mentions reach (see [`RenderedMessage::group_mentioned`]).
+async fn render_message(
+    db: &impl GenericClient,
+    author: &User,
+    content: &str,
+) -> Result<(Rendered, BTreeMap<i64, i64>), ApiError> {
     let candidates = mention_candidates(db, author.realm_id, &markdown::mention_refs(content)).await?;
     let names: Vec<String> = markdown::channel_refs(content).iter().map(|n| n.to_lowercase()).collect();
     let channels: HashMap<String, StreamTarget> = streams::linkable_streams(db, author, &names)
@@ -84,9 +102,41 @@ async fn render_message(db: &impl GenericClient, author: &User, content: &str) -
         .into_iter()
         .map(|(id, name)| (name.to_lowercase(), StreamTarget { id, name }))
         .collect();
-    Ok(markdown::render_with(content, &|r| resolve_mention(&candidates, r), &|name| {
-        channels.get(&name.to_lowercase()).cloned()
-    }))
+    // Group names match exactly, as in Zulip.
+    let group_names = markdown::group_refs(content);
+    let groups =
+        if group_names.is_empty() { Vec::new() } else { user_groups::realm_groups(db, author.realm_id, false).await? };
+    let named: HashMap<String, &Group> =
+        groups.iter().filter(|g| group_names.contains(&g.name)).map(|g| (g.name.clone(), g)).collect();
+    let rendered = markdown::render_resolved(
+        content,
+        &Resolvers {
+            user: &|r| resolve_mention(&candidates, r),
+            channel: &|name| channels.get(&name.to_lowercase()).cloned(),
+            group: &|name| named.get(name).map(|g| GroupTarget { id: g.id, name: g.name.clone() }),
+        },
+    );
+    let group_mentioned = group_mentions(&groups, &rendered.mentioned_group_ids, author.id)?;
+    Ok((rendered, group_mentioned))
+}
+
+/// Whom the mentioned groups reach, each user with the smallest group
+/// (fewest members, then lowest id) that mentions them; an error if the
+/// author may not mention one of them.
+fn group_mentions(groups: &[Group], mentioned: &BTreeSet<i64>, author: i64) -> Result<BTreeMap<i64, i64>, ApiError> {
+    let mut reached: BTreeMap<i64, (usize, i64)> = BTreeMap::new();
+    for g in groups.iter().filter(|g| mentioned.contains(&g.id)) {
+        if !user_groups::recursive_members(groups, g.can_mention_group).contains(&author) {
+            return Err(ApiError::bad_request(format!("You are not allowed to mention user group '{}'.", g.name)));
+        }
+        let members = user_groups::recursive_members(groups, g.id);
+        let size = members.len();
+        for u in members {
+            let best = reached.entry(u).or_insert((size, g.id));
+            *best = (*best).min((size, g.id));
+        }
+    }
+    Ok(reached.into_iter().map(|(u, (_, g))| (u, g)).collect())
 }
 
 /// Active users of the realm that `refs` could name: by lower-cased full

@@ -1,6 +1,6 @@
 //! Alert words: `GET`, `POST` and `DELETE /users/me/alert_words`, the
-//! register `alert_words` section and `alert_words` events. Stored and told;
-//! the send path does not flag messages with `has_alert_word` yet.
+//! register `alert_words` section and `alert_words` events. The send path
+//! flags messages that have one with `has_alert_word` (`send/personal`).
 
 use crate::users::User;
 use crate::App;

@@ -1,6 +1,7 @@
 //! Muted users: `POST` and `DELETE /users/me/muted_users/{id}`, the register
-//! `muted_users` section and `muted_users` events. Stored and told; their
-//! messages are not yet marked read or kept out of notifications.
+//! `muted_users` section and `muted_users` events. A muted user's new
+//! messages are stored read for whoever muted them and notify nobody who
+//! did (`send/personal`).
 
 use crate::users::{self, User};
 use crate::App;

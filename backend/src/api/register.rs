@@ -56,8 +56,9 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     let fetch_event_types = p.str_list("fetch_event_types")?;
     let _ = p.int("presence_history_limit_days")?;
     let caps = p.json("client_capabilities")?;
-    let notification_settings_null =
-        caps.as_ref().and_then(|c| c.get("notification_settings_null")).and_then(Value::as_bool).unwrap_or(false);
+    let cap = |name: &str| caps.as_ref().and_then(|c| c.get(name)).and_then(Value::as_bool).unwrap_or(false);
+    let notification_settings_null = cap("notification_settings_null");
+    let include_deactivated_groups = cap("include_deactivated_groups");
     let spec = queue_spec(&user.authed(), client_name, req.header("user-agent"), caps, p, true)?;
     let wanted = fetch_event_types.or_else(|| spec.event_types.clone());
     let want = |t: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == t));
@@ -131,25 +132,27 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     if want("subscription") {
         let mut list = streams::subscription_dicts(&client, user.id, include_subscribers).await?;
         if !notification_settings_null {
-            // Older clients cannot take null settings: give them the user's
-            // defaults (Zulip's; Squall stores no per-user overrides yet).
+            // Older clients cannot take null settings: give them the
+            // user's own default for each.
+            let overrides: Value =
+                client.query_one("SELECT settings FROM userprofile WHERE id = $1", &[&(user.id as i32)]).await?.get(0);
             for sub in list.iter_mut().filter_map(Value::as_object_mut) {
-                for (key, default) in [
-                    ("desktop_notifications", false),
-                    ("email_notifications", false),
-                    ("push_notifications", false),
-                    ("audible_notifications", false),
-                    ("wildcard_mentions_notify", true),
+                for (key, setting) in [
+                    ("desktop_notifications", "enable_stream_desktop_notifications"),
+                    ("email_notifications", "enable_stream_email_notifications"),
+                    ("push_notifications", "enable_stream_push_notifications"),
+                    ("audible_notifications", "enable_stream_audible_notifications"),
+                    ("wildcard_mentions_notify", "wildcard_mentions_notify"),
                 ] {
                     if sub.get(key).is_some_and(Value::is_null) {
-                        sub.insert(key.into(), default.into());
+                        sub.insert(key.into(), crate::settings::value_of(&overrides, setting).unwrap_or(Value::Null));
                     }
                 }
             }
         }
         let subscribed: Vec<i64> = list.iter().filter_map(|s| s["stream_id"].as_i64()).collect();
         let sql = format!(
-            "SELECT {} FROM stream s WHERE s.realm_id = $1 AND NOT s.invite_only ORDER BY lower(s.name)",
+            "SELECT {} FROM stream s WHERE s.realm_id = $1 AND NOT s.invite_only AND NOT s.deactivated ORDER BY lower(s.name)",
             streams::STREAM_COLUMNS
         );
         let never: Vec<Value> = if user.is_guest() {
@@ -192,6 +195,8 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             )
             .await?;
         let url = super::server::realm_url(app, &user.realm_string_id);
+        let system = crate::user_groups::system_groups(&client, user.realm_id).await?;
+        state.extend(super::register_sections::realm_settings(&system).into_iter().map(|(k, v)| (k.to_owned(), v)));
         for (k, v) in [
             ("realm_name", json!(row.get::<_, String>(0))),
             ("realm_description", json!(crate::markdown::render_plain(row.get::<_, &str>(1)))),
@@ -200,7 +205,6 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             ("realm_wildcard_mention_policy", json!(row.get::<_, i16>(4))),
             ("realm_url", json!(url)),
             ("realm_uri", json!(url)),
-            ("realm_icon_url", json!("https://secure.gravatar.com/avatar/?d=identicon")),
             ("realm_icon_source", json!("G")),
             ("realm_is_zephyr_mirror_realm", json!(false)),
             ("realm_email_auth_enabled", json!(true)),
@@ -266,11 +270,33 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             recent_private_conversations(&client, user.id).await?.into(),
         );
     }
-    // Features Squall does not have yet hold nothing for anyone: no user
-    // group or custom emoji exists.
     if want("realm_user_groups") {
-        state.insert("realm_user_groups".into(), json!([]));
+        let system = crate::user_groups::system_groups(&client, user.realm_id).await?;
+        let groups = crate::user_groups::realm_groups(&client, user.realm_id, include_deactivated_groups).await?;
+        state.insert("realm_user_groups".into(), groups.iter().map(|g| g.api_dict(&system)).collect());
     }
+    if want("custom_profile_fields") {
+        super::register_sections::custom_profile_fields(&mut state);
+    }
+    if want("default_streams") {
+        state.insert(
+            "realm_default_streams".into(),
+            super::register_sections::default_streams(&client, user.realm_id).await?,
+        );
+    }
+    if want("stream") {
+        state.insert("streams".into(), super::register_sections::visible_streams(&client, user).await?);
+    }
+    if want("realm_bot") {
+        state.insert("realm_bots".into(), super::register_sections::realm_bots(&client, user).await?);
+    }
+    if want("realm_user_settings_defaults") {
+        let mut defaults = crate::settings::user_settings(&json!({}), "");
+        defaults.remove("timezone");
+        state.insert("realm_user_settings_defaults".into(), Value::Object(defaults));
+    }
+    super::register_sections::empty_sections(want, &mut state);
+    // No custom emoji can be added yet.
     if want("realm_emoji") {
         state.insert("realm_emoji".into(), json!({}));
     }

@@ -370,7 +370,7 @@ pub async fn list_streams(app: &App, actor: &User, p: &mut Params) -> ApiResult 
     let sql = format!(
         "SELECT {}, EXISTS (SELECT 1 FROM subscription sub WHERE sub.recipient_id = s.recipient_id
                              AND sub.user_profile_id = $2 AND sub.active)
-         FROM stream s WHERE s.realm_id = $1 ORDER BY lower(s.name)",
+         FROM stream s WHERE s.realm_id = $1 AND NOT s.deactivated ORDER BY lower(s.name)",
         streams::STREAM_COLUMNS
     );
     let rows = client.query(&sql, &[&(actor.realm_id as i32), &(actor.id as i32)]).await?;
@@ -557,4 +557,75 @@ pub async fn update_stream(app: &App, actor: &User, stream_id: i64, p: &mut Para
         app.tell(actor.realm_id, event, audience.clone(), "stream update").await;
     }
     Ok(Map::new())
+}
+
+/// `DELETE /streams/{id}`: archives a channel as Zulip 10 (feature level
+/// 313) does. Administrators only. The channel becomes private, loses every
+/// subscription (no per-user events, as Zulip), is renamed
+/// `<hash>!DEACTIVATED:<name>` (freeing its name) and leaves the default
+/// channels; its messages are marked read for everyone; whoever could see
+/// it gets a `stream` `delete` event with its old name.
+pub async fn archive_stream(app: &App, actor: &User, stream_id: i64) -> ApiResult {
+    let mut client = app.pool.get().await?;
+    let tx = client.transaction().await?;
+    let stream = match streams::stream_by_id(&tx, actor.realm_id, stream_id).await? {
+        Some(s) if s.is_public() || actor.is_realm_admin() || streams::is_subscribed(&tx, actor.id, &s).await? => s,
+        _ => return Err(ApiError::bad_request("Invalid channel ID")),
+    };
+    if !actor.is_realm_admin() {
+        return Err(ApiError::with_code("UNAUTHORIZED_PRINCIPAL", "Must be an organization administrator"));
+    }
+    let sid = stream.id as i32;
+    let deactivated: bool =
+        tx.query_one("SELECT deactivated FROM stream WHERE id = $1 FOR UPDATE", &[&sid]).await?.get(0);
+    if deactivated {
+        return Err(ApiError::bad_request("Channel is already deactivated"));
+    }
+    let subscribers = streams::active_subscriber_ids(&tx, stream.recipient_id).await?;
+    let audience = streams::peer_audience(&tx, &stream, &subscribers, &[]).await?;
+    let new_name: String = archived_name(stream.id, &stream.name);
+    tx.execute("UPDATE stream SET deactivated = true, invite_only = true, name = $2 WHERE id = $1", &[&sid, &new_name])
+        .await?;
+    tx.execute("UPDATE subscription SET active = false WHERE recipient_id = $1", &[&(stream.recipient_id as i32)])
+        .await?;
+    tx.execute(
+        "UPDATE usermessage SET flags = flags | 1 WHERE (flags & 1) = 0 AND message_id IN
+           (SELECT id FROM message WHERE recipient_id = $1)",
+        &[&(stream.recipient_id as i32)],
+    )
+    .await?;
+    let was_default = tx.execute("DELETE FROM defaultstream WHERE stream_id = $1", &[&sid]).await? > 0;
+    let realm_users = if was_default { users::active_user_ids(&tx, actor.realm_id).await? } else { Vec::new() };
+    let defaults = if was_default {
+        Some(crate::api::register_sections::default_streams(&tx, actor.realm_id).await?)
+    } else {
+        None
+    };
+    tx.commit().await?;
+    app.tell(
+        actor.realm_id,
+        json!({"type": "stream", "op": "delete", "streams": [stream.api_dict()]}),
+        audience,
+        "stream",
+    )
+    .await;
+    if let Some(defaults) = defaults {
+        app.tell(
+            actor.realm_id,
+            json!({"type": "default_streams", "default_streams": defaults}),
+            realm_users,
+            "stream",
+        )
+        .await;
+    }
+    Ok(Map::new())
+}
+
+/// An archived channel's name: a short hash of its id, `!DEACTIVATED:` and
+/// the old name, within the length limit.
+fn archived_name(id: i64, name: &str) -> String {
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(id.to_string().as_bytes());
+    let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}!DEACTIVATED:{name}", &hash[..7]).chars().take(streams::MAX_STREAM_NAME_LENGTH).collect()
 }

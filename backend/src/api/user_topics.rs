@@ -1,7 +1,7 @@
 //! Topic visibility policies (Zulip's `UserTopic`): `POST /user_topics`,
 //! the register `user_topics` and legacy `muted_topics` sections, and the
-//! `user_topic` / `muted_topics` events. Stored and told; notifications and
-//! unread counts do not act on them yet.
+//! `user_topic` / `muted_topics` events. The send path's notification lists
+//! and register's unread `count` follow them (`send/personal`, `unread`).
 
 use crate::streams;
 use crate::users::User;

@@ -181,6 +181,26 @@ pub struct RecipientFacts {
     pub presence_idle: bool,
     /// Soft-deactivated.
     pub long_term_idle: bool,
+    /// The personal settings that differ from Zulip's defaults (none: all
+    /// defaults).
+    pub settings: Option<serde_json::Value>,
+    /// For a stream message: the subscription's own notification settings
+    /// (push, email, wildcard mentions; none follows the user's) and
+    /// whether the stream is muted.
+    pub subscription: SubscriptionNotify,
+}
+
+/// A subscription's notification settings, as the send path reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SubscriptionNotify {
+    /// `push_notifications`.
+    pub push: Option<bool>,
+    /// `email_notifications`.
+    pub email: Option<bool>,
+    /// `wildcard_mentions_notify`.
+    pub wildcard_mentions: Option<bool>,
+    /// `is_muted`.
+    pub muted: bool,
 }
 
 /// Recipients with their bot and presence facts, in id order. `now` is
@@ -191,13 +211,17 @@ pub async fn recipient_facts(
     now: i64,
 ) -> Result<Vec<RecipientFacts>, ApiError> {
     let since = (now - crate::presence::OFFLINE_THRESHOLD_SECS) as f64;
-    let select = "SELECT u.id, u.is_bot, coalesce(p.last_active_time >= to_timestamp($2), false), u.long_term_idle";
+    // Most users keep the default settings: their (empty) overrides are
+    // not sent back at all.
+    let select = "SELECT u.id, u.is_bot, coalesce(p.last_active_time >= to_timestamp($2), false), u.long_term_idle,
+                         nullif(u.settings, '{}'::jsonb)";
     let rows = match of {
         RecipientsOf::Stream { recipient_id, keep_idle, idle_kept } => {
             // Filtering idle users here, not after, is what makes a stream
             // of mostly idle subscribers cheap to send to.
             let sql = format!(
-                "{select} FROM subscription s JOIN userprofile u ON u.id = s.user_profile_id
+                "{select}, s.push_notifications, s.email_notifications, s.wildcard_mentions_notify, s.is_muted
+                 FROM subscription s JOIN userprofile u ON u.id = s.user_profile_id
                  LEFT JOIN userpresence p ON p.user_profile_id = u.id
                  WHERE s.recipient_id = $1 AND s.active AND u.is_active
                    AND (NOT u.long_term_idle OR $3 OR u.id = ANY($4)) ORDER BY 1"
@@ -206,7 +230,8 @@ pub async fn recipient_facts(
         }
         RecipientsOf::Users(ids) => {
             let sql = format!(
-                "{select} FROM userprofile u LEFT JOIN userpresence p ON p.user_profile_id = u.id
+                "{select}, NULL::boolean, NULL::boolean, NULL::boolean, false
+                 FROM userprofile u LEFT JOIN userpresence p ON p.user_profile_id = u.id
                  WHERE u.id = ANY($1) ORDER BY 1"
             );
             db.query(&sql, &[&ids, &since]).await?
@@ -219,6 +244,13 @@ pub async fn recipient_facts(
             is_bot: r.get(1),
             presence_idle: !r.get::<_, bool>(2),
             long_term_idle: r.get(3),
+            settings: r.get(4),
+            subscription: SubscriptionNotify {
+                push: r.get(5),
+                email: r.get(6),
+                wildcard_mentions: r.get(7),
+                muted: r.get(8),
+            },
         })
         .collect())
 }

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (12, "muted_users", include_str!("../../migrations/0012_muted_users.sql")),
     (13, "user_status", include_str!("../../migrations/0013_user_status.sql")),
     (14, "drafts", include_str!("../../migrations/0014_drafts.sql")),
+    (15, "user_groups", include_str!("../../migrations/0015_user_groups.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.

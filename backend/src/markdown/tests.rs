@@ -155,3 +155,21 @@ fn bare_urls_become_links_without_their_trailing_punctuation() {
         r#"<p>two <a href="https://a.org">https://a.org</a>, <a href="https://b.org">https://b.org</a>!</p>"#
     );
 }
+
+#[test]
+fn group_mentions_resolve_by_name_and_stay_emphasis_otherwise() {
+    let group =
+        |name: &str| (name.eq_ignore_ascii_case("support")).then(|| GroupTarget { id: 7, name: "support".into() });
+    let with = Resolvers { user: &|_| None, channel: &|_| None, group: &group };
+    let r = render_resolved("ping @*Support* and @_*support*, not @*other* or `@*support*`", &with);
+    assert_eq!(
+        r.html,
+        "<p>ping <span class=\"user-group-mention\" data-user-group-id=\"7\">@support</span> and \
+         <span class=\"user-group-mention silent\" data-user-group-id=\"7\">support</span>, not @<em>other</em> \
+         or <code>@*support*</code></p>"
+    );
+    assert_eq!(r.mentioned_group_ids, BTreeSet::from([7]));
+    assert!(r.mentioned_user_ids.is_empty());
+    assert_eq!(group_refs("@*a b* @**user** @_*c* *d*"), BTreeSet::from(["a b".to_owned(), "c".to_owned()]));
+    assert_eq!(mention_refs("@*a b*"), BTreeSet::new(), "a group is not a user");
+}

@@ -5,12 +5,14 @@
 //! nothing. `do_send_messages` stores and delivers what it returns.
 
 use super::addressee::{Addressee, Outgoing, StreamRef, UserRefs};
+use super::personal::{self, MessageKind, PersonalFacts};
 use crate::actions::mention::{self, RenderedMessage};
 use crate::db::messages::{self, RecipientFacts, RecipientsOf};
 use crate::markdown;
 use crate::streams::{self, Stream};
 use crate::users::{self, User};
 use deadpool_postgres::GenericClient;
+use squall_proto::envelope::NotifySets;
 use squall_proto::error::ApiError;
 use squall_proto::flags;
 use std::collections::BTreeSet;
@@ -55,10 +57,8 @@ pub(crate) struct Recipients {
     pub user_ids: Vec<i64>,
     /// Each row's flags, in `user_ids` order.
     pub flags: Vec<i64>,
-    /// Recipients not active within the offline threshold.
-    pub presence_idle: Vec<i64>,
-    /// Recipients that are bots.
-    pub bots: Vec<i64>,
+    /// Whom the message's notifications may reach, and how.
+    pub notify: NotifySets,
     /// Soft-deactivated recipients to bring back once the message is
     /// stored: those a direct message or a personal or topic mention notifies.
     pub reactivate: Vec<i64>,
@@ -112,11 +112,45 @@ pub(crate) async fn check_message<'a>(
     if let Target::Stream(s) = &target {
         check_wildcard_mentions(db, sender, s, &rendered).await?;
     }
-    let people = recipient_facts(db, &target, &rendered).await?;
+    let stream_topic = match &target {
+        Target::Stream(s) => Some((s.id, topic.as_str())),
+        Target::Direct { .. } => None,
+    };
+    let (mut people, personal) = futures_util::try_join!(
+        recipient_facts(db, &target, &rendered, &[]),
+        PersonalFacts::read(db, sender.id, sender.realm_id, stream_topic)
+    )?;
+    let alerted = personal.alerted(&out.content);
+    // A soft-deactivated subscriber whose alert word the message has gets
+    // a row too (rarely needed: a second read).
+    let missing: Vec<i32> = alerted.iter().filter(|u| !people.iter().any(|p| p.id == **u)).map(|&u| u as i32).collect();
+    if !missing.is_empty() && stream_topic.is_some() {
+        let more = recipient_facts(db, &target, &rendered, &missing).await?;
+        people.extend(more.into_iter().filter(|p| missing.contains(&(p.id as i32))));
+        people.sort_by_key(|p| p.id);
+        people.dedup_by_key(|p| p.id);
+    }
     let read_by_sender =
         out.read_by_sender.unwrap_or_else(|| READ_BY_SENDER_CLIENTS.contains(&out.client.to_lowercase().as_str()));
     let is_private = matches!(target, Target::Direct { .. });
-    let recipients = user_message_rows(sender.id, &people, &rendered, is_private, read_by_sender);
+    let personal_flags = |u: i64| {
+        let mut f = 0;
+        if u != sender.id && personal.muted_sender.contains(&u) {
+            f |= flags::READ;
+        }
+        if alerted.contains(&u) {
+            f |= flags::HAS_ALERT_WORD;
+        }
+        f
+    };
+    let mut recipients = user_message_rows(sender.id, &people, &rendered, is_private, read_by_sender, personal_flags);
+    let with_row: BTreeSet<i64> = recipients.user_ids.iter().copied().collect();
+    let kind = MessageKind {
+        is_private,
+        stream_wildcard: rendered.rendered.stream_wildcard,
+        topic_participants: &rendered.topic_participants,
+    };
+    recipients.notify = personal::notify_sets(&people, &with_row, &personal, &kind);
     Ok(SendMessageRequest {
         sender,
         target,
@@ -246,6 +280,7 @@ async fn recipient_facts(
     db: &impl GenericClient,
     target: &Target,
     message: &RenderedMessage,
+    also_idle: &[i32],
 ) -> Result<Vec<RecipientFacts>, ApiError> {
     let now = crate::unix_time().as_secs() as i64;
     match target {
@@ -255,7 +290,9 @@ async fn recipient_facts(
                 .mentioned_user_ids
                 .iter()
                 .chain(&message.topic_participants)
+                .chain(message.group_mentioned.keys())
                 .map(|&u| u as i32)
+                .chain(also_idle.iter().copied())
                 .collect();
             let of = RecipientsOf::Stream {
                 recipient_id: s.recipient_id,
@@ -281,20 +318,17 @@ fn user_message_rows(
     message: &RenderedMessage,
     is_private: bool,
     read_by_sender: bool,
+    personal_flags: impl Fn(i64) -> i64,
 ) -> Recipients {
     let mut user_ids: Vec<i64> = people.iter().map(|p| p.id).collect();
     user_ids.sort_by_key(|&u| (u != sender_id, u));
     let base = if is_private { flags::IS_PRIVATE } else { 0 };
     let row_flags = |u: i64| {
         let read = if u == sender_id && read_by_sender { flags::READ } else { 0 };
-        base | read | message.mention_flags(u)
+        base | read | message.mention_flags(u) | personal_flags(u)
     };
     let long_term_idle: BTreeSet<i64> = people.iter().filter(|p| p.long_term_idle).map(|p| p.id).collect();
-    let mut out = Recipients {
-        presence_idle: people.iter().filter(|p| p.presence_idle).map(|p| p.id).collect(),
-        bots: people.iter().filter(|p| p.is_bot).map(|p| p.id).collect(),
-        ..Recipients::default()
-    };
+    let mut out = Recipients::default();
     for u in user_ids {
         let f = row_flags(u);
         if long_term_idle.contains(&u) {
@@ -320,7 +354,14 @@ mod tests {
     use super::*;
 
     fn person(id: i64, long_term_idle: bool) -> RecipientFacts {
-        RecipientFacts { id, is_bot: id == 9, presence_idle: id % 2 == 0, long_term_idle }
+        RecipientFacts {
+            id,
+            is_bot: id == 9,
+            presence_idle: id % 2 == 0,
+            long_term_idle,
+            settings: None,
+            subscription: Default::default(),
+        }
     }
 
     #[test]
@@ -328,18 +369,16 @@ mod tests {
         let people = [person(1, false), person(2, false), person(3, true), person(4, true), person(9, false)];
         let mut message = RenderedMessage::default();
         message.rendered.mentioned_user_ids.insert(4);
-        let r = user_message_rows(2, &people, &message, false, true);
+        let r = user_message_rows(2, &people, &message, false, true, |_| 0);
         assert_eq!(r.user_ids, vec![2, 1, 4, 9], "sender first; idle 3 unflagged, so no row");
         assert_eq!(r.flags, vec![flags::READ, 0, flags::MENTIONED, 0]);
         assert_eq!(r.reactivate, vec![4], "a personal mention brings an idle user back");
-        assert_eq!(r.presence_idle, vec![2, 4]);
-        assert_eq!(r.bots, vec![9]);
     }
 
     #[test]
     fn direct_rows_keep_idle_participants() {
         let people = [person(1, true), person(5, true)];
-        let r = user_message_rows(1, &people, &RenderedMessage::default(), true, false);
+        let r = user_message_rows(1, &people, &RenderedMessage::default(), true, false, |_| 0);
         assert_eq!(r.user_ids, vec![1, 5]);
         assert_eq!(r.flags, vec![flags::IS_PRIVATE, flags::IS_PRIVATE], "read_by_sender off");
         assert_eq!(r.reactivate, vec![5], "the sender is not brought back by their own message");
@@ -350,7 +389,7 @@ mod tests {
         let people = [person(1, false), person(3, true)];
         let mut message = RenderedMessage::default();
         message.rendered.stream_wildcard = true;
-        let r = user_message_rows(1, &people, &message, false, false);
+        let r = user_message_rows(1, &people, &message, false, false, |_| 0);
         assert_eq!(r.user_ids, vec![1, 3]);
         assert_eq!(r.flags, vec![flags::STREAM_WILDCARD_MENTIONED; 2]);
         assert!(r.reactivate.is_empty(), "wildcards alone do not reactivate");

@@ -5,15 +5,14 @@
 //! Soft-deactivated users the message notifies are brought back after the
 //! commit, off the request path.
 
-use super::check_message::{DirectRecipient, Recipients, SendMessageRequest, Target};
-use crate::actions::mention::RenderedMessage;
+use super::check_message::{DirectRecipient, SendMessageRequest, Target};
 use crate::db::messages::{self, NewMessage};
 use crate::streams;
 use crate::users::User;
 use crate::App;
 use deadpool_postgres::Transaction;
 use squall_proto::envelope::{
-    Destination, Envelope, MessageNotice, MessageRecipient, Notice, NotifySets, Participant, WideMessage,
+    Destination, Envelope, MessageNotice, MessageRecipient, Notice, Participant, WideMessage,
 };
 use squall_proto::error::ApiError;
 use std::sync::Arc;
@@ -75,13 +74,12 @@ fn message_envelope(m: SendMessageRequest<'_>, recipient_id: i64, message_id: i6
         content,
         rendered,
         is_me_message,
-        recipients,
+        mut recipients,
         client,
         queue_id,
         local_id,
     } = m;
-    let is_private = matches!(target, Target::Direct { .. });
-    let notify = notify_sets(&recipients, &rendered, is_private);
+    let notify = std::mem::take(&mut recipients.notify);
     let (public_stream, invite_only) = match &target {
         Target::Stream(s) => (s.is_public(), s.invite_only),
         Target::Direct { .. } => (false, false),
@@ -90,6 +88,16 @@ fn message_envelope(m: SendMessageRequest<'_>, recipient_id: i64, message_id: i6
         Target::Stream(s) => Destination::Stream { stream_id: s.id, name: s.name },
         Target::Direct { participants, .. } => Destination::Private { participants: display_recipient(&participants) },
     };
+    let users = recipients
+        .user_ids
+        .iter()
+        .zip(&recipients.flags)
+        .map(|(&id, &flags)| MessageRecipient {
+            id,
+            flags,
+            mentioned_user_group_id: rendered.mentioned_user_group_id(id),
+        })
+        .collect();
     let message = WideMessage {
         id: message_id,
         sender_id: sender.id,
@@ -109,12 +117,6 @@ fn message_envelope(m: SendMessageRequest<'_>, recipient_id: i64, message_id: i6
         last_edit_timestamp: None,
         edit_history: None,
     };
-    let users = recipients
-        .user_ids
-        .iter()
-        .zip(&recipients.flags)
-        .map(|(&id, &flags)| MessageRecipient { id, flags, mentioned_user_group_id: None })
-        .collect();
     Envelope {
         realm_id: sender.realm_id,
         notice: Notice::Message(Box::new(MessageNotice {
@@ -127,31 +129,6 @@ fn message_envelope(m: SendMessageRequest<'_>, recipient_id: i64, message_id: i6
             invite_only,
             notify,
         })),
-    }
-}
-
-/// Notification id sets. Squall stores no per-user notification settings
-/// yet, so every user has Zulip's defaults: push while online, offline
-/// email and push for DMs and mentions, no stream notifications, wildcard
-/// mentions notify. Users not active within the offline threshold are
-/// presence-idle.
-fn notify_sets(recipients: &Recipients, message: &RenderedMessage, is_private: bool) -> NotifySets {
-    let ids = &recipients.user_ids;
-    NotifySets {
-        presence_idle_user_ids: recipients.presence_idle.clone(),
-        online_push_user_ids: ids.clone(),
-        stream_wildcard_mention_user_ids: if message.rendered.stream_wildcard && !is_private {
-            ids.clone()
-        } else {
-            Vec::new()
-        },
-        topic_wildcard_mention_user_ids: ids
-            .iter()
-            .copied()
-            .filter(|u| message.topic_participants.contains(u))
-            .collect(),
-        all_bot_user_ids: recipients.bots.clone(),
-        ..NotifySets::default()
     }
 }
 

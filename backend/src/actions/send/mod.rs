@@ -7,6 +7,7 @@
 pub mod addressee;
 mod check_message;
 mod do_send_messages;
+mod personal;
 
 pub use addressee::Outgoing;
 pub use do_send_messages::display_recipient;

@@ -1,0 +1,28 @@
+-- User groups (Zulip's NamedUserGroup): the system groups already exist
+-- (their members follow from roles); user-defined groups keep their
+-- members and subgroups here.
+ALTER TABLE usergroup ADD COLUMN description text NOT NULL DEFAULT '';
+ALTER TABLE usergroup ADD COLUMN date_created timestamptz;
+ALTER TABLE usergroup ADD COLUMN creator_id integer REFERENCES userprofile(id);
+ALTER TABLE usergroup ADD COLUMN deactivated boolean NOT NULL DEFAULT false;
+-- Who may mention the group (a group id); NULL means the realm's role:everyone.
+ALTER TABLE usergroup ADD COLUMN can_mention_group_id integer REFERENCES usergroup(id);
+CREATE TABLE usergroupmembership (
+    user_group_id    integer NOT NULL REFERENCES usergroup(id),
+    user_profile_id  integer NOT NULL REFERENCES userprofile(id),
+    PRIMARY KEY (user_group_id, user_profile_id)
+);
+CREATE INDEX usergroupmembership_user ON usergroupmembership (user_profile_id);
+CREATE TABLE groupgroupmembership (
+    supergroup_id  integer NOT NULL REFERENCES usergroup(id),
+    subgroup_id    integer NOT NULL REFERENCES usergroup(id),
+    PRIMARY KEY (supergroup_id, subgroup_id)
+);
+-- The system groups realms created before this lacked.
+INSERT INTO usergroup (realm_id, name)
+SELECT r.id, g.name FROM realm r CROSS JOIN (VALUES ('role:fullmembers'), ('role:nobody'), ('role:internet')) AS g(name)
+ON CONFLICT DO NOTHING;
+-- The muted-sender lookup at send time goes by the muted user.
+CREATE INDEX muteduser_muted ON muteduser (muted_user_id);
+-- Archived channels (DELETE /streams/{id}).
+ALTER TABLE stream ADD COLUMN deactivated boolean NOT NULL DEFAULT false;
