@@ -123,3 +123,80 @@ fn offline_and_online_recipients_get_zulips_notifications() {
     server.owner.send_stream("general", "t", "just talking").unwrap();
     assert_eq!(drain_until_marker(&server, &amqp, &marker), (vec![], vec![]));
 }
+
+#[test]
+fn personal_choices_shape_rows_and_notifications() {
+    let amqp = fresh_amqp_vhost().unwrap();
+    let server =
+        Server::start_with(ServerOptions { amqp_url: amqp.clone(), cores: 1, ..ServerOptions::default() }).unwrap();
+    let away = server.create_user("away@example.com", "Away User").unwrap();
+    let marker = marker(&server);
+    let ok = |r: (u16, Value)| assert_eq!(r.0, 200, "{}", r.1);
+    let flags_of = |c: &Client, id: i64| {
+        let anchor = id.to_string();
+        let (_, body) =
+            c.get("/api/v1/messages", &[("anchor", &anchor), ("num_before", "0"), ("num_after", "0")]).unwrap();
+        body["messages"][0]["flags"].clone()
+    };
+
+    // Stream push notifications turned on: plain chatter now notifies ...
+    ok(away.raw_form("PATCH", "/api/v1/settings", &[("enable_stream_push_notifications", "true")]).unwrap());
+    let chatter = server.owner.send_stream("general", "loud", "news").unwrap();
+    let (mobile, email) = drain_until_marker(&server, &amqp, &marker);
+    assert_eq!(mobile.len(), 1, "{mobile:?}");
+    assert_eq!(
+        (mobile[0]["message_id"].clone(), mobile[0]["trigger"].clone()),
+        (json!(chatter), json!("stream_push_notify"))
+    );
+    assert!(email.is_empty(), "{email:?}");
+
+    // ... except in a topic they muted.
+    let (_, subs) = away.get("/api/v1/users/me/subscriptions", &[]).unwrap();
+    let general = subs["subscriptions"][0]["stream_id"].to_string();
+    ok(away
+        .post("/api/v1/user_topics", &[("stream_id", &general), ("topic", "quiet"), ("visibility_policy", "1")])
+        .unwrap());
+    let muted_topic = server.owner.send_stream("general", "quiet", "hush").unwrap();
+    assert_eq!(drain_until_marker(&server, &amqp, &marker), (vec![], vec![]));
+    let (_, reg) =
+        away.post("/api/v1/register", &[("fetch_event_types", r#"["message", "update_message_flags"]"#)]).unwrap();
+    assert_eq!(reg["unread_msgs"]["count"], 1, "the muted topic's message is listed, not counted: {reg}");
+    assert!(reg["unread_msgs"]["streams"].to_string().contains(&muted_topic.to_string()));
+
+    // A group mention notifies with the group's id.
+    let members = json!([away.user_id]).to_string();
+    ok(server
+        .owner
+        .post("/api/v1/user_groups/create", &[("name", "crew"), ("description", ""), ("members", &members)])
+        .unwrap());
+    let (_, groups) = server.owner.get("/api/v1/user_groups", &[]).unwrap();
+    let crew = groups["user_groups"].as_array().unwrap().iter().find(|g| g["name"] == "crew").unwrap()["id"].clone();
+    let mention = server.owner.send_stream("general", "quiet", "@*crew* look").unwrap();
+    let (mobile, email) = drain_until_marker(&server, &amqp, &marker);
+    assert_eq!(mobile.len(), 1, "a mention notifies even in a muted topic: {mobile:?}");
+    assert_eq!((mobile[0]["message_id"].clone(), mobile[0]["trigger"].clone()), (json!(mention), json!("mentioned")));
+    assert_eq!(mobile[0]["mentioned_user_group_id"], crew);
+    assert_eq!(email.len(), 1, "{email:?}");
+
+    // Alert words flag the message for their owner.
+    ok(away.post("/api/v1/users/me/alert_words", &[("alert_words", r#"["Deploy"]"#)]).unwrap());
+    let alert = server.owner.send_stream("general", "loud", "we deploy at noon").unwrap();
+    assert!(flags_of(&away, alert).as_array().unwrap().contains(&json!("has_alert_word")));
+    assert!(!flags_of(&server.owner, alert).as_array().unwrap().contains(&json!("has_alert_word")));
+    let _ = drain_until_marker(&server, &amqp, &marker);
+
+    // A muted sender's messages arrive read and notify nobody.
+    ok(away.post(&format!("/api/v1/users/me/muted_users/{}", owner_id(&server)), &[]).unwrap());
+    let to = format!("[{}]", away.user_id);
+    let (_, sent) =
+        server.owner.post("/api/v1/messages", &[("type", "direct"), ("to", &to), ("content", "ignored")]).unwrap();
+    let dm = sent["id"].as_i64().unwrap();
+    assert_eq!(drain_until_marker(&server, &amqp, &marker), (vec![], vec![]));
+    assert!(flags_of(&away, dm).as_array().unwrap().contains(&json!("read")), "{}", flags_of(&away, dm));
+}
+
+/// The realm owner's user id.
+fn owner_id(server: &squall_e2e::Server) -> i64 {
+    let (_, me) = server.owner.get("/api/v1/users/me", &[]).unwrap();
+    me["user_id"].as_i64().unwrap()
+}
