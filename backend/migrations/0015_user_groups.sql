@@ -26,3 +26,14 @@ ON CONFLICT DO NOTHING;
 CREATE INDEX muteduser_muted ON muteduser (muted_user_id);
 -- Archived channels (DELETE /streams/{id}).
 ALTER TABLE stream ADD COLUMN deactivated boolean NOT NULL DEFAULT false;
+UPDATE usergroup SET description = CASE name
+    WHEN 'role:internet' THEN 'Everyone on the Internet'
+    WHEN 'role:everyone' THEN 'Everyone in this organization, including guests'
+    WHEN 'role:members' THEN 'Members of this organization, not including guests'
+    WHEN 'role:fullmembers' THEN 'Members of this organization, not including new accounts and guests'
+    WHEN 'role:moderators' THEN 'Moderators of this organization, including administrators'
+    WHEN 'role:administrators' THEN 'Administrators of this organization, including owners'
+    WHEN 'role:owners' THEN 'Owners of this organization'
+    WHEN 'role:nobody' THEN 'Nobody'
+    ELSE description END
+WHERE is_system_group;

@@ -60,8 +60,12 @@ pub async fn create_realm(
         .query_one("INSERT INTO realm (string_id, name) VALUES ($1, $2) RETURNING id", &[&subdomain, &name])
         .await?
         .get(0);
-    for group in crate::user_groups::SYSTEM_GROUPS {
-        tx.execute("INSERT INTO usergroup (realm_id, name) VALUES ($1, $2)", &[&realm_id, &group]).await?;
+    for (group, description) in crate::user_groups::SYSTEM_GROUPS {
+        tx.execute(
+            "INSERT INTO usergroup (realm_id, name, description) VALUES ($1, $2, $3)",
+            &[&realm_id, &group, &description],
+        )
+        .await?;
     }
     let (owner_id, api_key) =
         users::create_user(&tx, realm_id as i64, owner_email, owner_name, Some(owner_hash), role::OWNER).await?;

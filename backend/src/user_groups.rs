@@ -9,18 +9,19 @@ use squall_proto::error::ApiError;
 use squall_proto::user::role;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Every realm's system groups, each a subgroup of the one before it in
-/// the role order (`role:owners` ⊂ `role:administrators` ⊂ ... ⊂
-/// `role:everyone` ⊂ `role:internet`), and `role:nobody`.
-pub const SYSTEM_GROUPS: [&str; 8] = [
-    "role:internet",
-    "role:everyone",
-    "role:members",
-    "role:fullmembers",
-    "role:moderators",
-    "role:administrators",
-    "role:owners",
-    "role:nobody",
+/// Every realm's system groups with their descriptions, each a subgroup
+/// of the one before it in the role order (`role:owners` ⊂
+/// `role:administrators` ⊂ ... ⊂ `role:everyone` ⊂ `role:internet`), and
+/// `role:nobody`.
+pub const SYSTEM_GROUPS: [(&str, &str); 8] = [
+    ("role:internet", "Everyone on the Internet"),
+    ("role:everyone", "Everyone in this organization, including guests"),
+    ("role:members", "Members of this organization, not including guests"),
+    ("role:fullmembers", "Members of this organization, not including new accounts and guests"),
+    ("role:moderators", "Moderators of this organization, including administrators"),
+    ("role:administrators", "Administrators of this organization, including owners"),
+    ("role:owners", "Owners of this organization"),
+    ("role:nobody", "Nobody"),
 ];
 
 /// Longest group name (Zulip's `MAX_NAME_LENGTH`).
