@@ -1,13 +1,14 @@
 //! The official terminal client, zulip-terminal 0.7.0, against Squall in a
 //! real terminal (tmux): it starts and shows its main screen with the
 //! realm's messages, receives a live message, adds a reaction with `+`,
-//! and searches with `/`.
+//! searches with `/`, edits with `e`, and opens a direct-message
+//! conversation with `P` and `z`.
 //! `tools/test` installs it (it needs a Python older than 3.11) and sets
 //! `SQUALL_ZULIP_TERM`.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
-use squall_e2e::{workspace_root, Server};
+use squall_e2e::{workspace_root, Client, Server};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,28 @@ fn zulip_term() -> String {
         "{path} not found: run tools/test (it installs zulip-term 0.7.0) or set SQUALL_ZULIP_TERM"
     );
     path
+}
+
+/// The id of the newest message `c` can see.
+fn last_message_id(c: &Client) -> i64 {
+    let (_, body) =
+        c.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "1"), ("num_after", "0")]).unwrap();
+    body["messages"][0]["id"].as_i64().unwrap()
+}
+
+/// The raw content of message `id`.
+fn content_of(c: &Client, id: i64) -> String {
+    let (_, body) = c.get(&format!("/api/v1/messages/{id}"), &[]).unwrap();
+    body["raw_content"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Polls `done` for up to 20 s.
+fn wait_until(term: &Tmux, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}; screen:\n{}", term.screen());
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A tmux session running one command, killed when dropped.
@@ -59,7 +82,9 @@ impl Tmux {
             }
             if Instant::now() > deadline {
                 let err = std::fs::read_to_string(log).unwrap_or_default();
-                panic!("zulip-terminal never showed {texts:?}; screen:\n{screen}\nstderr:\n{err}");
+                let dir = log.parent().unwrap_or(log);
+                let tb = std::fs::read_to_string(dir.join("zulip-terminal-tracebacks.log")).unwrap_or_default();
+                panic!("zulip-terminal never showed {texts:?}; screen:\n{screen}\nstderr:\n{err}\ntracebacks:\n{tb}");
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -73,10 +98,13 @@ impl Drop for Tmux {
 }
 
 #[test]
-fn zulip_terminal_starts_shows_messages_receives_live_ones_reacts_and_searches() {
+fn zulip_terminal_starts_shows_receives_reacts_searches_edits_and_opens_a_dm() {
     let zt = zulip_term();
     let server = Server::start().unwrap();
     let first = server.owner.send_stream("general", "greetings", "hello from the server").unwrap();
+    // Users exist before the client starts: zulip-terminal 0.7 does not
+    // follow `realm_user` `add` events.
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
 
     let dir = std::env::temp_dir().join(format!("squall-zt-{:x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -120,6 +148,28 @@ fn zulip_terminal_starts_shows_messages_receives_live_ones_reacts_and_searches()
     term.keys(&["/", "live", "Enter"]);
     let screen = term.wait_for(&["Search Results", "a live message"], &log);
     assert!(!screen.contains("hello from the server"), "the search lists only matches:\n{screen}");
+    // `e` edits the focused message (its own): the compose box opens with
+    // the content; the edit is sent with ctrl-d.
+    let live = last_message_id(&server.owner);
+    term.keys(&["e", "End", " (edited)", "C-d"]);
+    wait_until(&term, "the edit never reached the server", || {
+        content_of(&server.owner, live).contains("a live message (edited)")
+    });
+    term.wait_for(&["a live message (edited)"], &log);
+    // A direct message from someone else: `P` lists direct messages, `z`
+    // narrows to that conversation (Zulip's legacy `pm_with` narrow).
+    let to = server.owner.get("/api/v1/users/me", &[]).unwrap().1["user_id"].to_string();
+    let (status, _) = alice
+        .post("/api/v1/messages", &[("type", "direct"), ("to", &format!("[{to}]")), ("content", "psst, a secret")])
+        .unwrap();
+    assert_eq!(status, 200);
+    term.keys(&["Escape", "P"]);
+    term.wait_for(&["psst, a secret"], &log);
+    term.keys(&["z"]);
+    let screen = term.wait_for(&["psst, a secret", "Alice"], &log);
+    for error in ["Not Found", "Invalid", "Error", "error"] {
+        assert!(!screen.contains(error), "an error in zulip-terminal's footer or view:\n{screen}");
+    }
     // zulip-terminal's own start-up race: its presence and user-list
     // threads may call `update_screen` before the UI loop has made its pipe
     // (`assert hasattr(self, "_update_pipe")`), more likely the faster the
