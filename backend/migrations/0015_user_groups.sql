@@ -37,3 +37,8 @@ UPDATE usergroup SET description = CASE name
     WHEN 'role:nobody' THEN 'Nobody'
     ELSE description END
 WHERE is_system_group;
+-- The realm's message editing policy (PATCH /realm); NULL limit = none.
+ALTER TABLE realm ADD COLUMN allow_message_editing boolean NOT NULL DEFAULT true;
+ALTER TABLE realm ADD COLUMN message_content_edit_limit_seconds integer DEFAULT 600;
+ALTER TABLE realm ADD COLUMN message_content_delete_limit_seconds integer DEFAULT 600;
+ALTER TABLE realm ADD COLUMN move_messages_within_stream_limit_seconds integer DEFAULT 604800;

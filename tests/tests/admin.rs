@@ -218,3 +218,62 @@ fn administrators_change_organization_settings_and_everyone_hears_it() {
         "Invalid waiting_period_threshold",
     );
 }
+
+#[test]
+fn the_editing_policy_is_the_realms_and_administrators_change_it() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let o = &server.owner;
+    let id = alice.send_stream("general", "t", "first draft").unwrap();
+    let edit =
+        |content: &str| alice.raw_form("PATCH", &format!("/api/v1/messages/{id}"), &[("content", content)]).unwrap();
+    assert_eq!(edit("second draft").0, 200);
+
+    let (q, _, _) = alice.register(&[("event_types", r#"["realm"]"#)]).unwrap();
+    let r = o
+        .raw_form(
+            "PATCH",
+            "/api/v1/realm",
+            &[("allow_message_editing", "false"), ("message_content_edit_limit_seconds", "unlimited")],
+        )
+        .unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_error(&edit("third draft"), 400, "BAD_REQUEST", "Your organization has turned off message editing");
+    let (_, events) = alice.get_events(&q, -1, true).unwrap();
+    assert_schema("/events", "get", 200, &events);
+    assert_eq!(
+        events["events"][0],
+        serde_json::json!({"type": "realm", "op": "update_dict", "property": "default", "id": 0,
+                           "data": {"allow_message_editing": false, "message_content_edit_limit_seconds": null}})
+    );
+    let (_, reg) = alice.post("/api/v1/register", &[("fetch_event_types", r#"["realm"]"#)]).unwrap();
+    assert_schema("/register", "post", 200, &reg);
+    assert_eq!(reg["realm_allow_message_editing"], false);
+    assert!(reg["realm_message_content_edit_limit_seconds"].is_null(), "unlimited");
+    assert_eq!(reg["realm_message_content_delete_limit_seconds"], 600, "unchanged: Zulip's default");
+
+    // Editing back on with a one-second limit: a message older than the
+    // limit (plus Zulip's 20 s grace) is past it; this one is not yet.
+    let r = o
+        .raw_form(
+            "PATCH",
+            "/api/v1/realm",
+            &[("allow_message_editing", "true"), ("message_content_edit_limit_seconds", "1")],
+        )
+        .unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(edit("third draft").0, 200);
+    let patch = |form: &[(&str, &str)]| o.raw_form("PATCH", "/api/v1/realm", form).unwrap();
+    assert_error(
+        &patch(&[("message_content_delete_limit_seconds", "0")]),
+        400,
+        "BAD_REQUEST",
+        "Invalid message_content_delete_limit_seconds",
+    );
+    assert_error(
+        &alice.raw_form("PATCH", "/api/v1/realm", &[("allow_message_editing", "true")]).unwrap(),
+        400,
+        "UNAUTHORIZED_PRINCIPAL",
+        "Must be an organization administrator",
+    );
+}

@@ -18,14 +18,47 @@ use squall_proto::flags;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// How long a sender may edit a message's content (Zulip's default).
-pub const MESSAGE_CONTENT_EDIT_LIMIT_SECS: i64 = 600;
-/// How long a non-moderator may move a message to another topic.
-pub const MOVE_WITHIN_STREAM_LIMIT_SECS: i64 = 604_800;
-/// How long a sender may delete their own message.
-pub const MESSAGE_CONTENT_DELETE_LIMIT_SECS: i64 = 600;
 /// Grace period Zulip adds to edit limits (requests in flight).
 const EDIT_LIMIT_BUFFER_SECS: i64 = 20;
+
+/// The realm's editing policy (`PATCH /realm`); a `None` limit is none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EditPolicy {
+    /// Senders may edit their messages' content.
+    pub allow_message_editing: bool,
+    /// How long a sender may edit a message's content (Zulip's default 600).
+    pub content_edit_limit: Option<i64>,
+    /// How long a sender may delete their own message (default 600).
+    pub delete_limit: Option<i64>,
+    /// How long a non-moderator may move a message to another topic
+    /// (default a week).
+    pub move_within_stream_limit: Option<i64>,
+}
+
+impl EditPolicy {
+    /// Reads the policy of `realm_id`.
+    pub async fn of_realm(db: &impl GenericClient, realm_id: i64) -> Result<Self, ApiError> {
+        let r = db
+            .query_one(
+                "SELECT allow_message_editing, message_content_edit_limit_seconds, message_content_delete_limit_seconds,
+                        move_messages_within_stream_limit_seconds FROM realm WHERE id = $1",
+                &[&(realm_id as i32)],
+            )
+            .await?;
+        let limit = |i: usize| r.get::<_, Option<i32>>(i).map(i64::from);
+        Ok(EditPolicy {
+            allow_message_editing: r.get(0),
+            content_edit_limit: limit(1),
+            delete_limit: limit(2),
+            move_within_stream_limit: limit(3),
+        })
+    }
+}
+
+/// Whether `age` seconds is past `limit` (with Zulip's grace period).
+fn past(limit: Option<i64>, age: i64) -> bool {
+    limit.is_some_and(|l| age > l + EDIT_LIMIT_BUFFER_SECS)
+}
 
 /// A message as an edit or delete sees it.
 pub(crate) struct Target {
@@ -185,7 +218,7 @@ pub async fn delete_message(app: &App, user: &User, id: i64) -> Result<(), ApiEr
         if m.sender_id != user.id {
             return Err(ApiError::bad_request("You don't have permission to delete this message"));
         }
-        if now_secs() - m.date_sent > MESSAGE_CONTENT_DELETE_LIMIT_SECS + EDIT_LIMIT_BUFFER_SECS {
+        if past(EditPolicy::of_realm(&tx, user.realm_id).await?.delete_limit, now_secs() - m.date_sent) {
             return Err(ApiError::bad_request("The time limit for deleting this message has passed"));
         }
     }
@@ -278,11 +311,15 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
     }
     let now = now_secs();
     let age = now - m.date_sent;
+    let policy = EditPolicy::of_realm(&tx, user.realm_id).await?;
     if req.content.is_some() {
+        if !policy.allow_message_editing {
+            return Err(ApiError::bad_request("Your organization has turned off message editing"));
+        }
         if m.sender_id != user.id {
             return Err(ApiError::bad_request("You don't have permission to edit this message"));
         }
-        if age > MESSAGE_CONTENT_EDIT_LIMIT_SECS + EDIT_LIMIT_BUFFER_SECS {
+        if past(policy.content_edit_limit, age) {
             return Err(ApiError::bad_request("The time limit for editing this message has passed"));
         }
     }
@@ -292,10 +329,7 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
     if new_topic.is_none() && req.content.is_none() {
         return Ok(());
     }
-    if new_topic.is_some()
-        && user.role > users::role::MODERATOR
-        && age > MOVE_WITHIN_STREAM_LIMIT_SECS + EDIT_LIMIT_BUFFER_SECS
-    {
+    if new_topic.is_some() && user.role > users::role::MODERATOR && past(policy.move_within_stream_limit, age) {
         return Err(ApiError::bad_request("The time limit for editing this message's topic has passed"));
     }
 

@@ -190,7 +190,9 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
         let row = client
             .query_one(
                 "SELECT name, description, extract(epoch from date_created)::bigint, waiting_period_threshold,
-                        wildcard_mention_policy FROM realm WHERE id = $1",
+                        wildcard_mention_policy, allow_message_editing, message_content_edit_limit_seconds,
+                        message_content_delete_limit_seconds, move_messages_within_stream_limit_seconds
+                 FROM realm WHERE id = $1",
                 &[&(user.realm_id as i32)],
             )
             .await?;
@@ -226,16 +228,13 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             ("server_typing_stopped_wait_period_milliseconds", json!(12000)),
             ("server_typing_started_wait_period_milliseconds", json!(30000)),
             ("development_environment", json!(false)),
-            // What Squall does, in Zulip's settings: messages are kept for
-            // ever; senders may edit content for 10 minutes and delete for
-            // 10 minutes; edit history is kept and shown.
+            // Messages are kept for ever; edit history is kept and shown;
+            // the editing policy is the realm's (`PATCH /realm`).
             ("realm_message_retention_days", json!(-1)),
-            ("realm_allow_message_editing", json!(true)),
-            ("realm_message_content_edit_limit_seconds", json!(crate::actions::edit::MESSAGE_CONTENT_EDIT_LIMIT_SECS)),
-            (
-                "realm_message_content_delete_limit_seconds",
-                json!(crate::actions::edit::MESSAGE_CONTENT_DELETE_LIMIT_SECS),
-            ),
+            ("realm_allow_message_editing", json!(row.get::<_, bool>(5))),
+            ("realm_message_content_edit_limit_seconds", json!(row.get::<_, Option<i32>>(6))),
+            ("realm_message_content_delete_limit_seconds", json!(row.get::<_, Option<i32>>(7))),
+            ("realm_move_messages_within_stream_limit_seconds", json!(row.get::<_, Option<i32>>(8))),
             ("realm_allow_edit_history", json!(true)),
         ] {
             state.insert(k.into(), v);

@@ -176,7 +176,6 @@ pub fn realm_settings(groups: &SystemGroups) -> Vec<(&'static str, Value)> {
         ("realm_invite_to_realm_policy", json!(2)),
         ("realm_bot_creation_policy", json!(3)),
         ("realm_edit_topic_policy", json!(5)),
-        ("realm_move_messages_within_stream_limit_seconds", json!(604_800)),
         ("realm_move_messages_between_streams_limit_seconds", json!(604_800)),
         // Accounts and sign-in.
         (

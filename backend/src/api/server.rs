@@ -90,10 +90,25 @@ pub async fn fetch_api_key(app: &App, req: &ApiRequest, p: &mut Params) -> ApiRe
     Ok(m)
 }
 
+/// A time limit parameter: seconds (at least 1) or `"unlimited"` (none).
+fn time_limit(p: &mut Params, name: &str) -> Result<Option<Option<i32>>, ApiError> {
+    let Some(raw) = p.str(name) else { return Ok(None) };
+    if raw == "unlimited" {
+        return Ok(Some(None));
+    }
+    match raw.parse::<i32>() {
+        Ok(n) if n >= 1 => Ok(Some(Some(n))),
+        _ => Err(ApiError::bad_request(format!("Invalid {name}"))),
+    }
+}
+
 /// `PATCH /realm`: an administrator changes the organization's `name`,
 /// `description`, `waiting_period_threshold` (days before a member is a
-/// full member) or `wildcard_mention_policy`. Answers with what changed;
-/// each change is told to everyone as a `realm` `update` event.
+/// full member), `wildcard_mention_policy` or editing policy
+/// (`allow_message_editing` and the content-edit, delete and topic-move
+/// time limits). Answers with what changed; each change is told to
+/// everyone as a `realm` `update` event, the editing policy as one
+/// `update_dict`.
 pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params) -> ApiResult {
     let name = p.str("name").map(|n| n.trim().to_owned());
     if let Some(n) = &name {
@@ -118,6 +133,10 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
         Some(_) => return Err(ApiError::bad_request("Invalid wildcard_mention_policy")),
         None => None,
     };
+    let allow_editing = p.bool("allow_message_editing")?;
+    let edit_limit = time_limit(p, "message_content_edit_limit_seconds")?;
+    let delete_limit = time_limit(p, "message_content_delete_limit_seconds")?;
+    let move_limit = time_limit(p, "move_messages_within_stream_limit_seconds")?;
     if !actor.is_realm_admin() {
         return Err(ApiError::with_code("UNAUTHORIZED_PRINCIPAL", "Must be an organization administrator"));
     }
@@ -126,7 +145,10 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
     let rid = actor.realm_id as i32;
     let row = tx
         .query_one(
-            "SELECT name, description, waiting_period_threshold, wildcard_mention_policy FROM realm WHERE id = $1 FOR UPDATE",
+            "SELECT name, description, waiting_period_threshold, wildcard_mention_policy, allow_message_editing,
+                    message_content_edit_limit_seconds, message_content_delete_limit_seconds,
+                    move_messages_within_stream_limit_seconds
+             FROM realm WHERE id = $1 FOR UPDATE",
             &[&rid],
         )
         .await?;
@@ -135,11 +157,35 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
     let description = description.filter(|d| *d != row.get::<_, String>(1));
     let waiting = waiting.filter(|w| *w != row.get::<_, i32>(2));
     let wildcard = wildcard.filter(|w| *w != row.get::<_, i16>(3));
+    let allow_editing = allow_editing.filter(|a| *a != row.get::<_, bool>(4));
+    // A limit is (changed, new value or None for none).
+    let limit_change = |new: Option<Option<i32>>, i: usize| new.filter(|n| *n != row.get::<_, Option<i32>>(i));
+    let (edit_limit, delete_limit, move_limit) =
+        (limit_change(edit_limit, 5), limit_change(delete_limit, 6), limit_change(move_limit, 7));
     tx.execute(
         "UPDATE realm SET name = coalesce($2, name), description = coalesce($3, description),
                 waiting_period_threshold = coalesce($4, waiting_period_threshold),
-                wildcard_mention_policy = coalesce($5, wildcard_mention_policy) WHERE id = $1",
-        &[&rid, &name, &description, &waiting, &wildcard],
+                wildcard_mention_policy = coalesce($5, wildcard_mention_policy),
+                allow_message_editing = coalesce($6, allow_message_editing),
+                message_content_edit_limit_seconds = CASE WHEN $7 THEN $8 ELSE message_content_edit_limit_seconds END,
+                message_content_delete_limit_seconds = CASE WHEN $9 THEN $10 ELSE message_content_delete_limit_seconds END,
+                move_messages_within_stream_limit_seconds =
+                    CASE WHEN $11 THEN $12 ELSE move_messages_within_stream_limit_seconds END
+         WHERE id = $1",
+        &[
+            &rid,
+            &name,
+            &description,
+            &waiting,
+            &wildcard,
+            &allow_editing,
+            &edit_limit.is_some(),
+            &edit_limit.flatten(),
+            &delete_limit.is_some(),
+            &delete_limit.flatten(),
+            &move_limit.is_some(),
+            &move_limit.flatten(),
+        ],
     )
     .await?;
     let mut changed = Map::new();
@@ -154,11 +200,31 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
             changed.insert(property.into(), v);
         }
     }
+    // The editing policy goes out as one `update_dict`, as Zulip's does.
+    let mut editing = Map::new();
+    let limits = [
+        ("message_content_edit_limit_seconds", edit_limit),
+        ("message_content_delete_limit_seconds", delete_limit),
+        ("move_messages_within_stream_limit_seconds", move_limit),
+    ];
+    if let Some(a) = allow_editing {
+        editing.insert("allow_message_editing".into(), a.into());
+    }
+    for (property, value) in limits {
+        if let Some(v) = value {
+            editing.insert(property.into(), v.map_or(Value::Null, Value::from));
+        }
+    }
     let everyone = crate::users::active_user_ids(&tx, actor.realm_id).await?;
     tx.commit().await?;
     for (property, value) in &changed {
         let event = serde_json::json!({"type": "realm", "op": "update", "property": property, "value": value});
         app.tell(actor.realm_id, event, everyone.clone(), "realm update").await;
     }
+    if !editing.is_empty() {
+        let event = serde_json::json!({"type": "realm", "op": "update_dict", "property": "default", "data": editing});
+        app.tell(actor.realm_id, event, everyone.clone(), "realm update").await;
+    }
+    changed.extend(editing);
     Ok(changed)
 }
