@@ -42,3 +42,5 @@ ALTER TABLE realm ADD COLUMN allow_message_editing boolean NOT NULL DEFAULT true
 ALTER TABLE realm ADD COLUMN message_content_edit_limit_seconds integer DEFAULT 600;
 ALTER TABLE realm ADD COLUMN message_content_delete_limit_seconds integer DEFAULT 600;
 ALTER TABLE realm ADD COLUMN move_messages_within_stream_limit_seconds integer DEFAULT 604800;
+-- The send path reads a topic's policies by stream and topic.
+CREATE INDEX usertopic_stream_topic ON usertopic (stream_id, lower(topic_name));

@@ -133,6 +133,29 @@ fn a_group_is_created_edited_filled_nested_and_deactivated_with_its_events() {
         "BAD_REQUEST",
         &format!("User group {oncall} is already a subgroup of one of the passed subgroups."),
     );
+    // Bob may leave (only himself), and come back only through a manager.
+    let me = json!([bob.user_id]).to_string();
+    ok(bob.post(&format!("/api/v1/user_groups/{id}/members"), &[("delete", &me)]).unwrap());
+    assert_error(
+        &bob.post(&format!("/api/v1/user_groups/{id}/members"), &[("add", &me)]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Insufficient permission",
+    );
+    ok(alice.post(&format!("/api/v1/user_groups/{id}/members"), &[("add", &me)]).unwrap());
+    // Who may mention it, Zulip's way: {"new", "old"}; a stale "old" is refused.
+    let everyone = group(&alice, "role:everyone")["id"].as_i64().unwrap();
+    let members_group = group(&alice, "role:members")["id"].as_i64().unwrap();
+    let change = json!({"new": members_group, "old": everyone}).to_string();
+    let path = format!("/api/v1/user_groups/{id}");
+    ok(alice.raw_form("PATCH", &path, &[("can_mention_group", &change)]).unwrap());
+    assert_error(
+        &alice.raw_form("PATCH", &path, &[("can_mention_group", &change)]).unwrap(),
+        400,
+        "EXPECTATION_MISMATCH",
+        "'old' value does not match the expected value.",
+    );
+    assert_eq!(group(&alice, "support")["can_mention_group"], members_group);
     // In use as a subgroup: it stays.
     let refused = server.owner.post(&format!("/api/v1/user_groups/{oncall}/deactivate"), &[]).unwrap();
     assert_error(&refused, 400, "CANNOT_DEACTIVATE_GROUP_IN_USE", "Cannot deactivate user group in use.");
@@ -145,7 +168,20 @@ fn a_group_is_created_edited_filled_nested_and_deactivated_with_its_events() {
     let (_, events) = bob.get_events(&q, -1, true).unwrap();
     assert_schema("/events", "get", 200, &events);
     let ops: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["op"].as_str().unwrap()).collect();
-    assert_eq!(ops, vec!["add", "update", "add_members", "add", "add_subgroups", "remove"]);
+    assert_eq!(
+        ops,
+        vec![
+            "add",
+            "update",
+            "add_members",
+            "add",
+            "add_subgroups",
+            "remove_members",
+            "add_members",
+            "update",
+            "remove"
+        ]
+    );
     assert_eq!(events["events"][1]["data"], json!({"description": "Helpers, all day"}));
 }
 
@@ -244,6 +280,13 @@ fn an_archived_channel_is_renamed_hidden_and_told() {
     };
     assert_error(&send("archive me"), 400, "STREAM_DOES_NOT_EXIST", "Channel 'archive me' does not exist");
     assert_eq!(send(&id.to_string()).0, 400, "by id: not authorized");
+    // It cannot be changed, nor joined by its new name.
+    assert_error(
+        &server.owner.raw_form("PATCH", &format!("/api/v1/streams/{id}"), &[("description", "back")]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Invalid channel ID",
+    );
     // The name is free again.
     alice.subscribe(&["archive me"]).unwrap();
     let (_, reg) = server.owner.post("/api/v1/register", &fetch).unwrap();

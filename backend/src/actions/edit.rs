@@ -435,6 +435,21 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
     recipients.sort_unstable();
     let all_ids: Vec<i64> = recipients.iter().map(|(u, _)| *u).collect();
     let presence_idle = crate::presence::idle_users(&tx, &all_ids, now).await?;
+    // Each recipient's own choices, as at send time: online push, and
+    // whether they muted the sender (then nothing notifies them).
+    let ids32: Vec<i32> = all_ids.iter().map(|&u| u as i32).collect();
+    let choices = tx
+        .query(
+            "SELECT u.id, coalesce((u.settings->>'enable_online_push_notifications')::boolean, true),
+                    EXISTS (SELECT 1 FROM muteduser mu WHERE mu.user_profile_id = u.id AND mu.muted_user_id = $2)
+             FROM userprofile u WHERE u.id = ANY($1) ORDER BY 1",
+            &[&ids32, &(m.sender_id as i32)],
+        )
+        .await?;
+    let pick = |col: usize| -> Vec<i64> {
+        choices.iter().filter(|r| r.get::<_, bool>(col)).map(|r| r.get::<_, i32>(0) as i64).collect()
+    };
+    let (online_push, muted_sender) = (pick(1), pick(2));
     tx.commit().await?;
 
     for (k, v) in [
@@ -445,10 +460,11 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
         ("message_ids", json!(message_ids)),
         ("rendering_only", json!(false)),
         // For the event server's notification decisions (stripped before
-        // clients see the event). Zulip's default settings, as at send time.
+        // clients see the event).
         ("prior_mention_user_ids", json!(prior_mentions)),
         ("presence_idle_user_ids", json!(presence_idle)),
-        ("online_push_user_ids", json!(all_ids)),
+        ("online_push_user_ids", json!(online_push)),
+        ("muted_sender_user_ids", json!(muted_sender)),
         ("stream_wildcard_mention_user_ids", json!(if wildcard { all_ids.clone() } else { vec![] })),
     ] {
         template.insert(k.into(), v);

@@ -39,7 +39,14 @@ pub(crate) struct RenderedMessage {
     /// Users a non-silent `@*group*` mentions, each with the smallest such
     /// group (Zulip's `mentioned_user_group_id`).
     pub group_mentioned: BTreeMap<i64, i64>,
+    /// Those of them in a mentioned group of at most
+    /// [`SMALL_GROUP`] members.
+    pub small_group_mentioned: BTreeSet<i64>,
 }
+
+/// A mention of a group this small brings its soft-deactivated members
+/// back (Zulip's `max_user_group_size_for_soft_reactivation`... 11).
+pub(crate) const SMALL_GROUP: usize = 11;
 
 impl RenderedMessage {
     /// The mention flags `user_id`'s UserMessage row gets (within
@@ -56,6 +63,14 @@ impl RenderedMessage {
             f |= flags::TOPIC_WILDCARD_MENTIONED;
         }
         f
+    }
+
+    /// Whether the message brings `user_id` back from soft deactivation:
+    /// a personal or topic mention, or a small group's.
+    pub fn brings_back(&self, user_id: i64) -> bool {
+        self.rendered.mentioned_user_ids.contains(&user_id)
+            || self.topic_participants.contains(&user_id)
+            || self.small_group_mentioned.contains(&user_id)
     }
 
     /// The group through which `user_id` is mentioned, when only a group
@@ -77,13 +92,13 @@ pub(crate) async fn render_incoming_message(
     content: &str,
     topic: Option<(i64, &str)>,
 ) -> Result<RenderedMessage, ApiError> {
-    let (rendered, group_mentioned) = render_message(db, author, content).await?;
+    let (rendered, (group_mentioned, small_group_mentioned)) = render_message(db, author, content).await?;
     let mut topic_participants = BTreeSet::new();
     if let (true, Some((recipient_id, topic))) = (rendered.topic_wildcard, topic) {
         topic_participants = messages::topic_participants(db, recipient_id, topic).await?;
         topic_participants.insert(author.id);
     }
-    Ok(RenderedMessage { rendered, topic_participants, group_mentioned })
+    Ok(RenderedMessage { rendered, topic_participants, group_mentioned, small_group_mentioned })
 }
 
 /// Renders message content with user mentions resolved against the
@@ -94,7 +109,7 @@ async fn render_message(
     db: &impl GenericClient,
     author: &User,
     content: &str,
-) -> Result<(Rendered, BTreeMap<i64, i64>), ApiError> {
+) -> Result<(Rendered, GroupReach), ApiError> {
     let candidates = mention_candidates(db, author.realm_id, &markdown::mention_refs(content)).await?;
     let names: Vec<String> = markdown::channel_refs(content).iter().map(|n| n.to_lowercase()).collect();
     let channels: HashMap<String, StreamTarget> = streams::linkable_streams(db, author, &names)
@@ -120,23 +135,31 @@ async fn render_message(
     Ok((rendered, group_mentioned))
 }
 
+/// Whom group mentions reach, each with the smallest group mentioning
+/// them, and those in a small group.
+type GroupReach = (BTreeMap<i64, i64>, BTreeSet<i64>);
+
 /// Whom the mentioned groups reach, each user with the smallest group
 /// (fewest members, then lowest id) that mentions them; an error if the
 /// author may not mention one of them.
-fn group_mentions(groups: &[Group], mentioned: &BTreeSet<i64>, author: i64) -> Result<BTreeMap<i64, i64>, ApiError> {
+fn group_mentions(groups: &[Group], mentioned: &BTreeSet<i64>, author: i64) -> Result<GroupReach, ApiError> {
     let mut reached: BTreeMap<i64, (usize, i64)> = BTreeMap::new();
+    let mut small = BTreeSet::new();
     for g in groups.iter().filter(|g| mentioned.contains(&g.id)) {
         if !user_groups::recursive_members(groups, g.can_mention_group).contains(&author) {
             return Err(ApiError::bad_request(format!("You are not allowed to mention user group '{}'.", g.name)));
         }
         let members = user_groups::recursive_members(groups, g.id);
         let size = members.len();
+        if size <= SMALL_GROUP {
+            small.extend(members.iter().copied());
+        }
         for u in members {
             let best = reached.entry(u).or_insert((size, g.id));
             *best = (*best).min((size, g.id));
         }
     }
-    Ok(reached.into_iter().map(|(u, (_, g))| (u, g)).collect())
+    Ok((reached.into_iter().map(|(u, (_, g))| (u, g)).collect(), small))
 }
 
 /// Active users of the realm that `refs` could name: by lower-cased full

@@ -280,7 +280,7 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
     if want("default_streams") {
         state.insert(
             "realm_default_streams".into(),
-            super::register_sections::default_streams(&client, user.realm_id).await?,
+            super::register_sections::default_streams_for(&client, user).await?,
         );
     }
     if want("stream") {

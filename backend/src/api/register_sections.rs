@@ -283,12 +283,12 @@ fn permission_settings() -> Value {
 pub fn custom_profile_fields(state: &mut Map<String, Value>) {
     state.insert("custom_profile_fields".into(), json!([]));
     let types = [
-        ("SHORT_TEXT", 1, "Text (short)"),
-        ("LONG_TEXT", 2, "Text (long)"),
+        ("SHORT_TEXT", 1, "Short text"),
+        ("LONG_TEXT", 2, "Long text"),
         ("SELECT", 3, "List of options"),
-        ("DATE", 4, "Date"),
+        ("DATE", 4, "Date picker"),
         ("URL", 5, "Link"),
-        ("USER", 6, "Users"),
+        ("USER", 6, "Person picker"),
         ("EXTERNAL_ACCOUNT", 7, "External account"),
         ("PRONOUNS", 8, "Pronouns"),
     ];
@@ -333,7 +333,16 @@ fn default_channel_dict(s: &Stream) -> Value {
     d
 }
 
-/// `realm_default_streams`: the channels new users join.
+/// `realm_default_streams`: the channels new users join (guests are not
+/// told, as in Zulip).
+pub async fn default_streams_for(db: &impl GenericClient, user: &User) -> Result<Value, ApiError> {
+    if user.is_guest() {
+        return Ok(json!([]));
+    }
+    default_streams(db, user.realm_id).await
+}
+
+/// The channels new users of `realm_id` join.
 pub async fn default_streams(db: &impl GenericClient, realm_id: i64) -> Result<Value, ApiError> {
     let sql = format!(
         "SELECT {} FROM defaultstream d JOIN stream s ON s.id = d.stream_id WHERE d.realm_id = $1 ORDER BY s.id",
@@ -344,15 +353,17 @@ pub async fn default_streams(db: &impl GenericClient, realm_id: i64) -> Result<V
 }
 
 /// `streams`: every channel `user` can see (public ones unless a guest,
-/// and those they are subscribed to).
+/// those they are subscribed to, and all of them for administrators).
 pub async fn visible_streams(db: &impl GenericClient, user: &User) -> Result<Value, ApiError> {
     let sql = format!(
-        "SELECT {} FROM stream s WHERE s.realm_id = $1 AND NOT s.deactivated AND (($3 AND NOT s.invite_only) OR EXISTS
+        "SELECT {} FROM stream s WHERE s.realm_id = $1 AND NOT s.deactivated AND ($4 OR ($3 AND NOT s.invite_only) OR EXISTS
            (SELECT 1 FROM subscription sub WHERE sub.recipient_id = s.recipient_id AND sub.user_profile_id = $2 AND sub.active))
          ORDER BY s.id",
         streams::STREAM_COLUMNS
     );
-    let rows = db.query(&sql, &[&(user.realm_id as i32), &(user.id as i32), &!user.is_guest()]).await?;
+    let rows = db
+        .query(&sql, &[&(user.realm_id as i32), &(user.id as i32), &!user.is_guest(), &user.is_realm_admin()])
+        .await?;
     Ok(rows.iter().map(|r| Stream::from_row(r).api_dict()).collect())
 }
 

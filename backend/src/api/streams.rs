@@ -491,6 +491,7 @@ pub async fn update_stream(app: &App, actor: &User, stream_id: i64, p: &mut Para
     };
     let mut client = app.pool.get().await?;
     let stream = match streams::stream_by_id(&client, actor.realm_id, stream_id).await? {
+        Some(s) if s.deactivated => return Err(ApiError::bad_request("Invalid channel ID")),
         Some(s) if s.is_public() || actor.is_realm_admin() || streams::is_subscribed(&client, actor.id, &s).await? => s,
         _ => return Err(ApiError::bad_request("Invalid channel ID")),
     };

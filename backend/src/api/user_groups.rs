@@ -29,13 +29,28 @@ fn int_list(p: &mut Params, name: &str) -> Result<Option<Vec<i64>>, ApiError> {
     Ok(Some(out))
 }
 
-/// A group-setting value given as a group id (Squall takes the integer form).
-fn group_setting(p: &mut Params, name: &str, groups: &[Group]) -> Result<Option<i64>, ApiError> {
+/// A group-setting value: a group id (Squall takes the integer form), or
+/// for `PATCH` `{"new": id, "old": id}` where `old`, if given, must be the
+/// current value. Refuses what Zulip refuses for `can_mention_group`.
+fn group_setting(p: &mut Params, name: &str, groups: &[Group], current: Option<i64>) -> Result<Option<i64>, ApiError> {
     let Some(v) = p.json(name)? else { return Ok(None) };
+    let (new, old) = match &v {
+        Value::Object(o) => (o.get("new").cloned().unwrap_or(Value::Null), o.get("old").cloned()),
+        other => (other.clone(), None),
+    };
     let id =
-        v.as_i64().ok_or_else(|| ApiError::bad_request(format!("Invalid {name}: only a group id is supported")))?;
-    if !groups.iter().any(|g| g.id == id && !g.deactivated) {
-        return Err(ApiError::bad_request("Invalid user group"));
+        new.as_i64().ok_or_else(|| ApiError::bad_request(format!("Invalid {name}: only a group id is supported")))?;
+    if let (Some(old), Some(current)) = (old, current) {
+        if old.as_i64() != Some(current) {
+            return Err(ApiError::with_code("EXPECTATION_MISMATCH", "'old' value does not match the expected value."));
+        }
+    }
+    let group = groups.iter().find(|g| g.id == id).ok_or_else(|| ApiError::bad_request("Invalid user group"))?;
+    if group.deactivated {
+        return Err(ApiError::bad_request("User group is deactivated."));
+    }
+    if group.is_system_group && ["role:internet", "role:owners"].contains(&group.name.as_str()) {
+        return Err(ApiError::bad_request(format!("'{name}' setting cannot be set to '{}' group.", group.name)));
     }
     Ok(Some(id))
 }
@@ -77,21 +92,22 @@ async fn check_users(db: &impl GenericClient, realm_id: i64, ids: &[i64]) -> Res
     Ok(())
 }
 
-/// The realm's groups and system groups, with `id` among them (active),
-/// which `user` may manage.
+/// The realm's groups and system groups, with `id` among them, which
+/// `user` may manage (or, `leaving`, only leaves: any member may); a
+/// deactivated one only when `allow_deactivated` (to rename it).
 async fn load_managed(
     db: &impl GenericClient,
     user: &User,
     id: i64,
+    allow_deactivated: bool,
+    leaving: bool,
 ) -> Result<(Vec<Group>, SystemGroups, Group), ApiError> {
-    require_member(user)?;
-    let groups = user_groups::realm_groups(db, user.realm_id, true).await?;
-    let group =
-        groups.iter().find(|g| g.id == id).cloned().ok_or_else(|| ApiError::bad_request("Invalid user group"))?;
-    if group.deactivated {
+    let (groups, group) = load(db, user, id).await?;
+    if group.deactivated && !allow_deactivated {
         return Err(ApiError::bad_request("User group is deactivated."));
     }
-    if group.is_system_group || !(user.is_realm_admin() || group.creator_id == Some(user.id)) {
+    let manages = user.is_realm_admin() || group.creator_id == Some(user.id);
+    if group.is_system_group || !(manages || leaving) {
         return Err(ApiError::bad_request("Insufficient permission"));
     }
     let system = user_groups::system_groups(db, user.realm_id).await?;
@@ -141,7 +157,7 @@ pub async fn create(app: &App, user: &User, p: &mut Params) -> ApiResult {
     tx.execute("SELECT pg_advisory_xact_lock(7, $1)", &[&(user.realm_id as i32)]).await?;
     let groups = user_groups::realm_groups(&tx, user.realm_id, true).await?;
     let name = check_name(&raw_name, &groups, None)?;
-    let can_mention = group_setting(p, "can_mention_group", &groups)?;
+    let can_mention = group_setting(p, "can_mention_group", &groups, None)?;
     check_users(&tx, user.realm_id, &members).await?;
     if let Some(bad) = subgroups.iter().find(|&&s| !groups.iter().any(|g| g.id == s && !g.deactivated)) {
         return Err(ApiError::bad_request(format!("Invalid user group ID: {bad}")));
@@ -189,10 +205,10 @@ pub async fn update(app: &App, user: &User, id: i64, p: &mut Params) -> ApiResul
     let mut db = app.pool.get().await?;
     let tx = db.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock(7, $1)", &[&(user.realm_id as i32)]).await?;
-    let (groups, _, group) = load_managed(&tx, user, id).await?;
+    let (groups, _, group) = load_managed(&tx, user, id, true, false).await?;
     let name = p.str("name").map(|n| check_name(&n, &groups, Some(id))).transpose()?;
     let description = p.str("description").map(|d| check_description(&d)).transpose()?;
-    let can_mention = group_setting(p, "can_mention_group", &groups)?;
+    let can_mention = group_setting(p, "can_mention_group", &groups, Some(group.can_mention_group))?;
     if name.is_none() && description.is_none() && can_mention.is_none() {
         return Err(ApiError::bad_request("No new data supplied"));
     }
@@ -218,16 +234,19 @@ pub async fn update(app: &App, user: &User, id: i64, p: &mut Params) -> ApiResul
     )
     .await?;
     tx.commit().await?;
-    if !data.is_empty() {
-        tell_realm(app, user, json!({"type": "user_group", "op": "update", "group_id": id, "data": data})).await?;
+    // One event per changed property, as Zulip sends them.
+    for (k, v) in data {
+        tell_realm(app, user, json!({"type": "user_group", "op": "update", "group_id": id, "data": {k: v}})).await?;
     }
     Ok(Map::new())
 }
 
 /// `POST /user_groups/{id}/deactivate`.
 pub async fn deactivate(app: &App, user: &User, id: i64) -> ApiResult {
-    let db = app.pool.get().await?;
-    let (groups, _, _) = load_managed(&db, user, id).await?;
+    let mut db = app.pool.get().await?;
+    let tx = db.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock(7, $1)", &[&(user.realm_id as i32)]).await?;
+    let (groups, _, _) = load_managed(&tx, user, id, false, false).await?;
     // A group that other groups use (as a subgroup, or as who may mention
     // them) stays, with Zulip's list of objections.
     let mut objections = Vec::new();
@@ -243,7 +262,8 @@ pub async fn deactivate(app: &App, user: &User, id: i64) -> ApiResult {
         return Err(ApiError::with_code("CANNOT_DEACTIVATE_GROUP_IN_USE", "Cannot deactivate user group in use.")
             .field("objections", objections));
     }
-    db.execute("UPDATE usergroup SET deactivated = true WHERE id = $1", &[&(id as i32)]).await?;
+    tx.execute("UPDATE usergroup SET deactivated = true WHERE id = $1", &[&(id as i32)]).await?;
+    tx.commit().await?;
     // The gateway gives the update to clients that keep deactivated
     // groups and the removal to the others.
     let update = json!({"type": "user_group", "op": "update", "group_id": id, "data": {"deactivated": true}});
@@ -288,7 +308,9 @@ async fn change_membership(app: &App, user: &User, id: i64, m: Membership) -> Ap
     let mut db = app.pool.get().await?;
     let tx = db.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock(7, $1)", &[&(user.realm_id as i32)]).await?;
-    let (groups, _, group) = load_managed(&tx, user, id).await?;
+    // Any member may leave (remove only themselves).
+    let leaving = m.add.is_empty() && m.add_sub.is_empty() && m.delete_sub.is_empty() && m.delete == [user.id];
+    let (groups, _, group) = load_managed(&tx, user, id, false, leaving).await?;
     // Zulip's membership lists include deactivated users; check against
     // the stored rows, not the active-only list.
     let stored: BTreeSet<i64> = tx
@@ -385,7 +407,10 @@ pub async fn is_member(app: &App, user: &User, id: i64, user_id: i64, p: &mut Pa
     let direct_only = p.bool("direct_member_only")?.unwrap_or(false);
     let db = app.pool.get().await?;
     let (groups, group) = load(&db, user, id).await?;
-    check_users(&db, user.realm_id, &[user_id]).await?;
+    // A deactivated user is in no group; someone of another realm is an error.
+    if users::users_by_ids(&db, user.realm_id, &[user_id]).await?.is_empty() {
+        return Err(ApiError::bad_request(format!("Invalid user ID: {user_id}")));
+    }
     let member = if direct_only {
         group.members.contains(&user_id)
     } else {

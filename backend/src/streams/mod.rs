@@ -26,10 +26,10 @@ use tokio_postgres::Row;
 pub const STREAM_COLUMNS: &str = "s.id, s.realm_id, s.name, s.description, s.rendered_description, \
     s.invite_only, s.is_web_public, s.history_public_to_subscribers, s.recipient_id, \
     s.first_message_id, extract(epoch from s.date_created)::bigint, s.creator_id, \
-    coalesce(s.can_remove_subscribers_group_id, 0), s.stream_post_policy";
+    coalesce(s.can_remove_subscribers_group_id, 0), s.stream_post_policy, s.deactivated";
 
 /// How many columns [`STREAM_COLUMNS`] selects.
-pub const STREAM_COLUMN_COUNT: usize = 14;
+pub const STREAM_COLUMN_COUNT: usize = 15;
 
 /// A stream row.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +62,8 @@ pub struct Stream {
     pub can_remove_subscribers_group: i64,
     /// Who may post (see [`post_policy`]).
     pub stream_post_policy: i16,
+    /// Archived (`DELETE /streams/{id}`).
+    pub deactivated: bool,
 }
 
 impl Stream {
@@ -82,6 +84,7 @@ impl Stream {
             creator_id: r.get::<_, Option<i32>>(11).map(i64::from),
             can_remove_subscribers_group: r.get::<_, i32>(12) as i64,
             stream_post_policy: r.get(13),
+            deactivated: r.get(14),
         }
     }
 

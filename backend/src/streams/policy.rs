@@ -189,6 +189,7 @@ mod tests {
             creator_id: None,
             can_remove_subscribers_group: 0,
             stream_post_policy: policy,
+            deactivated: false,
         };
         let check = |policy, r, provisional| {
             check_post_policy(&stream(policy), &User::for_tests(r), provisional).err().map(|e| e.msg)

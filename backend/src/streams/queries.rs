@@ -77,13 +77,16 @@ pub async fn record_first_message(db: &impl GenericClient, stream_id: i64, messa
     Ok(())
 }
 
-/// A stream of the realm by (case-insensitive) name.
+/// A stream of the realm by (case-insensitive) name; archived ones have
+/// none.
 pub async fn stream_by_name(db: &impl GenericClient, realm_id: i64, name: &str) -> Result<Option<Stream>, ApiError> {
-    let sql = format!("SELECT {STREAM_COLUMNS} FROM stream s WHERE s.realm_id = $1 AND lower(s.name) = lower($2)");
+    let sql = format!(
+        "SELECT {STREAM_COLUMNS} FROM stream s WHERE s.realm_id = $1 AND lower(s.name) = lower($2) AND NOT s.deactivated"
+    );
     Ok(db.query_opt(&sql, &[&(realm_id as i32), &name]).await?.as_ref().map(Stream::from_row))
 }
 
-/// A stream of the realm by id.
+/// A stream of the realm by id, archived or not (see [`Stream::deactivated`]).
 pub async fn stream_by_id(db: &impl GenericClient, realm_id: i64, id: i64) -> Result<Option<Stream>, ApiError> {
     let Ok(id32) = i32::try_from(id) else { return Ok(None) };
     let sql = format!("SELECT {STREAM_COLUMNS} FROM stream s WHERE s.realm_id = $1 AND s.id = $2");

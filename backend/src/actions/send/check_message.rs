@@ -5,7 +5,7 @@
 //! nothing. `do_send_messages` stores and delivers what it returns.
 
 use super::addressee::{Addressee, Outgoing, StreamRef, UserRefs};
-use super::personal::{self, MessageKind, PersonalFacts};
+use super::personal::{self, Audience, MessageKind, PersonalFacts};
 use crate::actions::mention::{self, RenderedMessage};
 use crate::db::messages::{self, RecipientFacts, RecipientsOf};
 use crate::markdown;
@@ -116,17 +116,21 @@ pub(crate) async fn check_message<'a>(
         Target::Stream(s) => Some((s.id, topic.as_str())),
         Target::Direct { .. } => None,
     };
+    let audience = target_people(&target);
     let (mut people, personal) = futures_util::try_join!(
-        recipient_facts(db, &target, &rendered, &[]),
-        PersonalFacts::read(db, sender.id, sender.realm_id, stream_topic)
+        recipient_facts(db, &target, &rendered),
+        PersonalFacts::read(db, sender.id, &audience, stream_topic)
     )?;
     let alerted = personal.alerted(&out.content);
     // A soft-deactivated subscriber whose alert word the message has gets
     // a row too (rarely needed: a second read).
+    // (Alert words are read for the stream's subscribers only, so these
+    // are subscribers the recipient query left out as idle.)
     let missing: Vec<i32> = alerted.iter().filter(|u| !people.iter().any(|p| p.id == **u)).map(|&u| u as i32).collect();
     if !missing.is_empty() && stream_topic.is_some() {
-        let more = recipient_facts(db, &target, &rendered, &missing).await?;
-        people.extend(more.into_iter().filter(|p| missing.contains(&(p.id as i32))));
+        people.extend(
+            messages::recipient_facts(db, RecipientsOf::Users(&missing), crate::unix_time().as_secs() as i64).await?,
+        );
         people.sort_by_key(|p| p.id);
         people.dedup_by_key(|p| p.id);
     }
@@ -193,9 +197,10 @@ async fn access_stream_for_send_message(
         && !sender.is_realm_admin()
         && streams::is_provisional_member(db, sender).await?;
     streams::check_post_policy(stream, sender, provisional)?;
-    let allowed = (stream.is_public() && !sender.is_guest())
-        || stream.is_web_public
-        || streams::is_subscribed(db, sender.id, stream).await?;
+    let allowed = !stream.deactivated
+        && ((stream.is_public() && !sender.is_guest())
+            || stream.is_web_public
+            || streams::is_subscribed(db, sender.id, stream).await?);
     if !allowed {
         return Err(ApiError::bad_request(format!("Not authorized to send to channel '{}'", stream.name)));
     }
@@ -273,6 +278,15 @@ async fn check_wildcard_mentions(
     Ok(())
 }
 
+/// Whose alert words count: a stream's subscribers or a direct message's
+/// participants.
+fn target_people(target: &Target) -> Audience {
+    match target {
+        Target::Stream(s) => Audience::Stream(s.recipient_id),
+        Target::Direct { participants, .. } => Audience::Users(participants.iter().map(|u| u.id).collect()),
+    }
+}
+
 /// Who may get a row, with their bot and presence facts (one query: for a
 /// big stream this is the expensive read). Soft-deactivated subscribers
 /// are left out unless the message may flag them.
@@ -280,7 +294,6 @@ async fn recipient_facts(
     db: &impl GenericClient,
     target: &Target,
     message: &RenderedMessage,
-    also_idle: &[i32],
 ) -> Result<Vec<RecipientFacts>, ApiError> {
     let now = crate::unix_time().as_secs() as i64;
     match target {
@@ -292,7 +305,6 @@ async fn recipient_facts(
                 .chain(&message.topic_participants)
                 .chain(message.group_mentioned.keys())
                 .map(|&u| u as i32)
-                .chain(also_idle.iter().copied())
                 .collect();
             let of = RecipientsOf::Stream {
                 recipient_id: s.recipient_id,
@@ -335,7 +347,7 @@ fn user_message_rows(
             if !is_private && f == 0 {
                 continue;
             }
-            if u != sender_id && (is_private || f & (flags::MENTIONED | flags::TOPIC_WILDCARD_MENTIONED) != 0) {
+            if u != sender_id && (is_private || message.brings_back(u)) {
                 out.reactivate.push(u);
             }
         }

@@ -22,6 +22,15 @@ pub(crate) mod policy {
     pub const FOLLOWED: i16 = 3;
 }
 
+/// Whom a message may reach: a stream's subscribers (by its recipient id)
+/// or these users.
+pub(crate) enum Audience {
+    /// Subscribers of the stream with this recipient id.
+    Stream(i64),
+    /// Direct-message participants.
+    Users(Vec<i64>),
+}
+
 /// The choices of the users a message may reach that bear on it, read in
 /// one pipelined round trip.
 #[derive(Debug, Default)]
@@ -30,32 +39,38 @@ pub(crate) struct PersonalFacts {
     pub muted_sender: BTreeSet<i64>,
     /// For a stream message: each user's policy for its topic.
     pub topic_policy: BTreeMap<i64, i16>,
-    /// Every alert word of the realm's users: (user, lower-cased word).
+    /// The alert words of the users the message may reach: (user,
+    /// lower-cased word).
     pub alert_words: Vec<(i64, String)>,
 }
 
 impl PersonalFacts {
-    /// Reads the facts for a message from `sender_id` in realm `realm_id`,
-    /// to `stream_topic` (stream id, topic) or a direct message.
+    /// Reads the facts for a message from `sender_id` to `audience`, in
+    /// `stream_topic` (stream id, topic) for a stream message.
     pub async fn read(
         db: &impl GenericClient,
         sender_id: i64,
-        realm_id: i64,
+        audience: &Audience,
         stream_topic: Option<(i64, &str)>,
     ) -> Result<Self, ApiError> {
-        let (sender, realm) = (sender_id as i32, realm_id as i32);
+        let sender = sender_id as i32;
+        let (recipient, users): (i32, Vec<i32>) = match audience {
+            Audience::Stream(r) => (*r as i32, Vec::new()),
+            Audience::Users(ids) => (0, ids.iter().map(|&u| u as i32).collect()),
+        };
         let (stream_id, topic) = stream_topic.map_or((0, ""), |(s, t)| (s as i32, t));
         let muted_params: [&(dyn ToSql + Sync); 1] = [&sender];
         let policy_params: [&(dyn ToSql + Sync); 2] = [&stream_id, &topic];
-        let word_params: [&(dyn ToSql + Sync); 1] = [&realm];
+        let word_params: [&(dyn ToSql + Sync); 2] = [&recipient, &users];
         let muted = db.query("SELECT user_profile_id FROM muteduser WHERE muted_user_id = $1", &muted_params);
         let policies = db.query(
             "SELECT user_profile_id, visibility_policy FROM usertopic WHERE stream_id = $1 AND lower(topic_name) = lower($2)",
             &policy_params,
         );
         let words = db.query(
-            "SELECT a.user_profile_id, lower(a.word) FROM alertword a JOIN userprofile u ON u.id = a.user_profile_id
-             WHERE u.realm_id = $1 AND u.is_active",
+            "SELECT a.user_profile_id, lower(a.word) FROM alertword a
+             WHERE a.user_profile_id = ANY($2) OR a.user_profile_id IN
+               (SELECT user_profile_id FROM subscription WHERE recipient_id = $1 AND active)",
             &word_params,
         );
         let (muted, policies, words) = futures_util::try_join!(muted, policies, words)?;
