@@ -1,8 +1,9 @@
 //! HTTP Basic authentication with Zulip's exact failures, and realm
 //! selection by Host.
 //!
-//! No cache here: one indexed lookup per request keeps deactivation and key
-//! changes effective immediately. The gateway keeps its own short-lived
+//! No cache here: one indexed lookup per request (a statement prepared once
+//! per connection, so one round trip) keeps deactivation and key changes
+//! effective immediately. The gateway keeps its own short-lived
 //! per-core cache in front of this for `/events`.
 
 use crate::users::{User, USER_COLUMNS, USER_COLUMN_COUNT};
@@ -74,7 +75,7 @@ pub async fn authenticate(
         "SELECT {USER_COLUMNS}, coalesce(u.last_activity < now() - make_interval(secs => {ACTIVITY_RESOLUTION_SECS}), true)
          FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.api_key = $1"
     );
-    let row = client.query_opt(&sql, &[&key]).await?;
+    let row = crate::db::query_opt_cached(&client, &sql, &[&key]).await?;
     let Some(row) = row else {
         return Err(ApiError::unauthorized("Invalid API key", json_path));
     };
@@ -94,7 +95,12 @@ pub async fn authenticate(
     }
     let activity_stale: bool = row.get(USER_COLUMN_COUNT);
     if activity_stale {
-        client.execute("UPDATE userprofile SET last_activity = now() WHERE id = $1", &[&(user.id as i32)]).await?;
+        crate::db::execute_cached(
+            &client,
+            "UPDATE userprofile SET last_activity = now() WHERE id = $1",
+            &[&(user.id as i32)],
+        )
+        .await?;
     }
     Ok(user)
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 /// Recipient counts from which COPY beats one array INSERT (COPY has a
 /// fixed start-up cost; measured here: COPY BINARY ~350k rows/s, UNNEST
 /// ~210k rows/s with the primary key).
-const COPY_THRESHOLD: usize = 500;
+pub const COPY_THRESHOLD: usize = 500;
 
 /// A Message row to insert.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +58,43 @@ pub async fn insert_message(db: &impl GenericClient, m: &NewMessage<'_>) -> Resu
     Ok((row.get(0), row.get(1)))
 }
 
+/// Inserts a message and its UserMessage rows (`users[i]` gets
+/// `user_flags[i]`) in one statement: one round trip, one commit. Returns
+/// the message id and its unix time. For fewer than [`COPY_THRESHOLD`] rows.
+pub async fn insert_message_with_rows(
+    db: &impl GenericClient,
+    m: &NewMessage<'_>,
+    users: &[i32],
+    user_flags: &[i64],
+) -> Result<(i64, i64), ApiError> {
+    let row = super::query_one_cached(
+        db,
+        "WITH m AS (
+             INSERT INTO message (realm_id, sender_id, recipient_id, subject, content, rendered_content,
+                                  sending_client, is_me_message)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             RETURNING id, extract(epoch from date_sent)::bigint AS ts),
+         rows AS (
+             INSERT INTO usermessage (user_profile_id, message_id, flags)
+             SELECT t.u, m.id, t.f FROM m, unnest($9::int[], $10::bigint[]) AS t(u, f))
+         SELECT id, ts FROM m",
+        &[
+            &(m.realm_id as i32),
+            &(m.sender_id as i32),
+            &(m.recipient_id as i32),
+            &m.subject,
+            &m.content,
+            &m.rendered_content,
+            &m.sending_client,
+            &m.is_me_message,
+            &users,
+            &user_flags,
+        ],
+    )
+    .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Writes the UserMessage rows of one message in bulk: `users[i]` gets
 /// `user_flags[i]`.
 pub async fn insert_usermessages(
@@ -89,7 +126,9 @@ pub async fn insert_usermessages(
 
 /// The personal recipient row of `user_id` (every user has one).
 pub async fn personal_recipient(db: &impl GenericClient, user_id: i64) -> Result<i64, ApiError> {
-    let row = db.query_opt("SELECT id FROM recipient WHERE type = 1 AND type_id = $1", &[&(user_id as i32)]).await?;
+    let row =
+        super::query_opt_cached(db, "SELECT id FROM recipient WHERE type = 1 AND type_id = $1", &[&(user_id as i32)])
+            .await?;
     match row {
         Some(r) => Ok(r.get::<_, i32>(0) as i64),
         None => Err(ApiError::internal(format!("user {user_id} has no personal recipient"))),
@@ -226,7 +265,7 @@ pub async fn recipient_facts(
                  WHERE s.recipient_id = $1 AND s.active AND u.is_active
                    AND (NOT u.long_term_idle OR $3 OR u.id = ANY($4)) ORDER BY 1"
             );
-            db.query(&sql, &[&(recipient_id as i32), &since, &keep_idle, &idle_kept]).await?
+            super::query_cached(db, &sql, &[&(recipient_id as i32), &since, &keep_idle, &idle_kept]).await?
         }
         RecipientsOf::Users(ids) => {
             let sql = format!(
@@ -234,7 +273,7 @@ pub async fn recipient_facts(
                  FROM userprofile u LEFT JOIN userpresence p ON p.user_profile_id = u.id
                  WHERE u.id = ANY($1) ORDER BY 1"
             );
-            db.query(&sql, &[&ids, &since]).await?
+            super::query_cached(db, &sql, &[&ids, &since]).await?
         }
     };
     Ok(rows

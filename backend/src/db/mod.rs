@@ -9,8 +9,54 @@ pub(crate) mod messages;
 
 use anyhow::Context;
 pub use deadpool_postgres::Pool;
-use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, RecyclingMethod};
+use squall_proto::error::ApiError;
 use std::str::FromStr;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+/// Runs `sql` as a statement prepared once per pooled connection (the
+/// pool's statement cache): one round trip where a plain query costs two
+/// (prepare, then execute). For the statements every request or every
+/// send runs; `sql` must be the same text each time.
+pub async fn query_cached(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, ApiError> {
+    let statement = db.prepare_cached(sql).await?;
+    Ok(db.query(&statement, params).await?)
+}
+
+/// [`query_cached`] for at most one row.
+pub async fn query_opt_cached(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, ApiError> {
+    let statement = db.prepare_cached(sql).await?;
+    Ok(db.query_opt(&statement, params).await?)
+}
+
+/// [`query_cached`] for exactly one row.
+pub async fn query_one_cached(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, ApiError> {
+    let statement = db.prepare_cached(sql).await?;
+    Ok(db.query_one(&statement, params).await?)
+}
+
+/// [`query_cached`] for a statement without rows; returns how many it changed.
+pub async fn execute_cached(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, ApiError> {
+    let statement = db.prepare_cached(sql).await?;
+    Ok(db.execute(&statement, params).await?)
+}
 
 /// Migrations in apply order: (version, name, SQL).
 const MIGRATIONS: &[(i32, &str, &str)] = &[

@@ -83,25 +83,25 @@ pub async fn stream_by_name(db: &impl GenericClient, realm_id: i64, name: &str) 
     let sql = format!(
         "SELECT {STREAM_COLUMNS} FROM stream s WHERE s.realm_id = $1 AND lower(s.name) = lower($2) AND NOT s.deactivated"
     );
-    Ok(db.query_opt(&sql, &[&(realm_id as i32), &name]).await?.as_ref().map(Stream::from_row))
+    Ok(crate::db::query_opt_cached(db, &sql, &[&(realm_id as i32), &name]).await?.as_ref().map(Stream::from_row))
 }
 
 /// A stream of the realm by id, archived or not (see [`Stream::deactivated`]).
 pub async fn stream_by_id(db: &impl GenericClient, realm_id: i64, id: i64) -> Result<Option<Stream>, ApiError> {
     let Ok(id32) = i32::try_from(id) else { return Ok(None) };
     let sql = format!("SELECT {STREAM_COLUMNS} FROM stream s WHERE s.realm_id = $1 AND s.id = $2");
-    Ok(db.query_opt(&sql, &[&(realm_id as i32), &id32]).await?.as_ref().map(Stream::from_row))
+    Ok(crate::db::query_opt_cached(db, &sql, &[&(realm_id as i32), &id32]).await?.as_ref().map(Stream::from_row))
 }
 
 /// Whether `user_id` has an active subscription to `stream`.
 pub async fn is_subscribed(db: &impl GenericClient, user_id: i64, stream: &Stream) -> Result<bool, ApiError> {
-    Ok(db
-        .query_opt(
-            "SELECT 1 FROM subscription WHERE user_profile_id = $1 AND recipient_id = $2 AND active",
-            &[&(user_id as i32), &(stream.recipient_id as i32)],
-        )
-        .await?
-        .is_some())
+    Ok(crate::db::query_opt_cached(
+        db,
+        "SELECT 1 FROM subscription WHERE user_profile_id = $1 AND recipient_id = $2 AND active",
+        &[&(user_id as i32), &(stream.recipient_id as i32)],
+    )
+    .await?
+    .is_some())
 }
 
 /// Active subscribers of a stream who are active users, in id order.

@@ -10,47 +10,59 @@ use crate::db::messages::{self, NewMessage};
 use crate::streams;
 use crate::users::User;
 use crate::App;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::Object;
 use squall_proto::envelope::{
     Destination, Envelope, MessageNotice, MessageRecipient, Notice, Participant, WideMessage,
 };
 use squall_proto::error::ApiError;
 use std::sync::Arc;
 
-/// Stores `m` in `tx`, commits and publishes its event. Returns the new
-/// message id.
+/// Stores `m` and publishes its event. Returns the new message id.
+///
+/// Most messages are one statement (the Message row and its UserMessage
+/// rows together, one round trip and one commit); a direct-message group's
+/// first message, a stream's first message and big recipient lists (sent
+/// with COPY) take a transaction.
 pub(crate) async fn do_send_messages(
     app: &App,
-    tx: Transaction<'_>,
+    mut client: Object,
     mut m: SendMessageRequest<'_>,
 ) -> Result<i64, ApiError> {
-    let recipient_id = match &m.target {
-        Target::Stream(s) => s.recipient_id,
-        Target::Direct { recipient: DirectRecipient::Existing(id), .. } => *id,
-        Target::Direct { participants, recipient: DirectRecipient::NewGroup } => {
-            messages::create_group_recipient(&tx, participants).await?
-        }
-    };
-    let row = NewMessage {
-        realm_id: m.sender.realm_id,
-        sender_id: m.sender.id,
-        recipient_id,
-        subject: &m.topic,
-        content: &m.content,
-        rendered_content: &m.rendered.rendered.html,
-        sending_client: &m.client,
-        is_me_message: m.is_me_message,
-    };
-    let (message_id, timestamp) = messages::insert_message(&tx, &row).await?;
     let user_ids: Vec<i32> = m.recipients.user_ids.iter().map(|&u| u as i32).collect();
-    messages::insert_usermessages(&tx, &user_ids, message_id, &m.recipients.flags).await?;
-    // Only the stream's first message ever needs this write.
-    if let Target::Stream(s) = &m.target {
-        if s.first_message_id.is_none() {
-            streams::record_first_message(&tx, s.id, message_id).await?;
+    let existing = match &m.target {
+        Target::Stream(s) if s.first_message_id.is_some() => Some(s.recipient_id),
+        Target::Stream(_) => None,
+        Target::Direct { recipient: DirectRecipient::Existing(id), .. } => Some(*id),
+        Target::Direct { recipient: DirectRecipient::NewGroup, .. } => None,
+    };
+    let (recipient_id, message_id, timestamp) = match existing {
+        Some(recipient_id) if user_ids.len() < messages::COPY_THRESHOLD => {
+            let row = new_message(&m, recipient_id);
+            let (id, ts) = messages::insert_message_with_rows(&client, &row, &user_ids, &m.recipients.flags).await?;
+            (recipient_id, id, ts)
         }
-    }
-    tx.commit().await?;
+        _ => {
+            let tx = client.transaction().await?;
+            let recipient_id = match &m.target {
+                Target::Stream(s) => s.recipient_id,
+                Target::Direct { recipient: DirectRecipient::Existing(id), .. } => *id,
+                Target::Direct { participants, recipient: DirectRecipient::NewGroup } => {
+                    messages::create_group_recipient(&tx, participants).await?
+                }
+            };
+            let row = new_message(&m, recipient_id);
+            let (message_id, timestamp) = messages::insert_message(&tx, &row).await?;
+            messages::insert_usermessages(&tx, &user_ids, message_id, &m.recipients.flags).await?;
+            // Only the stream's first message ever needs this write.
+            if let Target::Stream(s) = &m.target {
+                if s.first_message_id.is_none() {
+                    streams::record_first_message(&tx, s.id, message_id).await?;
+                }
+            }
+            tx.commit().await?;
+            (recipient_id, message_id, timestamp)
+        }
+    };
 
     let reactivate = std::mem::take(&mut m.recipients.reactivate);
     let envelope = message_envelope(m, recipient_id, message_id, timestamp);
@@ -63,6 +75,20 @@ pub(crate) async fn do_send_messages(
         tracing::error!(message_id, error = %e, "message stored but its event was not delivered");
     }
     Ok(message_id)
+}
+
+/// The Message row of `m`.
+fn new_message<'m>(m: &'m SendMessageRequest<'_>, recipient_id: i64) -> NewMessage<'m> {
+    NewMessage {
+        realm_id: m.sender.realm_id,
+        sender_id: m.sender.id,
+        recipient_id,
+        subject: &m.topic,
+        content: &m.content,
+        rendered_content: &m.rendered.rendered.html,
+        sending_client: &m.client,
+        is_me_message: m.is_me_message,
+    }
 }
 
 /// The `message` event of a stored message.

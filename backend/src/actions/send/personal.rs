@@ -5,6 +5,7 @@
 //! `get_recipient_info` and `user_allows_notifications_in_StreamTopic`).
 
 use crate::db::messages::RecipientFacts;
+use crate::db::query_cached;
 use crate::settings;
 use deadpool_postgres::GenericClient;
 use squall_proto::envelope::NotifySets;
@@ -62,12 +63,14 @@ impl PersonalFacts {
         let muted_params: [&(dyn ToSql + Sync); 1] = [&sender];
         let policy_params: [&(dyn ToSql + Sync); 2] = [&stream_id, &topic];
         let word_params: [&(dyn ToSql + Sync); 2] = [&recipient, &users];
-        let muted = db.query("SELECT user_profile_id FROM muteduser WHERE muted_user_id = $1", &muted_params);
-        let policies = db.query(
+        let muted = query_cached(db, "SELECT user_profile_id FROM muteduser WHERE muted_user_id = $1", &muted_params);
+        let policies = query_cached(
+            db,
             "SELECT user_profile_id, visibility_policy FROM usertopic WHERE stream_id = $1 AND lower(topic_name) = lower($2)",
             &policy_params,
         );
-        let words = db.query(
+        let words = query_cached(
+            db,
             "SELECT a.user_profile_id, lower(a.word) FROM alertword a
              WHERE a.user_profile_id = ANY($2) OR a.user_profile_id IN
                (SELECT user_profile_id FROM subscription WHERE recipient_id = $1 AND active)",
