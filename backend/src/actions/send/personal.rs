@@ -11,7 +11,6 @@ use deadpool_postgres::GenericClient;
 use squall_proto::envelope::NotifySets;
 use squall_proto::error::ApiError;
 use std::collections::{BTreeMap, BTreeSet};
-use tokio_postgres::types::ToSql;
 
 /// Topic visibility policies (Zulip's `UserTopic.VisibilityPolicy`).
 pub(crate) mod policy {
@@ -60,28 +59,35 @@ impl PersonalFacts {
             Audience::Users(ids) => (0, ids.iter().map(|&u| u as i32).collect()),
         };
         let (stream_id, topic) = stream_topic.map_or((0, ""), |(s, t)| (s as i32, t));
-        let muted_params: [&(dyn ToSql + Sync); 1] = [&sender];
-        let policy_params: [&(dyn ToSql + Sync); 2] = [&stream_id, &topic];
-        let word_params: [&(dyn ToSql + Sync); 2] = [&recipient, &users];
-        let muted = query_cached(db, "SELECT user_profile_id FROM muteduser WHERE muted_user_id = $1", &muted_params);
-        let policies = query_cached(
+        // One statement, three kinds of rows: 1 muted the sender, 2 a
+        // topic policy, 3 an alert word (of a subscriber or participant).
+        let rows = query_cached(
             db,
-            "SELECT user_profile_id, visibility_policy FROM usertopic WHERE stream_id = $1 AND lower(topic_name) = lower($2)",
-            &policy_params,
-        );
-        let words = query_cached(
-            db,
-            "SELECT a.user_profile_id, lower(a.word) FROM alertword a
-             WHERE a.user_profile_id = ANY($2) OR a.user_profile_id IN
-               (SELECT user_profile_id FROM subscription WHERE recipient_id = $1 AND active)",
-            &word_params,
-        );
-        let (muted, policies, words) = futures_util::try_join!(muted, policies, words)?;
-        Ok(PersonalFacts {
-            muted_sender: muted.iter().map(|r| r.get::<_, i32>(0) as i64).collect(),
-            topic_policy: policies.iter().map(|r| (r.get::<_, i32>(0) as i64, r.get::<_, i16>(1))).collect(),
-            alert_words: words.iter().map(|r| (r.get::<_, i32>(0) as i64, r.get::<_, String>(1))).collect(),
-        })
+            "SELECT 1, user_profile_id, 0::smallint, ''::text FROM muteduser WHERE muted_user_id = $1
+             UNION ALL
+             SELECT 2, user_profile_id, visibility_policy, '' FROM usertopic
+             WHERE stream_id = $2 AND lower(topic_name) = lower($3)
+             UNION ALL
+             SELECT 3, a.user_profile_id, 0::smallint, lower(a.word) FROM alertword a
+             WHERE a.user_profile_id = ANY($5) OR EXISTS (SELECT 1 FROM subscription s
+               WHERE s.user_profile_id = a.user_profile_id AND s.recipient_id = $4 AND s.active)",
+            &[&sender, &stream_id, &topic, &recipient, &users],
+        )
+        .await?;
+        let mut facts = PersonalFacts::default();
+        for r in &rows {
+            let user = r.get::<_, i32>(1) as i64;
+            match r.get::<_, i32>(0) {
+                1 => {
+                    facts.muted_sender.insert(user);
+                }
+                2 => {
+                    facts.topic_policy.insert(user, r.get(2));
+                }
+                _ => facts.alert_words.push((user, r.get(3))),
+            }
+        }
+        Ok(facts)
     }
 
     /// Users with an alert word in `content`.
