@@ -1,11 +1,13 @@
 //! HTTP Basic authentication with Zulip's exact failures, and realm
 //! selection by Host.
 //!
-//! No cache here: one indexed lookup per request (a statement prepared once
-//! per connection, so one round trip) keeps deactivation and key changes
-//! effective immediately. The gateway keeps its own short-lived
+//! Users are cached by API key ([`crate::cache`]); a miss is one indexed
+//! lookup (a statement prepared once per connection). Every change to a
+//! cached user reaches every process's cache through PostgreSQL
+//! notifications. The gateway keeps its own short-lived
 //! per-core cache in front of this for `/events`.
 
+use crate::cache::AuthCache;
 use crate::users::{User, USER_COLUMNS, USER_COLUMN_COUNT};
 use base64::Engine;
 use deadpool_postgres::Pool;
@@ -49,6 +51,7 @@ pub const ACTIVITY_RESOLUTION_SECS: u32 = 900;
 /// the session-style challenge used on `/json/...` paths.
 pub async fn authenticate(
     pool: &Pool,
+    cache: &AuthCache,
     req: &ApiRequest,
     external_host: &str,
     json_path: bool,
@@ -68,6 +71,10 @@ pub async fn authenticate(
     if !valid_api_key_shape(key) {
         return Err(ApiError::unauthorized("Malformed API key", json_path));
     }
+    if let Some(user) = cache.get(key) {
+        return check(user, email, req, external_host, json_path);
+    }
+    let generation = cache.generation();
     let client = pool.get().await?;
     // The last column says whether the user's activity stamp (which soft
     // deactivation reads) is stale enough to be worth a write.
@@ -80,6 +87,22 @@ pub async fn authenticate(
         return Err(ApiError::unauthorized("Invalid API key", json_path));
     };
     let user = User::from_row(&row);
+    cache.put(key, &user, generation);
+    let user = check(user, email, req, external_host, json_path)?;
+    let activity_stale: bool = row.get(USER_COLUMN_COUNT);
+    if activity_stale {
+        crate::db::execute_cached(
+            &client,
+            "UPDATE userprofile SET last_activity = now() WHERE id = $1",
+            &[&(user.id as i32)],
+        )
+        .await?;
+    }
+    Ok(user)
+}
+
+/// Zulip's checks of the account behind a valid key, in its order.
+fn check(user: User, email: &str, req: &ApiRequest, external_host: &str, json_path: bool) -> Result<User, ApiError> {
     if !user.delivery_email.eq_ignore_ascii_case(email) {
         return Err(ApiError::unauthorized("Invalid API key", json_path));
     }
@@ -92,15 +115,6 @@ pub async fn authenticate(
     let sub = subdomain_for_host(req.header("host"), external_host);
     if sub != user.realm_string_id {
         return Err(ApiError::unauthorized("Account is not associated with this subdomain", json_path));
-    }
-    let activity_stale: bool = row.get(USER_COLUMN_COUNT);
-    if activity_stale {
-        crate::db::execute_cached(
-            &client,
-            "UPDATE userprofile SET last_activity = now() WHERE id = $1",
-            &[&(user.id as i32)],
-        )
-        .await?;
     }
     Ok(user)
 }

@@ -93,6 +93,21 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
+    /// Whether it may change what the user cache holds (accounts, keys,
+    /// names, roles, time zones, the realm).
+    fn changes_users(self) -> bool {
+        matches!(
+            self,
+            Endpoint::UserDeactivate
+                | Endpoint::UserDeactivateOwn
+                | Endpoint::UserReactivate
+                | Endpoint::ApiKeyRegenerate
+                | Endpoint::UserUpdate
+                | Endpoint::SettingsUpdate
+                | Endpoint::RealmUpdate
+        )
+    }
+
     /// Who may call it.
     pub(crate) fn access(self) -> Access {
         match self {
@@ -264,10 +279,17 @@ async fn route(app: &App, req: &ApiRequest, user_id: &mut Option<i64>) -> Result
             call_public(app, endpoint, req, &mut params).await?
         }
         Access::User => {
-            let user = crate::auth::authenticate(&app.pool, req, &app.settings.external_host, json_path).await?;
+            let user =
+                crate::auth::authenticate(&app.pool, &app.users, req, &app.settings.external_host, json_path).await?;
             *user_id = Some(user.id);
             app.limiter.check(crate::ratelimit::Key::User(user.id))?;
-            call(app, endpoint, &user, req, path, &mut params).await?
+            let result = call(app, endpoint, &user, req, path, &mut params).await;
+            // This process's cache forgets at once what it may have
+            // changed; other processes hear it from PostgreSQL.
+            if endpoint.changes_users() || (endpoint == Endpoint::Register && user.long_term_idle) {
+                app.users.invalidate();
+            }
+            result?
         }
     };
     Ok(success(fields, params.unused()))

@@ -173,6 +173,7 @@ pub fn serve(
         }
     };
     let app = App::new(pool, bus, settings);
+    rt.spawn(app.cache_listener(&cfg.backend.database_url));
     let publisher = crate::amqp::Publisher::spawn(rt.handle(), &cfg.amqp_url);
     if cfg.backend.soft_deactivate_interval_secs > 0 && child.is_none() && role == Role::Single {
         rt.spawn(squall_backend::jobs::soft_deactivation(app.pool().clone(), cfg.backend.clone()));

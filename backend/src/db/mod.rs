@@ -75,6 +75,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (13, "user_status", include_str!("../../migrations/0013_user_status.sql")),
     (14, "drafts", include_str!("../../migrations/0014_drafts.sql")),
     (15, "user_groups", include_str!("../../migrations/0015_user_groups.sql")),
+    (16, "cache_notify", include_str!("../../migrations/0016_cache_notify.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.

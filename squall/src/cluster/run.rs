@@ -63,6 +63,7 @@ pub fn backend(
         rate_limit_per_ip: cfg.rate_limit_per_ip,
     };
     let app = App::new(pool, Arc::new(bus), settings);
+    rt.spawn(app.cache_listener(&cfg.backend.database_url));
     if cfg.backend.soft_deactivate_interval_secs > 0 && index == 0 {
         rt.spawn(squall_backend::jobs::soft_deactivation(app.pool().clone(), cfg.backend.clone()));
     }

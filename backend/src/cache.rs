@@ -1,0 +1,172 @@
+//! The users behind API keys, cached in process (the role memcached plays
+//! for Zulip), correct across processes and hosts: PostgreSQL triggers
+//! `NOTIFY squall_cache` whenever a column a [`User`] holds changes
+//! (migration 0016), and every backend process `LISTEN`s and drops its
+//! cache. Changes this process makes are also dropped at once, so the next
+//! request sees them.
+//!
+//! When the listening connection is down the cache is bypassed (and
+//! emptied), so a missed notification can never leave a stale user behind.
+//! Entries also expire after [`TTL`], and the cache holds at most
+//! [`MAX_ENTRIES`].
+
+use crate::users::User;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long an entry is trusted without a notification.
+pub const TTL: Duration = Duration::from_secs(60);
+/// Most entries kept (past it the cache starts over).
+pub const MAX_ENTRIES: usize = 100_000;
+/// The notification channel the triggers use.
+pub const CHANNEL: &str = "squall_cache";
+
+/// API key → user.
+#[derive(Default)]
+pub struct AuthCache {
+    entries: Mutex<HashMap<String, (User, Instant)>>,
+    /// The listener is connected: notifications will arrive.
+    live: AtomicBool,
+    /// Bumped by every invalidation: a lookup that began before one must
+    /// not store what it read.
+    generation: AtomicU64,
+}
+
+impl AuthCache {
+    /// The cached user for `api_key`, if fresh.
+    pub fn get(&self, api_key: &str) -> Option<User> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(api_key).filter(|(_, at)| at.elapsed() < TTL).map(|(u, _)| u.clone())
+    }
+
+    /// The generation to pass to [`AuthCache::put`], taken before reading
+    /// the database.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Stores what a lookup that began at `generation` read, unless an
+    /// invalidation came since.
+    pub fn put(&self, api_key: &str, user: &User, generation: u64) {
+        if !self.live.load(Ordering::Acquire) {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(api_key.to_owned(), (user.clone(), Instant::now()));
+    }
+
+    /// Forgets everything (a user or realm changed).
+    pub fn invalidate(&self) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+    }
+
+    /// Whether notifications are being received (the cache is in use).
+    pub fn set_live(&self, live: bool) {
+        self.invalidate();
+        self.live.store(live, Ordering::Release);
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Keeps a `LISTEN` connection to `database_url` open for as long as the
+/// process runs, invalidating `cache` on every notification; reconnects
+/// after a failure (the cache is bypassed meanwhile).
+pub async fn listen(database_url: String, cache: std::sync::Arc<AuthCache>) {
+    use futures_util::StreamExt;
+    loop {
+        match tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                                if tx.send(()).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cache listener connection failed");
+                                break;
+                            }
+                        }
+                    }
+                });
+                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                    Ok(()) => {
+                        cache.set_live(true);
+                        while rx.recv().await.is_some() {
+                            cache.invalidate();
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cache listener could not LISTEN"),
+                }
+                cache.set_live(false);
+                driver.abort();
+            }
+            Err(e) => tracing::warn!(error = %e, "cache listener could not connect"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: i64) -> User {
+        let mut u = User::for_tests(crate::users::role::MEMBER);
+        u.id = id;
+        u
+    }
+
+    #[test]
+    fn nothing_is_cached_until_notifications_flow() {
+        let cache = AuthCache::default();
+        cache.put("k", &user(1), cache.generation());
+        assert!(cache.get("k").is_none(), "not live: bypassed");
+        cache.set_live(true);
+        cache.put("k", &user(1), cache.generation());
+        assert_eq!(cache.get("k").map(|u| u.id), Some(1));
+        cache.set_live(false);
+        assert!(cache.get("k").is_none());
+        assert!(cache.is_empty(), "going down empties it");
+    }
+
+    #[test]
+    fn a_lookup_that_raced_an_invalidation_is_not_stored() {
+        let cache = AuthCache::default();
+        cache.set_live(true);
+        let before = cache.generation();
+        cache.invalidate();
+        cache.put("k", &user(1), before);
+        assert!(cache.get("k").is_none());
+        cache.put("k", &user(1), cache.generation());
+        cache.invalidate();
+        assert!(cache.get("k").is_none());
+    }
+}
