@@ -12,3 +12,5 @@ CREATE TRIGGER userprofile_cache_delete AFTER DELETE ON userprofile
     FOR EACH STATEMENT EXECUTE FUNCTION squall_cache_notify();
 CREATE TRIGGER realm_cache AFTER UPDATE OF string_id, deactivated, name ON realm
     FOR EACH STATEMENT EXECUTE FUNCTION squall_cache_notify();
+CREATE TRIGGER stream_cache AFTER UPDATE OR DELETE ON stream
+    FOR EACH STATEMENT EXECUTE FUNCTION squall_cache_notify();

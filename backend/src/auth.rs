@@ -7,7 +7,7 @@
 //! notifications. The gateway keeps its own short-lived
 //! per-core cache in front of this for `/events`.
 
-use crate::cache::AuthCache;
+use crate::cache::Cache;
 use crate::users::{User, USER_COLUMNS, USER_COLUMN_COUNT};
 use base64::Engine;
 use deadpool_postgres::Pool;
@@ -51,7 +51,7 @@ pub const ACTIVITY_RESOLUTION_SECS: u32 = 900;
 /// the session-style challenge used on `/json/...` paths.
 pub async fn authenticate(
     pool: &Pool,
-    cache: &AuthCache,
+    cache: &Cache<String, User>,
     req: &ApiRequest,
     external_host: &str,
     json_path: bool,
@@ -87,7 +87,7 @@ pub async fn authenticate(
         return Err(ApiError::unauthorized("Invalid API key", json_path));
     };
     let user = User::from_row(&row);
-    cache.put(key, &user, generation);
+    cache.put(key.to_owned(), &user, generation);
     let user = check(user, email, req, external_host, json_path)?;
     let activity_stale: bool = row.get(USER_COLUMN_COUNT);
     if activity_stale {

@@ -1,32 +1,56 @@
-//! The users behind API keys, cached in process (the role memcached plays
-//! for Zulip), correct across processes and hosts: PostgreSQL triggers
-//! `NOTIFY squall_cache` whenever a column a [`User`] holds changes
-//! (migration 0016), and every backend process `LISTEN`s and drops its
-//! cache. Changes this process makes are also dropped at once, so the next
-//! request sees them.
+//! Hot rows cached in process (the role memcached plays for Zulip): the
+//! users behind API keys and the streams messages are sent to by name.
+//! Correct across processes and hosts: PostgreSQL triggers `NOTIFY
+//! squall_cache` whenever a cached column of `userprofile`, `realm` or
+//! `stream` changes (migration 0016), and every backend process `LISTEN`s
+//! and drops its caches. Changes this process makes through the API drop
+//! them at once too, so the next request sees them.
 //!
-//! When the listening connection is down the cache is bypassed (and
-//! emptied), so a missed notification can never leave a stale user behind.
-//! Entries also expire after [`TTL`], and the cache holds at most
+//! When the listening connection is down the caches are bypassed (and
+//! emptied), so a missed notification can never leave a stale row behind.
+//! Entries also expire after [`TTL`], and each cache holds at most
 //! [`MAX_ENTRIES`].
 
+use crate::streams::Stream;
 use crate::users::User;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long an entry is trusted without a notification.
 pub const TTL: Duration = Duration::from_secs(60);
-/// Most entries kept (past it the cache starts over).
+/// Most entries a cache keeps (past it, it starts over).
 pub const MAX_ENTRIES: usize = 100_000;
 /// The notification channel the triggers use.
 pub const CHANNEL: &str = "squall_cache";
 
-/// API key → user.
+/// The backend's caches, invalidated together.
 #[derive(Default)]
-pub struct AuthCache {
-    entries: Mutex<HashMap<String, (User, Instant)>>,
+pub struct Caches {
+    /// API key → user.
+    pub users: Cache<String, User>,
+    /// (realm id, lower-cased name) → stream.
+    pub streams: Cache<(i64, String), Stream>,
+}
+
+impl Caches {
+    /// Forgets everything (a cached row changed).
+    pub fn invalidate(&self) {
+        self.users.invalidate();
+        self.streams.invalidate();
+    }
+
+    fn set_live(&self, live: bool) {
+        self.users.set_live(live);
+        self.streams.set_live(live);
+    }
+}
+
+/// One cache: entries are used only while notifications flow.
+pub struct Cache<K, V> {
+    entries: Mutex<HashMap<K, (V, Instant)>>,
     /// The listener is connected: notifications will arrive.
     live: AtomicBool,
     /// Bumped by every invalidation: a lookup that began before one must
@@ -34,25 +58,35 @@ pub struct AuthCache {
     generation: AtomicU64,
 }
 
-impl AuthCache {
-    /// The cached user for `api_key`, if fresh.
-    pub fn get(&self, api_key: &str) -> Option<User> {
+impl<K, V> Default for Cache<K, V> {
+    fn default() -> Self {
+        Cache { entries: Mutex::default(), live: AtomicBool::new(false), generation: AtomicU64::new(0) }
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> Cache<K, V> {
+    /// The cached value for `key`, if fresh.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(api_key).filter(|(_, at)| at.elapsed() < TTL).map(|(u, _)| u.clone())
+        entries.get(key).filter(|(_, at)| at.elapsed() < TTL).map(|(v, _)| v.clone())
     }
 
-    /// The generation to pass to [`AuthCache::put`], taken before reading
-    /// the database.
+    /// The generation to pass to [`Cache::put`], taken before reading the
+    /// database.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// Stores what a lookup that began at `generation` read, unless an
     /// invalidation came since.
-    pub fn put(&self, api_key: &str, user: &User, generation: u64) {
+    pub fn put(&self, key: K, value: &V, generation: u64) {
         if !self.live.load(Ordering::Acquire) {
             return;
         }
@@ -63,10 +97,10 @@ impl AuthCache {
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(api_key.to_owned(), (user.clone(), Instant::now()));
+        entries.insert(key, (value.clone(), Instant::now()));
     }
 
-    /// Forgets everything (a user or realm changed).
+    /// Forgets everything.
     pub fn invalidate(&self) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -74,7 +108,7 @@ impl AuthCache {
     }
 
     /// Whether notifications are being received (the cache is in use).
-    pub fn set_live(&self, live: bool) {
+    fn set_live(&self, live: bool) {
         self.invalidate();
         self.live.store(live, Ordering::Release);
     }
@@ -93,7 +127,7 @@ impl AuthCache {
 /// Keeps a `LISTEN` connection to `database_url` open for as long as the
 /// process runs, invalidating `cache` on every notification; reconnects
 /// after a failure (the cache is bypassed meanwhile).
-pub async fn listen(database_url: String, cache: std::sync::Arc<AuthCache>) {
+pub async fn listen(database_url: String, cache: std::sync::Arc<Caches>) {
     use futures_util::StreamExt;
     loop {
         match tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await {
@@ -146,11 +180,11 @@ mod tests {
 
     #[test]
     fn nothing_is_cached_until_notifications_flow() {
-        let cache = AuthCache::default();
-        cache.put("k", &user(1), cache.generation());
+        let cache: Cache<String, User> = Cache::default();
+        cache.put("k".into(), &user(1), cache.generation());
         assert!(cache.get("k").is_none(), "not live: bypassed");
         cache.set_live(true);
-        cache.put("k", &user(1), cache.generation());
+        cache.put("k".into(), &user(1), cache.generation());
         assert_eq!(cache.get("k").map(|u| u.id), Some(1));
         cache.set_live(false);
         assert!(cache.get("k").is_none());
@@ -159,13 +193,13 @@ mod tests {
 
     #[test]
     fn a_lookup_that_raced_an_invalidation_is_not_stored() {
-        let cache = AuthCache::default();
+        let cache: Cache<String, User> = Cache::default();
         cache.set_live(true);
         let before = cache.generation();
         cache.invalidate();
-        cache.put("k", &user(1), before);
+        cache.put("k".into(), &user(1), before);
         assert!(cache.get("k").is_none());
-        cache.put("k", &user(1), cache.generation());
+        cache.put("k".into(), &user(1), cache.generation());
         cache.invalidate();
         assert!(cache.get("k").is_none());
     }

@@ -66,7 +66,7 @@ pub struct App {
     pub(crate) settings: Arc<Settings>,
     pub(crate) limiter: Arc<ratelimit::RateLimiter>,
     pub(crate) hasher: Arc<hashing::HashPool>,
-    pub(crate) users: Arc<cache::AuthCache>,
+    pub(crate) caches: Arc<cache::Caches>,
 }
 
 impl App {
@@ -86,14 +86,14 @@ impl App {
         // Made now rather than by the first login attempt for an unknown
         // account, which would otherwise take twice as long as the rest.
         let _ = users::dummy_hash();
-        App { pool, bus, settings: Arc::new(settings), limiter, hasher: Arc::default(), users: Arc::default() }
+        App { pool, bus, settings: Arc::new(settings), limiter, hasher: Arc::default(), caches: Arc::default() }
     }
 
     /// The task that keeps the user cache coherent with `database_url`
     /// (see [`cache`]); spawn it once on the backend's runtime. Until it
     /// runs the cache is not used.
     pub fn cache_listener(&self, database_url: &str) -> impl std::future::Future<Output = ()> + Send + 'static {
-        cache::listen(database_url.to_owned(), self.users.clone())
+        cache::listen(database_url.to_owned(), self.caches.clone())
     }
 
     /// The database pool.
@@ -120,10 +120,12 @@ impl App {
         req: &squall_proto::api::ApiRequest,
     ) -> Result<users::User, squall_proto::error::ApiError> {
         let json_path = req.path.starts_with("/json/");
-        auth::authenticate(&self.pool, &self.users, req, &self.settings.external_host, json_path).await.map_err(|e| {
-            let e = error::classify(e);
-            e.log(&req.method, &req.path, None);
-            e
-        })
+        auth::authenticate(&self.pool, &self.caches.users, req, &self.settings.external_host, json_path).await.map_err(
+            |e| {
+                let e = error::classify(e);
+                e.log(&req.method, &req.path, None);
+                e
+            },
+        )
     }
 }

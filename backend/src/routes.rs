@@ -93,8 +93,8 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    /// Whether it may change what the user cache holds (accounts, keys,
-    /// names, roles, time zones, the realm).
+    /// Whether it may change what the caches hold (accounts, keys, names,
+    /// roles, time zones, the realm, channels).
     fn changes_users(self) -> bool {
         matches!(
             self,
@@ -105,6 +105,8 @@ impl Endpoint {
                 | Endpoint::UserUpdate
                 | Endpoint::SettingsUpdate
                 | Endpoint::RealmUpdate
+                | Endpoint::StreamUpdate
+                | Endpoint::StreamArchive
         )
     }
 
@@ -280,14 +282,15 @@ async fn route(app: &App, req: &ApiRequest, user_id: &mut Option<i64>) -> Result
         }
         Access::User => {
             let user =
-                crate::auth::authenticate(&app.pool, &app.users, req, &app.settings.external_host, json_path).await?;
+                crate::auth::authenticate(&app.pool, &app.caches.users, req, &app.settings.external_host, json_path)
+                    .await?;
             *user_id = Some(user.id);
             app.limiter.check(crate::ratelimit::Key::User(user.id))?;
             let result = call(app, endpoint, &user, req, path, &mut params).await;
             // This process's cache forgets at once what it may have
             // changed; other processes hear it from PostgreSQL.
             if endpoint.changes_users() || (endpoint == Endpoint::Register && user.long_term_idle) {
-                app.users.invalidate();
+                app.caches.invalidate();
             }
             result?
         }

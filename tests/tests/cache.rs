@@ -66,6 +66,20 @@ fn changes_made_elsewhere_reach_the_cache_through_postgresql() {
         assert!(Instant::now() < deadline, "the cache kept the old name: {me}");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // A channel renamed elsewhere: sends by the old name stop.
+    alice.subscribe(&["lobby"]).unwrap();
+    for _ in 0..3 {
+        alice.send_stream("lobby", "t", "cached now").unwrap();
+    }
+    sql_query(&server.database_url, "UPDATE stream SET name = 'hall' WHERE name = 'lobby'").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let send =
+        || alice.post("/api/v1/messages", &[("type", "stream"), ("to", "lobby"), ("topic", "t"), ("content", "x")]);
+    while send().unwrap().0 == 200 {
+        assert!(Instant::now() < deadline, "the cache kept the channel's old name");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_error(&send().unwrap(), 400, "STREAM_DOES_NOT_EXIST", "Channel 'lobby' does not exist");
     sql_query(&server.database_url, &format!("UPDATE userprofile SET is_active = false WHERE id = {}", alice.user_id))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -7,6 +7,7 @@
 use super::addressee::{Addressee, Outgoing, StreamRef, UserRefs};
 use super::personal::{self, Audience, MessageKind, PersonalFacts};
 use crate::actions::mention::{self, RenderedMessage};
+use crate::cache::Caches;
 use crate::db::messages::{self, RecipientFacts, RecipientsOf};
 use crate::markdown;
 use crate::streams::{self, Stream};
@@ -93,12 +94,13 @@ pub(crate) struct SendMessageRequest<'a> {
 /// then writes in). `out.content` is already normalised.
 pub(crate) async fn check_message<'a>(
     db: &impl GenericClient,
+    caches: &Caches,
     sender: &'a User,
     out: Outgoing,
 ) -> Result<SendMessageRequest<'a>, ApiError> {
     let (target, topic) = match &out.to {
         Addressee::Stream(sref, topic) => {
-            let stream = stream_for_send(db, sender, sref).await?;
+            let stream = stream_for_send(db, caches, sender, sref).await?;
             access_stream_for_send_message(db, sender, &stream).await?;
             (Target::Stream(stream), topic.clone())
         }
@@ -170,11 +172,25 @@ pub(crate) async fn check_message<'a>(
 }
 
 /// The stream `sref` names in the sender's realm.
-async fn stream_for_send(db: &impl GenericClient, sender: &User, sref: &StreamRef) -> Result<Stream, ApiError> {
+async fn stream_for_send(
+    db: &impl GenericClient,
+    caches: &Caches,
+    sender: &User,
+    sref: &StreamRef,
+) -> Result<Stream, ApiError> {
     match sref {
         StreamRef::Name(raw) => {
             let name = streams::check_stream_name(raw)?;
-            streams::stream_by_name(db, sender.realm_id, &name).await?.ok_or_else(|| {
+            let key = (sender.realm_id, name.to_lowercase());
+            if let Some(stream) = caches.streams.get(&key) {
+                return Ok(stream);
+            }
+            let generation = caches.streams.generation();
+            let found = streams::stream_by_name(db, sender.realm_id, &name).await?;
+            if let Some(stream) = &found {
+                caches.streams.put(key, stream, generation);
+            }
+            found.ok_or_else(|| {
                 ApiError::with_code("STREAM_DOES_NOT_EXIST", format!("Channel '{}' does not exist", html_escape(&name)))
                     .field("stream", name.clone())
             })

@@ -54,12 +54,16 @@ pub(crate) async fn do_send_messages(
             let (message_id, timestamp) = messages::insert_message(&tx, &row).await?;
             messages::insert_usermessages(&tx, &user_ids, message_id, &m.recipients.flags).await?;
             // Only the stream's first message ever needs this write.
+            let first = matches!(&m.target, Target::Stream(s) if s.first_message_id.is_none());
             if let Target::Stream(s) = &m.target {
-                if s.first_message_id.is_none() {
+                if first {
                     streams::record_first_message(&tx, s.id, message_id).await?;
                 }
             }
             tx.commit().await?;
+            if first {
+                app.caches.streams.invalidate();
+            }
             (recipient_id, message_id, timestamp)
         }
     };

@@ -25,6 +25,6 @@ pub async fn send_message(app: &App, sender: &User, out: Outgoing) -> Result<i64
     // Before taking a connection: an empty message costs no round trip.
     let content = addressee::normalize_body(&out.content)?;
     let client = app.pool.get().await?;
-    let checked = check_message::check_message(&client, sender, Outgoing { content, ..out }).await?;
+    let checked = check_message::check_message(&client, &app.caches, sender, Outgoing { content, ..out }).await?;
     do_send_messages::do_send_messages(app, client, checked).await
 }
