@@ -83,7 +83,16 @@ const MIGRATION_LOCK: i64 = 0x5351_5541_4c4c; // "SQUALL"
 
 /// Opens a pool of at most `size` connections to `url`.
 pub fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
-    let pg = tokio_postgres::Config::from_str(url).with_context(|| format!("invalid database URL {url:?}"))?;
+    let mut pg = tokio_postgres::Config::from_str(url).with_context(|| format!("invalid database URL {url:?}"))?;
+    // Squall's sessions plan for SSDs (random reads nearly as cheap as
+    // sequential ones) unless the URL sets options: with PostgreSQL's
+    // default of 4, a send to a 10-member stream joined every user of the
+    // realm (a hash join over a sequential scan) instead of looking up
+    // its 10 members; 1.1 measured 3.5x faster there and no slower for a
+    // 1,000-member stream (BENCHMARKS.md).
+    if pg.get_options().is_none() {
+        pg.options("-c random_page_cost=1.1");
+    }
     let mgr =
         Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(mgr).max_size(size.max(1)).build().context("building the database pool")

@@ -93,7 +93,7 @@ pub(crate) struct SendMessageRequest<'a> {
 /// Zulip's `check_message`, on `db` (the transaction `do_send_messages`
 /// then writes in). `out.content` is already normalised.
 pub(crate) async fn check_message<'a>(
-    db: &impl GenericClient,
+    db: &deadpool_postgres::Client,
     caches: &Caches,
     sender: &'a User,
     out: Outgoing,
@@ -307,7 +307,7 @@ fn target_people(target: &Target) -> Audience {
 /// big stream this is the expensive read). Soft-deactivated subscribers
 /// are left out unless the message may flag them.
 async fn recipient_facts(
-    db: &impl GenericClient,
+    db: &tokio_postgres::Client,
     target: &Target,
     message: &RenderedMessage,
 ) -> Result<Vec<RecipientFacts>, ApiError> {
