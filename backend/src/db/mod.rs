@@ -76,6 +76,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (14, "drafts", include_str!("../../migrations/0014_drafts.sql")),
     (15, "user_groups", include_str!("../../migrations/0015_user_groups.sql")),
     (16, "cache_notify", include_str!("../../migrations/0016_cache_notify.sql")),
+    (17, "cache_notify_rows", include_str!("../../migrations/0017_cache_notify_rows.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.

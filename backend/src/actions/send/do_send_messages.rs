@@ -53,15 +53,18 @@ pub(crate) async fn do_send_messages(
             let row = new_message(&m, recipient_id);
             let (message_id, timestamp) = messages::insert_message(&tx, &row).await?;
             messages::insert_usermessages(&tx, &user_ids, message_id, &m.recipients.flags).await?;
-            // Only the stream's first message ever needs this write.
-            let first = matches!(&m.target, Target::Stream(s) if s.first_message_id.is_none());
+            // Only the stream's first message ever needs this write (the
+            // update is guarded: a stale copy changes nothing). No trigger
+            // tells the caches of first_message_id, so a process whose copy
+            // said "none" forgets it here, once per stream.
+            let stale = matches!(&m.target, Target::Stream(s) if s.first_message_id.is_none());
             if let Target::Stream(s) = &m.target {
-                if first {
+                if stale {
                     streams::record_first_message(&tx, s.id, message_id).await?;
                 }
             }
             tx.commit().await?;
-            if first {
+            if stale {
                 app.caches.streams.invalidate();
             }
             (recipient_id, message_id, timestamp)
