@@ -35,32 +35,11 @@ pub struct NewMessage<'a> {
     pub is_me_message: bool,
 }
 
-/// Inserts a Message row; returns its id and `date_sent` in unix seconds.
-pub async fn insert_message(db: &impl GenericClient, m: &NewMessage<'_>) -> Result<(i64, i64), ApiError> {
-    let row = db
-        .query_one(
-            "INSERT INTO message (realm_id, sender_id, recipient_id, subject, content, rendered_content,
-                                  sending_client, is_me_message)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             RETURNING id, extract(epoch from date_sent)::bigint",
-            &[
-                &(m.realm_id as i32),
-                &(m.sender_id as i32),
-                &(m.recipient_id as i32),
-                &m.subject,
-                &m.content,
-                &m.rendered_content,
-                &m.sending_client,
-                &m.is_me_message,
-            ],
-        )
-        .await?;
-    Ok((row.get(0), row.get(1)))
-}
-
 /// Inserts a message and its UserMessage rows (`users[i]` gets
-/// `user_flags[i]`) in one statement: one round trip, one commit. Returns
-/// the message id and its unix time. For fewer than [`COPY_THRESHOLD`] rows.
+/// `user_flags[i]`) in one statement: one round trip, one commit outside
+/// a transaction. Returns the message id and its unix time. For fewer than
+/// [`COPY_THRESHOLD`] rows; with none, the message alone (its rows then
+/// go in by [`insert_usermessages`]).
 pub async fn insert_message_with_rows(
     db: &impl GenericClient,
     m: &NewMessage<'_>,

@@ -51,7 +51,7 @@ pub(crate) async fn do_send_messages(
                 }
             };
             let row = new_message(&m, recipient_id);
-            let (message_id, timestamp) = messages::insert_message(&tx, &row).await?;
+            let (message_id, timestamp) = messages::insert_message_with_rows(&tx, &row, &[], &[]).await?;
             messages::insert_usermessages(&tx, &user_ids, message_id, &m.recipients.flags).await?;
             // Only the stream's first message ever needs this write (the
             // update is guarded: a stale copy changes nothing). No trigger
