@@ -2,9 +2,11 @@
 //! users behind API keys and the streams messages are sent to by name.
 //! Correct across processes and hosts: PostgreSQL triggers `NOTIFY
 //! squall_cache` whenever a cached column of `userprofile`, `realm` or
-//! `stream` changes (migration 0016), and every backend process `LISTEN`s
-//! and drops its caches. Changes this process makes through the API drop
-//! them at once too, so the next request sees them.
+//! `stream` changes (migrations 0016, 0017), and every backend process
+//! `LISTEN`s and drops its caches. Changes this process makes through the
+//! API drop them at once too, so the next request to this process sees
+//! them; other processes (a cluster's) see them when the notification
+//! arrives, milliseconds later.
 //!
 //! When the listening connection is down the caches are bypassed (and
 //! emptied), so a missed notification can never leave a stale row behind.
@@ -31,7 +33,7 @@ pub const CHANNEL: &str = "squall_cache";
 pub struct Caches {
     /// API key → user.
     pub users: Cache<String, User>,
-    /// (realm id, lower-cased name) → stream.
+    /// (realm id, name as a send wrote it) → stream.
     pub streams: Cache<(i64, String), Stream>,
 }
 
@@ -130,7 +132,17 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
 pub async fn listen(database_url: String, cache: std::sync::Arc<Caches>) {
     use futures_util::StreamExt;
     loop {
-        match tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await {
+        // Keepalives find a half-open connection in about a minute rather
+        // than the system's two hours (meanwhile entries still expire).
+        let config = database_url.parse::<tokio_postgres::Config>().map(|mut c| {
+            c.keepalives_idle(Duration::from_secs(30));
+            c
+        });
+        let connected = match config {
+            Ok(c) => c.connect(tokio_postgres::NoTls).await,
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok((client, mut connection)) => {
                 let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

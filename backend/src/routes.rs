@@ -289,7 +289,7 @@ async fn route(app: &App, req: &ApiRequest, user_id: &mut Option<i64>) -> Result
             let result = call(app, endpoint, &user, req, path, &mut params).await;
             // This process's cache forgets at once what it may have
             // changed; other processes hear it from PostgreSQL.
-            if endpoint.changes_users() || (endpoint == Endpoint::Register && user.long_term_idle) {
+            if endpoint.changes_users() {
                 app.caches.invalidate();
             }
             result?

@@ -134,6 +134,23 @@ impl Client {
         body["id"].as_i64().context("id")
     }
 
+    /// Waits (up to 5 s) until `GET /users/me` satisfies `ok`: a change
+    /// made outside the server (in SQL) reaches its user cache through
+    /// PostgreSQL's notification a moment later.
+    pub fn wait_me(&self, ok: impl Fn(&Value) -> bool) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let (_, me) = self.get("/api/v1/users/me", &[])?;
+            if ok(&me) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("GET /users/me never matched: {me}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Subscribes to streams by name (creating them).
     pub fn subscribe(&self, names: &[&str]) -> Result<Value> {
         let subs: Vec<Value> = names.iter().map(|n| serde_json::json!({"name": n})).collect();

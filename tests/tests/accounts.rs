@@ -231,6 +231,7 @@ fn account_lifecycle_errors_are_zulips() {
         ),
     )
     .unwrap();
+    alice.wait_me(|me| me["role"] == 200).unwrap();
     let r = alice.delete(&format!("/api/v1/users/{}", carol.user_id), &[]).unwrap();
     assert_error(&r, 400, "UNAUTHORIZED_PRINCIPAL", "Must be an organization owner");
     deactivate(owner, &carol);

@@ -326,6 +326,7 @@ fn channel_posting_policies() {
         &format!("UPDATE userprofile SET role = 300 WHERE id = {}", alice.user_id),
     )
     .unwrap();
+    alice.wait_me(|me| me["role"] == 300).unwrap();
     assert_eq!(send(&alice, "mods").0, 200);
     let bad = server
         .owner

@@ -65,9 +65,17 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
 
     // A returning soft-deactivated user gets the rows they missed before
     // any state is computed from them.
-    if user.long_term_idle {
-        crate::soft_deactivation::reactivate_user(&mut app.pool.get().await?, user.id).await?;
+    // (Asked of the database: the cached user may not have heard yet of a
+    // soft deactivation the periodic job or another process just made.)
+    let mut db = app.pool.get().await?;
+    let idle: bool =
+        crate::db::query_one_cached(&db, "SELECT long_term_idle FROM userprofile WHERE id = $1", &[&(user.id as i32)])
+            .await?
+            .get(0);
+    if idle && crate::soft_deactivation::reactivate_user(&mut db, user.id).await? {
+        app.caches.invalidate();
     }
+    drop(db);
 
     let queue_id = app.bus.allocate_queue(spec.clone()).await.map_err(|e| {
         tracing::warn!(error = %e, "queue allocation failed");

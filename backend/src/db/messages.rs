@@ -36,13 +36,15 @@ pub struct NewMessage<'a> {
 }
 
 /// Inserts a message and its UserMessage rows (`users[i]` gets
-/// `user_flags[i]`) in one statement: one round trip, one commit outside
-/// a transaction. Returns the message id and its unix time. For fewer than
+/// `user_flags[i]`) in one statement, and makes it its stream's first
+/// message (`stream_id`; 0 for a direct message) if the stream has none:
+/// one round trip, one commit outside a transaction. Returns the message id and its unix time. For fewer than
 /// [`COPY_THRESHOLD`] rows; with none, the message alone (its rows then
 /// go in by [`insert_usermessages`]).
 pub async fn insert_message_with_rows(
     db: &impl GenericClient,
     m: &NewMessage<'_>,
+    stream_id: i64,
     users: &[i32],
     user_flags: &[i64],
 ) -> Result<(i64, i64), ApiError> {
@@ -55,7 +57,9 @@ pub async fn insert_message_with_rows(
              RETURNING id, extract(epoch from date_sent)::bigint AS ts),
          rows AS (
              INSERT INTO usermessage (user_profile_id, message_id, flags)
-             SELECT t.u, m.id, t.f FROM m, unnest($9::int[], $10::bigint[]) AS t(u, f))
+             SELECT t.u, m.id, t.f FROM m, unnest($9::int[], $10::bigint[]) AS t(u, f)),
+         first AS (
+             UPDATE stream SET first_message_id = m.id FROM m WHERE stream.id = $11 AND stream.first_message_id IS NULL)
          SELECT id, ts FROM m",
         &[
             &(m.realm_id as i32),
@@ -68,6 +72,7 @@ pub async fn insert_message_with_rows(
             &m.is_me_message,
             &users,
             &user_flags,
+            &(stream_id as i32),
         ],
     )
     .await?;

@@ -15,8 +15,8 @@ pub use policy::{
 };
 pub use queries::{
     active_nonidle_subscriber_ids, active_subscriber_ids, add_subscriptions, create_stream, group_members,
-    is_subscribed, linkable_streams, peer_audience, record_first_message, stream_by_id, stream_by_name, subscribers_of,
-    subscription_dicts, user_subscriptions,
+    is_subscribed, linkable_streams, peer_audience, stream_by_id, stream_by_name, subscribers_of, subscription_dicts,
+    user_subscriptions,
 };
 
 use serde_json::{json, Value};

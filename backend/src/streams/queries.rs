@@ -67,16 +67,6 @@ pub async fn linkable_streams(
     Ok(rows.iter().map(|r| (r.get::<_, i32>(0) as i64, r.get(1))).collect())
 }
 
-/// Records `message_id` as the stream's first message, unless it has one.
-pub async fn record_first_message(db: &impl GenericClient, stream_id: i64, message_id: i64) -> Result<(), ApiError> {
-    db.execute(
-        "UPDATE stream SET first_message_id = $1 WHERE id = $2 AND first_message_id IS NULL",
-        &[&message_id, &(stream_id as i32)],
-    )
-    .await?;
-    Ok(())
-}
-
 /// A stream of the realm by (case-insensitive) name; archived ones have
 /// none.
 pub async fn stream_by_name(db: &impl GenericClient, realm_id: i64, name: &str) -> Result<Option<Stream>, ApiError> {

@@ -181,7 +181,10 @@ async fn stream_for_send(
     match sref {
         StreamRef::Name(raw) => {
             let name = streams::check_stream_name(raw)?;
-            let key = (sender.realm_id, name.to_lowercase());
+            // Keyed by the name as written: PostgreSQL's lower() and
+            // Rust's lowercase differ for a few letters, so a folded key
+            // could name another stream.
+            let key = (sender.realm_id, name.clone());
             if let Some(stream) = caches.streams.get(&key) {
                 return Ok(stream);
             }

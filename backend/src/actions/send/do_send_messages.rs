@@ -7,7 +7,6 @@
 
 use super::check_message::{DirectRecipient, SendMessageRequest, Target};
 use crate::db::messages::{self, NewMessage};
-use crate::streams;
 use crate::users::User;
 use crate::App;
 use deadpool_postgres::Object;
@@ -19,10 +18,10 @@ use std::sync::Arc;
 
 /// Stores `m` and publishes its event. Returns the new message id.
 ///
-/// Most messages are one statement (the Message row and its UserMessage
-/// rows together, one round trip and one commit); a direct-message group's
-/// first message, a stream's first message and big recipient lists (sent
-/// with COPY) take a transaction.
+/// Most messages are one statement (the Message row, its UserMessage rows
+/// and, in a stream that has none yet, its first-message id: one round
+/// trip and one commit); a direct-message group's first message and big
+/// recipient lists (sent with COPY) take a transaction.
 pub(crate) async fn do_send_messages(
     app: &App,
     mut client: Object,
@@ -30,15 +29,22 @@ pub(crate) async fn do_send_messages(
 ) -> Result<i64, ApiError> {
     let user_ids: Vec<i32> = m.recipients.user_ids.iter().map(|&u| u as i32).collect();
     let existing = match &m.target {
-        Target::Stream(s) if s.first_message_id.is_some() => Some(s.recipient_id),
-        Target::Stream(_) => None,
+        Target::Stream(s) => Some(s.recipient_id),
         Target::Direct { recipient: DirectRecipient::Existing(id), .. } => Some(*id),
         Target::Direct { recipient: DirectRecipient::NewGroup, .. } => None,
+    };
+    // Every stream send carries the guarded first-message update (it
+    // changes nothing once the stream has one), so no copy of the stream,
+    // cached or not, decides it.
+    let stream_id = match &m.target {
+        Target::Stream(s) => s.id,
+        Target::Direct { .. } => 0,
     };
     let (recipient_id, message_id, timestamp) = match existing {
         Some(recipient_id) if user_ids.len() < messages::COPY_THRESHOLD => {
             let row = new_message(&m, recipient_id);
-            let (id, ts) = messages::insert_message_with_rows(&client, &row, &user_ids, &m.recipients.flags).await?;
+            let (id, ts) =
+                messages::insert_message_with_rows(&client, &row, stream_id, &user_ids, &m.recipients.flags).await?;
             (recipient_id, id, ts)
         }
         _ => {
@@ -51,22 +57,9 @@ pub(crate) async fn do_send_messages(
                 }
             };
             let row = new_message(&m, recipient_id);
-            let (message_id, timestamp) = messages::insert_message_with_rows(&tx, &row, &[], &[]).await?;
+            let (message_id, timestamp) = messages::insert_message_with_rows(&tx, &row, stream_id, &[], &[]).await?;
             messages::insert_usermessages(&tx, &user_ids, message_id, &m.recipients.flags).await?;
-            // Only the stream's first message ever needs this write (the
-            // update is guarded: a stale copy changes nothing). No trigger
-            // tells the caches of first_message_id, so a process whose copy
-            // said "none" forgets it here, once per stream.
-            let stale = matches!(&m.target, Target::Stream(s) if s.first_message_id.is_none());
-            if let Target::Stream(s) = &m.target {
-                if stale {
-                    streams::record_first_message(&tx, s.id, message_id).await?;
-                }
-            }
             tx.commit().await?;
-            if stale {
-                app.caches.streams.invalidate();
-            }
             (recipient_id, message_id, timestamp)
         }
     };

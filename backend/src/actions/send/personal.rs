@@ -68,9 +68,12 @@ impl PersonalFacts {
              SELECT 2, user_profile_id, visibility_policy, '' FROM usertopic
              WHERE stream_id = $2 AND lower(topic_name) = lower($3)
              UNION ALL
+             SELECT 3, a.user_profile_id, 0::smallint, lower(a.word)
+             FROM subscription s JOIN alertword a ON a.user_profile_id = s.user_profile_id
+             WHERE s.recipient_id = $4 AND s.active
+             UNION ALL
              SELECT 3, a.user_profile_id, 0::smallint, lower(a.word) FROM alertword a
-             WHERE a.user_profile_id = ANY($5) OR EXISTS (SELECT 1 FROM subscription s
-               WHERE s.user_profile_id = a.user_profile_id AND s.recipient_id = $4 AND s.active)",
+             WHERE a.user_profile_id = ANY($5)",
             &[&sender, &stream_id, &topic, &recipient, &users],
         )
         .await?;
