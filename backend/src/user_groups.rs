@@ -43,7 +43,14 @@ impl SystemGroups {
     }
 }
 
-/// The realm's system groups.
+impl SystemGroups {
+    /// The system groups among `groups` (a [`realm_groups`] answer).
+    pub fn of(groups: &[Group]) -> Self {
+        SystemGroups { by_name: groups.iter().filter(|g| g.is_system_group).map(|g| (g.name.clone(), g.id)).collect() }
+    }
+}
+
+/// The realm's system groups (when the groups themselves are not needed).
 pub async fn system_groups(db: &impl GenericClient, realm_id: i64) -> Result<SystemGroups, ApiError> {
     let rows = db
         .query("SELECT id, name FROM usergroup WHERE realm_id = $1 AND is_system_group", &[&(realm_id as i32)])

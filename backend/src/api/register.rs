@@ -137,13 +137,25 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             state.insert(k.into(), v);
         }
     }
+    // Personal settings: the object, and for clients without
+    // `user_settings_object` the legacy top-level copies; older clients'
+    // subscriptions also take their defaults. Read once for all of them.
+    let legacy_display = want("update_display_settings") && !spec.user_settings_object;
+    let legacy_notifications = want("update_global_notifications") && !spec.user_settings_object;
+    let overrides: Value = if want("user_settings")
+        || legacy_display
+        || legacy_notifications
+        || (want("subscription") && !notification_settings_null)
+    {
+        client.query_one("SELECT settings FROM userprofile WHERE id = $1", &[&(user.id as i32)]).await?.get(0)
+    } else {
+        Value::Null
+    };
     if want("subscription") {
         let mut list = streams::subscription_dicts(&client, user.id, include_subscribers).await?;
         if !notification_settings_null {
             // Older clients cannot take null settings: give them the
             // user's own default for each.
-            let overrides: Value =
-                client.query_one("SELECT settings FROM userprofile WHERE id = $1", &[&(user.id as i32)]).await?.get(0);
             for sub in list.iter_mut().filter_map(Value::as_object_mut) {
                 for (key, setting) in [
                     ("desktop_notifications", "enable_stream_desktop_notifications"),
@@ -194,6 +206,11 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
         state.insert("presence_last_update_id".into(), last.into());
         state.insert("server_timestamp".into(), now.as_secs_f64().into());
     }
+    let system = if want("realm") || want("realm_user_groups") {
+        crate::user_groups::system_groups(&client, user.realm_id).await?
+    } else {
+        crate::user_groups::SystemGroups::default()
+    };
     if want("realm") {
         let row = client
             .query_one(
@@ -205,7 +222,6 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             )
             .await?;
         let url = super::server::realm_url(app, &user.realm_string_id);
-        let system = crate::user_groups::system_groups(&client, user.realm_id).await?;
         state.extend(super::register_sections::realm_settings(&system).into_iter().map(|(k, v)| (k.to_owned(), v)));
         for (k, v) in [
             ("realm_name", json!(row.get::<_, String>(0))),
@@ -278,7 +294,6 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
         );
     }
     if want("realm_user_groups") {
-        let system = crate::user_groups::system_groups(&client, user.realm_id).await?;
         let groups = crate::user_groups::realm_groups(&client, user.realm_id, include_deactivated_groups).await?;
         state.insert("realm_user_groups".into(), groups.iter().map(|g| g.api_dict(&system)).collect());
     }
@@ -319,19 +334,13 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             .collect();
         state.insert("starred_messages".into(), starred.into());
     }
-    // Personal settings: the object, and for clients without
-    // `user_settings_object` the legacy top-level copies.
-    let legacy_display = want("update_display_settings") && !spec.user_settings_object;
-    let legacy_notifications = want("update_global_notifications") && !spec.user_settings_object;
-    if want("user_settings") || legacy_display || legacy_notifications {
-        let row =
-            client.query_one("SELECT settings, timezone FROM userprofile WHERE id = $1", &[&(user.id as i32)]).await?;
-        let (overrides, timezone): (Value, String) = (row.get(0), row.get(1));
+    {
+        let timezone = &user.timezone;
         if want("user_settings") {
-            state.insert("user_settings".into(), Value::Object(crate::settings::user_settings(&overrides, &timezone)));
+            state.insert("user_settings".into(), Value::Object(crate::settings::user_settings(&overrides, timezone)));
         }
         if legacy_display {
-            state.extend(crate::settings::legacy_display(&overrides, &timezone));
+            state.extend(crate::settings::legacy_display(&overrides, timezone));
         }
         if legacy_notifications {
             state.extend(crate::settings::legacy_notifications(&overrides));

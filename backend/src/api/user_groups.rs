@@ -110,13 +110,19 @@ async fn load_managed(
     if group.is_system_group || !(manages || leaving) {
         return Err(ApiError::bad_request("Insufficient permission"));
     }
-    let system = user_groups::system_groups(db, user.realm_id).await?;
+    let system = SystemGroups::of(&groups);
     Ok((groups, system, group))
 }
 
-async fn tell_realm(app: &App, user: &User, event: Value) -> Result<(), ApiError> {
+/// Tells a change's `events` to every active user of the realm.
+async fn tell_realm(app: &App, user: &User, events: Vec<Value>) -> Result<(), ApiError> {
+    if events.is_empty() {
+        return Ok(());
+    }
     let everyone = users::active_user_ids(&app.pool.get().await?, user.realm_id).await?;
-    app.tell(user.realm_id, event, everyone, "user_group").await;
+    for event in events {
+        app.tell(user.realm_id, event, everyone.clone(), "user_group").await;
+    }
     Ok(())
 }
 
@@ -137,8 +143,8 @@ pub async fn list(app: &App, user: &User, p: &mut Params) -> ApiResult {
     require_member(user)?;
     let include_deactivated = p.bool("include_deactivated_groups")?.unwrap_or(false);
     let db = app.pool.get().await?;
-    let system = user_groups::system_groups(&db, user.realm_id).await?;
     let groups = user_groups::realm_groups(&db, user.realm_id, include_deactivated).await?;
+    let system = SystemGroups::of(&groups);
     let mut m = Map::new();
     m.insert("user_groups".into(), groups.iter().map(|g| g.api_dict(&system)).collect());
     Ok(m)
@@ -182,21 +188,20 @@ pub async fn create(app: &App, user: &User, p: &mut Params) -> ApiResult {
         &[&id, &subgroups32],
     )
     .await?;
-    let system = user_groups::system_groups(&tx, user.realm_id).await?;
-    let mut created = user_groups::realm_groups(&tx, user.realm_id, true)
-        .await?
-        .into_iter()
-        .find(|g| g.id == id as i64)
-        .ok_or_else(|| ApiError::internal("created group not found"))?;
+    let all = user_groups::realm_groups(&tx, user.realm_id, true).await?;
+    let system = SystemGroups::of(&all);
+    let mut created =
+        all.into_iter().find(|g| g.id == id as i64).ok_or_else(|| ApiError::internal("created group not found"))?;
     tx.commit().await?;
     // As Zulip: the group with its members, then its subgroups.
     created.direct_subgroup_ids.clear();
-    tell_realm(app, user, json!({"type": "user_group", "op": "add", "group": created.api_dict(&system)})).await?;
+    let mut events = vec![json!({"type": "user_group", "op": "add", "group": created.api_dict(&system)})];
     if !subgroups.is_empty() {
-        let event =
-            json!({"type": "user_group", "op": "add_subgroups", "group_id": id, "direct_subgroup_ids": subgroups});
-        tell_realm(app, user, event).await?;
+        events.push(
+            json!({"type": "user_group", "op": "add_subgroups", "group_id": id, "direct_subgroup_ids": subgroups}),
+        );
     }
+    tell_realm(app, user, events).await?;
     Ok(Map::new())
 }
 
@@ -235,9 +240,9 @@ pub async fn update(app: &App, user: &User, id: i64, p: &mut Params) -> ApiResul
     .await?;
     tx.commit().await?;
     // One event per changed property, as Zulip sends them.
-    for (k, v) in data {
-        tell_realm(app, user, json!({"type": "user_group", "op": "update", "group_id": id, "data": {k: v}})).await?;
-    }
+    let events =
+        data.into_iter().map(|(k, v)| json!({"type": "user_group", "op": "update", "group_id": id, "data": {k: v}}));
+    tell_realm(app, user, events.collect()).await?;
     Ok(Map::new())
 }
 
@@ -267,8 +272,7 @@ pub async fn deactivate(app: &App, user: &User, id: i64) -> ApiResult {
     // The gateway gives the update to clients that keep deactivated
     // groups and the removal to the others.
     let update = json!({"type": "user_group", "op": "update", "group_id": id, "data": {"deactivated": true}});
-    tell_realm(app, user, update).await?;
-    tell_realm(app, user, json!({"type": "user_group", "op": "remove", "group_id": id})).await?;
+    tell_realm(app, user, vec![update, json!({"type": "user_group", "op": "remove", "group_id": id})]).await?;
     Ok(Map::new())
 }
 
@@ -366,16 +370,16 @@ async fn change_membership(app: &App, user: &User, id: i64, m: Membership) -> Ap
     )
     .await?;
     tx.commit().await?;
-    for (op, key, ids) in [
+    let events = [
         ("add_members", "user_ids", &m.add),
         ("remove_members", "user_ids", &m.delete),
         ("add_subgroups", "direct_subgroup_ids", &m.add_sub),
         ("remove_subgroups", "direct_subgroup_ids", &m.delete_sub),
-    ] {
-        if !ids.is_empty() {
-            tell_realm(app, user, json!({"type": "user_group", "op": op, "group_id": id, key: ids})).await?;
-        }
-    }
+    ]
+    .into_iter()
+    .filter(|(_, _, ids)| !ids.is_empty())
+    .map(|(op, key, ids)| json!({"type": "user_group", "op": op, "group_id": id, key: ids}));
+    tell_realm(app, user, events.collect()).await?;
     Ok(Map::new())
 }
 
