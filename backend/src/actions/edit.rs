@@ -440,16 +440,23 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
     let ids32: Vec<i32> = all_ids.iter().map(|&u| u as i32).collect();
     let choices = tx
         .query(
-            "SELECT u.id, coalesce((u.settings->>'enable_online_push_notifications')::boolean, true),
+            "SELECT u.id, u.settings,
                     EXISTS (SELECT 1 FROM muteduser mu WHERE mu.user_profile_id = u.id AND mu.muted_user_id = $2)
              FROM userprofile u WHERE u.id = ANY($1) ORDER BY 1",
             &[&ids32, &(m.sender_id as i32)],
         )
         .await?;
-    let pick = |col: usize| -> Vec<i64> {
-        choices.iter().filter(|r| r.get::<_, bool>(col)).map(|r| r.get::<_, i32>(0) as i64).collect()
-    };
-    let (online_push, muted_sender) = (pick(1), pick(2));
+    let id_of = |r: &tokio_postgres::Row| r.get::<_, i32>(0) as i64;
+    let online_push: Vec<i64> = choices
+        .iter()
+        .filter(|r| {
+            crate::settings::value_of(&r.get::<_, Value>(1), "enable_online_push_notifications")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        })
+        .map(id_of)
+        .collect();
+    let muted_sender: Vec<i64> = choices.iter().filter(|r| r.get::<_, bool>(2)).map(id_of).collect();
     tx.commit().await?;
 
     for (k, v) in [
