@@ -70,7 +70,8 @@ impl PersonalFacts {
              UNION ALL
              SELECT 3, a.user_profile_id, 0::smallint, lower(a.word)
              FROM subscription s JOIN alertword a ON a.user_profile_id = s.user_profile_id
-             WHERE s.recipient_id = $4 AND s.active
+             JOIN userprofile u ON u.id = s.user_profile_id
+             WHERE s.recipient_id = $4 AND s.active AND u.is_active
              UNION ALL
              SELECT 3, a.user_profile_id, 0::smallint, lower(a.word) FROM alertword a
              WHERE a.user_profile_id = ANY($5)",
