@@ -45,12 +45,13 @@ pub async fn unread_msgs(db: &impl GenericClient, user_id: i64) -> Result<Value,
         .collect();
     let policies: HashMap<(i64, String), i16> = db
         .query(
-            "SELECT stream_id, lower(topic_name), visibility_policy FROM usertopic WHERE user_profile_id = $1",
+            "SELECT stream_id, topic_name, visibility_policy FROM usertopic WHERE user_profile_id = $1",
             &[&(user_id as i32)],
         )
         .await?
         .iter()
-        .map(|r| ((r.get::<_, i32>(0) as i64, r.get::<_, String>(1)), r.get::<_, i16>(2)))
+        // Both sides folded in Rust, so they fold alike.
+        .map(|r| ((r.get::<_, i32>(0) as i64, r.get::<_, String>(1).to_lowercase()), r.get::<_, i16>(2)))
         .collect();
     let unmuted = |stream_id: i64, topic: &str| {
         let policy = policies.get(&(stream_id, topic.to_lowercase())).copied().unwrap_or(0);
