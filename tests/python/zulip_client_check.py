@@ -12,6 +12,7 @@ Usage: zulip_client_check.py --site URL --a-rc FILE --b-rc FILE --openapi YAML
 import argparse
 import json
 import sys
+import time
 import threading
 
 import openapi_schema_validator
@@ -139,9 +140,18 @@ def main() -> int:
     ok(b.add_subscriptions(streams=[{"name": "Scotland"}], principals=[me_a["user_id"], me_b["user_id"]]), "subscribe both")
     owner_id = next(u["user_id"] for u in a.get_members()["members"] if u["is_owner"])
     ok(b.add_subscriptions(streams=[{"name": "Scotland"}], principals=[owner_id]), "subscribe the owner")
-    evs = ok(a.get_events(queue_id=everything["queue_id"], last_event_id=-1, dont_block=True), "get_events")
-    validate("/events", "get", evs)
-    kinds = sorted({(e["type"], e.get("op")) for e in evs["events"]})
+    # Through a cluster's router the events travel over RabbitMQ and may
+    # land a moment after the answer: poll (without waiting) until they
+    # are all there, for at most 10 s.
+    wanted = {("stream", "create"), ("subscription", "add"), ("subscription", "peer_add")}
+    deadline = time.monotonic() + 10
+    while True:
+        evs = ok(a.get_events(queue_id=everything["queue_id"], last_event_id=-1, dont_block=True), "get_events")
+        validate("/events", "get", evs)
+        kinds = sorted({(e["type"], e.get("op")) for e in evs["events"]})
+        if wanted <= set(kinds) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert ("stream", "create") in kinds and ("subscription", "add") in kinds and ("subscription", "peer_add") in kinds, kinds
     a.deregister(everything["queue_id"])
 
