@@ -30,6 +30,7 @@ pub mod streams;
 pub mod unread;
 pub mod user_groups;
 pub mod users;
+pub mod workers;
 
 mod actions;
 pub mod api;
@@ -67,6 +68,7 @@ pub struct App {
     pub(crate) limiter: Arc<ratelimit::RateLimiter>,
     pub(crate) hasher: Arc<hashing::HashPool>,
     pub(crate) caches: Arc<cache::Caches>,
+    pub(crate) jobs: Arc<dyn workers::JobQueue>,
 }
 
 impl App {
@@ -86,7 +88,22 @@ impl App {
         // Made now rather than by the first login attempt for an unknown
         // account, which would otherwise take twice as long as the rest.
         let _ = users::dummy_hash();
-        App { pool, bus, settings: Arc::new(settings), limiter, hasher: Arc::default(), caches: Arc::default() }
+        App {
+            pool,
+            bus,
+            settings: Arc::new(settings),
+            limiter,
+            hasher: Arc::default(),
+            caches: Arc::default(),
+            jobs: Arc::new(workers::NoJobs),
+        }
+    }
+
+    /// This backend, putting work for the queue workers on `jobs`
+    /// (RabbitMQ); without it such work is dropped.
+    pub fn with_jobs(mut self, jobs: Arc<dyn workers::JobQueue>) -> Self {
+        self.jobs = jobs;
+        self
     }
 
     /// The task that keeps the user cache coherent with `database_url`

@@ -1,4 +1,5 @@
-//! Publishing missed-message notifications to RabbitMQ.
+//! Publishing missed-message notifications and other worker items to
+//! RabbitMQ.
 //!
 //! Cores decide notifications on their event path and hand them over with a
 //! non-blocking `try_send` into a bounded channel; one task on the
@@ -11,7 +12,7 @@
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
-use squall_gateway::notify::{Notification, EMAIL_QUEUE, MOBILE_QUEUE};
+use squall_gateway::notify::Notification;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -56,7 +57,7 @@ async fn connect(url: &str) -> lapin::Result<(Connection, Channel)> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    for queue in [MOBILE_QUEUE, EMAIL_QUEUE] {
+    for queue in squall_backend::workers::QUEUES {
         channel.queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default()).await?;
     }
     Ok((conn, channel))

@@ -64,6 +64,8 @@ pub struct Config {
     pub queues: QueueBounds,
     /// The backend.
     pub backend: BackendConfig,
+    /// The queue workers (emails, push, previews, outgoing webhooks).
+    pub workers: squall_backend::workers::config::WorkersConfig,
     /// Several hosts: `squall gateway|backend|router` (empty for `serve`).
     pub cluster: ClusterConfig,
 }
@@ -205,6 +207,7 @@ impl Default for Config {
             connections: ConnectionLimits::default(),
             queues: QueueBounds::default(),
             backend: BackendConfig::default(),
+            workers: Default::default(),
             cluster: ClusterConfig::default(),
         }
     }
@@ -226,6 +229,7 @@ impl Config {
 
     /// Applies `SQUALL_*` overrides read through `get`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        self.workers.apply_env(&get).map_err(anyhow::Error::msg)?;
         for (key, slot) in [
             ("SQUALL_HEADER_TIMEOUT_SECS", &mut self.connections.header_timeout_secs),
             ("SQUALL_BODY_TIMEOUT_SECS", &mut self.connections.body_timeout_secs),

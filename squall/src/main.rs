@@ -14,6 +14,7 @@ mod memory;
 mod serve;
 mod siblings;
 mod status;
+mod workers;
 
 use clap::{Parser, Subcommand};
 use config::Config;
@@ -95,6 +96,24 @@ enum Command {
         /// Listen address (default: cluster.router_listen).
         #[arg(long)]
         listen: Option<String>,
+    },
+    /// Run queue workers on their own: missed-message emails
+    /// (`missedmessage_emails`), mobile push
+    /// (`missedmessage_mobile_notifications`), outgoing-webhook bots
+    /// (`outgoing_webhooks`) and link previews (`embed_links`), consumed
+    /// from RabbitMQ (`amqp_url`). Run as many as the load needs, on any
+    /// host that reaches the database and RabbitMQ. With a [cluster]
+    /// section the bots' replies and previews reach the gateways through
+    /// RabbitMQ; a single node runs its workers inside `squall serve`
+    /// instead (set `[workers] queues = []` there to move some here: only
+    /// the email and push queues can move, as the others send events).
+    ///
+    /// Example: squall --config cluster.toml worker --queues missedmessage_emails
+    Worker {
+        /// Queues to consume: names, or `all` (default: the configuration's
+        /// `[workers] queues`, SQUALL_WORKERS).
+        #[arg(long, value_delimiter = ',')]
+        queues: Option<Vec<String>>,
     },
     /// Apply pending database migrations.
     Migrate,
@@ -233,6 +252,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", status::table(&reports, squall_backend::unix_time().as_secs()));
             Ok(())
         }
+        Command::Worker { queues } => workers::run(cfg, queues),
         Command::Migrate => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let pool = squall_backend::db::connect(&cfg.backend.database_url, 1)?;

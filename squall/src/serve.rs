@@ -6,6 +6,7 @@
 use crate::config::Config;
 use crate::inprocess::InProcess;
 use anyhow::Context;
+use squall_backend::workers::{config::WorkersConfig, Workers};
 use squall_backend::{App, Settings};
 use squall_gateway::Gateway;
 use std::sync::Arc;
@@ -172,9 +173,23 @@ pub fn serve(
             )?)
         }
     };
-    let app = App::new(pool, bus, settings);
-    rt.spawn(app.cache_listener(&cfg.backend.database_url));
     let publisher = crate::amqp::Publisher::spawn(rt.handle(), &cfg.amqp_url);
+    let app = App::new(pool, bus, settings).with_jobs(Arc::new(crate::workers::Jobs(publisher.clone())));
+    rt.spawn(app.cache_listener(&cfg.backend.database_url));
+    // One node runs its queue workers in its first process (a cluster runs
+    // them with `squall worker`).
+    if child.is_none() && role == Role::Single {
+        let queues = WorkersConfig::resolve_queues(&cfg.workers.queues).map_err(anyhow::Error::msg)?;
+        if cfg.amqp_url.is_empty() {
+            if !queues.is_empty() {
+                tracing::warn!("no AMQP URL: queue workers (emails, push, previews, outgoing webhooks) are not running");
+            }
+        } else if !queues.is_empty() {
+            let workers = Workers::new(app.clone(), cfg.workers.clone()).map_err(anyhow::Error::msg)?;
+            let _rt = rt.enter();
+            crate::workers::spawn(workers, &cfg.amqp_url, queues, "squall");
+        }
+    }
     if cfg.backend.soft_deactivate_interval_secs > 0 && child.is_none() && role == Role::Single {
         rt.spawn(squall_backend::jobs::soft_deactivation(app.pool().clone(), cfg.backend.clone()));
     }

@@ -274,6 +274,9 @@ fn spawn_serve_at(
         .env("SQUALL_AMQP_URL", &opts.amqp_url)
         .env("SQUALL_RATE_LIMIT_PER_USER", opts.rate_limit_per_user.to_string())
         .env("SQUALL_LOG", std::env::var("SQUALL_LOG").unwrap_or_else(|_| "warn".into()))
+        // Tests that want the queue workers say so (SQUALL_WORKERS in
+        // `env`); the others read the queues themselves.
+        .env("SQUALL_WORKERS", "none")
         .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
         .stderr(match &opts.log_file {

@@ -77,6 +77,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (15, "user_groups", include_str!("../../migrations/0015_user_groups.sql")),
     (16, "cache_notify", include_str!("../../migrations/0016_cache_notify.sql")),
     (17, "cache_notify_rows", include_str!("../../migrations/0017_cache_notify_rows.sql")),
+    (18, "workers", include_str!("../../migrations/0018_workers.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.

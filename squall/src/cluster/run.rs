@@ -62,7 +62,8 @@ pub fn backend(
         rate_limit_per_user: cfg.rate_limit_per_user,
         rate_limit_per_ip: cfg.rate_limit_per_ip,
     };
-    let app = App::new(pool, Arc::new(bus), settings);
+    let publisher = crate::amqp::Publisher::spawn(rt.handle(), &cfg.amqp_url);
+    let app = App::new(pool, Arc::new(bus), settings).with_jobs(Arc::new(crate::workers::Jobs(publisher)));
     rt.spawn(app.cache_listener(&cfg.backend.database_url));
     if cfg.backend.soft_deactivate_interval_secs > 0 && index == 0 {
         rt.spawn(squall_backend::jobs::soft_deactivation(app.pool().clone(), cfg.backend.clone()));
