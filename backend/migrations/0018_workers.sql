@@ -54,3 +54,11 @@ CREATE TABLE link_preview (
     fetched_at  timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE realm ADD COLUMN inline_url_embed_preview boolean NOT NULL DEFAULT false;
+
+-- Messages with a mobile notification showing (Zulip's
+-- active_mobile_push_notification flag, bit 12): few at any time, found
+-- when they are read so the notification can be removed.
+CREATE INDEX usermessage_active_push ON usermessage (user_profile_id, message_id) WHERE (flags & 4096) <> 0;
+-- What the push bouncer knows users and realms by.
+ALTER TABLE userprofile ADD COLUMN uuid uuid NOT NULL DEFAULT gen_random_uuid();
+ALTER TABLE realm ADD COLUMN uuid uuid NOT NULL DEFAULT gen_random_uuid();

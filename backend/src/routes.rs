@@ -90,6 +90,10 @@ pub(crate) enum Endpoint {
     UserGroupSubgroupsUpdate,
     UserGroupSubgroups,
     StreamArchive,
+    ApnsTokenAdd,
+    ApnsTokenRemove,
+    FcmTokenAdd,
+    FcmTokenRemove,
 }
 
 impl Endpoint {
@@ -183,6 +187,10 @@ const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("users/{key}/presence", "GET", Endpoint::UserPresence),
     ("messages/flags/narrow", "POST", Endpoint::FlagsNarrow),
     ("events", "GET", Endpoint::EventsCreate),
+    ("users/me/apns_device_token", "POST", Endpoint::ApnsTokenAdd),
+    ("users/me/apns_device_token", "DELETE", Endpoint::ApnsTokenRemove),
+    ("users/me/android_gcm_reg_id", "POST", Endpoint::FcmTokenAdd),
+    ("users/me/android_gcm_reg_id", "DELETE", Endpoint::FcmTokenRemove),
 ];
 
 /// Captured path parameters: `{id}` segments as integers, `{key}` segments
@@ -363,6 +371,10 @@ async fn call(app: &App, e: Endpoint, user: &User, req: &ApiRequest, path: &Path
         Endpoint::UserGroupSubgroupsUpdate => user_groups::update_subgroups(app, user, path_id, p).await,
         Endpoint::UserGroupSubgroups => user_groups::subgroups(app, user, path_id, p).await,
         Endpoint::StreamArchive => streams::archive_stream(app, user, path_id).await,
+        Endpoint::ApnsTokenAdd => crate::api::push::add(app, user, crate::api::push::Kind::Apple, p).await,
+        Endpoint::ApnsTokenRemove => crate::api::push::remove(app, user, crate::api::push::Kind::Apple, p).await,
+        Endpoint::FcmTokenAdd => crate::api::push::add(app, user, crate::api::push::Kind::Android, p).await,
+        Endpoint::FcmTokenRemove => crate::api::push::remove(app, user, crate::api::push::Kind::Android, p).await,
         Endpoint::AlertWordsAdd => crate::api::alert_words::add(app, user, p).await,
         Endpoint::AlertWordsRemove => crate::api::alert_words::remove(app, user, p).await,
         Endpoint::ReactionRemove => crate::api::reactions::remove(app, user, path_id, p).await,

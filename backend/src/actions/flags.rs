@@ -48,6 +48,33 @@ async fn publish(app: &App, user: &User, event: Value) {
     app.tell(user.realm_id, event, vec![user.id], "update_message_flags").await;
 }
 
+/// Zulip's `do_clear_mobile_push_notifications_for_ids`, for messages a
+/// user has just read: those with a mobile notification showing (the
+/// `active_mobile_push_notification` flag, which the push worker clears
+/// once the removal went out) get one `remove` item.
+pub(crate) async fn clear_mobile_push(app: &App, user_id: i64) {
+    let found = async {
+        let db = app.pool.get().await?;
+        let rows = db
+            .query(
+                "SELECT message_id FROM usermessage
+                 WHERE user_profile_id = $1 AND (flags & 4096) <> 0 AND (flags & 1) <> 0
+                 ORDER BY message_id DESC LIMIT 10000",
+                &[&(user_id as i32)],
+            )
+            .await?;
+        Ok::<Vec<i64>, ApiError>(rows.iter().map(|r| r.get(0)).collect())
+    };
+    match found.await {
+        Ok(ids) if !ids.is_empty() => app.jobs.enqueue(
+            crate::workers::MOBILE_QUEUE,
+            json!({"type": "remove", "user_profile_id": user_id, "message_ids": ids}),
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e.msg, user_id, "could not look for mobile notifications to remove"),
+    }
+}
+
 /// `do_update_message_flags`. Returns how many messages changed.
 pub async fn update_message_flags(
     app: &App,
@@ -122,6 +149,9 @@ pub async fn update_message_flags(
         obj.insert("message_details".into(), Value::Object(d));
     }
     publish(app, user, event).await;
+    if flag == "read" && adding && !ids.is_empty() {
+        clear_mobile_push(app, user.id).await;
+    }
     Ok(ids.len())
 }
 
@@ -247,6 +277,9 @@ pub async fn mark_as_read(
             publish(app, user, event).await;
         }
         Some(_) => {}
+    }
+    if !changed.is_empty() {
+        clear_mobile_push(app, user.id).await;
     }
     Ok(changed.len())
 }

@@ -7,6 +7,7 @@ pub mod flags;
 pub mod messages;
 pub mod muted_users;
 pub mod presence;
+pub mod push;
 pub mod reactions;
 pub mod register;
 pub mod register_sections;
