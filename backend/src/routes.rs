@@ -94,6 +94,7 @@ pub(crate) enum Endpoint {
     ApnsTokenRemove,
     FcmTokenAdd,
     FcmTokenRemove,
+    BotCreate,
 }
 
 impl Endpoint {
@@ -191,6 +192,7 @@ const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("users/me/apns_device_token", "DELETE", Endpoint::ApnsTokenRemove),
     ("users/me/android_gcm_reg_id", "POST", Endpoint::FcmTokenAdd),
     ("users/me/android_gcm_reg_id", "DELETE", Endpoint::FcmTokenRemove),
+    ("bots", "POST", Endpoint::BotCreate),
 ];
 
 /// Captured path parameters: `{id}` segments as integers, `{key}` segments
@@ -374,6 +376,7 @@ async fn call(app: &App, e: Endpoint, user: &User, req: &ApiRequest, path: &Path
         Endpoint::ApnsTokenAdd => crate::api::push::add(app, user, crate::api::push::Kind::Apple, p).await,
         Endpoint::ApnsTokenRemove => crate::api::push::remove(app, user, crate::api::push::Kind::Apple, p).await,
         Endpoint::FcmTokenAdd => crate::api::push::add(app, user, crate::api::push::Kind::Android, p).await,
+        Endpoint::BotCreate => crate::api::bots::create(app, user, p).await,
         Endpoint::FcmTokenRemove => crate::api::push::remove(app, user, crate::api::push::Kind::Android, p).await,
         Endpoint::AlertWordsAdd => crate::api::alert_words::add(app, user, p).await,
         Endpoint::AlertWordsRemove => crate::api::alert_words::remove(app, user, p).await,

@@ -140,7 +140,8 @@ async fn process(w: &Arc<Workers>, channel: &Channel, queue: &'static str, deliv
         Err(e) => Err(Failure::Permanent(format!("unreadable item: {e}"))),
         Ok(item) => {
             let (w2, timeout) = (w.clone(), Duration::from_secs(w.config().item_timeout_secs.max(1)));
-            let run = tokio::spawn(async move { tokio::time::timeout(timeout, w2.handle(queue, &item)).await });
+            let final_try = attempts + 1 >= w.config().max_attempts;
+            let run = tokio::spawn(async move { tokio::time::timeout(timeout, w2.handle(queue, &item, final_try)).await });
             match run.await {
                 Ok(Ok(r)) => r,
                 Ok(Err(_)) => Err(Failure::Retry(format!("took longer than {timeout:?}"))),

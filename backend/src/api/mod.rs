@@ -1,6 +1,7 @@
 //! Endpoint handlers, one file per group; `routes` calls them.
 
 pub mod alert_words;
+pub mod bots;
 pub mod drafts;
 pub mod events;
 pub mod flags;

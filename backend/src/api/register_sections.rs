@@ -367,37 +367,7 @@ pub async fn visible_streams(db: &impl GenericClient, user: &User) -> Result<Val
     Ok(rows.iter().map(|r| Stream::from_row(r).api_dict()).collect())
 }
 
-/// `realm_bots`: the bots `user` administers. Bots have no owners in
-/// Squall, so administrators administer all of the realm's and others none.
+/// `realm_bots` (see [`crate::api::bots::realm_bots`]).
 pub async fn realm_bots(db: &impl GenericClient, user: &User) -> Result<Value, ApiError> {
-    if !user.is_realm_admin() {
-        return Ok(json!([]));
-    }
-    let rows = db
-        .query(
-            "SELECT id, full_name, api_key, email, bot_type, is_active, avatar_version FROM userprofile
-             WHERE realm_id = $1 AND is_bot ORDER BY id",
-            &[&(user.realm_id as i32)],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let email: String = r.get(3);
-            json!({
-                "user_id": r.get::<_, i32>(0),
-                "full_name": r.get::<_, String>(1),
-                "api_key": r.get::<_, String>(2),
-                "email": email,
-                "bot_type": r.get::<_, Option<i32>>(4),
-                "is_active": r.get::<_, bool>(5),
-                "avatar_url": crate::users::gravatar_url(&email, r.get(6)),
-                "default_sending_stream": Value::Null,
-                "default_events_register_stream": Value::Null,
-                "default_all_public_streams": false,
-                "owner_id": Value::Null,
-                "services": [],
-            })
-        })
-        .collect())
+    crate::api::bots::realm_bots(db, user).await
 }

@@ -405,7 +405,7 @@ pub fn buckets(messages: &[MissedMessage]) -> Vec<Vec<MissedMessage>> {
 }
 
 /// Zulip's hash encoding of a narrow operand (`encodeHashComponent`).
-fn hash_component(s: &str) -> String {
+pub(crate) fn hash_component(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {

@@ -13,9 +13,9 @@
 
 pub mod config;
 pub mod email;
+pub mod preview;
 pub mod push;
 pub mod webhook;
-pub mod preview;
 
 use crate::App;
 use config::WorkersConfig;
@@ -123,12 +123,13 @@ impl Workers {
         &self.cfg
     }
 
-    /// Does one item of `queue`.
-    pub async fn handle(&self, queue: &str, item: &Value) -> Result<(), Failure> {
+    /// Does one item of `queue`. `final_try`: the runtime gives the item
+    /// up if this try fails (some handlers then tell the user).
+    pub async fn handle(&self, queue: &str, item: &Value, final_try: bool) -> Result<(), Failure> {
         match queue {
             EMAIL_QUEUE => email::schedule(self, item).await,
             MOBILE_QUEUE => push::handle(self, item).await,
-            OUTGOING_WEBHOOKS_QUEUE => webhook::handle(self, item).await,
+            OUTGOING_WEBHOOKS_QUEUE => webhook::handle(self, item, final_try).await,
             EMBED_LINKS_QUEUE => preview::handle(self, item).await,
             other => Err(Failure::Permanent(format!("no worker for queue {other:?}"))),
         }

@@ -144,7 +144,6 @@ async fn add(w: &Workers, user_id: i32, message_id: i64, trigger: &str, group: O
         payload.insert("mentioned_user_group_id".into(), g.into());
         payload.insert("mentioned_user_group_name".into(), name.into());
     }
-    let mut group_names = Vec::new();
     let title = match kind {
         2 => {
             let stream: String = m.get::<_, Option<String>>(7).unwrap_or_default();
@@ -165,7 +164,7 @@ async fn add(w: &Workers, user_id: i32, message_id: i64, trigger: &str, group: O
                 )
                 .await?;
             let ids: Vec<String> = rows.iter().map(|r| r.get::<_, i32>(0).to_string()).collect();
-            group_names = rows.iter().map(|r| r.get::<_, String>(1)).collect();
+            let mut group_names: Vec<String> = rows.iter().map(|r| r.get::<_, String>(1)).collect();
             group_names.sort();
             payload.insert("recipient_type".into(), "private".into());
             payload.insert("pm_users".into(), ids.join(",").into());
@@ -333,7 +332,7 @@ pub fn push_content(html: &str) -> (String, bool) {
     let mut rest = html;
     let mut quote = 0usize;
     let mut line_start = true;
-    let mut emit = |out: &mut String, text: &str, quote: usize, line_start: &mut bool| {
+    let emit = |out: &mut String, text: &str, quote: usize, line_start: &mut bool| {
         // Nothing, or the line breaks between block elements.
         if text.is_empty() || (text.trim().is_empty() && (*line_start || text.contains('\n'))) {
             return;

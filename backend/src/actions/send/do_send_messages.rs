@@ -28,6 +28,7 @@ pub(crate) async fn do_send_messages(
     mut m: SendMessageRequest<'_>,
 ) -> Result<i64, ApiError> {
     let user_ids: Vec<i32> = m.recipients.user_ids.iter().map(|&u| u as i32).collect();
+    let service_bots = service_bot_triggers(&client, &m).await?;
     let existing = match &m.target {
         Target::Stream(s) => Some(s.recipient_id),
         Target::Direct { recipient: DirectRecipient::Existing(id), .. } => Some(*id),
@@ -66,6 +67,10 @@ pub(crate) async fn do_send_messages(
 
     let reactivate = std::mem::take(&mut m.recipients.reactivate);
     let envelope = message_envelope(m, recipient_id, message_id, timestamp);
+    let for_bots = match &envelope.notice {
+        Notice::Message(notice) if !service_bots.is_empty() => Some(notice.message.clone()),
+        _ => None,
+    };
     if !reactivate.is_empty() {
         spawn_reactivation(app, reactivate);
     }
@@ -74,7 +79,62 @@ pub(crate) async fn do_send_messages(
     if let Err(e) = app.bus.publish(envelope).await {
         tracing::error!(message_id, error = %e, "message stored but its event was not delivered");
     }
+    if let Some(message) = for_bots {
+        enqueue_service_bot_events(app, &message, &service_bots);
+    }
     Ok(message_id)
+}
+
+/// Zulip's `get_service_bot_events`: the outgoing-webhook bots `m` is
+/// for, with why (`mention` in a stream, `direct_message`). Nothing for a
+/// message from a bot (no bot loops), and no query unless the message is
+/// a direct message or mentions someone.
+async fn service_bot_triggers(
+    db: &deadpool_postgres::Client,
+    m: &SendMessageRequest<'_>,
+) -> Result<Vec<(i64, &'static str)>, ApiError> {
+    if m.sender.is_bot {
+        return Ok(Vec::new());
+    }
+    let webhook = Some(crate::api::bots::bot_type::OUTGOING_WEBHOOK);
+    Ok(match &m.target {
+        Target::Direct { participants, .. } => participants
+            .iter()
+            .filter(|u| u.bot_type == webhook && u.is_active && u.id != m.sender.id)
+            .map(|u| (u.id, "direct_message"))
+            .collect(),
+        Target::Stream(_) if m.rendered.rendered.mentioned_user_ids.is_empty() => Vec::new(),
+        Target::Stream(_) => {
+            let ids: Vec<i32> = m.rendered.rendered.mentioned_user_ids.iter().map(|&u| u as i32).collect();
+            crate::db::query_cached(
+                db,
+                "SELECT id FROM userprofile WHERE id = ANY($1) AND is_active AND bot_type = 3",
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get::<_, i32>(0) as i64, "mention"))
+            .collect()
+        }
+    })
+}
+
+/// Queues the message for each outgoing-webhook bot it triggers.
+fn enqueue_service_bot_events(app: &App, message: &WideMessage, bots: &[(i64, &'static str)]) {
+    let variant = squall_proto::envelope::Variant { apply_markdown: false, client_gravatar: false };
+    let mut dict: serde_json::Value = match serde_json::from_str(&message.client_json(variant, None)) {
+        Ok(v) => v,
+        Err(_) => return,
+    };
+    if let Some(o) = dict.as_object_mut() {
+        o.insert("rendered_content".into(), message.rendered_content.clone().into());
+    }
+    for &(bot_id, trigger) in bots {
+        app.jobs.enqueue(
+            crate::workers::OUTGOING_WEBHOOKS_QUEUE,
+            serde_json::json!({"message": dict, "trigger": trigger, "user_profile_id": bot_id}),
+        );
+    }
 }
 
 /// The Message row of `m`.
