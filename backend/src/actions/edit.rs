@@ -196,7 +196,7 @@ async fn publish(app: &App, realm_id: i64, notice: Notice) {
 
 /// Active, not soft-deactivated users with a row for `message_id`, and
 /// their flags.
-async fn row_holders(db: &impl GenericClient, message_id: i64) -> Result<Vec<(i64, i64)>, ApiError> {
+pub(crate) async fn row_holders(db: &impl GenericClient, message_id: i64) -> Result<Vec<(i64, i64)>, ApiError> {
     Ok(db
         .query(
             "SELECT um.user_profile_id, um.flags FROM usermessage um JOIN userprofile u ON u.id = um.user_profile_id

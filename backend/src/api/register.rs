@@ -216,7 +216,8 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             .query_one(
                 "SELECT name, description, extract(epoch from date_created)::bigint, waiting_period_threshold,
                         wildcard_mention_policy, allow_message_editing, message_content_edit_limit_seconds,
-                        message_content_delete_limit_seconds, move_messages_within_stream_limit_seconds
+                        message_content_delete_limit_seconds, move_messages_within_stream_limit_seconds,
+                        inline_url_embed_preview
                  FROM realm WHERE id = $1",
                 &[&(user.realm_id as i32)],
             )
@@ -260,6 +261,9 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             ("realm_message_content_delete_limit_seconds", json!(row.get::<_, Option<i32>>(7))),
             ("realm_move_messages_within_stream_limit_seconds", json!(row.get::<_, Option<i32>>(8))),
             ("realm_allow_edit_history", json!(true)),
+            // Link previews: the realm's choice (the embed_links worker).
+            ("realm_inline_url_embed_preview", json!(row.get::<_, bool>(9))),
+            ("server_inline_url_embed_preview", json!(true)),
         ] {
             state.insert(k.into(), v);
         }

@@ -213,9 +213,7 @@ pub fn realm_settings(groups: &SystemGroups) -> Vec<(&'static str, Value)> {
         ("realm_zulip_update_announcements_stream_id", json!(-1)),
         // Media, previews and integrations Squall does not offer.
         ("realm_inline_image_preview", json!(false)),
-        ("realm_inline_url_embed_preview", json!(false)),
         ("server_inline_image_preview", json!(false)),
-        ("server_inline_url_embed_preview", json!(false)),
         ("realm_video_chat_provider", json!(0)),
         ("realm_available_video_chat_providers", json!({"disabled": {"name": "None", "id": 0}})),
         ("realm_jitsi_server_url", Value::Null),

@@ -134,6 +134,7 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
         None => None,
     };
     let allow_editing = p.bool("allow_message_editing")?;
+    let embed_preview = p.bool("inline_url_embed_preview")?;
     let edit_limit = time_limit(p, "message_content_edit_limit_seconds")?;
     let delete_limit = time_limit(p, "message_content_delete_limit_seconds")?;
     let move_limit = time_limit(p, "move_messages_within_stream_limit_seconds")?;
@@ -147,7 +148,7 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
         .query_one(
             "SELECT name, description, waiting_period_threshold, wildcard_mention_policy, allow_message_editing,
                     message_content_edit_limit_seconds, message_content_delete_limit_seconds,
-                    move_messages_within_stream_limit_seconds
+                    move_messages_within_stream_limit_seconds, inline_url_embed_preview
              FROM realm WHERE id = $1 FOR UPDATE",
             &[&rid],
         )
@@ -158,6 +159,7 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
     let waiting = waiting.filter(|w| *w != row.get::<_, i32>(2));
     let wildcard = wildcard.filter(|w| *w != row.get::<_, i16>(3));
     let allow_editing = allow_editing.filter(|a| *a != row.get::<_, bool>(4));
+    let embed_preview = embed_preview.filter(|a| *a != row.get::<_, bool>(8));
     // A limit is (changed, new value or None for none).
     let limit_change = |new: Option<Option<i32>>, i: usize| new.filter(|n| *n != row.get::<_, Option<i32>>(i));
     let (edit_limit, delete_limit, move_limit) =
@@ -170,7 +172,8 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
                 message_content_edit_limit_seconds = CASE WHEN $7 THEN $8 ELSE message_content_edit_limit_seconds END,
                 message_content_delete_limit_seconds = CASE WHEN $9 THEN $10 ELSE message_content_delete_limit_seconds END,
                 move_messages_within_stream_limit_seconds =
-                    CASE WHEN $11 THEN $12 ELSE move_messages_within_stream_limit_seconds END
+                    CASE WHEN $11 THEN $12 ELSE move_messages_within_stream_limit_seconds END,
+                inline_url_embed_preview = coalesce($13, inline_url_embed_preview)
          WHERE id = $1",
         &[
             &rid,
@@ -185,6 +188,7 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
             &delete_limit.flatten(),
             &move_limit.is_some(),
             &move_limit.flatten(),
+            &embed_preview,
         ],
     )
     .await?;
@@ -194,6 +198,7 @@ pub async fn update_realm(app: &App, actor: &crate::users::User, p: &mut Params)
         ("description", description.map(Value::from)),
         ("waiting_period_threshold", waiting.map(Value::from)),
         ("wildcard_mention_policy", wildcard.map(Value::from)),
+        ("inline_url_embed_preview", embed_preview.map(Value::from)),
     ];
     for (property, value) in values {
         if let Some(v) = value {

@@ -66,6 +66,8 @@ pub(crate) async fn do_send_messages(
     };
 
     let reactivate = std::mem::take(&mut m.recipients.reactivate);
+    let preview = crate::workers::preview::candidate(app, m.sender, &m.content, &m.rendered.rendered.html);
+    let sender = m.sender;
     let envelope = message_envelope(m, recipient_id, message_id, timestamp);
     let for_bots = match &envelope.notice {
         Notice::Message(notice) if !service_bots.is_empty() => Some(notice.message.clone()),
@@ -81,6 +83,9 @@ pub(crate) async fn do_send_messages(
     }
     if let Some(message) = for_bots {
         enqueue_service_bot_events(app, &message, &service_bots);
+    }
+    if let Some(candidate) = preview {
+        crate::workers::preview::maybe_enqueue(app, sender, message_id, candidate).await;
     }
     Ok(message_id)
 }
