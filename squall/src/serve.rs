@@ -182,7 +182,9 @@ pub fn serve(
         let queues = WorkersConfig::resolve_queues(&cfg.workers.queues).map_err(anyhow::Error::msg)?;
         if cfg.amqp_url.is_empty() {
             if !queues.is_empty() {
-                tracing::warn!("no AMQP URL: queue workers (emails, push, previews, outgoing webhooks) are not running");
+                tracing::warn!(
+                    "no AMQP URL: queue workers (emails, push, previews, outgoing webhooks) are not running"
+                );
             }
         } else if !queues.is_empty() {
             let workers = Workers::new(app.clone(), cfg.workers.clone()).map_err(anyhow::Error::msg)?;

@@ -14,7 +14,9 @@
 //!   log; a handler that panics counts as a failed try of its item.
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 use serde_json::Value;
@@ -134,14 +136,20 @@ fn attempts_of(props: &BasicProperties) -> u32 {
 }
 
 /// Runs the handler on one item and settles it: ack, retry or dead-letter.
-async fn process(w: &Arc<Workers>, channel: &Channel, queue: &'static str, delivery: lapin::message::Delivery) -> Result<(), String> {
+async fn process(
+    w: &Arc<Workers>,
+    channel: &Channel,
+    queue: &'static str,
+    delivery: lapin::message::Delivery,
+) -> Result<(), String> {
     let attempts = attempts_of(&delivery.properties);
     let outcome = match serde_json::from_slice::<Value>(&delivery.data) {
         Err(e) => Err(Failure::Permanent(format!("unreadable item: {e}"))),
         Ok(item) => {
             let (w2, timeout) = (w.clone(), Duration::from_secs(w.config().item_timeout_secs.max(1)));
             let final_try = attempts + 1 >= w.config().max_attempts;
-            let run = tokio::spawn(async move { tokio::time::timeout(timeout, w2.handle(queue, &item, final_try)).await });
+            let run =
+                tokio::spawn(async move { tokio::time::timeout(timeout, w2.handle(queue, &item, final_try)).await });
             match run.await {
                 Ok(Ok(r)) => r,
                 Ok(Err(_)) => Err(Failure::Retry(format!("took longer than {timeout:?}"))),
@@ -157,7 +165,10 @@ async fn process(w: &Arc<Workers>, channel: &Channel, queue: &'static str, deliv
             tracing::warn!(queue, attempt = attempts + 1, error = %e, retry_in_ms = delay, "worker item failed; will retry");
             let props = properties(attempts + 1, None).with_expiration(delay.to_string().into());
             if let Err(pe) = publish(channel, &retry_queue(queue), &delivery.data, props).await {
-                delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.map_err(|e| e.to_string())?;
+                delivery
+                    .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                    .await
+                    .map_err(|e| e.to_string())?;
                 return Err(format!("could not schedule the retry: {pe}"));
             }
         }
@@ -165,8 +176,13 @@ async fn process(w: &Arc<Workers>, channel: &Channel, queue: &'static str, deliv
             let e = failure.to_string();
             tracing::error!(queue, attempts = attempts + 1, error = %e, dead_letter_queue = dead_queue(queue),
                 "worker item dead-lettered: giving up on it");
-            if let Err(pe) = publish(channel, &dead_queue(queue), &delivery.data, properties(attempts + 1, Some(&e))).await {
-                delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.map_err(|e| e.to_string())?;
+            if let Err(pe) =
+                publish(channel, &dead_queue(queue), &delivery.data, properties(attempts + 1, Some(&e))).await
+            {
+                delivery
+                    .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                    .await
+                    .map_err(|e| e.to_string())?;
                 return Err(format!("could not dead-letter the item: {pe}"));
             }
         }
@@ -180,10 +196,7 @@ fn properties(attempts: u32, error: Option<&str>) -> BasicProperties {
     if let Some(e) = error {
         headers.insert(ERROR.into(), AMQPValue::LongString(e.into()));
     }
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_headers(headers)
+    BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into()).with_headers(headers)
 }
 
 async fn publish(channel: &Channel, queue: &str, body: &[u8], props: BasicProperties) -> Result<(), String> {
@@ -205,19 +218,6 @@ pub struct Jobs(pub crate::amqp::Publisher);
 impl JobQueue for Jobs {
     fn enqueue(&self, queue: &'static str, payload: Value) {
         self.0.publish(squall_gateway::notify::Notification { queue, payload });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attempts_round_trip_through_headers() {
-        assert_eq!(attempts_of(&BasicProperties::default()), 0);
-        assert_eq!(attempts_of(&properties(3, Some("boom"))), 3);
-        assert_eq!(retry_queue("embed_links"), "embed_links.retry");
-        assert_eq!(dead_queue("embed_links"), "embed_links.dead");
     }
 }
 
@@ -316,4 +316,17 @@ pub fn run(cfg: crate::config::Config, queues: Option<Vec<String>>) -> anyhow::R
         tracing::info!("worker shutting down");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_round_trip_through_headers() {
+        assert_eq!(attempts_of(&BasicProperties::default()), 0);
+        assert_eq!(attempts_of(&properties(3, Some("boom"))), 3);
+        assert_eq!(retry_queue("embed_links"), "embed_links.retry");
+        assert_eq!(dead_queue("embed_links"), "embed_links.dead");
+    }
 }

@@ -211,8 +211,7 @@ fn serve_one(mut stream: TcpStream, rec: &Mutex<Vec<Received>>, respond: &Respon
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
         }
     }
-    let len: usize =
-        headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     let mut body = vec![0; len];
     reader.read_exact(&mut body)?;
     let req = Received { method, path, headers, body };

@@ -111,7 +111,9 @@ fn direct_messages_are_batched_and_reading_first_cancels_the_email() {
     assert_eq!(outcome[0].get::<_, Option<String>>(0).as_deref(), Some("skipped: read"));
     let sent = sql_query(
         &server.database_url,
-        &format!("SELECT count(*) FROM scheduled_message_email WHERE message_id IN ({first}, {second}) AND outcome = 'sent'"),
+        &format!(
+            "SELECT count(*) FROM scheduled_message_email WHERE message_id IN ({first}, {second}) AND outcome = 'sent'"
+        ),
     )
     .unwrap();
     assert_eq!(sent[0].get::<_, i64>(0), 2);
@@ -182,7 +184,9 @@ fn an_smtp_server_refusing_is_retried_then_given_up_with_a_log_line() {
     let away = server.create_user("away@example.com", "Away User").unwrap();
     let id = dm(&server.owner, &away, "never delivered");
     let start = Instant::now();
-    let q = format!("SELECT attempts, outcome FROM scheduled_message_email WHERE message_id = {id} AND done_at IS NOT NULL");
+    let q = format!(
+        "SELECT attempts, outcome FROM scheduled_message_email WHERE message_id = {id} AND done_at IS NOT NULL"
+    );
     let row = loop {
         let rows = sql_query(&server.database_url, &q).unwrap();
         if let Some(r) = rows.into_iter().next() {
@@ -196,4 +200,53 @@ fn an_smtp_server_refusing_is_retried_then_given_up_with_a_log_line() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("missed-message email dead-lettered"), "{logged}");
     assert!(smtp.messages().is_empty());
+}
+
+/// `squall worker` on its own: the server runs no workers, a separate
+/// worker process sends the emails; killed mid-batch and started again,
+/// it sends the email once.
+#[test]
+fn a_separate_worker_process_killed_mid_batch_sends_once() {
+    use std::process::{Command, Stdio};
+    let smtp = SmtpSink::start().unwrap();
+    let amqp = fresh_amqp_vhost().unwrap();
+    let server = Server::start_with(ServerOptions { amqp_url: amqp.clone(), ..ServerOptions::default() }).unwrap();
+    let away = server.create_user("away@example.com", "Away User").unwrap();
+    let worker = || {
+        Command::new(squall_e2e::squall_bin())
+            .args(["worker", "--queues", "missedmessage_emails"])
+            .env("SQUALL_DATABASE_URL", &server.database_url)
+            .env("SQUALL_AMQP_URL", &amqp)
+            .env("SQUALL_EMAIL_HOST", "127.0.0.1")
+            .env("SQUALL_EMAIL_PORT", smtp.port.to_string())
+            .env("SQUALL_MISSED_MESSAGE_EMAIL_DELAY_SECS", "3")
+            .env("SQUALL_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = worker();
+    let id = dm(&server.owner, &away, "carried across a worker crash");
+    wait_scheduled(&server, id);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = worker();
+    let mails = smtp.wait_for(1, Duration::from_secs(30));
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0]["text"].as_str().unwrap().contains("carried across a worker crash"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(smtp.messages().len(), 1);
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    // Queues that send events need the server's event path: refused here.
+    let out = Command::new(squall_e2e::squall_bin())
+        .args(["worker", "--queues", "embed_links"])
+        .env("SQUALL_DATABASE_URL", &server.database_url)
+        .env("SQUALL_AMQP_URL", &amqp)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("embed_links send events"), "{err}");
 }

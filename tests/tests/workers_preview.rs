@@ -19,8 +19,7 @@ const PAGE: &str = r#"<!doctype html><html><head><title>Fallback title</title>
 fn server(amqp: &str, extra: &[(&str, &str)], log: Option<std::path::PathBuf>) -> Server {
     let mut env: Vec<(String, String)> = vec![("SQUALL_WORKERS".into(), "embed_links".into())];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Server::start_with(ServerOptions { amqp_url: amqp.into(), env, log_file: log, ..ServerOptions::default() })
-        .unwrap()
+    Server::start_with(ServerOptions { amqp_url: amqp.into(), env, log_file: log, ..ServerOptions::default() }).unwrap()
 }
 
 fn previews_on(owner: &Client) {
@@ -31,7 +30,10 @@ fn previews_on(owner: &Client) {
 fn rendered(c: &Client, id: i64) -> String {
     let anchor = id.to_string();
     let (_, body) = c
-        .get("/api/v1/messages", &[("anchor", &anchor), ("num_before", "0"), ("num_after", "0"), ("apply_markdown", "true")])
+        .get(
+            "/api/v1/messages",
+            &[("anchor", &anchor), ("num_before", "0"), ("num_after", "0"), ("apply_markdown", "true")],
+        )
         .unwrap();
     body["messages"][0]["content"].as_str().unwrap().to_owned()
 }
@@ -78,7 +80,12 @@ fn a_link_gets_zulips_embed_through_a_rendering_only_update() {
     assert_eq!(event["message_id"], json!(id));
     assert_eq!(event["message_ids"], json!([id]));
     assert!(event["flags"].is_array(), "{event}");
-    squall_e2e::assert_schema("/events", "get", 200, &json!({"result": "success", "msg": "", "queue_id": queue, "events": [event.clone()]}));
+    squall_e2e::assert_schema(
+        "/events",
+        "get",
+        200,
+        &json!({"result": "success", "msg": "", "queue_id": queue, "events": [event.clone()]}),
+    );
     let image = format!("{}/images/rock.jpg", pages.url);
     let embed = format!(
         "<div class=\"message_embed\"><a class=\"message_embed_image\" href=\"{url}\" style=\"background-image: url(&quot;{image}&quot;)\"></a><div class=\"data-container\"><div class=\"message_embed_title\"><a href=\"{url}\" title=\"The Rock\">The Rock</a></div><div class=\"message_embed_description\">Description text</div></div></div>"

@@ -8,8 +8,7 @@
 use base64::Engine;
 use serde_json::{json, Value};
 use squall_e2e::{
-    assert_error, assert_schema, drain_amqp_queue, fresh_amqp_vhost, sql_query, Client, HttpSink, Server,
-    ServerOptions,
+    assert_error, assert_schema, drain_amqp_queue, fresh_amqp_vhost, sql_query, Client, HttpSink, Server, ServerOptions,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,8 +24,7 @@ fn server(amqp: &str, bouncer: &str, extra: &[(&str, &str)], log: Option<std::pa
         ("SQUALL_ZULIP_ORG_KEY".into(), "secret-org-key".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Server::start_with(ServerOptions { amqp_url: amqp.into(), env, log_file: log, ..ServerOptions::default() })
-        .unwrap()
+    Server::start_with(ServerOptions { amqp_url: amqp.into(), env, log_file: log, ..ServerOptions::default() }).unwrap()
 }
 
 fn register_devices(c: &Client) {
@@ -50,7 +48,12 @@ fn dm(from: &Client, to: &Client, content: &str) -> i64 {
 fn device_registration_checks_its_input() {
     let server = Server::start().unwrap();
     let c = &server.owner;
-    assert_error(&c.post("/api/v1/users/me/android_gcm_reg_id", &[("token", "")]).unwrap(), 400, "BAD_REQUEST", "Empty or invalid length token");
+    assert_error(
+        &c.post("/api/v1/users/me/android_gcm_reg_id", &[("token", "")]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Empty or invalid length token",
+    );
     assert_error(
         &c.post("/api/v1/users/me/apns_device_token", &[("token", "not hex!"), ("appid", "org.zulip.Zulip")]).unwrap(),
         400,
@@ -63,14 +66,24 @@ fn device_registration_checks_its_input() {
         "BAD_REQUEST",
         "Invalid app ID",
     );
-    assert_error(&c.delete("/api/v1/users/me/android_gcm_reg_id", &[("token", "nope")]).unwrap(), 400, "BAD_REQUEST", "Token does not exist");
+    assert_error(
+        &c.delete("/api/v1/users/me/android_gcm_reg_id", &[("token", "nope")]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Token does not exist",
+    );
     register_devices(c);
     // Registering again is fine; removing works once.
     register_devices(c);
     let r = c.delete("/api/v1/users/me/android_gcm_reg_id", &[("token", "fcm-token-1")]).unwrap();
     assert_eq!(r.0, 200, "{}", r.1);
     assert_schema("/users/me/android_gcm_reg_id", "delete", 200, &r.1);
-    assert_error(&c.delete("/api/v1/users/me/android_gcm_reg_id", &[("token", "fcm-token-1")]).unwrap(), 400, "BAD_REQUEST", "Token does not exist");
+    assert_error(
+        &c.delete("/api/v1/users/me/android_gcm_reg_id", &[("token", "fcm-token-1")]).unwrap(),
+        400,
+        "BAD_REQUEST",
+        "Token does not exist",
+    );
 }
 
 #[test]
@@ -109,7 +122,8 @@ fn a_direct_message_is_pushed_through_the_bouncer_and_removed_when_read() {
     let apns = &body["apns_payload"];
     assert_eq!(apns["alert"], json!({"title": "Olivia Owner", "subtitle": "", "body": "ring ring <b>&</b>"}));
     assert_eq!(apns["custom"]["zulip"]["message_ids"], json!([id]));
-    let active = format!("SELECT flags & 4096 FROM usermessage WHERE message_id = {id} AND user_profile_id = {}", phone.user_id);
+    let active =
+        format!("SELECT flags & 4096 FROM usermessage WHERE message_id = {id} AND user_profile_id = {}", phone.user_id);
     assert_eq!(sql_query(&server.database_url, &active).unwrap()[0].get::<_, i64>(0), 4096);
 
     // Read on another device: the notification is removed.
@@ -185,7 +199,12 @@ fn a_failing_bouncer_is_retried_and_an_unreachable_one_dead_letters_with_a_log_l
         assert!(start.elapsed() < Duration::from_secs(30), "never dead-lettered");
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(items, vec![json!({"user_profile_id": phone.user_id, "message_id": id, "trigger": "direct_message", "type": "add", "mentioned_user_group_id": null})]);
+    assert_eq!(
+        items,
+        vec![
+            json!({"user_profile_id": phone.user_id, "message_id": id, "trigger": "direct_message", "type": "add", "mentioned_user_group_id": null})
+        ]
+    );
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("worker item dead-lettered"), "{logged}");
     assert!(logged.contains("ConnectionError while trying to connect to push notification bouncer"), "{logged}");

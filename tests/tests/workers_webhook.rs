@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 fn server(amqp: &str, extra: &[(&str, &str)], log: Option<std::path::PathBuf>) -> Server {
     let mut env: Vec<(String, String)> = vec![("SQUALL_WORKERS".into(), "outgoing_webhooks".into())];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Server::start_with(ServerOptions { amqp_url: amqp.into(), env, log_file: log, ..ServerOptions::default() })
-        .unwrap()
+    Server::start_with(ServerOptions { amqp_url: amqp.into(), env, log_file: log, ..ServerOptions::default() }).unwrap()
 }
 
 /// Creates an outgoing-webhook bot calling `url`; returns its id and email.
@@ -41,9 +40,8 @@ fn owner_id(c: &Client) -> i64 {
 fn wait_message_from(reader: &Client, sender: i64, after: i64) -> Value {
     let start = Instant::now();
     loop {
-        let (_, body) = reader
-            .get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "20"), ("num_after", "0")])
-            .unwrap();
+        let (_, body) =
+            reader.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "20"), ("num_after", "0")]).unwrap();
         if let Some(m) = body["messages"]
             .as_array()
             .unwrap()
@@ -139,12 +137,14 @@ fn a_failing_service_is_reported_and_an_unreachable_one_retried_then_dead_letter
     assert_eq!(failure["content"], "<p>Failure! Third party responded with 500</p>");
     let start = Instant::now();
     let told = loop {
-        let (_, body) = owner
-            .get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "20"), ("num_after", "0")])
-            .unwrap();
-        if let Some(m) = body["messages"].as_array().unwrap().iter().find(|m| {
-            m["sender_id"] == json!(broken_id) && m["type"] == "private"
-        }) {
+        let (_, body) =
+            owner.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "20"), ("num_after", "0")]).unwrap();
+        if let Some(m) = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["sender_id"] == json!(broken_id) && m["type"] == "private")
+        {
             break m.clone();
         }
         assert!(start.elapsed() < Duration::from_secs(20), "the owner was never told");
@@ -184,7 +184,13 @@ fn bot_creation_checks_its_input() {
     assert_eq!((r.0, r.1["msg"].clone()), (400, json!("Bad name or username")));
     let r = post(&[("full_name", "X"), ("short_name", "x"), ("bot_type", "3"), ("payload_url", "\"ftp://x\"")]);
     assert_eq!((r.0, r.1["msg"].clone()), (400, json!("payload_url is not a URL")));
-    let r = post(&[("full_name", "X"), ("short_name", "x"), ("bot_type", "3"), ("payload_url", "\"http://x\""), ("interface_type", "9")]);
+    let r = post(&[
+        ("full_name", "X"),
+        ("short_name", "x"),
+        ("bot_type", "3"),
+        ("payload_url", "\"http://x\""),
+        ("interface_type", "9"),
+    ]);
     assert_eq!((r.0, r.1["msg"].clone()), (400, json!("Invalid interface type")));
     let r = post(&[("full_name", "X"), ("short_name", "x"), ("bot_type", "4")]);
     assert_eq!((r.0, r.1["msg"].clone()), (400, json!("Embedded bots are not enabled.")));

@@ -133,8 +133,13 @@ pub async fn create(app: &App, actor: &User, p: &mut Params) -> ApiResult {
         if let Some(o) = person.as_object_mut() {
             o.insert("bot_owner_id".into(), actor.id.into());
         }
-        app.tell(actor.realm_id, json!({"type": "realm_user", "op": "add", "person": person}), everyone, "realm_user add")
-            .await;
+        app.tell(
+            actor.realm_id,
+            json!({"type": "realm_user", "op": "add", "person": person}),
+            everyone,
+            "realm_user add",
+        )
+        .await;
     }
     if let Some(b) = bot.into_iter().next() {
         let mut admins = admins;

@@ -192,7 +192,10 @@ impl WorkersConfig {
                 other => match super::QUEUES.iter().find(|q| **q == other) {
                     Some(q) => out.push(*q),
                     None => {
-                        return Err(format!("unknown worker queue {other:?}; the queues are {}", super::QUEUES.join(", ")))
+                        return Err(format!(
+                            "unknown worker queue {other:?}; the queues are {}",
+                            super::QUEUES.join(", ")
+                        ))
                     }
                 },
             }

@@ -107,10 +107,7 @@ pub async fn send_batches_forever(w: Arc<Workers>) {
             last_purge = std::time::Instant::now();
             if let Ok(db) = w.app.pool.get().await {
                 let _ = db
-                    .execute(
-                        "DELETE FROM scheduled_message_email WHERE done_at < now() - interval '1 day'",
-                        &[],
-                    )
+                    .execute("DELETE FROM scheduled_message_email WHERE done_at < now() - interval '1 day'", &[])
                     .await;
             }
         }
@@ -297,14 +294,17 @@ async fn unread_messages(
         let dm_others = if kind == 2 {
             Vec::new()
         } else {
-            dm_participants(db, kind, type_id, sender_id).await?.into_iter().filter(|(id, _)| *id != user_id as i64).collect()
+            dm_participants(db, kind, type_id, sender_id)
+                .await?
+                .into_iter()
+                .filter(|(id, _)| *id != user_id as i64)
+                .collect()
         };
         let group = items.get(&id).and_then(|i| i.1);
         let mentioned_group = match group {
-            Some(g) => db
-                .query_opt("SELECT name FROM usergroup WHERE id = $1", &[&g])
-                .await?
-                .map(|r| r.get::<_, String>(0)),
+            Some(g) => {
+                db.query_opt("SELECT name FROM usergroup WHERE id = $1", &[&g]).await?.map(|r| r.get::<_, String>(0))
+            }
             None => None,
         };
         out.push(MissedMessage {
@@ -364,7 +364,6 @@ impl Workers {
         }
     }
 }
-
 
 /// Who the email is for.
 pub struct Reader {

@@ -164,7 +164,8 @@ pub fn parse_preview(html: &str, base: &Url) -> Option<Preview> {
             }
         }
     }
-    let image = og.image.or(plain.image).and_then(|i| base.join(&i).ok()).filter(|u| matches!(u.scheme(), "http" | "https"));
+    let image =
+        og.image.or(plain.image).and_then(|i| base.join(&i).ok()).filter(|u| matches!(u.scheme(), "http" | "https"));
     let p = Preview {
         title: og.title.or(plain.title).map(|t| t.chars().take(300).collect()),
         description: og.description.or(plain.description).map(|d| d.chars().take(1000).collect()),
@@ -259,11 +260,12 @@ pub async fn fetch(cfg: &PreviewConfig, url: &str) -> Result<Option<Preview>, Fe
         let host = current.host_str().ok_or_else(|| permanent(format!("{current}: no host")))?.to_owned();
         let port = current.port_or_known_default().unwrap_or(80);
         let lookup_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let addrs: Vec<SocketAddr> = tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((lookup_host.as_str(), port)))
-            .await
-            .map_err(|_| transient(format!("{host}: name lookup timed out")))?
-            .map_err(|e| permanent(format!("{host}: {e}")))?
-            .collect();
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((lookup_host.as_str(), port)))
+                .await
+                .map_err(|_| transient(format!("{host}: name lookup timed out")))?
+                .map_err(|e| permanent(format!("{host}: {e}")))?
+                .collect();
         let allowed: Vec<SocketAddr> =
             addrs.iter().copied().filter(|a| cfg.allow_private_addresses || is_public(a.ip())).collect();
         if allowed.is_empty() {
@@ -510,7 +512,19 @@ mod tests {
 
     #[test]
     fn only_public_addresses() {
-        for private in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1"] {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
         for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {

@@ -55,7 +55,11 @@ struct Base {
     payload: Map<String, Value>,
 }
 
-async fn base(w: &Workers, db: &impl deadpool_postgres::GenericClient, user_id: i32) -> Result<Option<(Base, bool)>, Failure> {
+async fn base(
+    w: &Workers,
+    db: &impl deadpool_postgres::GenericClient,
+    user_id: i32,
+) -> Result<Option<(Base, bool)>, Failure> {
     let Some(r) = db
         .query_opt(
             "SELECT u.uuid::text, r.uuid::text, r.id, r.string_id, r.name, u.is_bot OR NOT u.is_active,
@@ -79,7 +83,10 @@ async fn base(w: &Workers, db: &impl deadpool_postgres::GenericClient, user_id: 
     Ok(Some((Base { user_uuid: r.get(0), realm_uuid: r.get(1), payload }, wants)))
 }
 
-async fn devices(db: &impl deadpool_postgres::GenericClient, user_id: i32) -> Result<(Vec<String>, Vec<String>), Failure> {
+async fn devices(
+    db: &impl deadpool_postgres::GenericClient,
+    user_id: i32,
+) -> Result<(Vec<String>, Vec<String>), Failure> {
     let rows = db
         .query("SELECT kind, token FROM push_device_token WHERE user_profile_id = $1 ORDER BY id", &[&user_id])
         .await?;

@@ -95,7 +95,12 @@ async fn call_service(
             } else if e.is_connect() {
                 ("A connection error occurred. Is my bot server down?".to_owned(), true)
             } else {
-                (format!("When trying to send a request to the webhook service, an exception occurred:\n```\n{e}\n```"), false)
+                (
+                    format!(
+                        "When trying to send a request to the webhook service, an exception occurred:\n```\n{e}\n```"
+                    ),
+                    false,
+                )
             };
             let error = format!("service {:?} ({}): {e}", service.name, service.url);
             if !retry {
@@ -182,7 +187,12 @@ fn slack_payload(bot: &User, service: &Service, message: &Value, trigger: &str) 
 }
 
 /// Posts `content` as the bot into the message's conversation.
-async fn respond(w: &Workers, bot: &User, message: &Value, content: &str) -> Result<i64, squall_proto::error::ApiError> {
+async fn respond(
+    w: &Workers,
+    bot: &User,
+    message: &Value,
+    content: &str,
+) -> Result<i64, squall_proto::error::ApiError> {
     let to = if message["type"] == "stream" {
         let stream = message["stream_id"].as_i64().unwrap_or_default().to_string();
         build_addressee("stream", Some(&stream), Some(message["subject"].as_str().unwrap_or_default()))?
@@ -226,7 +236,8 @@ async fn notify_owner(w: &Workers, bot: &User, owner: Option<i32>, message: &Val
     } else {
         format!("{realm_url}/#narrow/dm/{}-dm/near/{id}", message["sender_id"])
     };
-    let content = format!("[A message]({url}) to your bot @_**{}** triggered an outgoing webhook.\n{why}", bot.full_name);
+    let content =
+        format!("[A message]({url}) to your bot @_**{}** triggered an outgoing webhook.\n{why}", bot.full_name);
     let out = Outgoing {
         to: crate::actions::send::addressee::Addressee::Direct(crate::actions::send::addressee::UserRefs::Ids(vec![
             owner as i64,
