@@ -25,7 +25,7 @@ pub use cluster::{Cluster, ClusterShape};
 pub use pyclient::{python_client_check, python_client_check_at};
 pub use schema::{assert_error, assert_schema, openapi_path, python};
 pub use server::{Server, ServerOptions};
-pub use services::{drain_amqp_queue, fresh_amqp_vhost, fresh_database, sql_query};
+pub use services::{close_amqp_connections, drain_amqp_queue, fresh_amqp_vhost, fresh_database, sql_query};
 pub use sinks::{Answer, HttpSink, Received, SmtpSink};
 
 use std::path::PathBuf;

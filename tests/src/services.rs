@@ -83,6 +83,21 @@ pub fn fresh_amqp_vhost() -> Result<String> {
     Ok(format!("{base}/{vhost}"))
 }
 
+/// Makes the broker close every connection to the virtual host of `url`
+/// (as a broker restart would), for tests of reconnection.
+pub fn close_amqp_connections(url: &str) -> Result<()> {
+    let node = std::env::var("SQUALL_RABBITMQ_NODE").unwrap_or_else(|_| "squall-5673@localhost".into());
+    let vhost = url.rsplit_once('/').map(|(_, v)| v).context("no virtual host in the URL")?;
+    let out = Command::new("rabbitmqctl")
+        .args(["-n", &node, "-q", "close_all_connections", "--vhost", vhost, "closed by a test"])
+        .output()
+        .context("running rabbitmqctl")?;
+    if !out.status.success() {
+        bail!("rabbitmqctl close_all_connections: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
 /// Reads every message currently in `queue` of the broker at `url`.
 pub fn drain_amqp_queue(url: &str, queue: &str) -> Result<Vec<Value>> {
     use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};

@@ -90,7 +90,9 @@ fn device_registration_checks_its_input() {
 fn a_direct_message_is_pushed_through_the_bouncer_and_removed_when_read() {
     let bouncer = HttpSink::start(|_| (200, "application/json".into(), BOUNCER_OK.into())).unwrap();
     let amqp = fresh_amqp_vhost().unwrap();
-    let server = server(&amqp, &bouncer.url, &[], None);
+    let log = std::env::temp_dir().join(format!("squall-push-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let server = server(&amqp, &bouncer.url, &[], Some(log.clone()));
     let phone = server.create_user("phone@example.com", "Phone User").unwrap();
     let no_devices = server.create_user("nodevice@example.com", "No Device").unwrap();
     register_devices(&phone);
@@ -142,12 +144,17 @@ fn a_direct_message_is_pushed_through_the_bouncer_and_removed_when_read() {
         assert!(start.elapsed() < Duration::from_secs(10), "the active flag was never cleared");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Read messages are not pushed (a DM already read before its item is
-    // handled does not exist here); one more push proves the queue moves.
+    // The broker drops every connection (as a restart would): the worker
+    // says so, starts again, and the next push goes out.
+    squall_e2e::close_amqp_connections(&amqp).unwrap();
     let id2 = dm(&server.owner, &phone, "again");
-    let got = bouncer.wait_for(3, Duration::from_secs(20));
+    let got = bouncer.wait_for(3, Duration::from_secs(30));
+    assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[2].json()["gcm_payload"]["zulip_message_id"], json!(id2));
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(bouncer.received().len(), 3);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("worker failed; restarting"), "{logged}");
 }
 
 #[test]
