@@ -62,3 +62,7 @@ CREATE INDEX usermessage_active_push ON usermessage (user_profile_id, message_id
 -- What the push bouncer knows users and realms by.
 ALTER TABLE userprofile ADD COLUMN uuid uuid NOT NULL DEFAULT gen_random_uuid();
 ALTER TABLE realm ADD COLUMN uuid uuid NOT NULL DEFAULT gen_random_uuid();
+-- The secret of each user's one-click unsubscribe link in missed-message
+-- emails (122 random bits).
+ALTER TABLE userprofile ADD COLUMN unsubscribe_key text NOT NULL DEFAULT replace(gen_random_uuid()::text, '-', '');
+CREATE INDEX userprofile_unsubscribe_key ON userprofile (unsubscribe_key);

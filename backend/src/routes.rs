@@ -260,6 +260,16 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
 async fn route(app: &App, req: &ApiRequest, user_id: &mut Option<i64>) -> Result<ApiResponse, ApiError> {
     let mut params = Params::from_request(req)?;
     let json_path = req.path.starts_with("/json/");
+    if let Some(key) = req.path.strip_prefix(api::unsubscribe::PREFIX) {
+        if !matches!(req.method.as_str(), "GET" | "POST" | "HEAD") {
+            return Ok(ApiResponse::method_not_allowed(&["GET", "POST"]));
+        }
+        if let Some(ip) = req.peer {
+            app.limiter.check(crate::ratelimit::Key::Ip(ip))?;
+        }
+        let fields = api::unsubscribe::missed_messages(app, key.trim_end_matches('/')).await?;
+        return Ok(success(fields, Vec::new()));
+    }
     let Some(sub) = req.path.strip_prefix("/api/v1/").or_else(|| req.path.strip_prefix("/json/")) else {
         return Err(ApiError::not_found());
     };

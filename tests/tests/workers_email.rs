@@ -70,11 +70,33 @@ fn a_mentioned_offline_user_gets_one_email_after_the_delay() {
     assert!(text.contains("#settings/notifications"), "{text}");
     let html = mail["html"].as_str().unwrap();
     assert!(html.contains("are you coming?") && html.contains("<b>Olivia Owner</b>"), "{html}");
-    assert!(mail["headers"]["List-Unsubscribe"].as_str().is_some(), "{:?}", mail["headers"]);
+    assert_eq!(mail["headers"]["List-Unsubscribe-Post"], "List-Unsubscribe=One-Click");
 
     // Nothing more comes: one email per batch.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(smtp.messages().len(), 1);
+
+    // One-click unsubscribe, as a mail client does it (no login).
+    let header = mail["headers"]["List-Unsubscribe"].as_str().unwrap();
+    let link = header.trim_start_matches('<').trim_end_matches('>');
+    assert!(text.contains(link), "the link is in the footer too: {text}");
+    let path = link.split_once("/accounts/").map(|(_, p)| format!("/accounts/{p}")).unwrap();
+    let anon = Client::anonymous(&server.url);
+    let bad = anon.post("/accounts/unsubscribe/missed_messages/0123456789abcdef0123456789abcdef", &[]).unwrap();
+    assert_eq!(bad.0, 404, "{}", bad.1);
+    let (status, body) = anon.post(&path, &[("List-Unsubscribe", "One-Click")]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, reg) = away.post("/api/v1/register", &[("fetch_event_types", r#"["user_settings"]"#)]).unwrap();
+    assert_eq!(reg["user_settings"]["enable_offline_email_notifications"], false, "{reg}");
+    // No more emails for them; another away user still gets theirs.
+    let other = server.create_user("other@example.com", "Other User").unwrap();
+    other.subscribe(&["general"]).unwrap();
+    server.owner.send_stream("general", "lunch", "@**Away User** @**Other User** again").unwrap();
+    let mails = smtp.wait_for(2, Duration::from_secs(30));
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    assert_eq!(to_of(&mails[1]), "other@example.com");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(smtp.messages().len(), 2, "nothing for the unsubscribed user");
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod register_sections;
 pub mod server;
 pub mod streams;
 pub mod typing;
+pub mod unsubscribe;
 pub mod user_groups;
 pub mod user_status;
 pub mod user_topics;

@@ -181,7 +181,7 @@ async fn send_batch(w: &Workers, user_id: i32) -> Result<(), Failure> {
         .query_opt(
             "SELECT u.delivery_email, u.full_name, u.is_active AND NOT r.deactivated, u.is_bot,
                     COALESCE((u.settings->>'enable_offline_email_notifications')::boolean, true),
-                    r.string_id, r.name
+                    r.string_id, r.name, u.unsubscribe_key
              FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.id = $1",
             &[&user_id],
         )
@@ -199,12 +199,18 @@ async fn send_batch(w: &Workers, user_id: i32) -> Result<(), Failure> {
         }
         Some(u) => {
             let messages = unread_messages(&tx, user_id, &message_ids, &items).await?;
+            let realm_url = crate::api::server::realm_url(&w.app, &u.get::<_, String>(5));
             let reader = Reader {
                 user_id: user_id as i64,
                 email: u.get(0),
                 name: u.get(1),
                 realm_name: u.get(6),
-                realm_url: crate::api::server::realm_url(&w.app, &u.get::<_, String>(5)),
+                unsubscribe_url: format!(
+                    "{realm_url}{}{}",
+                    crate::api::unsubscribe::PREFIX,
+                    u.get::<_, String>(7)
+                ),
+                realm_url,
             };
             for bucket in buckets(&messages) {
                 let ids: Vec<i64> = bucket.iter().map(|m| m.id).collect();
@@ -377,6 +383,8 @@ pub struct Reader {
     pub realm_name: String,
     /// Their organization's URL.
     pub realm_url: String,
+    /// Their one-click unsubscribe link.
+    pub unsubscribe_url: String,
 }
 
 /// Zulip's email buckets: a one-to-one conversation per sender, a stream
@@ -542,16 +550,19 @@ pub fn bodies(reader: &Reader, bucket: &[MissedMessage]) -> (String, String) {
     text.push_str(&format!(
         "--\n{why}\n\nReply in {realm} Zulip:\n{url}\n\n\
          Do not reply to this email. This Zulip server is not configured to accept\nincoming emails.\n\n\
-         Manage email preferences:\n{settings}\n"
+         Manage email preferences:\n{settings}\n\n\
+         Unsubscribe from these emails:\n{}\n",
+        reader.unsubscribe_url
     ));
     html.push_str(&format!(
         "<hr><p>{}</p><p><a href=\"{}\">Reply in {} Zulip</a></p>\
          <p>Do not reply to this email. This Zulip server is not configured to accept incoming emails.</p>\
-         <p><a href=\"{}\">Manage email preferences</a></p></body></html>",
+         <p><a href=\"{}\">Manage email preferences</a> · <a href=\"{}\">Unsubscribe</a></p></body></html>",
         escape_html(&why),
         escape_html(&url),
         escape_html(realm),
-        escape_html(&settings)
+        escape_html(&settings),
+        escape_html(&reader.unsubscribe_url)
     ));
     (text, html)
 }
@@ -571,7 +582,6 @@ pub fn compose(reader: &Reader, from: &str, bucket: &[MissedMessage]) -> Result<
         Some(reader.name.clone()),
         reader.email.parse().map_err(|e| format!("address {:?}: {e}", reader.email))?,
     );
-    let settings = format!("{}/#settings/notifications", reader.realm_url);
     let host = installation.split(':').next().unwrap_or(installation);
     lettre::Message::builder()
         .from(from_box.clone())
@@ -588,7 +598,11 @@ pub fn compose(reader: &Reader, from: &str, bucket: &[MissedMessage]) -> Result<
         ))
         .raw_header(header::HeaderValue::new(
             header::HeaderName::new_from_ascii_str("List-Unsubscribe"),
-            format!("<{settings}>"),
+            format!("<{}>", reader.unsubscribe_url),
+        ))
+        .raw_header(header::HeaderValue::new(
+            header::HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+            "List-Unsubscribe=One-Click".into(),
         ))
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| format!("building the email: {e}"))
