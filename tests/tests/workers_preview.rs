@@ -97,6 +97,25 @@ fn a_link_gets_zulips_embed_through_a_rendering_only_update() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].path, "/post/1");
     assert!(got[0].header("user-agent").unwrap().contains("ZulipURLPreview"));
+
+    // An edit to new content with another link: previewed in turn.
+    let url2 = format!("{}/post/2", pages.url);
+    let path = format!("/api/v1/messages/{id}");
+    let r = owner.raw_form("PATCH", &path, &[("content", &format!("rather {url2}"))]).unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    let last = event["id"].as_i64().unwrap();
+    let start = Instant::now();
+    let again = loop {
+        let (_, body) = owner.get_events(&queue, last, false).unwrap();
+        if let Some(e) = body["events"].as_array().unwrap().iter().find(|e| e["rendering_only"] == true) {
+            break e.clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no preview after the edit: {body}");
+    };
+    let html = again["rendered_content"].as_str().unwrap();
+    assert!(html.contains(&format!("href=\"{url2}\" title=\"The Rock\"")), "{html}");
+    assert!(!html.contains("/post/1"), "{html}");
+    assert_eq!(pages.received().len(), 2);
 }
 
 #[test]

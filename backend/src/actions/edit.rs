@@ -340,6 +340,8 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
     let holders = row_holders(&tx, id).await?;
     let prior_mentions: Vec<i64> = holders.iter().filter(|(_, f)| f & flags::MENTIONED != 0).map(|(u, _)| *u).collect();
     let mut wildcard = false;
+    // Links of new content may want previews (after the commit).
+    let mut preview = None;
 
     if let Some(raw) = &req.content {
         let content = normalize_body(raw)?;
@@ -363,6 +365,7 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
             &[&content, &rendered.html, &is_me, &id],
         )
         .await?;
+        preview = crate::workers::preview::candidate(app, user, &content, &rendered.html);
         history.insert("prev_content".into(), m.content.clone().into());
         history.insert("prev_rendered_content".into(), m.rendered_content.clone().into());
         for (k, v) in [
@@ -490,5 +493,8 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
         })
         .collect();
     publish(app, user.realm_id, Notice::PerUser { event: Arc::new(Value::Object(template)), users }).await;
+    if let Some(candidate) = preview {
+        crate::workers::preview::maybe_enqueue(app, user, id, candidate).await;
+    }
     Ok(())
 }

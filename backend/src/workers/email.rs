@@ -205,11 +205,7 @@ async fn send_batch(w: &Workers, user_id: i32) -> Result<(), Failure> {
                 email: u.get(0),
                 name: u.get(1),
                 realm_name: u.get(6),
-                unsubscribe_url: format!(
-                    "{realm_url}{}{}",
-                    crate::api::unsubscribe::PREFIX,
-                    u.get::<_, String>(7)
-                ),
+                unsubscribe_url: format!("{realm_url}{}{}", crate::api::unsubscribe::PREFIX, u.get::<_, String>(7)),
                 realm_url,
             };
             for bucket in buckets(&messages) {
