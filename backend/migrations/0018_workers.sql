@@ -45,6 +45,8 @@ CREATE TABLE service (
 );
 CREATE INDEX service_user ON service (user_profile_id);
 ALTER TABLE userprofile ADD COLUMN bot_owner_id integer REFERENCES userprofile(id);
+-- A member's register lists the bots they own.
+CREATE INDEX userprofile_bot_owner ON userprofile (bot_owner_id) WHERE is_bot;
 
 -- Link previews (Zulip caches these too): what a fetch of the URL found;
 -- data is NULL when the page offered nothing to show.
@@ -55,10 +57,6 @@ CREATE TABLE link_preview (
 );
 ALTER TABLE realm ADD COLUMN inline_url_embed_preview boolean NOT NULL DEFAULT false;
 
--- Messages with a mobile notification showing (Zulip's
--- active_mobile_push_notification flag, bit 12): few at any time, found
--- when they are read so the notification can be removed.
-CREATE INDEX usermessage_active_push ON usermessage (user_profile_id, message_id) WHERE (flags & 4096) <> 0;
 -- What the push bouncer knows users and realms by.
 ALTER TABLE userprofile ADD COLUMN uuid uuid NOT NULL DEFAULT gen_random_uuid();
 ALTER TABLE realm ADD COLUMN uuid uuid NOT NULL DEFAULT gen_random_uuid();

@@ -99,6 +99,13 @@ impl App {
         }
     }
 
+    /// The same backend (caches, bus, settings, job queue) on another
+    /// database pool: the queue workers use their own, so that their slow
+    /// calls (SMTP, HTTP) never take connections requests need.
+    pub fn with_pool(&self, pool: Pool) -> Self {
+        App { pool, ..self.clone() }
+    }
+
     /// This backend, putting work for the queue workers on `jobs`
     /// (RabbitMQ); without it such work is dropped.
     pub fn with_jobs(mut self, jobs: Arc<dyn workers::JobQueue>) -> Self {

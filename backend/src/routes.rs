@@ -267,6 +267,10 @@ async fn route(app: &App, req: &ApiRequest, user_id: &mut Option<i64>) -> Result
         if let Some(ip) = req.peer {
             app.limiter.check(crate::ratelimit::Key::Ip(ip))?;
         }
+        // Link checkers send HEAD: it changes nothing.
+        if req.method == "HEAD" {
+            return Ok(success(serde_json::Map::new(), Vec::new()));
+        }
         let fields = api::unsubscribe::missed_messages(app, key.trim_end_matches('/')).await?;
         return Ok(success(fields, Vec::new()));
     }

@@ -187,7 +187,8 @@ pub fn serve(
                 );
             }
         } else if !queues.is_empty() {
-            let workers = Workers::new(app.clone(), cfg.workers.clone()).map_err(anyhow::Error::msg)?;
+            let pool = squall_backend::db::connect(&cfg.backend.database_url, cfg.workers.pool_size)?;
+            let workers = Workers::new(app.with_pool(pool), cfg.workers.clone()).map_err(anyhow::Error::msg)?;
             let _rt = rt.enter();
             crate::workers::spawn(workers, &cfg.amqp_url, queues, "squall");
         }

@@ -4,9 +4,11 @@
 //! - Manual acknowledgements with a prefetch window: an item is
 //!   acknowledged only after its handler succeeded, so a worker killed
 //!   mid-item gets it again from RabbitMQ.
-//! - A failed item is republished to `<queue>.retry` with a per-message
-//!   expiry (the retry base, doubled per attempt); that queue dead-letters
-//!   expired messages back into `<queue>`. After `max_attempts` tries, or
+//! - A failed item is republished to `<queue>.retry.<n>` (n = the tries
+//!   so far), whose messages expire after the retry base doubled n-1
+//!   times and are then dead-lettered back into `<queue>`: one queue per
+//!   delay, so a long delay never holds up a short one (RabbitMQ expires
+//!   only the head of a queue). After `max_attempts` tries, or
 //!   at once when retrying cannot help, the item goes to `<queue>.dead`
 //!   with the error in its headers, and an error line is logged.
 //! - Supervision: a consumer whose connection fails, or that panics, is
@@ -76,31 +78,43 @@ where
     });
 }
 
-fn retry_queue(queue: &str) -> String {
-    format!("{queue}.retry")
+fn retry_queue(queue: &str, attempt: u32) -> String {
+    format!("{queue}.retry.{attempt}")
 }
 
 fn dead_queue(queue: &str) -> String {
     format!("{queue}.dead")
 }
 
-/// Declares `queue`, its retry queue and its dead-letter queue.
-async fn declare(channel: &Channel, queue: &str) -> Result<(), String> {
+/// Declares `queue`, its retry queues (one per try that can fail and be
+/// retried) and its dead-letter queue.
+async fn declare(channel: &Channel, queue: &str, max_attempts: u32) -> Result<(), String> {
     crate::cluster::broker::declare(channel, queue).await?;
     crate::cluster::broker::declare(channel, &dead_queue(queue)).await?;
+    for attempt in 1..max_attempts.max(1) {
+        declare_retry(channel, queue, attempt).await?;
+    }
+    Ok(())
+}
+
+/// Declares retry queue `attempt` of `queue` (again before each use: a
+/// process with a higher `max_attempts` may need one no other declared,
+/// and a message published to no queue would be dropped).
+async fn declare_retry(channel: &Channel, queue: &str, attempt: u32) -> Result<String, String> {
     let mut args = FieldTable::default();
     args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
     args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(queue.into()));
+    let name = retry_queue(queue, attempt);
     channel
-        .queue_declare(retry_queue(queue).as_str().into(), QueueDeclareOptions::durable(), args)
+        .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
         .await
-        .map_err(|e| format!("declaring {}: {e}", retry_queue(queue)))?;
-    Ok(())
+        .map_err(|e| format!("declaring {name}: {e}"))?;
+    Ok(name)
 }
 
 async fn consume(workers: Arc<Workers>, url: String, name: String, queue: &'static str) -> Result<(), String> {
     let (_conn, channel) = crate::cluster::broker::connect(&url, &name).await?;
-    declare(&channel, queue).await?;
+    declare(&channel, queue, workers.config().max_attempts).await?;
     let prefetch = workers.config().prefetch.max(1);
     channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
     let mut consumer = channel
@@ -164,7 +178,11 @@ async fn process(
             let delay = cfg.retry_base_ms.saturating_mul(1 << attempts.min(16));
             tracing::warn!(queue, attempt = attempts + 1, error = %e, retry_in_ms = delay, "worker item failed; will retry");
             let props = properties(attempts + 1, None).with_expiration(delay.to_string().into());
-            if let Err(pe) = publish(channel, &retry_queue(queue), &delivery.data, props).await {
+            let republished = match declare_retry(channel, queue, attempts + 1).await {
+                Ok(retry) => publish(channel, &retry, &delivery.data, props).await,
+                Err(e) => Err(e),
+            };
+            if let Err(pe) = republished {
                 delivery
                     .nack(BasicNackOptions { requeue: true, ..Default::default() })
                     .await
@@ -294,7 +312,7 @@ pub fn run(cfg: crate::config::Config, queues: Option<Vec<String>>) -> anyhow::R
         );
         Arc::new(NoBus)
     };
-    let pool = squall_backend::db::connect(&cfg.backend.database_url, cfg.backend.pool_size.clamp(2, 8))?;
+    let pool = squall_backend::db::connect(&cfg.backend.database_url, cfg.workers.pool_size.max(2))?;
     let settings = squall_backend::Settings {
         external_host: match () {
             _ if !cfg.external_host.is_empty() => cfg.external_host.clone(),
@@ -326,7 +344,7 @@ mod tests {
     fn attempts_round_trip_through_headers() {
         assert_eq!(attempts_of(&BasicProperties::default()), 0);
         assert_eq!(attempts_of(&properties(3, Some("boom"))), 3);
-        assert_eq!(retry_queue("embed_links"), "embed_links.retry");
+        assert_eq!(retry_queue("embed_links", 2), "embed_links.retry.2");
         assert_eq!(dead_queue("embed_links"), "embed_links.dead");
     }
 }

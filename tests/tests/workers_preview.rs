@@ -129,7 +129,11 @@ fn private_addresses_are_not_fetched_unless_allowed() {
     let url = format!("{}/internal", pages.url);
     let id = owner.send_stream("general", "links", &format!("internal {url}")).unwrap();
     assert_eq!(wait_looked_at(&server, &url), None, "looked at, nothing to show");
-    assert!(pages.received().is_empty(), "127.0.0.1 was fetched");
+    // A name that resolves to a private address is refused alike.
+    let named = format!("{}/by-name", pages.url.replace("127.0.0.1", "localhost"));
+    owner.send_stream("general", "links", &format!("named {named}")).unwrap();
+    assert_eq!(wait_looked_at(&server, &named), None);
+    assert!(pages.received().is_empty(), "a private address was fetched");
     assert!(!rendered(owner, id).contains("message_embed"));
 }
 

@@ -9,7 +9,11 @@ use squall_e2e::{drain_amqp_queue, fresh_amqp_vhost, Client, HttpSink, Server, S
 use std::time::{Duration, Instant};
 
 fn server(amqp: &str, extra: &[(&str, &str)], log: Option<std::path::PathBuf>) -> Server {
-    let mut env: Vec<(String, String)> = vec![("SQUALL_WORKERS".into(), "outgoing_webhooks".into())];
+    let mut env: Vec<(String, String)> = vec![
+        ("SQUALL_WORKERS".into(), "outgoing_webhooks".into()),
+        // The bots' servers here are on 127.0.0.1.
+        ("SQUALL_OUTGOING_WEBHOOK_ALLOW_PRIVATE".into(), "true".into()),
+    ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Server::start_with(ServerOptions { amqp_url: amqp.into(), env, log_file: log, ..ServerOptions::default() }).unwrap()
 }
@@ -203,4 +207,39 @@ fn bot_creation_checks_its_input() {
     let bots = reg["realm_bots"].as_array().unwrap();
     assert_eq!(bots.len(), 1, "{reg}");
     assert_eq!(bots[0]["owner_id"], json!(owner_id(o)));
+}
+
+#[test]
+fn bots_cannot_call_private_addresses_unless_allowed() {
+    let service = HttpSink::json(json!({"content": "internal secrets"})).unwrap();
+    let amqp = fresh_amqp_vhost().unwrap();
+    let server = Server::start_with(ServerOptions {
+        amqp_url: amqp,
+        env: vec![("SQUALL_WORKERS".into(), "outgoing_webhooks".into())],
+        ..ServerOptions::default()
+    })
+    .unwrap();
+    let owner = &server.owner;
+    let url = service.url.replace("127.0.0.1", "localhost");
+    let (bot_id, _) = create_bot(owner, "Nosy Bot", "nosy", &url);
+    owner.subscribe(&["general"]).unwrap();
+    let id = owner.send_stream("general", "t", "@**Nosy Bot** fetch").unwrap();
+    let failure = wait_message_from(owner, bot_id, id);
+    assert_eq!(failure["content"], "<p>Failure! Bot is unavailable</p>");
+    let start = Instant::now();
+    loop {
+        let (_, body) =
+            owner.get("/api/v1/messages", &[("anchor", "newest"), ("num_before", "20"), ("num_after", "0")]).unwrap();
+        let told = body["messages"].as_array().unwrap().iter().any(|m| {
+            m["sender_id"] == json!(bot_id)
+                && m["type"] == "private"
+                && m["content"].as_str().unwrap_or_default().contains("private or disallowed network")
+        });
+        if told {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the owner was never told");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(service.received().is_empty(), "the private address was called");
 }

@@ -494,7 +494,7 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
         .collect();
     publish(app, user.realm_id, Notice::PerUser { event: Arc::new(Value::Object(template)), users }).await;
     if let Some(candidate) = preview {
-        crate::workers::preview::maybe_enqueue(app, user, id, candidate).await;
+        crate::workers::preview::maybe_enqueue(app, &client, user, id, candidate).await;
     }
     Ok(())
 }

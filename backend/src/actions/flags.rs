@@ -52,9 +52,9 @@ async fn publish(app: &App, user: &User, event: Value) {
 /// user has just read: those with a mobile notification showing (the
 /// `active_mobile_push_notification` flag, which the push worker clears
 /// once the removal went out) get one `remove` item.
-pub(crate) async fn clear_mobile_push(app: &App, user_id: i64) {
+/// `db` is the caller's connection.
+pub(crate) async fn clear_mobile_push(app: &App, db: &impl GenericClient, user_id: i64) {
     let found = async {
-        let db = app.pool.get().await?;
         let rows = db
             .query(
                 "SELECT message_id FROM usermessage
@@ -150,7 +150,7 @@ pub async fn update_message_flags(
     }
     publish(app, user, event).await;
     if flag == "read" && adding && !ids.is_empty() {
-        clear_mobile_push(app, user.id).await;
+        clear_mobile_push(app, &client, user.id).await;
     }
     Ok(ids.len())
 }
@@ -279,7 +279,7 @@ pub async fn mark_as_read(
         Some(_) => {}
     }
     if !changed.is_empty() {
-        clear_mobile_push(app, user.id).await;
+        clear_mobile_push(app, &client, user.id).await;
     }
     Ok(changed.len())
 }

@@ -26,6 +26,8 @@ struct MentionData {
     /// By lower-cased full name; several users under one name make it ambiguous.
     by_name: HashMap<String, Vec<MentionTarget>>,
     by_id: HashMap<i64, MentionTarget>,
+    /// Those of them that are outgoing-webhook bots.
+    webhook_bots: BTreeSet<i64>,
 }
 
 /// Content rendered for its author, and whom it mentions.
@@ -42,6 +44,9 @@ pub(crate) struct RenderedMessage {
     /// Those of them in a mentioned group of at most
     /// [`SMALL_GROUP`] members.
     pub small_group_mentioned: BTreeSet<i64>,
+    /// Outgoing-webhook bots mentioned by name (their servers get the
+    /// message), known from the mention lookup itself.
+    pub mentioned_webhook_bots: BTreeSet<i64>,
 }
 
 /// A mention of a group this small brings its soft-deactivated members
@@ -92,13 +97,15 @@ pub(crate) async fn render_incoming_message(
     content: &str,
     topic: Option<(i64, &str)>,
 ) -> Result<RenderedMessage, ApiError> {
-    let (rendered, (group_mentioned, small_group_mentioned)) = render_message(db, author, content).await?;
+    let (rendered, (group_mentioned, small_group_mentioned), webhook_bots) =
+        render_message(db, author, content).await?;
+    let mentioned_webhook_bots = webhook_bots.intersection(&rendered.mentioned_user_ids).copied().collect();
     let mut topic_participants = BTreeSet::new();
     if let (true, Some((recipient_id, topic))) = (rendered.topic_wildcard, topic) {
         topic_participants = messages::topic_participants(db, recipient_id, topic).await?;
         topic_participants.insert(author.id);
     }
-    Ok(RenderedMessage { rendered, topic_participants, group_mentioned, small_group_mentioned })
+    Ok(RenderedMessage { rendered, topic_participants, group_mentioned, small_group_mentioned, mentioned_webhook_bots })
 }
 
 /// Renders message content with user mentions resolved against the
@@ -109,7 +116,7 @@ async fn render_message(
     db: &impl GenericClient,
     author: &User,
     content: &str,
-) -> Result<(Rendered, GroupReach), ApiError> {
+) -> Result<(Rendered, GroupReach, BTreeSet<i64>), ApiError> {
     let candidates = mention_candidates(db, author.realm_id, &markdown::mention_refs(content)).await?;
     let names: Vec<String> = markdown::channel_refs(content).iter().map(|n| n.to_lowercase()).collect();
     let channels: HashMap<String, StreamTarget> = streams::linkable_streams(db, author, &names)
@@ -132,7 +139,7 @@ async fn render_message(
         },
     );
     let group_mentioned = group_mentions(&groups, &rendered.mentioned_group_ids, author.id)?;
-    Ok((rendered, group_mentioned))
+    Ok((rendered, group_mentioned, candidates.webhook_bots))
 }
 
 /// Whom group mentions reach, each with the smallest group mentioning
@@ -187,13 +194,17 @@ async fn mention_candidates(
     }
     let rows = db
         .query(
-            "SELECT id, full_name FROM userprofile
+            "SELECT id, full_name, bot_type IS NOT DISTINCT FROM 3 FROM userprofile
              WHERE realm_id = $1 AND is_active AND (lower(full_name) = ANY($2) OR id = ANY($3))",
             &[&(realm_id as i32), &names, &ids],
         )
         .await?;
     for r in rows {
-        data.add(MentionTarget { id: r.get::<_, i32>(0) as i64, full_name: r.get(1) });
+        let id = r.get::<_, i32>(0) as i64;
+        if r.get::<_, bool>(2) {
+            data.webhook_bots.insert(id);
+        }
+        data.add(MentionTarget { id, full_name: r.get(1) });
     }
     Ok(data)
 }

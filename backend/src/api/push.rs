@@ -6,7 +6,7 @@
 use crate::users::User;
 use crate::workers::push::{APNS, FCM};
 use crate::App;
-use serde_json::Map;
+use serde_json::{json, Map};
 use squall_proto::api::Params;
 use squall_proto::error::{ApiError, ApiResult};
 
@@ -72,6 +72,13 @@ pub async fn add(app: &App, user: &User, kind: Kind, p: &mut Params) -> ApiResul
         &[&(user.id as i32), &kind.code(), &token, &app_id],
     )
     .await?;
+    // The push bouncer delivers only to devices registered with it (the
+    // push worker registers it, as Zulip's queue item does).
+    app.jobs.enqueue(
+        crate::workers::MOBILE_QUEUE,
+        json!({"type": "register_push_device_to_bouncer", "user_profile_id": user.id, "token": token,
+               "token_kind": kind.code(), "ios_app_id": app_id}),
+    );
     Ok(Map::new())
 }
 
@@ -89,5 +96,10 @@ pub async fn remove(app: &App, user: &User, kind: Kind, p: &mut Params) -> ApiRe
     if n == 0 {
         return Err(ApiError::bad_request("Token does not exist"));
     }
+    app.jobs.enqueue(
+        crate::workers::MOBILE_QUEUE,
+        json!({"type": "unregister_push_device_from_bouncer", "user_profile_id": user.id, "token": token,
+               "token_kind": kind.code()}),
+    );
     Ok(Map::new())
 }

@@ -78,6 +78,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (16, "cache_notify", include_str!("../../migrations/0016_cache_notify.sql")),
     (17, "cache_notify_rows", include_str!("../../migrations/0017_cache_notify_rows.sql")),
     (18, "workers", include_str!("../../migrations/0018_workers.sql")),
+    (19, "active_push_index", include_str!("../../migrations/0019_active_push_index.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.
@@ -97,7 +98,26 @@ pub fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
     }
     let mgr =
         Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Pool::builder(mgr).max_size(size.max(1)).build().context("building the database pool")
+    // A request waits at most this long for a connection, then gets a 503:
+    // nothing can wait for ever on a saturated pool.
+    Pool::builder(mgr)
+        .max_size(size.max(1))
+        .wait_timeout(Some(std::time::Duration::from_secs(10)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .context("building the database pool")
+}
+
+/// First line of a migration whose statements must run outside a
+/// transaction, each on its own.
+const NO_TRANSACTION: &str = "-- squall: each statement alone, outside a transaction";
+
+/// The statements of such a migration: `;`-terminated, comment lines
+/// dropped (they hold no `;` of their own).
+fn statements(sql: &str) -> impl Iterator<Item = &str> {
+    sql.split(";\n")
+        .map(|s| s.trim())
+        .filter(|s| s.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--")))
 }
 
 /// Applies every migration not yet applied. Returns how many ran.
@@ -125,10 +145,20 @@ async fn apply_pending(client: &mut deadpool_postgres::Client) -> anyhow::Result
         if applied.contains(version) {
             continue;
         }
-        let tx = client.transaction().await?;
-        tx.batch_execute(sql).await.with_context(|| format!("migration {version} ({name})"))?;
-        tx.execute("INSERT INTO squall_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
-        tx.commit().await?;
+        if sql.starts_with(NO_TRANSACTION) {
+            // Statements PostgreSQL runs only outside a transaction
+            // (CREATE INDEX CONCURRENTLY), one at a time; written so that
+            // running them again after an interruption is harmless.
+            for statement in statements(sql) {
+                client.batch_execute(statement).await.with_context(|| format!("migration {version} ({name})"))?;
+            }
+            client.execute("INSERT INTO squall_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
+        } else {
+            let tx = client.transaction().await?;
+            tx.batch_execute(sql).await.with_context(|| format!("migration {version} ({name})"))?;
+            tx.execute("INSERT INTO squall_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
+            tx.commit().await?;
+        }
         tracing::info!(version, name, "applied migration");
         ran += 1;
     }
@@ -137,7 +167,17 @@ async fn apply_pending(client: &mut deadpool_postgres::Client) -> anyhow::Result
 
 #[cfg(test)]
 mod tests {
-    use super::MIGRATIONS;
+    use super::{statements, MIGRATIONS, NO_TRANSACTION};
+
+    #[test]
+    fn outside_transaction_migrations_split_into_single_statements() {
+        let (_, _, sql) = MIGRATIONS.iter().find(|m| m.1 == "active_push_index").expect("registered");
+        assert!(sql.starts_with(NO_TRANSACTION));
+        let got: Vec<&str> = statements(sql).collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].ends_with("DROP INDEX CONCURRENTLY IF EXISTS usermessage_active_push"), "{}", got[0]);
+        assert!(got[1].starts_with("CREATE INDEX CONCURRENTLY usermessage_active_push"), "{}", got[1]);
+    }
 
     #[test]
     fn every_migration_file_is_registered_in_order() {

@@ -14,6 +14,9 @@ pub struct WorkersConfig {
     pub queues: Vec<String>,
     /// Items one consumer works on at once (RabbitMQ prefetch).
     pub prefetch: u16,
+    /// Database connections of the workers of a process (their own pool,
+    /// apart from the API's).
+    pub pool_size: usize,
     /// Tries of an item before it goes to `<queue>.dead`
     /// (`SQUALL_WORKER_MAX_ATTEMPTS`).
     pub max_attempts: u32,
@@ -30,20 +33,27 @@ pub struct WorkersConfig {
     pub previews: PreviewConfig,
     /// Seconds an outgoing-webhook bot's server has to answer.
     pub outgoing_webhook_timeout_secs: u64,
+    /// Let outgoing-webhook bots call servers on loopback, private and
+    /// link-local addresses (a bot server on this host or network). Off,
+    /// a member could make the server call internal hosts and read their
+    /// answers through a bot (`SQUALL_OUTGOING_WEBHOOK_ALLOW_PRIVATE`).
+    pub outgoing_webhook_allow_private: bool,
 }
 
 impl Default for WorkersConfig {
     fn default() -> Self {
         WorkersConfig {
             queues: vec!["all".into()],
-            prefetch: 16,
+            prefetch: 8,
+            pool_size: 8,
             max_attempts: 4,
             retry_base_ms: 1_000,
-            item_timeout_secs: 60,
+            item_timeout_secs: 120,
             email: EmailConfig::default(),
             push: PushConfig::default(),
             previews: PreviewConfig::default(),
             outgoing_webhook_timeout_secs: 10,
+            outgoing_webhook_allow_private: false,
         }
     }
 }
@@ -172,6 +182,9 @@ impl WorkersConfig {
         }
         if let Some(v) = get("SQUALL_PREVIEW_ALLOW_PRIVATE") {
             self.previews.allow_private_addresses = flag("SQUALL_PREVIEW_ALLOW_PRIVATE", v)?;
+        }
+        if let Some(v) = get("SQUALL_OUTGOING_WEBHOOK_ALLOW_PRIVATE") {
+            self.outgoing_webhook_allow_private = flag("SQUALL_OUTGOING_WEBHOOK_ALLOW_PRIVATE", v)?;
         }
         if let Some(v) = get("SQUALL_WORKER_MAX_ATTEMPTS") {
             self.max_attempts = parse("SQUALL_WORKER_MAX_ATTEMPTS", v)?;

@@ -82,7 +82,7 @@ pub async fn schedule(w: &Workers, item: &Value) -> Result<(), Failure> {
              (user_profile_id, message_id, trigger, mentioned_user_group_id, scheduled_timestamp)
          SELECT u.id, $2, $3, $4, COALESCE(
                     (SELECT min(scheduled_timestamp) FROM scheduled_message_email
-                     WHERE user_profile_id = $1 AND done_at IS NULL),
+                     WHERE user_profile_id = $1 AND done_at IS NULL AND scheduled_timestamp > now()),
                     now() + make_interval(secs =>
                         COALESCE((u.settings->>'email_notifications_batching_period_seconds')::float8, $5)))
          FROM userprofile u WHERE u.id = $1

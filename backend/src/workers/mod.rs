@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod email;
+pub mod net;
 pub mod preview;
 pub mod push;
 pub mod webhook;

@@ -15,19 +15,24 @@
 //! link is fetched once.
 
 use super::config::PreviewConfig;
+use super::net::{self, permanent, transient, FetchError};
 use super::{field, Failure, Workers};
 use crate::App;
+use futures_util::StreamExt;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use squall_proto::envelope::{Envelope, Notice, PerUserData};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Most links one message may have and still get previews (Zulip's
 /// INLINE_PREVIEW_LIMIT_PER_MESSAGE): with more, none.
 pub const MAX_LINKS: usize = 24;
+/// How previews introduce themselves.
+const USER_AGENT: &str = concat!("Mozilla/5.0 (compatible; ZulipURLPreview/", env!("CARGO_PKG_VERSION"), "; Squall)");
+/// Pages fetched at once for one message.
+const FETCHES_AT_ONCE: usize = 4;
 /// Redirects followed per link.
 const MAX_REDIRECTS: usize = 3;
 
@@ -199,56 +204,6 @@ pub fn embed_html(url: &str, p: &Preview) -> Option<String> {
     Some(html)
 }
 
-/// Whether a page at `ip` may be fetched without `allow_private_addresses`:
-/// not loopback, private, link-local, shared, multicast or unspecified.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || s[0] == 0x2001 && s[1] == 0x0db8)
-        }
-    }
-}
-
-/// Why a page was not read.
-#[derive(Debug)]
-pub struct FetchError {
-    /// Worth trying again (no answer, a timeout, a 5xx).
-    pub transient: bool,
-    /// What happened.
-    pub msg: String,
-}
-
-fn permanent(msg: String) -> FetchError {
-    FetchError { transient: false, msg }
-}
-
-fn transient(msg: String) -> FetchError {
-    FetchError { transient: true, msg }
-}
-
 /// Fetches `url` and reads its preview. `Ok(None)`: the page offers none
 /// (not HTML, a 4xx, nothing to show).
 pub async fn fetch(cfg: &PreviewConfig, url: &str) -> Result<Option<Preview>, FetchError> {
@@ -257,29 +212,13 @@ pub async fn fetch(cfg: &PreviewConfig, url: &str) -> Result<Option<Preview>, Fe
         if !matches!(current.scheme(), "http" | "https") {
             return Err(permanent(format!("{current}: not an http(s) URL")));
         }
-        let host = current.host_str().ok_or_else(|| permanent(format!("{current}: no host")))?.to_owned();
-        let port = current.port_or_known_default().unwrap_or(80);
-        let lookup_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let addrs: Vec<SocketAddr> =
-            tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((lookup_host.as_str(), port)))
-                .await
-                .map_err(|_| transient(format!("{host}: name lookup timed out")))?
-                .map_err(|e| permanent(format!("{host}: {e}")))?
-                .collect();
-        let allowed: Vec<SocketAddr> =
-            addrs.iter().copied().filter(|a| cfg.allow_private_addresses || is_public(a.ip())).collect();
-        if allowed.is_empty() {
-            return Err(permanent(format!(
-                "{host}: no public address (private, loopback and link-local ones are not fetched)"
-            )));
-        }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(cfg.timeout_secs.max(1)))
-            .user_agent(concat!("Mozilla/5.0 (compatible; ZulipURLPreview/", env!("CARGO_PKG_VERSION"), "; Squall)"))
-            .resolve_to_addrs(&lookup_host, &allowed)
-            .build()
-            .map_err(|e| permanent(e.to_string()))?;
+        let client = net::pinned_client(
+            &current,
+            cfg.allow_private_addresses,
+            Duration::from_secs(cfg.timeout_secs.max(1)),
+            USER_AGENT,
+        )
+        .await?;
         let mut resp = client.get(current.clone()).send().await.map_err(|e| transient(format!("{current}: {e}")))?;
         if resp.status().is_redirection() {
             let location = resp
@@ -304,14 +243,8 @@ pub async fn fetch(cfg: &PreviewConfig, url: &str) -> Result<Option<Preview>, Fe
         if !html_type {
             return Ok(None);
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| transient(format!("{current}: {e}")))? {
-            let room = cfg.max_bytes.saturating_sub(body.len());
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if body.len() >= cfg.max_bytes {
-                break;
-            }
-        }
+        let body =
+            net::read_capped(&mut resp, cfg.max_bytes).await.map_err(|e| transient(format!("{current}: {e}")))?;
         return Ok(parse_preview(&String::from_utf8_lossy(&body), &current));
     }
     Err(permanent(format!("{url}: more than {MAX_REDIRECTS} redirects")))
@@ -337,12 +270,19 @@ pub(crate) fn candidate(app: &App, sender: &crate::users::User, content: &str, h
 /// its sender is a person and its realm wants previews (one query, only
 /// for messages with links; a failure is logged, the message stays
 /// without previews).
-pub(crate) async fn maybe_enqueue(app: &App, sender: &crate::users::User, message_id: i64, candidate: Candidate) {
+/// `db` is the caller's connection (taking a second one from the pool
+/// while holding one could wait for ever on a saturated pool).
+pub(crate) async fn maybe_enqueue(
+    app: &App,
+    db: &impl deadpool_postgres::GenericClient,
+    sender: &crate::users::User,
+    message_id: i64,
+    candidate: Candidate,
+) {
     let Candidate { content, links } = candidate;
     let wanted = async {
-        let db = app.pool.get().await?;
         let row = crate::db::query_one_cached(
-            &db,
+            db,
             "SELECT inline_url_embed_preview FROM realm WHERE id = $1",
             &[&(sender.realm_id as i32)],
         )
@@ -373,7 +313,11 @@ async fn preview_for(w: &Workers, url: &str) -> Result<Option<Preview>, Failure>
         return Ok(r.get::<_, Option<Value>>(0).and_then(|v| serde_json::from_value(v).ok()));
     }
     drop(db);
-    let preview = match fetch(&w.cfg.previews, url).await {
+    let deadline = Duration::from_secs(w.cfg.previews.timeout_secs.max(1));
+    let fetched = tokio::time::timeout(deadline, fetch(&w.cfg.previews, url))
+        .await
+        .unwrap_or_else(|_| Err(transient(format!("{url}: no complete answer within {deadline:?}"))));
+    let preview = match fetched {
         Ok(p) => p,
         Err(e) if e.transient => return Err(Failure::Retry(format!("link preview: {}", e.msg))),
         Err(e) => {
@@ -397,12 +341,21 @@ pub async fn handle(w: &Workers, item: &Value) -> Result<(), Failure> {
     let message_id: i64 = field(item, "message_id")?;
     let content: String = field(item, "message_content")?;
     let urls: Vec<String> = field(item, "urls")?;
+    // A few pages at once, each within the preview timeout (redirects
+    // included), so that 24 slow links stay within the item's time limit.
+    let fetched: Vec<(String, Result<Option<Preview>, Failure>)> =
+        futures_util::stream::iter(urls.into_iter().take(MAX_LINKS))
+            .map(|url| async move {
+                let p = preview_for(w, &url).await;
+                (url, p)
+            })
+            .buffered(FETCHES_AT_ONCE)
+            .collect()
+            .await;
     let mut embeds = Vec::new();
-    for url in urls.iter().take(MAX_LINKS) {
-        if let Some(p) = preview_for(w, url).await? {
-            if let Some(html) = embed_html(url, &p) {
-                embeds.push(html);
-            }
+    for (url, p) in fetched {
+        if let Some(html) = p?.and_then(|p| embed_html(&url, &p)) {
+            embeds.push(html);
         }
     }
     if embeds.is_empty() {
@@ -508,27 +461,5 @@ mod tests {
             "<div class=\"message_embed\"><a class=\"message_embed_image\" href=\"http://test.org/\" style=\"background-image: url(&quot;http://ia.media-imdb.com/images/rock.jpg&quot;)\"></a><div class=\"data-container\"><div class=\"message_embed_title\"><a href=\"http://test.org/\" title=\"The Rock\">The Rock</a></div><div class=\"message_embed_description\">Description text</div></div></div>"
         );
         assert!(embed_html("http://test.org/", &Preview { image: None, ..p }).is_none());
-    }
-
-    #[test]
-    fn only_public_addresses() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
-        }
-        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
     }
 }

@@ -35,6 +35,9 @@ pub async fn handle(w: &Workers, item: &Value) -> Result<(), Failure> {
     }
     let user_id: i32 = field(item, "user_profile_id")?;
     match item.get("type").and_then(Value::as_str) {
+        Some(kind @ ("register_push_device_to_bouncer" | "unregister_push_device_from_bouncer")) => {
+            register(w, user_id, item, kind == "register_push_device_to_bouncer").await
+        }
         Some("remove") => {
             let ids: Vec<i64> = field(item, "message_ids")?;
             remove(w, user_id, ids).await
@@ -102,15 +105,17 @@ async fn devices(
 }
 
 async fn add(w: &Workers, user_id: i32, message_id: i64, trigger: &str, group: Option<i32>) -> Result<(), Failure> {
-    let mut db = w.app.pool.get().await?;
-    let tx = db.transaction().await?;
-    let Some((base, wants)) = base(w, &tx, user_id).await? else { return Ok(()) };
+    // No connection or lock is held across the bouncer call: read, send,
+    // then mark the message as pushed (and take it back if it was read
+    // in between).
+    let db = w.app.pool.get().await?;
+    let Some((base, wants)) = base(w, &db, user_id).await? else { return Ok(()) };
     if !wants {
         return Ok(());
     }
-    let Some(um) = tx
+    let Some(um) = db
         .query_opt(
-            "SELECT flags FROM usermessage WHERE user_profile_id = $1 AND message_id = $2 FOR UPDATE",
+            "SELECT flags FROM usermessage WHERE user_profile_id = $1 AND message_id = $2",
             &[&user_id, &message_id],
         )
         .await?
@@ -122,12 +127,12 @@ async fn add(w: &Workers, user_id: i32, message_id: i64, trigger: &str, group: O
     if bits & (flags::READ | ACTIVE_PUSH) != 0 {
         return Ok(());
     }
-    let (android, apple) = devices(&tx, user_id).await?;
+    let (android, apple) = devices(&db, user_id).await?;
     if android.is_empty() && apple.is_empty() {
         tracing::info!(user_id, "mobile push skipped: the user has no registered devices");
         return Ok(());
     }
-    let Some(m) = tx
+    let Some(m) = db
         .query_opt(
             "SELECT m.sender_id, s.email, s.full_name, s.avatar_version, extract(epoch FROM m.date_sent)::bigint,
                     r.type, r.type_id, st.name, m.subject, m.rendered_content,
@@ -162,7 +167,7 @@ async fn add(w: &Workers, user_id: i32, message_id: i64, trigger: &str, group: O
             format!("#{stream} > {topic}")
         }
         3 => {
-            let rows = tx
+            let rows = db
                 .query(
                     "SELECT u.id, u.full_name FROM direct_message_group g
                      JOIN LATERAL unnest(string_to_array(g.huddle_hash, ',')::int[]) AS x(id) ON true
@@ -220,14 +225,23 @@ async fn add(w: &Workers, user_id: i32, message_id: i64, trigger: &str, group: O
         "android_devices": android,
         "apple_devices": apple,
     });
-    let answer = send_to_bouncer(w, &body).await?;
-    tx.execute(
-        "UPDATE usermessage SET flags = flags | $3 WHERE user_profile_id = $1 AND message_id = $2",
-        &[&user_id, &message_id, &ACTIVE_PUSH],
-    )
-    .await?;
-    forget_deleted_devices(&tx, user_id, &answer).await?;
-    tx.commit().await?;
+    drop(db);
+    let answer = send_to_bouncer(w, "push/notify", Payload::Json(&body)).await?;
+    let db = w.app.pool.get().await?;
+    let now = db
+        .query_opt(
+            "UPDATE usermessage SET flags = flags | $3 WHERE user_profile_id = $1 AND message_id = $2 RETURNING flags",
+            &[&user_id, &message_id, &ACTIVE_PUSH],
+        )
+        .await?;
+    // Read while the push was on its way: the phone gets the removal.
+    if now.is_some_and(|r| r.get::<_, i64>(0) & flags::READ != 0) {
+        w.app.jobs.enqueue(
+            super::MOBILE_QUEUE,
+            json!({"type": "remove", "user_profile_id": user_id, "message_ids": [message_id]}),
+        );
+    }
+    forget_deleted_devices(&db, user_id, &answer).await?;
     Ok(())
 }
 
@@ -257,7 +271,7 @@ async fn remove(w: &Workers, user_id: i32, mut ids: Vec<i64>) -> Result<(), Fail
             "android_devices": android,
             "apple_devices": apple,
         });
-        let answer = send_to_bouncer(w, &body).await?;
+        let answer = send_to_bouncer(w, "push/notify", Payload::Json(&body)).await?;
         forget_deleted_devices(&db, user_id, &answer).await?;
     }
     db.execute(
@@ -269,21 +283,67 @@ async fn remove(w: &Workers, user_id: i32, mut ids: Vec<i64>) -> Result<(), Fail
     Ok(())
 }
 
-/// POSTs to the bouncer's `push/notify`; returns its answer.
-async fn send_to_bouncer(w: &Workers, body: &Value) -> Result<Value, Failure> {
+/// Registers a device with the bouncer (`push/register`), or forgets it
+/// there (`push/unregister`), as Zulip's `add_push_device_token` and
+/// `remove_push_device_token` do.
+async fn register(w: &Workers, user_id: i32, item: &Value, add: bool) -> Result<(), Failure> {
+    let token: String = field(item, "token")?;
+    let kind: i16 = field(item, "token_kind")?;
+    let app_id: Option<String> = field(item, "ios_app_id").unwrap_or(None);
+    let db = w.app.pool.get().await?;
+    let Some(r) = db
+        .query_opt(
+            "SELECT u.uuid::text, r.uuid::text FROM userprofile u JOIN realm r ON r.id = u.realm_id WHERE u.id = $1",
+            &[&user_id],
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    drop(db);
+    let mut form = vec![
+        ("server_uuid", w.cfg.push.org_id.clone()),
+        ("user_uuid", r.get::<_, String>(0)),
+        ("realm_uuid", r.get::<_, String>(1)),
+        ("user_id", user_id.to_string()),
+        ("token", token),
+        ("token_kind", kind.to_string()),
+    ];
+    if let (true, Some(id)) = (add, app_id) {
+        form.push(("ios_app_id", id));
+    }
+    let path = if add { "push/register" } else { "push/unregister" };
+    send_to_bouncer(w, path, Payload::Form(&form)).await.map(|_| ())
+}
+
+/// A bouncer request's body.
+enum Payload<'a> {
+    Json(&'a Value),
+    Form(&'a [(&'static str, String)]),
+}
+
+/// POSTs to the bouncer's `/api/v1/remotes/<path>`; returns its answer.
+async fn send_to_bouncer(w: &Workers, path: &str, body: Payload<'_>) -> Result<Value, Failure> {
     let p = &w.cfg.push;
-    let url = format!("{}/api/v1/remotes/push/notify", p.bouncer_url.trim_end_matches('/'));
-    let resp = w
+    let url = format!("{}/api/v1/remotes/{path}", p.bouncer_url.trim_end_matches('/'));
+    let request = w
         .http
         .post(&url)
         .basic_auth(&p.org_id, Some(&p.org_key))
-        .timeout(std::time::Duration::from_secs(15))
-        .json(body)
+        .header("User-Agent", concat!("ZulipServer/", env!("CARGO_PKG_VERSION"), " (Squall)"))
+        .timeout(std::time::Duration::from_secs(15));
+    let request = match body {
+        Payload::Json(v) => request.json(v),
+        Payload::Form(f) => request.form(f),
+    };
+    let resp = request
         .send()
         .await
         .map_err(|e| Failure::Retry(format!("{} while trying to connect to push notification bouncer", kind_of(&e))))?;
     let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
+    let mut resp = resp;
+    let text = super::net::read_capped(&mut resp, 1 << 20).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).into_owned();
     if status.is_server_error() {
         return Err(Failure::Retry(format!("Received {} from push notification bouncer", status.as_u16())));
     }

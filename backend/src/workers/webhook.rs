@@ -10,11 +10,18 @@
 //! non-2xx status or an unreadable reply is reported the same way, and not
 //! retried (as Zulip does).
 
-use super::{field, Failure, Workers};
+use super::{field, net, Failure, Workers};
 use crate::actions::send::{addressee::build_addressee, send_message, Outgoing};
 use crate::api::bots::interface;
 use crate::users::User;
 use serde_json::{json, Value};
+
+/// How the bots' servers are told who calls.
+const USER_AGENT: &str = concat!("ZulipOutgoingWebhook/", env!("CARGO_PKG_VERSION"), " (Squall)");
+/// Most of a service's answer read.
+const MAX_ANSWER: usize = 1 << 20;
+/// Most of an answer quoted to the bot's owner.
+const MAX_QUOTED: usize = 2000;
 
 /// Does one item of `outgoing_webhooks`; `final_try` says whether the
 /// runtime will give up if this try fails.
@@ -66,11 +73,31 @@ async fn call_service(
     final_try: bool,
 ) -> Result<(), Failure> {
     let content = message["content"].as_str().unwrap_or_default();
-    let request = w
-        .http
-        .post(&service.url)
-        .timeout(std::time::Duration::from_secs(w.cfg.outgoing_webhook_timeout_secs.max(1)))
-        .header("User-Agent", concat!("ZulipOutgoingWebhook/", env!("CARGO_PKG_VERSION"), " (Squall)"));
+    let timeout = std::time::Duration::from_secs(w.cfg.outgoing_webhook_timeout_secs.max(1));
+    let url = reqwest::Url::parse(&service.url).map_err(|e| Failure::Permanent(format!("{}: {e}", service.url)))?;
+    let client = match net::pinned_client(&url, w.cfg.outgoing_webhook_allow_private, timeout, USER_AGENT).await {
+        Ok(c) => c,
+        Err(e) if e.transient => {
+            if final_try {
+                fail(w, bot, message, "Bot is unavailable").await;
+                notify_owner(w, bot, owner, message, "The name of the webhook's server could not be looked up.").await;
+            }
+            return Err(Failure::Retry(e.msg));
+        }
+        Err(e) => {
+            fail(w, bot, message, "Bot is unavailable").await;
+            notify_owner(
+                w,
+                bot,
+                owner,
+                message,
+                "The URL configured for the webhook is for a private or disallowed network.",
+            )
+            .await;
+            return Err(Failure::Permanent(e.msg));
+        }
+    };
+    let request = client.post(url);
     let request = if service.interface == interface::SLACK {
         if message["type"] != "stream" {
             fail(w, bot, message, "Slack outgoing webhooks don't support direct messages.").await;
@@ -120,17 +147,20 @@ async fn call_service(
         }
     };
     let status = response.status();
-    let body = response.text().await.unwrap_or_default();
+    let mut response = response;
+    let body = net::read_capped(&mut response, MAX_ANSWER).await.unwrap_or_default();
+    let body = String::from_utf8_lossy(&body).into_owned();
     if !status.is_success() {
         fail(w, bot, message, &format!("Third party responded with {}", status.as_u16())).await;
         let mut why = format!("The webhook got a response with status code *{}*.", status.as_u16());
         if !body.is_empty() {
-            why.push_str(&format!("\nThe response contains the following payload:\n```\n{body:?}\n```"));
+            let shown: String = body.chars().take(MAX_QUOTED).collect();
+            why.push_str(&format!("\nThe response contains the following payload:\n```\n{shown:?}\n```"));
         }
         notify_owner(w, bot, owner, message, &why).await;
         return Ok(());
     }
-    match reply_of(&body) {
+    match reply_of(&body, service.interface) {
         Ok(None) => Ok(()),
         Ok(Some(reply)) => {
             if let Err(e) = respond(w, bot, message, &reply).await {
@@ -147,23 +177,30 @@ async fn call_service(
 }
 
 /// What a service's 2xx answer asks the bot to say, if anything (Zulip's
-/// `process_success_response`).
-pub fn reply_of(body: &str) -> Result<Option<String>, &'static str> {
+/// `process_success_response` and its interfaces' `process_success`:
+/// `response_string`, then `content`; Slack's `text`).
+pub fn reply_of(body: &str, iface: i16) -> Result<Option<String>, &'static str> {
     if body.is_empty() {
         return Ok(None);
     }
     let v: Value = serde_json::from_str(body).map_err(|_| "Invalid JSON in response")?;
+    // The legacy bot server answers an empty JSON string.
+    if v == Value::String(String::new()) {
+        return Ok(None);
+    }
     let Some(o) = v.as_object() else { return Err("Invalid response format") };
     if o.get("response_not_required").and_then(Value::as_bool) == Some(true) {
         return Ok(None);
     }
-    let content = o.get("content").or_else(|| o.get("response_string"));
-    match content {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err("Invalid response format"),
-    }
+    let keys: &[&str] = if iface == interface::SLACK { &["text"] } else { &["response_string", "content"] };
+    let content = keys.iter().find_map(|k| o.get(*k));
+    let text = match content {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.clone(),
+        // Zulip takes `str()` of whatever it is.
+        Some(other) => other.to_string(),
+    };
+    Ok((!text.trim().is_empty()).then_some(text))
 }
 
 /// Slack's outgoing-webhook form (Zulip's `SlackOutgoingWebhookService`).
@@ -259,13 +296,17 @@ mod tests {
 
     #[test]
     fn replies_as_zulip_reads_them() {
-        assert_eq!(reply_of(""), Ok(None));
-        assert_eq!(reply_of(r#"{"content": "hi"}"#), Ok(Some("hi".into())));
-        assert_eq!(reply_of(r#"{"response_string": "old"}"#), Ok(Some("old".into())));
-        assert_eq!(reply_of(r#"{"content": "hi", "response_not_required": true}"#), Ok(None));
-        assert_eq!(reply_of(r#"{"content": "  "}"#), Ok(None));
-        assert_eq!(reply_of(r#"{}"#), Ok(None));
-        assert_eq!(reply_of("not json"), Err("Invalid JSON in response"));
-        assert_eq!(reply_of("[1]"), Err("Invalid response format"));
+        let g = interface::GENERIC;
+        assert_eq!(reply_of("", g), Ok(None));
+        assert_eq!(reply_of("\"\"", g), Ok(None));
+        assert_eq!(reply_of(r#"{"content": "hi"}"#, g), Ok(Some("hi".into())));
+        assert_eq!(reply_of(r#"{"response_string": "old", "content": "new"}"#, g), Ok(Some("old".into())));
+        assert_eq!(reply_of(r#"{"content": 42}"#, g), Ok(Some("42".into())));
+        assert_eq!(reply_of(r#"{"content": "hi", "response_not_required": true}"#, g), Ok(None));
+        assert_eq!(reply_of(r#"{"content": "  "}"#, g), Ok(None));
+        assert_eq!(reply_of(r#"{}"#, g), Ok(None));
+        assert_eq!(reply_of(r#"{"text": "slack"}"#, interface::SLACK), Ok(Some("slack".into())));
+        assert_eq!(reply_of("not json", g), Err("Invalid JSON in response"));
+        assert_eq!(reply_of("[1]", g), Err("Invalid response format"));
     }
 }

@@ -28,7 +28,7 @@ pub(crate) async fn do_send_messages(
     mut m: SendMessageRequest<'_>,
 ) -> Result<i64, ApiError> {
     let user_ids: Vec<i32> = m.recipients.user_ids.iter().map(|&u| u as i32).collect();
-    let service_bots = service_bot_triggers(&client, &m).await?;
+    let service_bots = service_bot_triggers(&m);
     let existing = match &m.target {
         Target::Stream(s) => Some(s.recipient_id),
         Target::Direct { recipient: DirectRecipient::Existing(id), .. } => Some(*id),
@@ -85,43 +85,28 @@ pub(crate) async fn do_send_messages(
         enqueue_service_bot_events(app, &message, &service_bots);
     }
     if let Some(candidate) = preview {
-        crate::workers::preview::maybe_enqueue(app, sender, message_id, candidate).await;
+        crate::workers::preview::maybe_enqueue(app, &client, sender, message_id, candidate).await;
     }
     Ok(message_id)
 }
 
 /// Zulip's `get_service_bot_events`: the outgoing-webhook bots `m` is
 /// for, with why (`mention` in a stream, `direct_message`). Nothing for a
-/// message from a bot (no bot loops), and no query unless the message is
-/// a direct message or mentions someone.
-async fn service_bot_triggers(
-    db: &deadpool_postgres::Client,
-    m: &SendMessageRequest<'_>,
-) -> Result<Vec<(i64, &'static str)>, ApiError> {
+/// message from a bot (no bot loops). No query: DM participants and the
+/// mention lookup already know who is such a bot.
+fn service_bot_triggers(m: &SendMessageRequest<'_>) -> Vec<(i64, &'static str)> {
     if m.sender.is_bot {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let webhook = Some(crate::api::bots::bot_type::OUTGOING_WEBHOOK);
-    Ok(match &m.target {
+    match &m.target {
         Target::Direct { participants, .. } => participants
             .iter()
             .filter(|u| u.bot_type == webhook && u.is_active && u.id != m.sender.id)
             .map(|u| (u.id, "direct_message"))
             .collect(),
-        Target::Stream(_) if m.rendered.rendered.mentioned_user_ids.is_empty() => Vec::new(),
-        Target::Stream(_) => {
-            let ids: Vec<i32> = m.rendered.rendered.mentioned_user_ids.iter().map(|&u| u as i32).collect();
-            crate::db::query_cached(
-                db,
-                "SELECT id FROM userprofile WHERE id = ANY($1) AND is_active AND bot_type = 3",
-                &[&ids],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get::<_, i32>(0) as i64, "mention"))
-            .collect()
-        }
-    })
+        Target::Stream(_) => m.rendered.mentioned_webhook_bots.iter().map(|&id| (id, "mention")).collect(),
+    }
 }
 
 /// Queues the message for each outgoing-webhook bot it triggers.
