@@ -138,7 +138,7 @@ fn direct_messages_are_batched_and_reading_first_cancels_the_email() {
     let text = mails[0]["text"].as_str().unwrap();
     assert!(text.contains("> first unread") && text.contains("> second unread"), "{text}");
     // The read message was looked at and skipped, not sent.
-    assert_eq!(wait_outcome(&server, read_id), "skipped: read");
+    assert_eq!(wait_outcome(&server, read_id), "skipped: read or active since");
     wait_outcome(&server, second);
     let sent = sql_query(
         &server.database_url,
@@ -281,4 +281,24 @@ fn a_separate_worker_process_killed_mid_batch_sends_once() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("embed_links send events"), "{err}");
+}
+
+#[test]
+fn a_user_active_again_before_the_delay_gets_no_email() {
+    let smtp = SmtpSink::start().unwrap();
+    let server = server_with(&smtp, 3, &[]);
+    let back = server.create_user("back@example.com", "Back User").unwrap();
+    let away = server.create_user("away@example.com", "Away User").unwrap();
+    let seen = dm(&server.owner, &back, "you will see this");
+    wait_scheduled(&server, seen);
+    std::thread::sleep(Duration::from_millis(50));
+    let (status, body) = back.post("/api/v1/users/me/presence", &[("status", "active")]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let missed = dm(&server.owner, &away, "you will miss this");
+    let mails = smtp.wait_for(1, Duration::from_secs(30));
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(to_of(&mails[0]), "away@example.com");
+    assert_eq!(wait_outcome(&server, seen), "skipped: read or active since");
+    assert_eq!(wait_outcome(&server, missed), "sent");
+    assert_eq!(smtp.messages().len(), 1);
 }

@@ -6,8 +6,10 @@
 //! user's batching period, and only then is the item acknowledged. The
 //! batch loop ([`send_batches_forever`]) picks every user with a row that
 //! fell due, takes all of that user's waiting rows (row locks, so several
-//! workers share the table), drops messages the user has read meanwhile,
-//! and sends one email for the rest; the rows are marked done in the
+//! workers share the table), drops messages the user has read meanwhile
+//! or that came before the user was last active (presence: they are back
+//! and have seen them; Zulip checks only the read flag), and sends one
+//! email per conversation for the rest; the rows are marked done in the
 //! transaction that sent it. Redelivered items hit the unique key, so a
 //! worker killed at any point neither loses an email nor sends one twice
 //! (the window left is between the SMTP server's "250 OK" and the commit).
@@ -233,7 +235,7 @@ async fn send_batch(w: &Workers, user_id: i32) -> Result<(), Failure> {
             }
             for id in &message_ids {
                 if !messages.iter().any(|m| m.id == *id) {
-                    outcome.insert(*id, "skipped: read".to_owned());
+                    outcome.insert(*id, "skipped: read or active since".to_owned());
                 }
             }
         }
@@ -279,7 +281,11 @@ async fn unread_messages(
              JOIN userprofile s ON s.id = m.sender_id
              JOIN recipient r ON r.id = m.recipient_id
              LEFT JOIN stream st ON r.type = 2 AND st.id = r.type_id
-             WHERE m.id = ANY($2) ORDER BY m.id",
+             WHERE m.id = ANY($2)
+               -- Active again since the message came: they have seen it.
+               AND NOT EXISTS (SELECT 1 FROM userpresence p WHERE p.user_profile_id = $1
+                               AND p.last_active_time > m.date_sent)
+             ORDER BY m.id",
             &[&user_id, &message_ids],
         )
         .await?;
