@@ -282,9 +282,10 @@ async fn unread_messages(
              JOIN recipient r ON r.id = m.recipient_id
              LEFT JOIN stream st ON r.type = 2 AND st.id = r.type_id
              WHERE m.id = ANY($2)
-               -- Active again since the message came: they have seen it.
+               -- Active again since the message came: they have seen it
+               -- (presence keeps whole seconds).
                AND NOT EXISTS (SELECT 1 FROM userpresence p WHERE p.user_profile_id = $1
-                               AND p.last_active_time > m.date_sent)
+                               AND p.last_active_time >= date_trunc('second', m.date_sent))
              ORDER BY m.id",
             &[&user_id, &message_ids],
         )
