@@ -16,9 +16,7 @@
 //!   log; a handler that panics counts as a failed try of its item.
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 use serde_json::Value;
@@ -179,7 +177,7 @@ async fn process(
             tracing::warn!(queue, attempt = attempts + 1, error = %e, retry_in_ms = delay, "worker item failed; will retry");
             let props = properties(attempts + 1, None).with_expiration(delay.to_string().into());
             let republished = match declare_retry(channel, queue, attempts + 1).await {
-                Ok(retry) => publish(channel, &retry, &delivery.data, props).await,
+                Ok(retry) => crate::cluster::broker::publish_with(channel, &retry, &delivery.data, props).await,
                 Err(e) => Err(e),
             };
             if let Err(pe) = republished {
@@ -194,8 +192,13 @@ async fn process(
             let e = failure.to_string();
             tracing::error!(queue, attempts = attempts + 1, error = %e, dead_letter_queue = dead_queue(queue),
                 "worker item dead-lettered: giving up on it");
-            if let Err(pe) =
-                publish(channel, &dead_queue(queue), &delivery.data, properties(attempts + 1, Some(&e))).await
+            if let Err(pe) = crate::cluster::broker::publish_with(
+                channel,
+                &dead_queue(queue),
+                &delivery.data,
+                properties(attempts + 1, Some(&e)),
+            )
+            .await
             {
                 delivery
                     .nack(BasicNackOptions { requeue: true, ..Default::default() })
@@ -215,19 +218,6 @@ fn properties(attempts: u32, error: Option<&str>) -> BasicProperties {
         headers.insert(ERROR.into(), AMQPValue::LongString(e.into()));
     }
     BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into()).with_headers(headers)
-}
-
-async fn publish(channel: &Channel, queue: &str, body: &[u8], props: BasicProperties) -> Result<(), String> {
-    let confirm = channel
-        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, props)
-        .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
-    if confirm.is_nack() {
-        return Err("RabbitMQ refused the message".into());
-    }
-    Ok(())
 }
 
 /// The backend's way onto the worker queues: the notification publisher.

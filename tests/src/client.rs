@@ -134,6 +134,16 @@ impl Client {
         body["id"].as_i64().context("id")
     }
 
+    /// Sends a direct message to the user with id `to`; returns its id.
+    pub fn send_dm(&self, to: i64, content: &str) -> Result<i64> {
+        let to = format!("[{to}]");
+        let (status, body) = self.post("/api/v1/messages", &[("type", "direct"), ("to", &to), ("content", content)])?;
+        if status != 200 {
+            bail!("send: {status} {body}");
+        }
+        body["id"].as_i64().context("id")
+    }
+
     /// Waits (up to 5 s) until `GET /users/me` satisfies `ok`: a change
     /// made outside the server (in SQL) reaches its user cache through
     /// PostgreSQL's notification a moment later.

@@ -19,11 +19,7 @@ fn server_with(smtp: &SmtpSink, delay_secs: u64, extra: &[(&str, &str)]) -> Serv
 }
 
 fn dm(from: &Client, to: &Client, content: &str) -> i64 {
-    let to = format!("[{}]", to.user_id);
-    let (status, body) =
-        from.post("/api/v1/messages", &[("type", "direct"), ("to", &to), ("content", content)]).unwrap();
-    assert_eq!(status, 200, "{body}");
-    body["id"].as_i64().unwrap()
+    from.send_dm(to.user_id, content).unwrap()
 }
 
 /// Waits until the schedule row of `message_id` has an outcome; returns it.

@@ -49,11 +49,7 @@ fn notifies(bouncer: &HttpSink, n: usize) -> Vec<squall_e2e::Received> {
 }
 
 fn dm(from: &Client, to: &Client, content: &str) -> i64 {
-    let to = format!("[{}]", to.user_id);
-    let (status, body) =
-        from.post("/api/v1/messages", &[("type", "direct"), ("to", &to), ("content", content)]).unwrap();
-    assert_eq!(status, 200, "{body}");
-    body["id"].as_i64().unwrap()
+    from.send_dm(to.user_id, content).unwrap()
 }
 
 #[test]

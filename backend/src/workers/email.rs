@@ -15,7 +15,7 @@
 //! (the window left is between the SMTP server's "250 OK" and the commit).
 
 use super::config::EmailConfig;
-use super::{field, Failure, Workers};
+use super::{escape_html, field, Failure, Workers};
 use lettre::message::{header, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -502,10 +502,6 @@ fn reason(m: &MissedMessage) -> String {
         }
         _ => "You are receiving this because you received a direct message.".into(),
     }
-}
-
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Plain text and HTML bodies of a bucket's email.

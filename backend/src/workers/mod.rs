@@ -88,6 +88,22 @@ impl From<deadpool_postgres::PoolError> for Failure {
     }
 }
 
+/// Decodes the HTML entities rendered messages and pages use most.
+pub(crate) fn decode_entities(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&nbsp;", " ")
+        .replace("&amp;", "&")
+}
+
+/// Escapes text for HTML (also inside double-quoted attributes).
+pub(crate) fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
 /// Reads a field of an item.
 pub(crate) fn field<T: serde::de::DeserializeOwned>(item: &Value, name: &str) -> Result<T, Failure> {
     let v = item.get(name).cloned().unwrap_or(Value::Null);

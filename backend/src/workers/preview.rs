@@ -16,7 +16,7 @@
 
 use super::config::PreviewConfig;
 use super::net::{self, permanent, transient, FetchError};
-use super::{field, Failure, Workers};
+use super::{decode_entities, escape_html, field, Failure, Workers};
 use crate::App;
 use futures_util::StreamExt;
 use reqwest::Url;
@@ -45,20 +45,6 @@ pub struct Preview {
     pub description: Option<String>,
     /// Absolute image URL.
     pub image: Option<String>,
-}
-
-fn decode_entities(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&nbsp;", " ")
-        .replace("&amp;", "&")
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// The value of attribute `name` in the inside of a tag.
@@ -186,19 +172,19 @@ pub fn embed_html(url: &str, p: &Preview) -> Option<String> {
     let css = image.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\a ");
     let mut html = format!(
         "<div class=\"message_embed\"><a class=\"message_embed_image\" href=\"{}\" style=\"background-image: url({})\"></a><div class=\"data-container\">",
-        escape(url),
-        escape(&format!("\"{css}\""))
+        escape_html(url),
+        escape_html(&format!("\"{css}\""))
     );
     if let Some(t) = &p.title {
         html.push_str(&format!(
             "<div class=\"message_embed_title\"><a href=\"{}\" title=\"{}\">{}</a></div>",
-            escape(url),
-            escape(t),
-            escape(t)
+            escape_html(url),
+            escape_html(t),
+            escape_html(t)
         ));
     }
     if let Some(d) = &p.description {
-        html.push_str(&format!("<div class=\"message_embed_description\">{}</div>", escape(d)));
+        html.push_str(&format!("<div class=\"message_embed_description\">{}</div>", escape_html(d)));
     }
     html.push_str("</div></div>");
     Some(html)

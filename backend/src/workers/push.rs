@@ -11,7 +11,7 @@
 //! clears the flag. A bouncer that times out, cannot be reached or answers
 //! 5xx is retried; a 4xx is not.
 
-use super::{field, Failure, Workers};
+use super::{decode_entities, field, Failure, Workers};
 use serde_json::{json, Map, Value};
 use squall_proto::flags;
 
@@ -449,16 +449,6 @@ fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
     let at = tag.find(&format!("{name}=\""))? + name.len() + 2;
     let end = tag[at..].find('"')?;
     Some(&tag[at..at + end])
-}
-
-fn decode_entities(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&nbsp;", " ")
-        .replace("&amp;", "&")
 }
 
 #[cfg(test)]

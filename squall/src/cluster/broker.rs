@@ -77,14 +77,14 @@ pub async fn declare(channel: &Channel, queue: &str) -> Result<(), String> {
 /// Publishes `body` persistently to `queue` and waits for the broker's
 /// confirm.
 pub async fn publish(channel: &Channel, queue: &str, body: &[u8]) -> Result<(), String> {
+    let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+    publish_with(channel, queue, body, props).await
+}
+
+/// [`publish`] with the given message properties.
+pub async fn publish_with(channel: &Channel, queue: &str, body: &[u8], props: BasicProperties) -> Result<(), String> {
     let confirm = channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into()),
-        )
+        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, props)
         .await
         .map_err(|e| e.to_string())?
         .await
