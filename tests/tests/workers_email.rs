@@ -298,3 +298,27 @@ fn a_user_active_again_before_the_delay_gets_no_email() {
     assert_eq!(wait_outcome(&server, missed), "sent");
     assert_eq!(smtp.messages().len(), 1);
 }
+
+#[test]
+fn with_no_email_host_the_email_is_logged_instead() {
+    let log = std::env::temp_dir().join(format!("squall-email-log-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let env = [
+        ("SQUALL_WORKERS", "missedmessage_emails"),
+        ("SQUALL_MISSED_MESSAGE_EMAIL_DELAY_SECS", "1"),
+        ("SQUALL_LOG", "info,squall::access=warn"),
+    ];
+    let server = Server::start_with(ServerOptions {
+        amqp_url: fresh_amqp_vhost().unwrap(),
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        log_file: Some(log.clone()),
+        ..ServerOptions::default()
+    })
+    .unwrap();
+    let away = server.create_user("away@example.com", "Away User").unwrap();
+    let id = dm(&server.owner, &away, "nowhere to send");
+    assert_eq!(wait_outcome(&server, id), "logged: no email host");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let line = logged.lines().find(|l| l.contains("email not sent: no email host is configured")).unwrap_or_default();
+    assert!(line.contains("away@example.com") && line.contains("DMs with Olivia Owner"), "{logged}");
+}

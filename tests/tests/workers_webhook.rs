@@ -116,6 +116,18 @@ fn a_mentioned_or_messaged_bot_calls_its_service_and_answers() {
     assert!(people.contains(&owner_id(owner)) && people.contains(&bot_id), "{people:?}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(service.received().len(), 2, "the bot's replies called nothing");
+
+    // In a private channel the bot is not in, it answers all the same.
+    let r = owner
+        .post(
+            "/api/v1/users/me/subscriptions",
+            &[("subscriptions", r#"[{"name": "secret"}]"#), ("invite_only", "true")],
+        )
+        .unwrap();
+    assert_eq!(r.0, 200, "{}", r.1);
+    let id = owner.send_stream("secret", "hush", "@**Echo Bot** psst").unwrap();
+    let reply = wait_message_from(owner, bot_id, id);
+    assert_eq!((reply["display_recipient"].clone(), reply["subject"].clone()), (json!("secret"), json!("hush")));
 }
 
 #[test]

@@ -39,9 +39,20 @@ pub async fn send(app: &App, user: &User, req: &ApiRequest, p: &mut Params) -> A
         tracing::warn!(error = %e, "refusing a send: events cannot be delivered");
         return Err(ApiError::busy("Messages cannot be delivered right now; try again shortly"));
     }
-    let id =
-        send::send_message(app, user, Outgoing { to: addressee, content, client, queue_id, local_id, read_by_sender })
-            .await?;
+    let id = send::send_message(
+        app,
+        user,
+        Outgoing {
+            to: addressee,
+            content,
+            client,
+            queue_id,
+            local_id,
+            read_by_sender,
+            skip_stream_access_check: false,
+        },
+    )
+    .await?;
     let mut m = Map::new();
     m.insert("id".into(), id.into());
     Ok(m)

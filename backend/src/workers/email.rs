@@ -217,6 +217,7 @@ async fn send_batch(w: &Workers, user_id: i32) -> Result<(), Failure> {
                     Err(e) => Err(e),
                 };
                 let result = match sent {
+                    Ok(()) if matches!(w.mailer, Mailer::Log) => "logged: no email host".to_owned(),
                     Ok(()) => {
                         tracing::info!(user_id, to = reader.email, messages = ids.len(), "missed-message email sent");
                         "sent".to_owned()

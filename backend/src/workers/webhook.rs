@@ -247,6 +247,7 @@ async fn respond(
         queue_id: None,
         local_id: None,
         read_by_sender: None,
+        skip_stream_access_check: true,
     };
     send_message(&w.app, bot, out).await
 }
@@ -284,6 +285,7 @@ async fn notify_owner(w: &Workers, bot: &User, owner: Option<i32>, message: &Val
         queue_id: None,
         local_id: None,
         read_by_sender: None,
+        skip_stream_access_check: false,
     };
     if let Err(e) = send_message(&w.app, bot, out).await {
         tracing::warn!(bot = bot.id, owner, error = %e.msg, "outgoing webhook: could not tell the bot's owner");

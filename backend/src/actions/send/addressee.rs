@@ -145,6 +145,11 @@ pub struct Outgoing {
     pub local_id: Option<String>,
     /// Explicit `read_by_sender`.
     pub read_by_sender: Option<bool>,
+    /// Post without the channel access check (Zulip's
+    /// `skip_stream_access_check`): an outgoing-webhook bot answers where
+    /// it was mentioned, even in a private channel it is not in. Never
+    /// set from a request.
+    pub skip_stream_access_check: bool,
 }
 
 /// Addressing after the `legacy_build` checks.

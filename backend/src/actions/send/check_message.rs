@@ -101,7 +101,11 @@ pub(crate) async fn check_message<'a>(
     let (target, topic) = match &out.to {
         Addressee::Stream(sref, topic) => {
             let stream = stream_for_send(db, caches, sender, sref).await?;
-            access_stream_for_send_message(db, sender, &stream).await?;
+            if !out.skip_stream_access_check {
+                access_stream_for_send_message(db, sender, &stream).await?;
+            } else if stream.deactivated {
+                return Err(ApiError::bad_request(format!("Not authorized to send to channel '{}'", stream.name)));
+            }
             (Target::Stream(stream), topic.clone())
         }
         Addressee::Direct(refs) => (direct_target(db, sender, refs).await?, String::new()),
