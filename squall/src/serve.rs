@@ -187,7 +187,11 @@ pub fn serve(
                 );
             }
         } else if !queues.is_empty() {
-            let pool = squall_backend::db::connect(&cfg.backend.database_url, cfg.workers.pool_size)?;
+            let pool = squall_backend::db::connect_with_wait(
+                &cfg.backend.database_url,
+                cfg.workers.pool_size,
+                Some(std::time::Duration::from_secs(10)),
+            )?;
             let workers = Workers::new(app.with_pool(pool), cfg.workers.clone()).map_err(anyhow::Error::msg)?;
             let _rt = rt.enter();
             crate::workers::spawn(workers, &cfg.amqp_url, queues, "squall");

@@ -302,7 +302,11 @@ pub fn run(cfg: crate::config::Config, queues: Option<Vec<String>>) -> anyhow::R
         );
         Arc::new(NoBus)
     };
-    let pool = squall_backend::db::connect(&cfg.backend.database_url, cfg.workers.pool_size.max(2))?;
+    let pool = squall_backend::db::connect_with_wait(
+        &cfg.backend.database_url,
+        cfg.workers.pool_size.max(2),
+        Some(Duration::from_secs(10)),
+    )?;
     let settings = squall_backend::Settings {
         external_host: match () {
             _ if !cfg.external_host.is_empty() => cfg.external_host.clone(),

@@ -461,6 +461,9 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
         .collect();
     let muted_sender: Vec<i64> = choices.iter().filter(|r| r.get::<_, bool>(2)).map(id_of).collect();
     tx.commit().await?;
+    let preview = crate::workers::preview::if_wanted(&client, user.realm_id, preview).await;
+    // Back to the pool before the event goes out (see do_send_messages).
+    drop(client);
 
     for (k, v) in [
         ("type", json!("update_message")),
@@ -494,7 +497,7 @@ pub async fn edit_message(app: &App, user: &User, id: i64, req: EditRequest) -> 
         .collect();
     publish(app, user.realm_id, Notice::PerUser { event: Arc::new(Value::Object(template)), users }).await;
     if let Some(candidate) = preview {
-        crate::workers::preview::maybe_enqueue(app, &client, user, id, candidate).await;
+        crate::workers::preview::enqueue(app, user.realm_id, id, candidate);
     }
     Ok(())
 }

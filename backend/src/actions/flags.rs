@@ -148,10 +148,12 @@ pub async fn update_message_flags(
     if let (Some(d), Some(obj)) = (details, event.as_object_mut()) {
         obj.insert("message_details".into(), Value::Object(d));
     }
-    publish(app, user, event).await;
     if flag == "read" && adding && !ids.is_empty() {
         clear_mobile_push(app, &client, user.id).await;
     }
+    // Back to the pool before the event goes out (see do_send_messages).
+    drop(client);
+    publish(app, user, event).await;
     Ok(ids.len())
 }
 
@@ -263,6 +265,11 @@ pub async fn mark_as_read(
             .map(|r| r.get(0))
             .collect(),
     };
+    if !changed.is_empty() {
+        clear_mobile_push(app, &client, user.id).await;
+    }
+    // Back to the pool before the event goes out (see do_send_messages).
+    drop(client);
     match stream_recipient {
         None => {
             let event = json!({"type": "update_message_flags", "op": "add", "operation": "add", "flag": "read",
@@ -277,9 +284,6 @@ pub async fn mark_as_read(
             publish(app, user, event).await;
         }
         Some(_) => {}
-    }
-    if !changed.is_empty() {
-        clear_mobile_push(app, &client, user.id).await;
     }
     Ok(changed.len())
 }

@@ -84,8 +84,18 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// Arbitrary constant identifying Squall's migration advisory lock.
 const MIGRATION_LOCK: i64 = 0x5351_5541_4c4c; // "SQUALL"
 
-/// Opens a pool of at most `size` connections to `url`.
+/// Opens a pool of at most `size` connections to `url`. Getting a
+/// connection waits as long as it takes: the request path never holds two
+/// at once, so a wait ends when a request finishes (a wait timeout would
+/// add a timer to every checkout of the hottest path for nothing).
 pub fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
+    connect_with_wait(url, size, None)
+}
+
+/// [`connect`], with getting a connection failing (a 503 for a request)
+/// after `wait`: for the queue workers, whose items must not wait for
+/// ever behind slow peers.
+pub fn connect_with_wait(url: &str, size: usize, wait: Option<std::time::Duration>) -> anyhow::Result<Pool> {
     let mut pg = tokio_postgres::Config::from_str(url).with_context(|| format!("invalid database URL {url:?}"))?;
     // Squall's sessions plan for SSDs (random reads nearly as cheap as
     // sequential ones) unless the URL sets options: with PostgreSQL's
@@ -98,14 +108,11 @@ pub fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
     }
     let mgr =
         Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    // A request waits at most this long for a connection, then gets a 503:
-    // nothing can wait for ever on a saturated pool.
-    Pool::builder(mgr)
-        .max_size(size.max(1))
-        .wait_timeout(Some(std::time::Duration::from_secs(10)))
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .context("building the database pool")
+    let mut builder = Pool::builder(mgr).max_size(size.max(1));
+    if wait.is_some() {
+        builder = builder.wait_timeout(wait).runtime(deadpool_postgres::Runtime::Tokio1);
+    }
+    builder.build().context("building the database pool")
 }
 
 /// First line of a migration whose statements must run outside a

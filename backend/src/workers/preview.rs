@@ -252,38 +252,38 @@ pub(crate) fn candidate(app: &App, sender: &crate::users::User, content: &str, h
     (!links.is_empty()).then(|| Candidate { content: content.to_owned(), links })
 }
 
-/// From the send path, after the message went out: queues `message_id` for previews if it has links,
-/// its sender is a person and its realm wants previews (one query, only
-/// for messages with links; a failure is logged, the message stays
-/// without previews).
-/// `db` is the caller's connection (taking a second one from the pool
-/// while holding one could wait for ever on a saturated pool).
-pub(crate) async fn maybe_enqueue(
-    app: &App,
+/// From the send path, before the event goes out: the candidate, if the
+/// sender's realm wants previews (one query on the caller's connection,
+/// only for messages with links; a failure is logged and means none).
+pub(crate) async fn if_wanted(
     db: &impl deadpool_postgres::GenericClient,
-    sender: &crate::users::User,
-    message_id: i64,
-    candidate: Candidate,
-) {
-    let Candidate { content, links } = candidate;
-    let wanted = async {
-        let row = crate::db::query_one_cached(
-            db,
-            "SELECT inline_url_embed_preview FROM realm WHERE id = $1",
-            &[&(sender.realm_id as i32)],
-        )
-        .await?;
-        Ok::<bool, squall_proto::error::ApiError>(row.get(0))
-    };
-    match wanted.await {
-        Ok(true) => app.jobs.enqueue(
-            super::EMBED_LINKS_QUEUE,
-            json!({"message_id": message_id, "message_content": content, "message_realm_id": sender.realm_id,
-                   "urls": links}),
-        ),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(message_id, error = %e.msg, "link previews: could not read the realm's setting"),
+    realm_id: i64,
+    candidate: Option<Candidate>,
+) -> Option<Candidate> {
+    let candidate = candidate?;
+    let wanted = crate::db::query_one_cached(
+        db,
+        "SELECT inline_url_embed_preview FROM realm WHERE id = $1",
+        &[&(realm_id as i32)],
+    )
+    .await;
+    match wanted {
+        Ok(row) if row.get::<_, bool>(0) => Some(candidate),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e.msg, "link previews: could not read the realm's setting");
+            None
+        }
     }
+}
+
+/// After the message's event went out: queues it for previews.
+pub(crate) fn enqueue(app: &App, realm_id: i64, message_id: i64, candidate: Candidate) {
+    let Candidate { content, links } = candidate;
+    app.jobs.enqueue(
+        super::EMBED_LINKS_QUEUE,
+        json!({"message_id": message_id, "message_content": content, "message_realm_id": realm_id, "urls": links}),
+    );
 }
 
 /// A link's preview: from `link_preview` if fetched within a day, else

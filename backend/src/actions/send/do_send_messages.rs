@@ -67,7 +67,13 @@ pub(crate) async fn do_send_messages(
 
     let reactivate = std::mem::take(&mut m.recipients.reactivate);
     let preview = crate::workers::preview::candidate(app, m.sender, &m.content, &m.rendered.rendered.html);
-    let sender = m.sender;
+    let realm_id = m.sender.realm_id;
+    let preview = crate::workers::preview::if_wanted(&client, realm_id, preview).await;
+    // The connection goes back to the pool before the event goes out:
+    // delivering can wait on busy gateway cores (their inboxes are
+    // bounded), and a connection held meanwhile is one another send
+    // cannot use.
+    drop(client);
     let envelope = message_envelope(m, recipient_id, message_id, timestamp);
     let for_bots = match &envelope.notice {
         Notice::Message(notice) if !service_bots.is_empty() => Some(notice.message.clone()),
@@ -85,7 +91,7 @@ pub(crate) async fn do_send_messages(
         enqueue_service_bot_events(app, &message, &service_bots);
     }
     if let Some(candidate) = preview {
-        crate::workers::preview::maybe_enqueue(app, &client, sender, message_id, candidate).await;
+        crate::workers::preview::enqueue(app, realm_id, message_id, candidate);
     }
     Ok(message_id)
 }
