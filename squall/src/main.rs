@@ -105,8 +105,9 @@ enum Command {
     /// host that reaches the database and RabbitMQ. With a [cluster]
     /// section the bots' replies and previews reach the gateways through
     /// RabbitMQ; a single node runs its workers inside `squall serve`
-    /// instead (set `[workers] queues = []` there to move some here: only
-    /// the email and push queues can move, as the others send events).
+    /// instead (list in its `[workers] queues` the ones it keeps, and run
+    /// the others here: only the email and push queues can move, as the
+    /// others send events).
     ///
     /// Example: squall --config cluster.toml worker --queues missedmessage_emails
     Worker {
