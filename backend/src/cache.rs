@@ -16,6 +16,7 @@
 use crate::streams::Stream;
 use crate::users::User;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -35,6 +36,35 @@ pub struct Caches {
     pub users: Cache<String, User>,
     /// (realm id, name as a send wrote it) → stream.
     pub streams: Cache<(i64, String), Stream>,
+    /// Stream recipient ids found big (more than [`BIG_STREAM`] active
+    /// subscribers) at a send: a planning hint only (see
+    /// `db::messages::stream_recipient_facts`), never invalidated, bounded.
+    pub big_streams: Mutex<HashSet<i64>>,
+}
+
+/// Streams with more active subscribers than this are read with a
+/// statement planned for each send.
+pub const BIG_STREAM: usize = 200;
+
+impl Caches {
+    /// Whether the stream with `recipient_id` was found big.
+    pub fn big_stream(&self, recipient_id: i64) -> bool {
+        self.big_streams.lock().map(|s| s.contains(&recipient_id)).unwrap_or(false)
+    }
+
+    /// Notes that a send to `recipient_id` read `subscribers` subscribers.
+    pub fn note_stream_size(&self, recipient_id: i64, subscribers: usize) {
+        if let Ok(mut s) = self.big_streams.lock() {
+            if subscribers > BIG_STREAM {
+                if s.len() >= MAX_ENTRIES {
+                    s.clear();
+                }
+                s.insert(recipient_id);
+            } else {
+                s.remove(&recipient_id);
+            }
+        }
+    }
 }
 
 impl Caches {

@@ -124,7 +124,7 @@ pub(crate) async fn check_message<'a>(
     };
     let audience = target_people(&target);
     let (mut people, personal) = futures_util::try_join!(
-        recipient_facts(db, &target, &rendered),
+        recipient_facts(db, caches, &target, &rendered),
         PersonalFacts::read(db, sender.id, &audience, stream_topic)
     )?;
     let alerted = personal.alerted(&out.content);
@@ -314,7 +314,8 @@ fn target_people(target: &Target) -> Audience {
 /// big stream this is the expensive read). Soft-deactivated subscribers
 /// are left out unless the message may flag them.
 async fn recipient_facts(
-    db: &tokio_postgres::Client,
+    db: &deadpool_postgres::Client,
+    caches: &Caches,
     target: &Target,
     message: &RenderedMessage,
 ) -> Result<Vec<RecipientFacts>, ApiError> {
@@ -329,12 +330,19 @@ async fn recipient_facts(
                 .chain(message.group_mentioned.keys())
                 .map(|&u| u as i32)
                 .collect();
-            let of = RecipientsOf::Stream {
-                recipient_id: s.recipient_id,
-                keep_idle: message.rendered.stream_wildcard,
-                idle_kept: &idle_kept,
-            };
-            messages::recipient_facts(db, of, now).await
+            let found = messages::stream_recipient_facts(
+                db,
+                s.recipient_id,
+                message.rendered.stream_wildcard,
+                &idle_kept,
+                now,
+                caches.big_stream(s.recipient_id),
+            )
+            .await?;
+            if let Some(n) = found.subscribers {
+                caches.note_stream_size(s.recipient_id, n);
+            }
+            Ok(found.facts)
         }
         Target::Direct { participants, .. } => {
             let ids: Vec<i32> = participants.iter().map(|u| u.id as i32).collect();
