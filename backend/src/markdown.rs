@@ -153,7 +153,7 @@ fn parse_channel_link(text: &str) -> (&str, Option<&str>) {
 
 /// Zulip's `hash_util_encode`: percent-encoding with `.` in place of `%`
 /// (and `.` itself encoded), for narrow URLs.
-fn hash_encode(s: &str) -> String {
+pub(crate) fn hash_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'~') {
@@ -165,12 +165,18 @@ fn hash_encode(s: &str) -> String {
     out
 }
 
+/// The path of a channel's narrow, `/#narrow/channel/<id>-<name>` (the
+/// links Markdown renders and the notification emails carry).
+pub(crate) fn channel_narrow(id: i64, name: &str) -> String {
+    format!("/#narrow/channel/{id}-{}", hash_encode(&name.replace(' ', "-")))
+}
+
 fn channel_link_html(f: &Found, resolve: &dyn Fn(&str) -> Option<StreamTarget>) -> String {
     let (name, topic) = parse_channel_link(&f.text);
     let Some(s) = resolve(name.trim()) else {
         return escape(&format!("#**{}**", f.text));
     };
-    let base = format!("/#narrow/channel/{}-{}", s.id, hash_encode(&s.name.replace(' ', "-")));
+    let base = channel_narrow(s.id, &s.name);
     match topic {
         None => format!("<a class=\"stream\" data-stream-id=\"{}\" href=\"{base}\">#{}</a>", s.id, escape(&s.name)),
         Some(t) => format!(

@@ -276,7 +276,7 @@ async fn unread_messages(
     let rows = db
         .query(
             "SELECT m.id, m.sender_id, s.full_name, r.type, r.type_id, st.name, m.subject, m.content,
-                    m.rendered_content, um.flags
+                    m.rendered_content, um.flags, m.recipient_id
              FROM message m
              JOIN usermessage um ON um.message_id = m.id AND um.user_profile_id = $1
              JOIN userprofile s ON s.id = m.sender_id
@@ -304,7 +304,7 @@ async fn unread_messages(
         let dm_others = if kind == 2 {
             Vec::new()
         } else {
-            dm_participants(db, kind, type_id, sender_id)
+            dm_participants(db, kind, type_id, r.get(10), sender_id)
                 .await?
                 .into_iter()
                 .filter(|(id, _)| *id != user_id as i64)
@@ -337,23 +337,18 @@ async fn dm_participants(
     db: &impl deadpool_postgres::GenericClient,
     kind: i16,
     type_id: i32,
+    recipient_id: i32,
     sender_id: i64,
 ) -> Result<Vec<(i64, String)>, Failure> {
-    let rows = if kind == 1 {
-        db.query(
+    if kind != 1 {
+        return super::group_participants(db, recipient_id).await;
+    }
+    let rows = db
+        .query(
             "SELECT id, full_name FROM userprofile WHERE id = $1 OR id = $2 ORDER BY id",
             &[&type_id, &(sender_id as i32)],
         )
-        .await?
-    } else {
-        db.query(
-            "SELECT u.id, u.full_name FROM direct_message_group g
-             JOIN LATERAL unnest(string_to_array(g.huddle_hash, ',')::int[]) AS m(id) ON true
-             JOIN userprofile u ON u.id = m.id WHERE g.id = $1 ORDER BY u.id",
-            &[&type_id],
-        )
-        .await?
-    };
+        .await?;
     Ok(rows.iter().map(|r| (r.get::<_, i32>(0) as i64, r.get(1))).collect())
 }
 
@@ -415,27 +410,13 @@ pub fn buckets(messages: &[MissedMessage]) -> Vec<Vec<MissedMessage>> {
     out.into_iter().map(|(_, list)| list).collect()
 }
 
-/// Zulip's hash encoding of a narrow operand (`encodeHashComponent`).
-pub(crate) fn hash_component(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' | b'!' | b'*' | b'(' | b')' | b'\'' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!(".{b:02X}")),
-        }
-    }
-    out
-}
-
 /// Link to a message's conversation, near the message.
 pub fn conversation_url(realm_url: &str, m: &MissedMessage, reader_id: i64) -> String {
     match &m.stream {
         Some((id, name, topic)) => format!(
-            "{realm_url}/#narrow/channel/{id}-{}/topic/{}/near/{}",
-            hash_component(&name.replace(' ', "-")),
-            hash_component(topic),
+            "{realm_url}{}/topic/{}/near/{}",
+            crate::markdown::channel_narrow(*id, name),
+            crate::markdown::hash_encode(topic),
             m.id
         ),
         None => {

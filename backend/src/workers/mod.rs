@@ -104,6 +104,50 @@ pub(crate) fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// The value of attribute `name` inside an HTML tag (`tag` without its
+/// angle brackets), entities decoded.
+pub(crate) fn attribute(tag: &str, name: &str) -> Option<String> {
+    let lower = tag.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find(name) {
+        let start = from + at;
+        from = start + name.len();
+        let before_ok = start == 0 || lower.as_bytes()[start - 1].is_ascii_whitespace();
+        let rest = lower[from..].trim_start();
+        if !before_ok || !rest.starts_with('=') {
+            continue;
+        }
+        let value_at = tag.len() - rest.len() + 1;
+        let value = tag[value_at..].trim_start();
+        let (quote, body) = match value.chars().next() {
+            Some(q @ ('"' | '\'')) => (Some(q), &value[1..]),
+            _ => (None, value),
+        };
+        let end = match quote {
+            Some(q) => body.find(q).unwrap_or(body.len()),
+            None => body.find(|c: char| c.is_ascii_whitespace() || c == '>').unwrap_or(body.len()),
+        };
+        return Some(decode_entities(&body[..end]));
+    }
+    None
+}
+
+/// The participants (id, full name) of a direct-message group, by its
+/// recipient id: its subscriptions, as `streams::group_members` reads them.
+pub(crate) async fn group_participants(
+    db: &impl deadpool_postgres::GenericClient,
+    recipient_id: i32,
+) -> Result<Vec<(i64, String)>, Failure> {
+    let rows = db
+        .query(
+            "SELECT u.id, u.full_name FROM subscription s JOIN userprofile u ON u.id = s.user_profile_id
+             WHERE s.recipient_id = $1 ORDER BY u.id",
+            &[&recipient_id],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get::<_, i32>(0) as i64, r.get(1))).collect())
+}
+
 /// Reads a field of an item.
 pub(crate) fn field<T: serde::de::DeserializeOwned>(item: &Value, name: &str) -> Result<T, Failure> {
     let v = item.get(name).cloned().unwrap_or(Value::Null);

@@ -16,7 +16,7 @@
 
 use super::config::PreviewConfig;
 use super::net::{self, permanent, transient, FetchError};
-use super::{decode_entities, escape_html, field, Failure, Workers};
+use super::{attribute, decode_entities, escape_html, field, Failure, Workers};
 use crate::App;
 use futures_util::StreamExt;
 use reqwest::Url;
@@ -45,33 +45,6 @@ pub struct Preview {
     pub description: Option<String>,
     /// Absolute image URL.
     pub image: Option<String>,
-}
-
-/// The value of attribute `name` in the inside of a tag.
-fn attribute(tag: &str, name: &str) -> Option<String> {
-    let lower = tag.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(at) = lower[from..].find(name) {
-        let start = from + at;
-        from = start + name.len();
-        let before_ok = start == 0 || lower.as_bytes()[start - 1].is_ascii_whitespace();
-        let rest = lower[from..].trim_start();
-        if !before_ok || !rest.starts_with('=') {
-            continue;
-        }
-        let value_at = tag.len() - rest.len() + 1;
-        let value = tag[value_at..].trim_start();
-        let (quote, body) = match value.chars().next() {
-            Some(q @ ('"' | '\'')) => (Some(q), &value[1..]),
-            _ => (None, value),
-        };
-        let end = match quote {
-            Some(q) => body.find(q).unwrap_or(body.len()),
-            None => body.find(|c: char| c.is_ascii_whitespace() || c == '>').unwrap_or(body.len()),
-        };
-        return Some(decode_entities(&body[..end]));
-    }
-    None
 }
 
 /// The links of a rendered message that want previews, or none when there

@@ -11,7 +11,7 @@
 //! clears the flag. A bouncer that times out, cannot be reached or answers
 //! 5xx is retried; a 4xx is not.
 
-use super::{decode_entities, field, Failure, Workers};
+use super::{attribute, decode_entities, field, Failure, Workers};
 use serde_json::{json, Map, Value};
 use squall_proto::flags;
 
@@ -136,7 +136,7 @@ async fn add(w: &Workers, user_id: i32, message_id: i64, trigger: &str, group: O
         .query_opt(
             "SELECT m.sender_id, s.email, s.full_name, s.avatar_version, extract(epoch FROM m.date_sent)::bigint,
                     r.type, r.type_id, st.name, m.subject, m.rendered_content,
-                    (SELECT name FROM usergroup WHERE id = $2)
+                    (SELECT name FROM usergroup WHERE id = $2), m.recipient_id
              FROM message m JOIN userprofile s ON s.id = m.sender_id JOIN recipient r ON r.id = m.recipient_id
              LEFT JOIN stream st ON r.type = 2 AND st.id = r.type_id WHERE m.id = $1",
             &[&message_id, &group],
@@ -167,16 +167,9 @@ async fn add(w: &Workers, user_id: i32, message_id: i64, trigger: &str, group: O
             format!("#{stream} > {topic}")
         }
         3 => {
-            let rows = db
-                .query(
-                    "SELECT u.id, u.full_name FROM direct_message_group g
-                     JOIN LATERAL unnest(string_to_array(g.huddle_hash, ',')::int[]) AS x(id) ON true
-                     JOIN userprofile u ON u.id = x.id WHERE g.id = $1 ORDER BY u.id",
-                    &[&type_id],
-                )
-                .await?;
-            let ids: Vec<String> = rows.iter().map(|r| r.get::<_, i32>(0).to_string()).collect();
-            let mut group_names: Vec<String> = rows.iter().map(|r| r.get::<_, String>(1)).collect();
+            let people = super::group_participants(&db, m.get(11)).await?;
+            let ids: Vec<String> = people.iter().map(|(id, _)| id.to_string()).collect();
+            let mut group_names: Vec<String> = people.into_iter().map(|(_, name)| name).collect();
             group_names.sort();
             payload.insert("recipient_type".into(), "private".into());
             payload.insert("pm_users".into(), ids.join(",").into());
@@ -215,16 +208,7 @@ async fn add(w: &Workers, user_id: i32, message_id: i64, trigger: &str, group: O
         "badge": 0,
         "custom": {"zulip": custom},
     });
-    let body = json!({
-        "user_uuid": base.user_uuid,
-        "user_id": user_id,
-        "realm_uuid": base.realm_uuid,
-        "gcm_payload": gcm,
-        "gcm_options": {"priority": "high"},
-        "apns_payload": apns,
-        "android_devices": android,
-        "apple_devices": apple,
-    });
+    let body = notify_body(&base, user_id, gcm, "high", apns, android, apple);
     drop(db);
     let answer = send_to_bouncer(w, "push/notify", Payload::Json(&body)).await?;
     let db = w.app.pool.get().await?;
@@ -258,19 +242,11 @@ async fn remove(w: &Workers, user_id: i32, mut ids: Vec<i64>) -> Result<(), Fail
         gcm.insert("event".into(), "remove".into());
         gcm.insert("zulip_message_ids".into(), list.join(",").into());
         gcm.insert("zulip_message_id".into(), newest.first().copied().unwrap_or_default().into());
-        let mut custom = base.payload;
+        let mut custom = base.payload.clone();
         custom.insert("event".into(), "remove".into());
         custom.insert("zulip_message_ids".into(), list.join(",").into());
-        let body = json!({
-            "user_uuid": base.user_uuid,
-            "user_id": user_id,
-            "realm_uuid": base.realm_uuid,
-            "gcm_payload": gcm,
-            "gcm_options": {"priority": "normal"},
-            "apns_payload": {"badge": 0, "custom": {"zulip": custom}},
-            "android_devices": android,
-            "apple_devices": apple,
-        });
+        let apns = json!({"badge": 0, "custom": {"zulip": custom}});
+        let body = notify_body(&base, user_id, gcm, "normal", apns, android, apple);
         let answer = send_to_bouncer(w, "push/notify", Payload::Json(&body)).await?;
         forget_deleted_devices(&db, user_id, &answer).await?;
     }
@@ -281,6 +257,29 @@ async fn remove(w: &Workers, user_id: i32, mut ids: Vec<i64>) -> Result<(), Fail
     )
     .await?;
     Ok(())
+}
+
+/// The body of a `push/notify` request (Zulip's
+/// `RemoteServerNotificationPayload`).
+fn notify_body(
+    base: &Base,
+    user_id: i32,
+    gcm: Map<String, Value>,
+    gcm_priority: &str,
+    apns: Value,
+    android: Vec<String>,
+    apple: Vec<String>,
+) -> Value {
+    json!({
+        "user_uuid": base.user_uuid,
+        "user_id": user_id,
+        "realm_uuid": base.realm_uuid,
+        "gcm_payload": gcm,
+        "gcm_options": {"priority": gcm_priority},
+        "apns_payload": apns,
+        "android_devices": android,
+        "apple_devices": apple,
+    })
 }
 
 /// Registers a device with the bouncer (`push/register`), or forgets it
@@ -428,7 +427,7 @@ pub fn push_content(html: &str) -> (String, bool) {
             }
             ("img", false) => {
                 if let Some(alt) = attribute(tag, "alt") {
-                    emit(&mut out, alt, quote, &mut line_start);
+                    emit(&mut out, &alt, quote, &mut line_start);
                 }
             }
             _ => {}
@@ -443,12 +442,6 @@ pub fn push_content(html: &str) -> (String, bool) {
     } else {
         (text, false)
     }
-}
-
-fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
-    let at = tag.find(&format!("{name}=\""))? + name.len() + 2;
-    let end = tag[at..].find('"')?;
-    Some(&tag[at..at + end])
 }
 
 #[cfg(test)]

@@ -266,10 +266,12 @@ async fn notify_owner(w: &Workers, bot: &User, owner: Option<i32>, message: &Val
     let id = message["id"].as_i64().unwrap_or_default();
     let url = if message["type"] == "stream" {
         format!(
-            "{realm_url}/#narrow/channel/{}-{}/topic/{}/near/{id}",
-            message["stream_id"],
-            super::email::hash_component(&message["display_recipient"].as_str().unwrap_or_default().replace(' ', "-")),
-            super::email::hash_component(message["subject"].as_str().unwrap_or_default()),
+            "{realm_url}{}/topic/{}/near/{id}",
+            crate::markdown::channel_narrow(
+                message["stream_id"].as_i64().unwrap_or_default(),
+                message["display_recipient"].as_str().unwrap_or_default()
+            ),
+            crate::markdown::hash_encode(message["subject"].as_str().unwrap_or_default()),
         )
     } else {
         format!("{realm_url}/#narrow/dm/{}-dm/near/{id}", message["sender_id"])
