@@ -1,9 +1,10 @@
 //! Hot rows cached in process (the role memcached plays for Zulip): the
-//! users behind API keys and the streams messages are sent to by name.
-//! Correct across processes and hosts: PostgreSQL triggers `NOTIFY
-//! squall_cache` whenever a cached column of `userprofile`, `realm` or
-//! `stream` changes (migrations 0016, 0017), and every backend process
-//! `LISTEN`s and drops its caches. Changes this process makes through the
+//! users behind API keys, the streams messages are sent to by name, and
+//! each stream's subscribers with what the send path needs to know about
+//! them. Correct across processes and hosts: PostgreSQL triggers `NOTIFY
+//! squall_cache` whenever a cached column of `userprofile`, `realm`,
+//! `stream` or `subscription` changes (migrations 0016, 0017, 0020), and
+//! every backend process `LISTEN`s and drops its caches. Changes this process makes through the
 //! API drop them at once too, so the next request to this process sees
 //! them; other processes (a cluster's) see them when the notification
 //! arrives, milliseconds later.
@@ -11,14 +12,16 @@
 //! When the listening connection is down the caches are bypassed (and
 //! emptied), so a missed notification can never leave a stale row behind.
 //! Entries also expire after [`TTL`], and each cache holds at most
-//! [`MAX_ENTRIES`].
+//! [`MAX_ENTRIES`] (the subscriber lists: [`MAX_SUBSCRIBERS`] subscribers in
+//! all).
 
+use crate::db::messages::RecipientFacts;
 use crate::streams::Stream;
 use crate::users::User;
 use std::collections::HashMap;
-use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,44 +29,25 @@ use std::time::{Duration, Instant};
 pub const TTL: Duration = Duration::from_secs(60);
 /// Most entries a cache keeps (past it, it starts over).
 pub const MAX_ENTRIES: usize = 100_000;
+/// Most subscribers the subscriber lists hold in all (~100 bytes each).
+pub const MAX_SUBSCRIBERS: usize = 2_000_000;
 /// The notification channel the triggers use.
 pub const CHANNEL: &str = "squall_cache";
 
 /// The backend's caches, invalidated together.
-#[derive(Default)]
 pub struct Caches {
     /// API key → user.
     pub users: Cache<String, User>,
     /// (realm id, name as a send wrote it) → stream.
     pub streams: Cache<(i64, String), Stream>,
-    /// Stream recipient ids found big (more than [`BIG_STREAM`] active
-    /// subscribers) at a send: a planning hint only (see
-    /// `db::messages::stream_recipient_facts`), never invalidated, bounded.
-    pub big_streams: Mutex<HashSet<i64>>,
+    /// Stream recipient id → its active subscribers, in id order
+    /// (`db::messages::stream_subscribers`).
+    pub subscribers: Cache<i64, Arc<Vec<RecipientFacts>>>,
 }
 
-/// Streams with more active subscribers than this are read with a
-/// statement planned for each send.
-pub const BIG_STREAM: usize = 200;
-
-impl Caches {
-    /// Whether the stream with `recipient_id` was found big.
-    pub fn big_stream(&self, recipient_id: i64) -> bool {
-        self.big_streams.lock().map(|s| s.contains(&recipient_id)).unwrap_or(false)
-    }
-
-    /// Notes that a send to `recipient_id` read `subscribers` subscribers.
-    pub fn note_stream_size(&self, recipient_id: i64, subscribers: usize) {
-        if let Ok(mut s) = self.big_streams.lock() {
-            if subscribers > BIG_STREAM {
-                if s.len() >= MAX_ENTRIES {
-                    s.clear();
-                }
-                s.insert(recipient_id);
-            } else {
-                s.remove(&recipient_id);
-            }
-        }
+impl Default for Caches {
+    fn default() -> Self {
+        Caches { users: Cache::default(), streams: Cache::default(), subscribers: Cache::weighed(MAX_SUBSCRIBERS) }
     }
 }
 
@@ -72,17 +56,22 @@ impl Caches {
     pub fn invalidate(&self) {
         self.users.invalidate();
         self.streams.invalidate();
+        self.subscribers.invalidate();
     }
 
     fn set_live(&self, live: bool) {
         self.users.set_live(live);
         self.streams.set_live(live);
+        self.subscribers.set_live(live);
     }
 }
 
 /// One cache: entries are used only while notifications flow.
 pub struct Cache<K, V> {
-    entries: Mutex<HashMap<K, (V, Instant)>>,
+    entries: Mutex<Entries<K, V>>,
+    /// Most weight held (an entry weighs 1 unless stored with
+    /// [`Cache::put_weighed`]); past it, the cache starts over.
+    max_weight: usize,
     /// The listener is connected: notifications will arrive.
     live: AtomicBool,
     /// Bumped by every invalidation: a lookup that began before one must
@@ -90,9 +79,27 @@ pub struct Cache<K, V> {
     generation: AtomicU64,
 }
 
+/// A cache's entries (value, stored at, weight) and their total weight.
+struct Entries<K, V> {
+    map: HashMap<K, (V, Instant, usize)>,
+    weight: usize,
+}
+
 impl<K, V> Default for Cache<K, V> {
     fn default() -> Self {
-        Cache { entries: Mutex::default(), live: AtomicBool::new(false), generation: AtomicU64::new(0) }
+        Cache::weighed(MAX_ENTRIES)
+    }
+}
+
+impl<K, V> Cache<K, V> {
+    /// An empty cache holding at most `max_weight`.
+    pub fn weighed(max_weight: usize) -> Self {
+        Cache {
+            entries: Mutex::new(Entries { map: HashMap::new(), weight: 0 }),
+            max_weight,
+            live: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+        }
     }
 }
 
@@ -107,7 +114,7 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
             return None;
         }
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(key).filter(|(_, at)| at.elapsed() < TTL).map(|(v, _)| v.clone())
+        entries.map.get(key).filter(|(_, at, _)| at.elapsed() < TTL).map(|(v, _, _)| v.clone())
     }
 
     /// The generation to pass to [`Cache::put`], taken before reading the
@@ -119,24 +126,41 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
     /// Stores what a lookup that began at `generation` read, unless an
     /// invalidation came since.
     pub fn put(&self, key: K, value: &V, generation: u64) {
-        if !self.live.load(Ordering::Acquire) {
+        self.put_weighed(key, value, generation, 1);
+    }
+
+    /// [`Cache::put`] for an entry weighing `weight` (a list: its length).
+    /// An entry heavier than the whole cache is not stored.
+    pub fn put_weighed(&self, key: K, value: &V, generation: u64, weight: usize) {
+        if !self.live.load(Ordering::Acquire) || weight > self.max_weight {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
+        if let Some((_, _, old)) = entries.map.remove(&key) {
+            entries.weight -= old;
         }
-        entries.insert(key, (value.clone(), Instant::now()));
+        if entries.weight + weight > self.max_weight {
+            entries.map.clear();
+            entries.weight = 0;
+        }
+        entries.map.insert(key, (value.clone(), Instant::now(), weight));
+        entries.weight += weight;
     }
 
     /// Forgets everything.
     pub fn invalidate(&self) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
+        entries.map.clear();
+        entries.weight = 0;
+    }
+
+    /// Whether the cache is in use (notifications are being received).
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
     }
 
     /// Whether notifications are being received (the cache is in use).
@@ -147,7 +171,7 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
 
     /// Entries held now.
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).map.len()
     }
 
     /// No entries.
@@ -244,5 +268,22 @@ mod tests {
         cache.put("k".into(), &user(1), cache.generation());
         cache.invalidate();
         assert!(cache.get("k").is_none());
+    }
+
+    #[test]
+    fn weighed_entries_keep_the_total_bounded() {
+        let cache: Cache<i64, Vec<i64>> = Cache::weighed(10);
+        cache.set_live(true);
+        cache.put_weighed(1, &vec![0; 6], cache.generation(), 6);
+        cache.put_weighed(2, &vec![0; 4], cache.generation(), 4);
+        assert_eq!(cache.len(), 2, "6 + 4 fits in 10");
+        cache.put_weighed(2, &vec![0; 3], cache.generation(), 3);
+        assert_eq!(cache.len(), 2, "replacing an entry counts its new weight only");
+        cache.put_weighed(3, &vec![0; 2], cache.generation(), 2);
+        assert_eq!(cache.len(), 1, "6 + 3 + 2 > 10: started over");
+        assert!(cache.get(&3).is_some());
+        cache.put_weighed(4, &vec![0; 11], cache.generation(), 11);
+        assert!(cache.get(&4).is_none(), "heavier than the whole cache: not stored");
+        assert!(cache.get(&3).is_some(), "and nothing else dropped for it");
     }
 }

@@ -99,11 +99,17 @@ pub(crate) enum Endpoint {
 
 impl Endpoint {
     /// Whether it may change what the caches hold (accounts, keys, names,
-    /// roles, time zones, the realm, channels).
-    fn changes_users(self) -> bool {
+    /// roles, time zones, settings, the realm, channels, subscriptions).
+    fn changes_cached(self) -> bool {
         matches!(
             self,
-            Endpoint::UserDeactivate
+            Endpoint::UsersCreate
+                | Endpoint::BotCreate
+                | Endpoint::SubscriptionsAdd
+                | Endpoint::SubscriptionsRemove
+                | Endpoint::SubscriptionProperties
+                | Endpoint::SubscriptionProperty
+                | Endpoint::UserDeactivate
                 | Endpoint::UserDeactivateOwn
                 | Endpoint::UserReactivate
                 | Endpoint::ApiKeyRegenerate
@@ -313,7 +319,7 @@ async fn route(app: &App, req: &ApiRequest, user_id: &mut Option<i64>) -> Result
             let result = call(app, endpoint, &user, req, path, &mut params).await;
             // This process's cache forgets at once what it may have
             // changed; other processes hear it from PostgreSQL.
-            if endpoint.changes_users() {
+            if endpoint.changes_cached() {
                 app.caches.invalidate();
             }
             result?

@@ -260,6 +260,30 @@ pub async fn reactivate_user(db: &mut deadpool_postgres::Client, user_id: i64) -
     Ok(true)
 }
 
+/// How long after a reactivation [`recheck_after_reactivation`] looks
+/// again.
+pub const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A send that read a subscriber list cached before `user_id`'s
+/// reactivation was heard of (another backend process hears of it through
+/// PostgreSQL milliseconds later) may still have left the user out as
+/// idle. A second backfill, [`RECHECK_AFTER`] later, writes the rows such
+/// sends missed (the backfill only adds rows that are missing).
+pub fn recheck_after_reactivation(pool: crate::db::Pool, user_id: i64) {
+    tokio::spawn(async move {
+        tokio::time::sleep(RECHECK_AFTER).await;
+        let result = match pool.get().await {
+            Ok(db) => add_missing_messages(&db, user_id).await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(user_id, rows = n, "rows written after reactivation"),
+            Err(e) => tracing::warn!(user_id, error = ?e, "second backfill after reactivation failed"),
+        }
+    });
+}
+
 /// What one run of the soft-deactivation job did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct JobReport {

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use squall_proto::envelope::{MessageNotice, Notice, NotifySets, PerUserData, Variant};
 use squall_proto::flags;
 use squall_proto::ids::QueueId;
+use squall_proto::notify::NotifyIndex;
 use squall_proto::queue_spec::QueueSpec;
 use std::rc::Rc;
 
@@ -25,7 +26,7 @@ fn is_internal_update_key(k: &str) -> bool {
 
 /// What an `update_message` notice says about notifications.
 struct EditContext {
-    sets: NotifySets,
+    sets: NotifyIndex,
     prior_mentions: Vec<i64>,
     private: bool,
     editor: i64,
@@ -38,7 +39,7 @@ impl EditContext {
             t.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default()
         };
         EditContext {
-            sets: serde_json::from_value(Value::Object(t.clone())).unwrap_or_default(),
+            sets: NotifyIndex::new(&serde_json::from_value::<NotifySets>(Value::Object(t.clone())).unwrap_or_default()),
             prior_mentions: ids("prior_mention_user_ids"),
             // Direct messages carry no stream name.
             private: t.get("stream_name").is_none() && t.get("stream_id").is_none(),
@@ -283,7 +284,7 @@ impl CoreState {
             .and_then(Value::as_array)
             .map(|names| names.iter().filter_map(Value::as_str).filter_map(flags::bit_of).fold(0, |a, b| a | b))
             .unwrap_or(0);
-        let d = NotificationData::from_sets(user, bits, edit.private, &edit.sets);
+        let d = NotificationData::from_index(user, bits, edit.private, &edit.sets);
         if d.sender_is_muted
             || edit.private
             || edit.prior_mentions.contains(&user)
@@ -294,7 +295,7 @@ impl CoreState {
         {
             return;
         }
-        let idle = edit.sets.presence_idle_user_ids.contains(&user) || self.off_zulip(user);
+        let idle = edit.sets.presence_idle(user) || self.off_zulip(user);
         maybe_enqueue(&d, edit.editor, edit.message_id, None, idle, (false, false), &mut self.notifications);
         self.flush_notifications();
     }
@@ -305,8 +306,9 @@ impl CoreState {
         // hook when there is anything left to decide.
         let private = !m.message.is_stream();
         let mut internal: Vec<Option<Rc<InternalData>>> = Vec::with_capacity(m.users.len());
+        let index = NotifyIndex::new(&m.notify);
         for r in &m.users {
-            let data = NotificationData::from_sets(r.id, r.flags, private, &m.notify);
+            let data = NotificationData::from_index(r.id, r.flags, private, &index);
             if !data.is_notifiable(m.message.sender_id, true) {
                 internal.push(None);
                 continue;
@@ -319,7 +321,7 @@ impl CoreState {
                 message_id: m.message.id,
                 sender_id: m.message.sender_id,
             };
-            let idle = self.off_zulip(r.id) || m.notify.presence_idle_user_ids.contains(&r.id);
+            let idle = self.off_zulip(r.id) || index.presence_idle(r.id);
             let (push, email) = maybe_enqueue(
                 &record.data,
                 m.message.sender_id,

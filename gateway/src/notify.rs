@@ -12,8 +12,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use squall_proto::envelope::NotifySets;
-use squall_proto::flags;
 
 /// RabbitMQ queue of mobile push notifications.
 pub const MOBILE_QUEUE: &str = "missedmessage_mobile_notifications";
@@ -29,134 +27,7 @@ pub struct Notification {
     pub payload: Value,
 }
 
-/// Zulip's per-user notifiability booleans for one message.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(default)]
-#[allow(missing_docs)]
-pub struct NotificationData {
-    pub user_id: i64,
-    pub online_push_enabled: bool,
-    pub dm_email_notify: bool,
-    pub dm_push_notify: bool,
-    pub mention_email_notify: bool,
-    pub mention_push_notify: bool,
-    pub topic_wildcard_mention_email_notify: bool,
-    pub topic_wildcard_mention_push_notify: bool,
-    pub stream_wildcard_mention_email_notify: bool,
-    pub stream_wildcard_mention_push_notify: bool,
-    pub topic_wildcard_mention_in_followed_topic_email_notify: bool,
-    pub topic_wildcard_mention_in_followed_topic_push_notify: bool,
-    pub stream_wildcard_mention_in_followed_topic_email_notify: bool,
-    pub stream_wildcard_mention_in_followed_topic_push_notify: bool,
-    pub stream_push_notify: bool,
-    pub stream_email_notify: bool,
-    pub followed_topic_push_notify: bool,
-    pub followed_topic_email_notify: bool,
-    pub sender_is_muted: bool,
-    pub disable_external_notifications: bool,
-}
-
-impl NotificationData {
-    /// Builds the record for `user_id` from the notice's id sets and the
-    /// user's flags (Zulip's `from_user_id_sets`).
-    pub fn from_sets(user_id: i64, bits: i64, private_message: bool, s: &NotifySets) -> Self {
-        let has = |v: &Vec<i64>| v.contains(&user_id);
-        if has(&s.all_bot_user_ids) {
-            return NotificationData { user_id, ..NotificationData::default() };
-        }
-        let email_ok = !has(&s.dm_mention_email_disabled_user_ids);
-        let push_ok = !has(&s.dm_mention_push_disabled_user_ids);
-        let mentioned = bits & flags::MENTIONED != 0;
-        let topic_wc = bits & flags::TOPIC_WILDCARD_MENTIONED != 0;
-        let stream_wc = bits & flags::STREAM_WILDCARD_MENTIONED != 0;
-        NotificationData {
-            user_id,
-            online_push_enabled: has(&s.online_push_user_ids),
-            dm_email_notify: private_message && email_ok,
-            dm_push_notify: private_message && push_ok,
-            mention_email_notify: mentioned && email_ok,
-            mention_push_notify: mentioned && push_ok,
-            topic_wildcard_mention_email_notify: has(&s.topic_wildcard_mention_user_ids) && email_ok && topic_wc,
-            topic_wildcard_mention_push_notify: has(&s.topic_wildcard_mention_user_ids) && push_ok && topic_wc,
-            stream_wildcard_mention_email_notify: has(&s.stream_wildcard_mention_user_ids) && email_ok && stream_wc,
-            stream_wildcard_mention_push_notify: has(&s.stream_wildcard_mention_user_ids) && push_ok && stream_wc,
-            topic_wildcard_mention_in_followed_topic_email_notify: has(
-                &s.topic_wildcard_mention_in_followed_topic_user_ids
-            ) && email_ok
-                && topic_wc,
-            topic_wildcard_mention_in_followed_topic_push_notify: has(
-                &s.topic_wildcard_mention_in_followed_topic_user_ids
-            ) && push_ok
-                && topic_wc,
-            stream_wildcard_mention_in_followed_topic_email_notify: has(
-                &s.stream_wildcard_mention_in_followed_topic_user_ids
-            ) && email_ok
-                && stream_wc,
-            stream_wildcard_mention_in_followed_topic_push_notify: has(
-                &s.stream_wildcard_mention_in_followed_topic_user_ids
-            ) && push_ok
-                && stream_wc,
-            stream_push_notify: has(&s.stream_push_user_ids),
-            stream_email_notify: has(&s.stream_email_user_ids),
-            followed_topic_push_notify: has(&s.followed_topic_push_user_ids),
-            followed_topic_email_notify: has(&s.followed_topic_email_user_ids),
-            sender_is_muted: has(&s.muted_sender_user_ids),
-            disable_external_notifications: s.disable_external_notifications,
-        }
-    }
-
-    fn excluded(&self, acting_user_id: i64) -> bool {
-        self.user_id == acting_user_id || self.sender_is_muted || self.disable_external_notifications
-    }
-
-    /// Why a push notification is due, if it is (first match wins).
-    pub fn push_trigger(&self, acting_user_id: i64, idle: bool) -> Option<&'static str> {
-        if (!idle && !self.online_push_enabled) || self.excluded(acting_user_id) {
-            return None;
-        }
-        [
-            (self.dm_push_notify, "direct_message"),
-            (self.mention_push_notify, "mentioned"),
-            (self.topic_wildcard_mention_in_followed_topic_push_notify, "topic_wildcard_mentioned_in_followed_topic"),
-            (self.stream_wildcard_mention_in_followed_topic_push_notify, "stream_wildcard_mentioned_in_followed_topic"),
-            (self.topic_wildcard_mention_push_notify, "topic_wildcard_mentioned"),
-            (self.stream_wildcard_mention_push_notify, "stream_wildcard_mentioned"),
-            (self.followed_topic_push_notify, "followed_topic_push_notify"),
-            (self.stream_push_notify, "stream_push_notify"),
-        ]
-        .into_iter()
-        .find(|(on, _)| *on)
-        .map(|(_, t)| t)
-    }
-
-    /// Why an email is due, if it is (only for idle users).
-    pub fn email_trigger(&self, acting_user_id: i64, idle: bool) -> Option<&'static str> {
-        if !idle || self.excluded(acting_user_id) {
-            return None;
-        }
-        [
-            (self.dm_email_notify, "direct_message"),
-            (self.mention_email_notify, "mentioned"),
-            (self.topic_wildcard_mention_in_followed_topic_email_notify, "topic_wildcard_mentioned_in_followed_topic"),
-            (
-                self.stream_wildcard_mention_in_followed_topic_email_notify,
-                "stream_wildcard_mentioned_in_followed_topic",
-            ),
-            (self.topic_wildcard_mention_email_notify, "topic_wildcard_mentioned"),
-            (self.stream_wildcard_mention_email_notify, "stream_wildcard_mentioned"),
-            (self.followed_topic_email_notify, "followed_topic_email_notify"),
-            (self.stream_email_notify, "stream_email_notify"),
-        ]
-        .into_iter()
-        .find(|(on, _)| *on)
-        .map(|(_, t)| t)
-    }
-
-    /// Push- or email-notifiable.
-    pub fn is_notifiable(&self, acting_user_id: i64, idle: bool) -> bool {
-        self.push_trigger(acting_user_id, idle).is_some() || self.email_trigger(acting_user_id, idle).is_some()
-    }
-}
+pub use squall_proto::notify::NotificationData;
 
 /// What a recipient's queued message event keeps for the GC hook (Zulip's
 /// `internal_data`, plus the message and sender ids Squall's opaque stored

@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod error;
 pub mod flags;
 pub mod ids;
+pub mod notify;
 pub mod queue_spec;
 pub mod user;
 

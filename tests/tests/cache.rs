@@ -120,3 +120,67 @@ fn unsubscribing_and_renaming_a_channel_apply_to_the_next_request() {
         "Not authorized to send to channel 'hall'",
     );
 }
+
+/// Whether `user_id` has a UserMessage row for `message`.
+fn has_row(server: &Server, user_id: i64, message: i64) -> bool {
+    !sql_query(
+        &server.database_url,
+        &format!("SELECT 1 FROM usermessage WHERE user_profile_id = {user_id} AND message_id = {message}"),
+    )
+    .unwrap()
+    .is_empty()
+}
+
+/// Sends to `lobby` until `bob`'s row for the new message is `wanted` (a
+/// change made in SQL reaches the cache through PostgreSQL's notification).
+fn until_row(server: &Server, alice: &squall_e2e::Client, bob_id: i64, wanted: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = alice
+            .post("/api/v1/messages", &[("type", "stream"), ("to", "lobby"), ("topic", "t"), ("content", "probe")])
+            .unwrap();
+        // Probing fast may meet the rate limit: wait and probe again.
+        if status != 429 {
+            assert_eq!(status, 200, "{body}");
+            if has_row(server, bob_id, body["id"].as_i64().unwrap()) == wanted {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the cached subscriber list kept bob's old state: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn subscriber_changes_apply_to_the_next_message() {
+    let server = Server::start().unwrap();
+    let alice = server.create_user("alice@example.com", "Alice").unwrap();
+    let bob = server.create_user("bob@example.com", "Bob").unwrap();
+    alice.subscribe(&["lobby"]).unwrap();
+    // The subscriber list is cached by now.
+    for _ in 0..3 {
+        alice.send_stream("lobby", "t", "cached").unwrap();
+    }
+    // Through the API: the very next message.
+    bob.subscribe(&["lobby"]).unwrap();
+    let after_subscribe = alice.send_stream("lobby", "t", "bob is in").unwrap();
+    assert!(has_row(&server, bob.user_id, after_subscribe), "a new subscriber missed the next message");
+    ok(bob.delete("/api/v1/users/me/subscriptions", &[("subscriptions", r#"["lobby"]"#)]).unwrap());
+    let after_unsubscribe = alice.send_stream("lobby", "t", "bob is out").unwrap();
+    assert!(!has_row(&server, bob.user_id, after_unsubscribe), "an unsubscribed user still got a row");
+    bob.subscribe(&["lobby"]).unwrap();
+    assert!(has_row(&server, bob.user_id, alice.send_stream("lobby", "t", "back").unwrap()));
+
+    // Elsewhere (another process, an operator): through PostgreSQL.
+    let sql = |q: &str| sql_query(&server.database_url, q).unwrap();
+    sql(&format!("UPDATE subscription SET active = false WHERE user_profile_id = {}", bob.user_id));
+    until_row(&server, &alice, bob.user_id, false, "unsubscribed in SQL");
+    sql(&format!("UPDATE subscription SET active = true WHERE user_profile_id = {}", bob.user_id));
+    until_row(&server, &alice, bob.user_id, true, "subscribed again in SQL");
+    // Soft deactivation by the job (another process): plain messages stop
+    // giving bob rows; and back.
+    sql(&format!("UPDATE userprofile SET long_term_idle = true WHERE id = {}", bob.user_id));
+    until_row(&server, &alice, bob.user_id, false, "soft-deactivated");
+    sql(&format!("UPDATE userprofile SET long_term_idle = false WHERE id = {}", bob.user_id));
+    until_row(&server, &alice, bob.user_id, true, "active again");
+}

@@ -74,6 +74,7 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             .get(0);
     if idle && crate::soft_deactivation::reactivate_user(&mut db, user.id).await? {
         app.caches.invalidate();
+        crate::soft_deactivation::recheck_after_reactivation(app.pool.clone(), user.id);
     }
     drop(db);
 

@@ -196,8 +196,6 @@ pub struct RecipientFacts {
     pub id: i64,
     /// A bot.
     pub is_bot: bool,
-    /// Not active within the offline threshold.
-    pub presence_idle: bool,
     /// Soft-deactivated.
     pub long_term_idle: bool,
     /// The personal settings that differ from Zulip's defaults (none: all
@@ -222,103 +220,72 @@ pub struct SubscriptionNotify {
     pub muted: bool,
 }
 
-/// What [`recipient_facts`] found for a stream: the recipients, and how
-/// many subscribers the statement read (the stream's size, when known).
-pub struct StreamFacts {
-    /// Who may get a row.
-    pub facts: Vec<RecipientFacts>,
-    /// Active subscribers read, idle ones included; `None` when the query
-    /// filtered idle ones out in the database.
-    pub subscribers: Option<usize>,
-}
-
-/// Recipients with their bot and presence facts, in id order. `now` is
-/// unix seconds. `big`: the stream had many subscribers at an earlier
-/// send.
-///
-/// A stream not known to be big is read with one prepared statement,
-/// planned once per connection, returning every active subscriber (the
-/// soft-deactivation filter is applied here): planning an unnamed
-/// statement for every send cost more than executing it (0.39 ms against
-/// 0.09 ms, pg_stat_statements with `track_planning`) and held the send
-/// rate at ~1,600 msg/s against ~2,500 prepared (BENCHMARKS.md). A big
-/// stream is sent as an unnamed statement with its parameter types (one
-/// round trip) that filters idle subscribers in the database, planned for
-/// its parameters: the prepared statement's generic plan made a
-/// 10,001-member stream of 9,000 idle users twice as slow (19 against
-/// 9.5 ms).
-pub async fn stream_recipient_facts(
+/// Every active subscriber of the stream with `recipient_id` (active
+/// users only, soft-deactivated ones included), in id order: what the
+/// send path needs to know about them, the subscriber list the caches
+/// keep ([`crate::cache::Caches::subscribers`]). One prepared statement,
+/// planned once per connection (planning an unnamed statement for every
+/// send cost more than executing it: 0.39 ms against 0.09 ms,
+/// BENCHMARKS.md).
+pub async fn stream_subscribers(
     db: &deadpool_postgres::Client,
     recipient_id: i64,
-    keep_idle: bool,
-    idle_kept: &[i32],
-    now: i64,
-    big: bool,
-) -> Result<StreamFacts, ApiError> {
-    use tokio_postgres::types::Type;
-    let since = (now - crate::presence::OFFLINE_THRESHOLD_SECS) as f64;
-    let sql_head = "SELECT u.id, u.is_bot, coalesce(p.last_active_time >= to_timestamp($2), false), u.long_term_idle,
-                         nullif(u.settings, '{}'::jsonb),
-                         s.push_notifications, s.email_notifications, s.wildcard_mentions_notify, s.is_muted
-                 FROM subscription s JOIN userprofile u ON u.id = s.user_profile_id
-                 LEFT JOIN userpresence p ON p.user_profile_id = u.id
-                 WHERE s.recipient_id = $1 AND s.active AND u.is_active";
-    let rid = recipient_id as i32;
-    if big {
-        // Filtering idle users in the database, not after, is what makes a
-        // stream of mostly idle subscribers cheap to send to.
-        let sql = format!("{sql_head} AND (NOT u.long_term_idle OR $3 OR u.id = ANY($4)) ORDER BY 1");
-        let rows = db
-            .query_typed(
-                &sql,
-                &[(&rid, Type::INT4), (&since, Type::FLOAT8), (&keep_idle, Type::BOOL), (&idle_kept, Type::INT4_ARRAY)],
-            )
-            .await?;
-        return Ok(StreamFacts { facts: rows.iter().map(facts_of).collect(), subscribers: None });
+) -> Result<Vec<RecipientFacts>, ApiError> {
+    let sql = "SELECT u.id, u.is_bot, u.long_term_idle, nullif(u.settings, '{}'::jsonb),
+                      s.push_notifications, s.email_notifications, s.wildcard_mentions_notify, s.is_muted
+               FROM subscription s JOIN userprofile u ON u.id = s.user_profile_id
+               WHERE s.recipient_id = $1 AND s.active AND u.is_active ORDER BY 1";
+    Ok(crate::db::query_cached(db, sql, &[&(recipient_id as i32)]).await?.iter().map(facts_of).collect())
+}
+
+/// Of `user_ids`, those presence does not show active within Zulip's
+/// offline threshold before `now` (unix seconds): no presence row, or an
+/// older `last_active_time`.
+pub async fn presence_idle(db: &deadpool_postgres::Client, user_ids: &[i64], now: i64) -> Result<Vec<i64>, ApiError> {
+    if user_ids.is_empty() {
+        return Ok(Vec::new());
     }
-    let sql = format!("{sql_head} ORDER BY 1");
-    let rows = crate::db::query_cached(db, &sql, &[&rid, &since]).await?;
-    let subscribers = rows.len();
-    let facts = rows
-        .iter()
-        .map(facts_of)
-        .filter(|f| !f.long_term_idle || keep_idle || idle_kept.contains(&(f.id as i32)))
-        .collect();
-    Ok(StreamFacts { facts, subscribers: Some(subscribers) })
+    let since = (now - crate::presence::OFFLINE_THRESHOLD_SECS) as f64;
+    let ids: Vec<i32> = user_ids.iter().map(|&u| u as i32).collect();
+    let active: BTreeSet<i64> = crate::db::query_cached(
+        db,
+        "SELECT user_profile_id FROM userpresence WHERE user_profile_id = ANY($1) AND last_active_time >= to_timestamp($2)",
+        &[&ids, &since],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get::<_, i32>(0) as i64)
+    .collect();
+    Ok(user_ids.iter().copied().filter(|u| !active.contains(u)).collect())
 }
 
 fn facts_of(r: &tokio_postgres::Row) -> RecipientFacts {
     RecipientFacts {
         id: r.get::<_, i32>(0) as i64,
         is_bot: r.get(1),
-        presence_idle: !r.get::<_, bool>(2),
-        long_term_idle: r.get(3),
-        settings: r.get(4),
+        long_term_idle: r.get(2),
+        settings: r.get(3),
         subscription: SubscriptionNotify {
-            push: r.get(5),
-            email: r.get(6),
-            wildcard_mentions: r.get(7),
-            muted: r.get(8),
+            push: r.get(4),
+            email: r.get(5),
+            wildcard_mentions: r.get(6),
+            muted: r.get(7),
         },
     }
 }
 
-/// Users' bot and presence facts, in id order (a stream's recipients:
-/// [`stream_recipient_facts`]). `now` is unix seconds.
+/// Users' facts, in id order (a stream's recipients:
+/// [`stream_subscribers`]).
 pub async fn recipient_facts(
     db: &deadpool_postgres::Client,
     of: RecipientsOf<'_>,
-    now: i64,
 ) -> Result<Vec<RecipientFacts>, ApiError> {
     match of {
         RecipientsOf::Users(ids) => {
-            let since = (now - crate::presence::OFFLINE_THRESHOLD_SECS) as f64;
-            let sql = "SELECT u.id, u.is_bot, coalesce(p.last_active_time >= to_timestamp($2), false),
-                              u.long_term_idle, nullif(u.settings, '{}'::jsonb),
+            let sql = "SELECT u.id, u.is_bot, u.long_term_idle, nullif(u.settings, '{}'::jsonb),
                               NULL::boolean, NULL::boolean, NULL::boolean, false
-                       FROM userprofile u LEFT JOIN userpresence p ON p.user_profile_id = u.id
-                       WHERE u.id = ANY($1) ORDER BY 1";
-            Ok(crate::db::query_cached(db, sql, &[&ids, &since]).await?.iter().map(facts_of).collect())
+                       FROM userprofile u WHERE u.id = ANY($1) ORDER BY 1";
+            Ok(crate::db::query_cached(db, sql, &[&ids]).await?.iter().map(facts_of).collect())
         }
     }
 }

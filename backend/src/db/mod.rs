@@ -79,6 +79,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (17, "cache_notify_rows", include_str!("../../migrations/0017_cache_notify_rows.sql")),
     (18, "workers", include_str!("../../migrations/0018_workers.sql")),
     (19, "active_push_index", include_str!("../../migrations/0019_active_push_index.sql")),
+    (20, "subscriber_cache", include_str!("../../migrations/0020_subscriber_cache.sql")),
 ];
 
 /// Arbitrary constant identifying Squall's migration advisory lock.

@@ -2,6 +2,8 @@
 //! parts of test_event_queue.py.
 
 use super::*;
+use squall_proto::envelope::NotifySets;
+use squall_proto::flags;
 
 const SENDER: i64 = 1;
 const USER: i64 = 2;

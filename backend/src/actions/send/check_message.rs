@@ -16,7 +16,9 @@ use deadpool_postgres::GenericClient;
 use squall_proto::envelope::NotifySets;
 use squall_proto::error::ApiError;
 use squall_proto::flags;
+use squall_proto::notify::{NotificationData, NotifyIndex};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Clients whose messages are marked read for their sender by default.
 const READ_BY_SENDER_CLIENTS: [&str; 10] = [
@@ -134,9 +136,7 @@ pub(crate) async fn check_message<'a>(
     // are subscribers the recipient query left out as idle.)
     let missing: Vec<i32> = alerted.iter().filter(|u| !people.iter().any(|p| p.id == **u)).map(|&u| u as i32).collect();
     if !missing.is_empty() && stream_topic.is_some() {
-        people.extend(
-            messages::recipient_facts(db, RecipientsOf::Users(&missing), crate::unix_time().as_secs() as i64).await?,
-        );
+        people.extend(messages::recipient_facts(db, RecipientsOf::Users(&missing)).await?);
         people.sort_by_key(|p| p.id);
         people.dedup_by_key(|p| p.id);
     }
@@ -161,6 +161,7 @@ pub(crate) async fn check_message<'a>(
         topic_participants: &rendered.topic_participants,
     };
     recipients.notify = personal::notify_sets(&people, &with_row, &personal, &kind);
+    recipients.notify.presence_idle_user_ids = presence_idle_user_ids(db, sender.id, &recipients, is_private).await?;
     Ok(SendMessageRequest {
         sender,
         target,
@@ -310,45 +311,63 @@ fn target_people(target: &Target) -> Audience {
     }
 }
 
-/// Who may get a row, with their bot and presence facts (one query: for a
-/// big stream this is the expensive read). Soft-deactivated subscribers
-/// are left out unless the message may flag them.
+/// Who may get a row, with what the send path needs to know about them.
+/// A stream's subscribers come from the cache (one statement when it
+/// misses: for a big stream this is the expensive read); soft-deactivated
+/// subscribers are left out unless the message may flag them.
 async fn recipient_facts(
     db: &deadpool_postgres::Client,
     caches: &Caches,
     target: &Target,
     message: &RenderedMessage,
 ) -> Result<Vec<RecipientFacts>, ApiError> {
-    let now = crate::unix_time().as_secs() as i64;
     match target {
         Target::Stream(s) => {
-            let idle_kept: Vec<i32> = message
+            let all = match caches.subscribers.get(&s.recipient_id) {
+                Some(all) => all,
+                None => {
+                    let generation = caches.subscribers.generation();
+                    let all = Arc::new(messages::stream_subscribers(db, s.recipient_id).await?);
+                    caches.subscribers.put_weighed(s.recipient_id, &all, generation, all.len().max(1));
+                    all
+                }
+            };
+            let keep_idle = message.rendered.stream_wildcard;
+            let idle_kept: BTreeSet<i64> = message
                 .rendered
                 .mentioned_user_ids
                 .iter()
                 .chain(&message.topic_participants)
                 .chain(message.group_mentioned.keys())
-                .map(|&u| u as i32)
+                .copied()
                 .collect();
-            let found = messages::stream_recipient_facts(
-                db,
-                s.recipient_id,
-                message.rendered.stream_wildcard,
-                &idle_kept,
-                now,
-                caches.big_stream(s.recipient_id),
-            )
-            .await?;
-            if let Some(n) = found.subscribers {
-                caches.note_stream_size(s.recipient_id, n);
-            }
-            Ok(found.facts)
+            Ok(all.iter().filter(|f| !f.long_term_idle || keep_idle || idle_kept.contains(&f.id)).cloned().collect())
         }
         Target::Direct { participants, .. } => {
             let ids: Vec<i32> = participants.iter().map(|u| u.id as i32).collect();
-            messages::recipient_facts(db, RecipientsOf::Users(&ids), now).await
+            messages::recipient_facts(db, RecipientsOf::Users(&ids)).await
         }
     }
+}
+
+/// Zulip's `presence_idle_user_ids`: of the recipients with a row for whom
+/// the message would be notifiable if they were idle, those presence does
+/// not show active. Most messages notify nobody, and then nothing is read.
+async fn presence_idle_user_ids(
+    db: &deadpool_postgres::Client,
+    sender_id: i64,
+    recipients: &Recipients,
+    is_private: bool,
+) -> Result<Vec<i64>, ApiError> {
+    let index = NotifyIndex::new(&recipients.notify);
+    let candidates: Vec<i64> = recipients
+        .user_ids
+        .iter()
+        .zip(&recipients.flags)
+        .filter(|(&u, &f)| NotificationData::from_index(u, f, is_private, &index).is_notifiable(sender_id, true))
+        .map(|(&u, _)| u)
+        .collect();
+    messages::presence_idle(db, &candidates, crate::unix_time().as_secs() as i64).await
 }
 
 /// Each recipient's row and flags. Soft-deactivated users get a stream
@@ -397,14 +416,7 @@ mod tests {
     use super::*;
 
     fn person(id: i64, long_term_idle: bool) -> RecipientFacts {
-        RecipientFacts {
-            id,
-            is_bot: id == 9,
-            presence_idle: id % 2 == 0,
-            long_term_idle,
-            settings: None,
-            subscription: Default::default(),
-        }
+        RecipientFacts { id, is_bot: id == 9, long_term_idle, settings: None, subscription: Default::default() }
     }
 
     #[test]

@@ -221,7 +221,14 @@ fn spawn_reactivation(app: &App, user_ids: Vec<i64>) {
     tokio::spawn(async move {
         for user_id in user_ids {
             let result = match app.pool.get().await {
-                Ok(mut db) => crate::soft_deactivation::reactivate_user(&mut db, user_id).await.map(|_| ()),
+                // The cached subscriber lists still say idle: this
+                // process's next send must not leave them out.
+                Ok(mut db) => crate::soft_deactivation::reactivate_user(&mut db, user_id).await.map(|back| {
+                    if back {
+                        app.caches.invalidate();
+                        crate::soft_deactivation::recheck_after_reactivation(app.pool.clone(), user_id);
+                    }
+                }),
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = result {

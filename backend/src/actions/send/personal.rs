@@ -169,9 +169,6 @@ pub(crate) fn notify_sets(
     let mut n = NotifySets::default();
     for p in people.iter().filter(|p| with_row.contains(&p.id)) {
         let id = p.id;
-        if p.presence_idle {
-            n.presence_idle_user_ids.push(id);
-        }
         if p.is_bot {
             n.all_bot_user_ids.push(id);
         }
@@ -235,7 +232,7 @@ mod tests {
     use serde_json::json;
 
     fn person(id: i64, settings: Option<serde_json::Value>, subscription: SubscriptionNotify) -> RecipientFacts {
-        RecipientFacts { id, is_bot: false, presence_idle: false, long_term_idle: false, settings, subscription }
+        RecipientFacts { id, is_bot: false, long_term_idle: false, settings, subscription }
     }
 
     #[test]
