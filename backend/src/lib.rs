@@ -69,6 +69,8 @@ pub struct App {
     pub(crate) hasher: Arc<hashing::HashPool>,
     pub(crate) caches: Arc<cache::Caches>,
     pub(crate) jobs: Arc<dyn workers::JobQueue>,
+    /// Group commit of sends ([`db::writer`]).
+    pub(crate) writer: Arc<db::writer::MessageWriter>,
 }
 
 impl App {
@@ -96,6 +98,7 @@ impl App {
             hasher: Arc::default(),
             caches: Arc::default(),
             jobs: Arc::new(workers::NoJobs),
+            writer: Arc::default(),
         }
     }
 

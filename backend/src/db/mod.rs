@@ -6,6 +6,7 @@
 //! starts do not race. `squall_migrations` records what has been applied.
 
 pub(crate) mod messages;
+pub(crate) mod writer;
 
 use anyhow::Context;
 pub use deadpool_postgres::Pool;

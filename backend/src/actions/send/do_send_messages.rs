@@ -7,6 +7,7 @@
 
 use super::check_message::{DirectRecipient, SendMessageRequest, Target};
 use crate::db::messages::{self, NewMessage};
+use crate::db::writer;
 use crate::users::User;
 use crate::App;
 use deadpool_postgres::Object;
@@ -41,11 +42,29 @@ pub(crate) async fn do_send_messages(
         Target::Stream(s) => s.id,
         Target::Direct { .. } => 0,
     };
+    let preview = crate::workers::preview::candidate(app, m.sender, &m.content, &m.rendered.rendered.html);
+    let realm_id = m.sender.realm_id;
+    let preview = crate::workers::preview::if_wanted(&client, realm_id, preview).await;
     let (recipient_id, message_id, timestamp) = match existing {
         Some(recipient_id) if user_ids.len() < messages::COPY_THRESHOLD => {
+            // Written with whatever else is being sent now (group commit);
+            // the connection goes back first, for the writer to use.
+            drop(client);
             let row = new_message(&m, recipient_id);
-            let (id, ts) =
-                messages::insert_message_with_rows(&client, &row, stream_id, &user_ids, &m.recipients.flags).await?;
+            let pending = writer::Pending {
+                realm_id: row.realm_id,
+                sender_id: row.sender_id,
+                recipient_id: row.recipient_id,
+                subject: row.subject.to_owned(),
+                content: row.content.to_owned(),
+                rendered_content: row.rendered_content.to_owned(),
+                sending_client: row.sending_client.to_owned(),
+                is_me_message: row.is_me_message,
+                stream_id,
+                users: user_ids,
+                flags: m.recipients.flags.clone(),
+            };
+            let (id, ts) = app.writer.write(&app.pool, pending).await?;
             (recipient_id, id, ts)
         }
         _ => {
@@ -61,19 +80,16 @@ pub(crate) async fn do_send_messages(
             let (message_id, timestamp) = messages::insert_message_with_rows(&tx, &row, stream_id, &[], &[]).await?;
             messages::insert_usermessages(&tx, &user_ids, message_id, &m.recipients.flags).await?;
             tx.commit().await?;
+            // The connection goes back to the pool before the event goes
+            // out: delivering can wait on busy gateway cores (their inboxes
+            // are bounded), and a connection held meanwhile is one another
+            // send cannot use.
+            drop(client);
             (recipient_id, message_id, timestamp)
         }
     };
 
     let reactivate = std::mem::take(&mut m.recipients.reactivate);
-    let preview = crate::workers::preview::candidate(app, m.sender, &m.content, &m.rendered.rendered.html);
-    let realm_id = m.sender.realm_id;
-    let preview = crate::workers::preview::if_wanted(&client, realm_id, preview).await;
-    // The connection goes back to the pool before the event goes out:
-    // delivering can wait on busy gateway cores (their inboxes are
-    // bounded), and a connection held meanwhile is one another send
-    // cannot use.
-    drop(client);
     let envelope = message_envelope(m, recipient_id, message_id, timestamp);
     let for_bots = match &envelope.notice {
         Notice::Message(notice) if !service_bots.is_empty() => Some(notice.message.clone()),
