@@ -1,6 +1,5 @@
 //! Zulip's `do_send_messages`, for one message `check_message` accepted:
-//! writes the Message row and its UserMessage rows in the transaction the
-//! checks read in, commits, then builds the event (the wide message, each
+//! writes the Message row and its UserMessage rows, then builds the event (the wide message, each
 //! recipient's flags, the notification sets) and publishes it on the bus.
 //! Soft-deactivated users the message notifies are brought back after the
 //! commit, off the request path.
@@ -21,8 +20,9 @@ use std::sync::Arc;
 ///
 /// Most messages are one statement (the Message row, its UserMessage rows
 /// and, in a stream that has none yet, its first-message id: one round
-/// trip and one commit); a direct-message group's first message and big
-/// recipient lists (sent with COPY) take a transaction.
+/// trip and one commit), shared with the other messages being sent at the
+/// same moment ([`crate::db::writer`]); a direct-message group's first
+/// message and big recipient lists (sent with COPY) take a transaction.
 pub(crate) async fn do_send_messages(
     app: &App,
     mut client: Object,
