@@ -142,10 +142,39 @@ fn contains_alert_word(text: &str, word: &str) -> bool {
     false
 }
 
-/// A boolean personal setting of `p`.
-fn setting(p: &RecipientFacts, name: &str) -> bool {
-    let empty = serde_json::Value::Null;
-    settings::value_of(p.settings.as_ref().unwrap_or(&empty), name).and_then(|v| v.as_bool()).unwrap_or(false)
+/// The boolean personal settings the notification lists read.
+const NOTIFY_SETTINGS: [&str; 9] = [
+    "enable_online_push_notifications",
+    "enable_offline_push_notifications",
+    "enable_offline_email_notifications",
+    "enable_stream_push_notifications",
+    "enable_stream_email_notifications",
+    "enable_followed_topic_push_notifications",
+    "enable_followed_topic_email_notifications",
+    "wildcard_mentions_notify",
+    "enable_followed_topic_wildcard_mentions_notify",
+];
+
+/// Their defaults, looked up once per message rather than once per
+/// recipient and setting (a big stream's recipients mostly have none of
+/// their own).
+struct Defaults([bool; NOTIFY_SETTINGS.len()]);
+
+impl Defaults {
+    fn new() -> Self {
+        let empty = serde_json::Value::Null;
+        Defaults(NOTIFY_SETTINGS.map(|name| {
+            settings::value_of(&empty, name).and_then(|v| v.as_bool()).unwrap_or(false)
+        }))
+    }
+
+    /// A boolean personal setting of `p` (one of [`NOTIFY_SETTINGS`]).
+    fn of(&self, p: &RecipientFacts, name: &str) -> bool {
+        if let Some(v) = p.settings.as_ref().and_then(|o| o.get(name)) {
+            return v.as_bool().unwrap_or(false);
+        }
+        NOTIFY_SETTINGS.iter().position(|n| *n == name).is_some_and(|i| self.0[i])
+    }
 }
 
 /// What a message is, for the notification lists.
@@ -167,6 +196,8 @@ pub(crate) fn notify_sets(
     kind: &MessageKind<'_>,
 ) -> NotifySets {
     let mut n = NotifySets::default();
+    let defaults = Defaults::new();
+    let setting = |p: &RecipientFacts, name: &str| defaults.of(p, name);
     for p in people.iter().filter(|p| with_row.contains(&p.id)) {
         let id = p.id;
         if p.is_bot {
@@ -246,6 +277,14 @@ mod tests {
         assert_eq!(facts.alerted("(squall)"), BTreeSet::from([1]));
         assert_eq!(facts.alerted("squalls"), BTreeSet::new());
         assert_eq!(facts.alerted("`code`"), BTreeSet::from([3]), "inline code counts");
+    }
+
+    #[test]
+    fn the_notification_settings_are_known_booleans() {
+        for name in NOTIFY_SETTINGS {
+            let v = settings::value_of(&serde_json::Value::Null, name);
+            assert!(v.as_ref().is_some_and(|v| v.is_boolean()), "{name}: {v:?}");
+        }
     }
 
     #[test]
