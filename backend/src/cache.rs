@@ -10,7 +10,9 @@
 //! arrives, milliseconds later.
 //!
 //! When the listening connection is down the caches are bypassed (and
-//! emptied), so a missed notification can never leave a stale row behind.
+//! emptied), so a missed notification can never leave a stale row behind;
+//! the connection is asked to answer every [`HEARTBEAT`], so one that
+//! silently stopped is found within seconds.
 //! Entries also expire after [`TTL`], and each cache holds at most
 //! [`MAX_ENTRIES`] (the subscriber lists: [`MAX_SUBSCRIBERS`] subscribers in
 //! all).
@@ -31,6 +33,8 @@ pub const TTL: Duration = Duration::from_secs(60);
 pub const MAX_ENTRIES: usize = 100_000;
 /// Most subscribers the subscriber lists hold in all (~100 bytes each).
 pub const MAX_SUBSCRIBERS: usize = 2_000_000;
+/// How often the listening connection is asked to answer.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The notification channel the triggers use.
 pub const CHANNEL: &str = "squall_cache";
 
@@ -219,8 +223,25 @@ pub async fn listen(database_url: String, cache: std::sync::Arc<Caches>) {
                 match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
                     Ok(()) => {
                         cache.set_live(true);
-                        while rx.recv().await.is_some() {
-                            cache.invalidate();
+                        // A connection that stops answering stops the
+                        // caches within a few seconds, not at keepalive's
+                        // minute: a subscriber list missing a new member
+                        // would cost them messages.
+                        let mut beat = tokio::time::interval(HEARTBEAT);
+                        loop {
+                            tokio::select! {
+                                got = rx.recv() => match got {
+                                    Some(()) => cache.invalidate(),
+                                    None => break,
+                                },
+                                _ = beat.tick() => {
+                                    let answer = tokio::time::timeout(HEARTBEAT * 2, client.simple_query("SELECT 1")).await;
+                                    if !matches!(answer, Ok(Ok(_))) {
+                                        tracing::warn!("cache listener connection stopped answering");
+                                        break;
+                                    }
+                                }
+                            }
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cache listener could not LISTEN"),

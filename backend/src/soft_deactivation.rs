@@ -147,6 +147,18 @@ pub fn received_messages(entries: &[SubscriptionEntry], messages: &[i64]) -> Vec
 /// `last_active_message_id` after each batch. Leaves `long_term_idle`
 /// alone. Returns how many rows were written.
 pub async fn add_missing_messages(db: &impl GenericClient, user_id: i64) -> Result<usize, ApiError> {
+    add_missing_messages_after(db, user_id, None).await
+}
+
+/// [`add_missing_messages`] looking at the messages after `after` rather
+/// than after the user's `last_active_message_id` (which a backfill
+/// raises to the last message it wrote: a message with a smaller id that
+/// committed later would be below it).
+async fn add_missing_messages_after(
+    db: &impl GenericClient,
+    user_id: i64,
+    after: Option<i64>,
+) -> Result<usize, ApiError> {
     let uid = user_id as i32;
     let Some(row) =
         db.query_opt("SELECT last_active_message_id FROM userprofile WHERE id = $1 FOR UPDATE", &[&uid]).await?
@@ -154,7 +166,7 @@ pub async fn add_missing_messages(db: &impl GenericClient, user_id: i64) -> Resu
         return Ok(0);
     };
     // Never deactivated: there is no gap to fill.
-    let Some(last_active) = row.get::<_, Option<i64>>(0) else {
+    let Some(last_active) = after.or(row.get::<_, Option<i64>>(0)) else {
         return Ok(0);
     };
 
@@ -237,17 +249,31 @@ pub async fn add_missing_messages(db: &impl GenericClient, user_id: i64) -> Resu
     Ok(missing.len())
 }
 
+/// A soft reactivation that happened.
+#[derive(Debug, Clone, Copy)]
+pub struct Reactivated {
+    /// The message id its backfill started after (none: nothing to fill).
+    pub watermark: Option<i64>,
+}
+
 /// Brings a soft-deactivated user back: backfills, clears `long_term_idle`
-/// and logs it. Returns whether the user was idle.
-pub async fn reactivate_user(db: &mut deadpool_postgres::Client, user_id: i64) -> Result<bool, ApiError> {
+/// and logs it. Returns what happened when the user was idle.
+pub async fn reactivate_user(
+    db: &mut deadpool_postgres::Client,
+    user_id: i64,
+) -> Result<Option<Reactivated>, ApiError> {
     let tx = db.transaction().await?;
     let row = tx
-        .query_opt("SELECT realm_id FROM userprofile WHERE id = $1 AND long_term_idle FOR UPDATE", &[&(user_id as i32)])
+        .query_opt(
+            "SELECT realm_id, last_active_message_id FROM userprofile WHERE id = $1 AND long_term_idle FOR UPDATE",
+            &[&(user_id as i32)],
+        )
         .await?;
     let Some(row) = row else {
-        return Ok(false);
+        return Ok(None);
     };
     let realm_id: i32 = row.get(0);
+    let watermark: Option<i64> = row.get(1);
     let added = add_missing_messages(&tx, user_id).await?;
     tx.execute("UPDATE userprofile SET long_term_idle = false WHERE id = $1", &[&(user_id as i32)]).await?;
     tx.execute(
@@ -257,29 +283,37 @@ pub async fn reactivate_user(db: &mut deadpool_postgres::Client, user_id: i64) -
     .await?;
     tx.commit().await?;
     tracing::info!(user_id, backfilled = added, "soft-reactivated user");
-    Ok(true)
+    Ok(Some(Reactivated { watermark }))
 }
 
-/// How long after a reactivation [`recheck_after_reactivation`] looks
-/// again.
-pub const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// When after a reactivation [`recheck_after_reactivation`] looks again.
+pub const RECHECKS: [std::time::Duration; 2] = [std::time::Duration::from_secs(2), std::time::Duration::from_secs(30)];
 
 /// A send that read a subscriber list cached before `user_id`'s
 /// reactivation was heard of (another backend process hears of it through
-/// PostgreSQL milliseconds later) may still have left the user out as
-/// idle. A second backfill, [`RECHECK_AFTER`] later, writes the rows such
-/// sends missed (the backfill only adds rows that are missing).
-pub fn recheck_after_reactivation(pool: crate::db::Pool, user_id: i64) {
+/// PostgreSQL milliseconds later), or whose statement began before the
+/// reactivation committed, may still have left the user out as idle. Two
+/// more backfills, at [`RECHECKS`], write the rows such sends missed: they
+/// look at every message after `watermark` (where the reactivation's own
+/// backfill started, since a late-committing message may have a smaller
+/// id than the last one it wrote) and only add rows that are missing.
+pub fn recheck_after_reactivation(pool: crate::db::Pool, user_id: i64, reactivated: Reactivated) {
+    let Some(watermark) = reactivated.watermark else {
+        return;
+    };
     tokio::spawn(async move {
-        tokio::time::sleep(RECHECK_AFTER).await;
-        let result = match pool.get().await {
-            Ok(db) => add_missing_messages(&db, user_id).await,
-            Err(e) => Err(e.into()),
-        };
-        match result {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(user_id, rows = n, "rows written after reactivation"),
-            Err(e) => tracing::warn!(user_id, error = ?e, "second backfill after reactivation failed"),
+        let start = tokio::time::Instant::now();
+        for at in RECHECKS {
+            tokio::time::sleep_until(start + at).await;
+            let result = match pool.get().await {
+                Ok(db) => add_missing_messages_after(&db, user_id, Some(watermark)).await,
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(user_id, rows = n, "rows written after reactivation"),
+                Err(e) => tracing::warn!(user_id, error = ?e, "backfill after reactivation failed"),
+            }
         }
     });
 }

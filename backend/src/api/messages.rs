@@ -17,9 +17,18 @@ const LARGER_THAN_MAX_MESSAGE_ID: i64 = 10_000_000_000_000_000;
 /// `num_before + num_after` limit.
 const MAX_MESSAGES_PER_FETCH: i64 = 5000;
 
-/// The client name of a request: the `client` parameter, else the UA's.
+/// Longest client name kept (Zulip's `Client.name` holds 30 characters).
+const MAX_CLIENT_NAME: usize = 30;
+
+/// The client name of a request: the `client` parameter, else the UA's;
+/// control characters dropped (PostgreSQL refuses NUL in text) and cut
+/// to [`MAX_CLIENT_NAME`] characters.
 pub fn client_name(req: &ApiRequest, p: &mut Params) -> String {
-    p.str("client").unwrap_or_else(|| client_name_from_user_agent(req.header("user-agent")))
+    clean_client_name(&p.str("client").unwrap_or_else(|| client_name_from_user_agent(req.header("user-agent"))))
+}
+
+fn clean_client_name(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(MAX_CLIENT_NAME).collect()
 }
 
 /// `POST /messages`.
@@ -679,6 +688,13 @@ pub async fn get_one(app: &App, user: &User, id: i64, p: &mut Params) -> ApiResu
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn client_names_lose_control_characters_and_stop_at_30() {
+        assert_eq!(super::clean_client_name("Zulip\0Bot\n"), "ZulipBot");
+        assert_eq!(super::clean_client_name(&"é".repeat(40)).chars().count(), 30);
+        assert_eq!(super::clean_client_name("website"), "website");
+    }
+
     use super::search_terms;
 
     #[test]

@@ -72,9 +72,11 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
         crate::db::query_one_cached(&db, "SELECT long_term_idle FROM userprofile WHERE id = $1", &[&(user.id as i32)])
             .await?
             .get(0);
-    if idle && crate::soft_deactivation::reactivate_user(&mut db, user.id).await? {
-        app.caches.invalidate();
-        crate::soft_deactivation::recheck_after_reactivation(app.pool.clone(), user.id);
+    if idle {
+        if let Some(reactivated) = crate::soft_deactivation::reactivate_user(&mut db, user.id).await? {
+            app.caches.invalidate();
+            crate::soft_deactivation::recheck_after_reactivation(app.pool.clone(), user.id, reactivated);
+        }
     }
     drop(db);
 

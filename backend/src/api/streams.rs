@@ -147,6 +147,8 @@ pub async fn subscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
     }
     let realm_users = users::active_user_ids(&tx, actor.realm_id).await?;
     tx.commit().await?;
+    // Before the events go out: a send prompted by one must see the change.
+    app.caches.invalidate();
 
     // Events after commit: new public streams to everyone, new private
     // streams to their subscribers; subscription/add to each new subscriber;
@@ -312,6 +314,8 @@ async fn apply_property_changes(app: &App, actor: &User, items: &[Value]) -> Api
         }
     }
     tx.commit().await?;
+    // Before the events go out: a send prompted by one must see the change.
+    app.caches.invalidate();
     for event in events {
         app.tell(actor.realm_id, event, vec![actor.id], "subscription update").await;
     }
@@ -447,6 +451,8 @@ pub async fn unsubscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
         remaining.push(streams::peer_audience(&tx, stream, &others, gone).await?);
     }
     tx.commit().await?;
+    // Before the events go out: a send prompted by one must see the change.
+    app.caches.invalidate();
 
     let realm_id = actor.realm_id;
     for ((stream, gone), others) in changes.iter().zip(remaining) {
@@ -551,6 +557,8 @@ pub async fn update_stream(app: &App, actor: &User, stream_id: i64, p: &mut Para
     let after_stream = Stream { invite_only, ..stream.clone() };
     let after = streams::peer_audience(&tx, &after_stream, &subscribers, &[]).await?;
     tx.commit().await?;
+    // Before the events go out: a send prompted by one must see the change.
+    app.caches.invalidate();
     let mut audience: Vec<i64> = before.into_iter().chain(after).collect();
     audience.sort_unstable();
     audience.dedup();
@@ -603,6 +611,8 @@ pub async fn archive_stream(app: &App, actor: &User, stream_id: i64) -> ApiResul
         None
     };
     tx.commit().await?;
+    // Before the events go out: a send prompted by one must see the change.
+    app.caches.invalidate();
     app.tell(
         actor.realm_id,
         json!({"type": "stream", "op": "delete", "streams": [stream.api_dict()]}),

@@ -13,9 +13,9 @@
 //! batches exactly the sends that would otherwise have waited.
 //!
 //! Writers are spawned tasks, so a client that goes away cannot cancel a
-//! statement other senders are waiting on. A batch that fails is retried
-//! one message at a time, so one bad message does not fail the others
-//! (the failed statement committed nothing).
+//! statement other senders are waiting on. A batch whose statement fails
+//! is retried one message at a time, so one bad message does not fail the
+//! others (the failed statement committed nothing).
 
 use super::messages::{insert_message_with_rows, NewMessage};
 use super::Pool;
@@ -121,21 +121,10 @@ impl MessageWriter {
     }
 
     async fn run(self: std::sync::Arc<Self>, pool: Pool) {
-        // A writer cancelled with its runtime gives its place back; what is
-        // still queued goes to the next writer a send starts.
-        struct Retire<'a>(&'a MessageWriter, bool);
-        impl Drop for Retire<'_> {
-            fn drop(&mut self) {
-                if !self.1 {
-                    let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-                    s.writers -= 1;
-                }
-            }
-        }
-        let mut guard = Retire(&self, false);
+        let mut guard = Retire { writer: self.clone(), pool: pool.clone(), retired: false };
         loop {
             let Some(batch) = self.next_batch() else {
-                guard.1 = true;
+                guard.retired = true;
                 return;
             };
             let db = match pool.get().await {
@@ -151,19 +140,65 @@ impl MessageWriter {
             if batch.len() > 1 {
                 let pending: Vec<&Pending> = batch.iter().map(|(p, _)| p).collect();
                 match insert_batch(&db, &pending).await {
-                    Ok(ids) => {
+                    Ok(ids) if ids.len() == batch.len() => {
                         for ((_, reply), id) in batch.into_iter().zip(ids) {
                             let _ = reply.send(Ok(id));
                         }
-                        continue;
                     }
-                    Err(e) => tracing::warn!(messages = batch.len(), error = ?e, "batched insert failed; one by one"),
+                    // Committed, but not answered as asked: writing again
+                    // would store the messages twice.
+                    Ok(ids) => {
+                        let e = ApiError::internal(format!("batched insert returned {} of {}", ids.len(), batch.len()));
+                        for (_, reply) in batch {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                    // The statement failed: nothing of it was stored.
+                    Err(e) => {
+                        tracing::warn!(messages = batch.len(), error = ?e, "batched insert failed; one by one");
+                        for (p, reply) in batch {
+                            let r = insert_message_with_rows(&db, &p.row(), p.stream_id, &p.users, &p.flags).await;
+                            let _ = reply.send(r);
+                        }
+                    }
                 }
+                continue;
             }
             for (p, reply) in batch {
                 let r = insert_message_with_rows(&db, &p.row(), p.stream_id, &p.users, &p.flags).await;
                 let _ = reply.send(r);
             }
+        }
+    }
+}
+
+/// A writer that stops other than by finding the queue empty (its task
+/// cancelled with its runtime, or a panic) gives its place back, and
+/// starts a successor when messages are still queued, so that none waits
+/// for a later send to start one.
+struct Retire {
+    writer: std::sync::Arc<MessageWriter>,
+    pool: Pool,
+    retired: bool,
+}
+
+impl Drop for Retire {
+    fn drop(&mut self) {
+        if self.retired {
+            return;
+        }
+        let successor = {
+            let mut s = self.writer.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.writers -= 1;
+            let needed = !s.queue.is_empty() && tokio::runtime::Handle::try_current().is_ok();
+            if needed {
+                s.writers += 1;
+            }
+            needed
+        };
+        if successor {
+            let (writer, pool) = (self.writer.clone(), self.pool.clone());
+            tokio::spawn(async move { writer.run(pool).await });
         }
     }
 }
@@ -217,8 +252,5 @@ async fn insert_batch(db: &deadpool_postgres::Client, batch: &[&Pending]) -> Res
         &[&realm, &sender, &recipient, &subject, &content, &rendered, &client, &me, &stream, &users, &flags, &ords],
     )
     .await?;
-    if rows.len() != batch.len() {
-        return Err(ApiError::internal(format!("batched insert returned {} of {} messages", rows.len(), batch.len())));
-    }
     Ok(rows.iter().map(|r| (r.get::<_, i64>(1), r.get::<_, i64>(2))).collect())
 }

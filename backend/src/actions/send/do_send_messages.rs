@@ -240,9 +240,9 @@ fn spawn_reactivation(app: &App, user_ids: Vec<i64>) {
                 // The cached subscriber lists still say idle: this
                 // process's next send must not leave them out.
                 Ok(mut db) => crate::soft_deactivation::reactivate_user(&mut db, user_id).await.map(|back| {
-                    if back {
+                    if let Some(reactivated) = back {
                         app.caches.invalidate();
-                        crate::soft_deactivation::recheck_after_reactivation(app.pool.clone(), user_id);
+                        crate::soft_deactivation::recheck_after_reactivation(app.pool.clone(), user_id, reactivated);
                     }
                 }),
                 Err(e) => Err(e.into()),

@@ -163,9 +163,9 @@ struct Defaults([bool; NOTIFY_SETTINGS.len()]);
 impl Defaults {
     fn new() -> Self {
         let empty = serde_json::Value::Null;
-        Defaults(NOTIFY_SETTINGS.map(|name| {
-            settings::value_of(&empty, name).and_then(|v| v.as_bool()).unwrap_or(false)
-        }))
+        Defaults(
+            NOTIFY_SETTINGS.map(|name| settings::value_of(&empty, name).and_then(|v| v.as_bool()).unwrap_or(false)),
+        )
     }
 
     /// A boolean personal setting of `p` (one of [`NOTIFY_SETTINGS`]).
