@@ -162,11 +162,6 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
         entries.weight = 0;
     }
 
-    /// Whether the cache is in use (notifications are being received).
-    pub fn is_live(&self) -> bool {
-        self.live.load(Ordering::Acquire)
-    }
-
     /// Whether notifications are being received (the cache is in use).
     fn set_live(&self, live: bool) {
         self.invalidate();

@@ -201,18 +201,23 @@ pub async fn realm_presences(
 
 /// Of `user_ids`, those not active within the offline threshold (no
 /// presence at all counts as idle).
+/// Nothing is read for no users; the statement is prepared once per
+/// connection (the send path asks at every notifying message).
 pub async fn idle_users(db: &impl GenericClient, user_ids: &[i64], now: i64) -> Result<Vec<i64>, ApiError> {
+    if user_ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let ids: Vec<i32> = user_ids.iter().map(|&u| u as i32).collect();
-    let active: std::collections::HashSet<i64> = db
-        .query(
-            "SELECT user_profile_id FROM userpresence
-             WHERE user_profile_id = ANY($1) AND last_active_time >= to_timestamp($2)",
-            &[&ids, &((now - OFFLINE_THRESHOLD_SECS) as f64)],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get::<_, i32>(0) as i64)
-        .collect();
+    let active: std::collections::HashSet<i64> = crate::db::query_cached(
+        db,
+        "SELECT user_profile_id FROM userpresence
+         WHERE user_profile_id = ANY($1) AND last_active_time >= to_timestamp($2)",
+        &[&ids, &((now - OFFLINE_THRESHOLD_SECS) as f64)],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get::<_, i32>(0) as i64)
+    .collect();
     Ok(user_ids.iter().copied().filter(|u| !active.contains(u)).collect())
 }
 

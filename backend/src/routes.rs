@@ -99,16 +99,14 @@ pub(crate) enum Endpoint {
 
 impl Endpoint {
     /// Whether it may change what the caches hold (accounts, keys, names,
-    /// roles, time zones, settings, the realm, channels, subscriptions).
+    /// roles, time zones, settings, the realm, new members' subscriptions).
+    /// Channel and subscription changes (`api::streams`) drop the caches
+    /// themselves, right after their commit and before their events.
     fn changes_cached(self) -> bool {
         matches!(
             self,
             Endpoint::UsersCreate
                 | Endpoint::BotCreate
-                | Endpoint::SubscriptionsAdd
-                | Endpoint::SubscriptionsRemove
-                | Endpoint::SubscriptionProperties
-                | Endpoint::SubscriptionProperty
                 | Endpoint::UserDeactivate
                 | Endpoint::UserDeactivateOwn
                 | Endpoint::UserReactivate
@@ -116,8 +114,6 @@ impl Endpoint {
                 | Endpoint::UserUpdate
                 | Endpoint::SettingsUpdate
                 | Endpoint::RealmUpdate
-                | Endpoint::StreamUpdate
-                | Endpoint::StreamArchive
         )
     }
 

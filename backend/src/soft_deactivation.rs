@@ -256,6 +256,19 @@ pub struct Reactivated {
     pub watermark: Option<i64>,
 }
 
+/// [`reactivate_user`] for a request or a send of `app`: when the user was
+/// idle, this process's caches (whose subscriber lists still say idle) are
+/// dropped at once and [`recheck_after_reactivation`] is scheduled.
+/// Returns whether the user was idle.
+pub async fn reactivate(app: &crate::App, db: &mut deadpool_postgres::Client, user_id: i64) -> Result<bool, ApiError> {
+    let Some(reactivated) = reactivate_user(db, user_id).await? else {
+        return Ok(false);
+    };
+    app.caches.invalidate();
+    recheck_after_reactivation(app.pool.clone(), user_id, reactivated);
+    Ok(true)
+}
+
 /// Brings a soft-deactivated user back: backfills, clears `long_term_idle`
 /// and logs it. Returns what happened when the user was idle.
 pub async fn reactivate_user(
@@ -297,7 +310,7 @@ pub const RECHECKS: [std::time::Duration; 2] = [std::time::Duration::from_secs(2
 /// look at every message after `watermark` (where the reactivation's own
 /// backfill started, since a late-committing message may have a smaller
 /// id than the last one it wrote) and only add rows that are missing.
-pub fn recheck_after_reactivation(pool: crate::db::Pool, user_id: i64, reactivated: Reactivated) {
+fn recheck_after_reactivation(pool: crate::db::Pool, user_id: i64, reactivated: Reactivated) {
     let Some(watermark) = reactivated.watermark else {
         return;
     };

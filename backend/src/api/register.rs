@@ -73,10 +73,7 @@ pub async fn register(app: &App, user: &User, req: &ApiRequest, p: &mut Params) 
             .await?
             .get(0);
     if idle {
-        if let Some(reactivated) = crate::soft_deactivation::reactivate_user(&mut db, user.id).await? {
-            app.caches.invalidate();
-            crate::soft_deactivation::recheck_after_reactivation(app.pool.clone(), user.id, reactivated);
-        }
+        crate::soft_deactivation::reactivate(app, &mut db, user.id).await?;
     }
     drop(db);
 

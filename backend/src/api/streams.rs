@@ -314,8 +314,7 @@ async fn apply_property_changes(app: &App, actor: &User, items: &[Value]) -> Api
         }
     }
     tx.commit().await?;
-    // Before the events go out: a send prompted by one must see the change.
-    app.caches.invalidate();
+    app.caches.invalidate(); // before the events go out, as in subscribe
     for event in events {
         app.tell(actor.realm_id, event, vec![actor.id], "subscription update").await;
     }
@@ -451,8 +450,7 @@ pub async fn unsubscribe(app: &App, actor: &User, p: &mut Params) -> ApiResult {
         remaining.push(streams::peer_audience(&tx, stream, &others, gone).await?);
     }
     tx.commit().await?;
-    // Before the events go out: a send prompted by one must see the change.
-    app.caches.invalidate();
+    app.caches.invalidate(); // before the events go out, as in subscribe
 
     let realm_id = actor.realm_id;
     for ((stream, gone), others) in changes.iter().zip(remaining) {
@@ -557,8 +555,7 @@ pub async fn update_stream(app: &App, actor: &User, stream_id: i64, p: &mut Para
     let after_stream = Stream { invite_only, ..stream.clone() };
     let after = streams::peer_audience(&tx, &after_stream, &subscribers, &[]).await?;
     tx.commit().await?;
-    // Before the events go out: a send prompted by one must see the change.
-    app.caches.invalidate();
+    app.caches.invalidate(); // before the events go out, as in subscribe
     let mut audience: Vec<i64> = before.into_iter().chain(after).collect();
     audience.sort_unstable();
     audience.dedup();
@@ -611,8 +608,7 @@ pub async fn archive_stream(app: &App, actor: &User, stream_id: i64) -> ApiResul
         None
     };
     tx.commit().await?;
-    // Before the events go out: a send prompted by one must see the change.
-    app.caches.invalidate();
+    app.caches.invalidate(); // before the events go out, as in subscribe
     app.tell(
         actor.realm_id,
         json!({"type": "stream", "op": "delete", "streams": [stream.api_dict()]}),

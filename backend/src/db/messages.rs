@@ -238,27 +238,6 @@ pub async fn stream_subscribers(
     Ok(crate::db::query_cached(db, sql, &[&(recipient_id as i32)]).await?.iter().map(facts_of).collect())
 }
 
-/// Of `user_ids`, those presence does not show active within Zulip's
-/// offline threshold before `now` (unix seconds): no presence row, or an
-/// older `last_active_time`.
-pub async fn presence_idle(db: &deadpool_postgres::Client, user_ids: &[i64], now: i64) -> Result<Vec<i64>, ApiError> {
-    if user_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let since = (now - crate::presence::OFFLINE_THRESHOLD_SECS) as f64;
-    let ids: Vec<i32> = user_ids.iter().map(|&u| u as i32).collect();
-    let active: BTreeSet<i64> = crate::db::query_cached(
-        db,
-        "SELECT user_profile_id FROM userpresence WHERE user_profile_id = ANY($1) AND last_active_time >= to_timestamp($2)",
-        &[&ids, &since],
-    )
-    .await?
-    .iter()
-    .map(|r| r.get::<_, i32>(0) as i64)
-    .collect();
-    Ok(user_ids.iter().copied().filter(|u| !active.contains(u)).collect())
-}
-
 fn facts_of(r: &tokio_postgres::Row) -> RecipientFacts {
     RecipientFacts {
         id: r.get::<_, i32>(0) as i64,

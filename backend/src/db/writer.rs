@@ -36,20 +36,37 @@ pub const MAX_ROWS: usize = 2_000;
 /// UserMessage rows (`users[i]` gets `flags[i]`).
 #[derive(Debug, Clone)]
 pub struct Pending {
-    pub realm_id: i64,
-    pub sender_id: i64,
-    pub recipient_id: i64,
-    pub subject: String,
-    pub content: String,
-    pub rendered_content: String,
-    pub sending_client: String,
-    pub is_me_message: bool,
-    pub stream_id: i64,
-    pub users: Vec<i32>,
-    pub flags: Vec<i64>,
+    realm_id: i64,
+    sender_id: i64,
+    recipient_id: i64,
+    subject: String,
+    content: String,
+    rendered_content: String,
+    sending_client: String,
+    is_me_message: bool,
+    stream_id: i64,
+    users: Vec<i32>,
+    flags: Vec<i64>,
 }
 
 impl Pending {
+    /// `row` with its stream and rows, owned for the queue.
+    pub fn of(row: &NewMessage<'_>, stream_id: i64, users: Vec<i32>, flags: Vec<i64>) -> Self {
+        Pending {
+            realm_id: row.realm_id,
+            sender_id: row.sender_id,
+            recipient_id: row.recipient_id,
+            subject: row.subject.to_owned(),
+            content: row.content.to_owned(),
+            rendered_content: row.rendered_content.to_owned(),
+            sending_client: row.sending_client.to_owned(),
+            is_me_message: row.is_me_message,
+            stream_id,
+            users,
+            flags,
+        }
+    }
+
     fn row(&self) -> NewMessage<'_> {
         NewMessage {
             realm_id: self.realm_id,
@@ -94,10 +111,15 @@ impl MessageWriter {
             }
         };
         if start {
-            let (me, pool) = (self.clone(), pool.clone());
-            tokio::spawn(async move { me.run(pool).await });
+            self.spawn_writer(pool);
         }
         rx.await.map_err(|_| ApiError::busy("The message writer stopped; try again"))?
+    }
+
+    /// Starts a writer (its place already counted in `writers`).
+    fn spawn_writer(self: &std::sync::Arc<Self>, pool: &Pool) {
+        let (me, pool) = (self.clone(), pool.clone());
+        tokio::spawn(async move { me.run(pool).await });
     }
 
     /// Takes the next batch, or retires this writer when there is none
@@ -144,6 +166,7 @@ impl MessageWriter {
                         for ((_, reply), id) in batch.into_iter().zip(ids) {
                             let _ = reply.send(Ok(id));
                         }
+                        continue;
                     }
                     // Committed, but not answered as asked: writing again
                     // would store the messages twice.
@@ -152,17 +175,11 @@ impl MessageWriter {
                         for (_, reply) in batch {
                             let _ = reply.send(Err(e.clone()));
                         }
+                        continue;
                     }
-                    // The statement failed: nothing of it was stored.
-                    Err(e) => {
-                        tracing::warn!(messages = batch.len(), error = ?e, "batched insert failed; one by one");
-                        for (p, reply) in batch {
-                            let r = insert_message_with_rows(&db, &p.row(), p.stream_id, &p.users, &p.flags).await;
-                            let _ = reply.send(r);
-                        }
-                    }
+                    // The statement failed, nothing of it stored: one by one.
+                    Err(e) => tracing::warn!(messages = batch.len(), error = ?e, "batched insert failed; one by one"),
                 }
-                continue;
             }
             for (p, reply) in batch {
                 let r = insert_message_with_rows(&db, &p.row(), p.stream_id, &p.users, &p.flags).await;
@@ -197,8 +214,7 @@ impl Drop for Retire {
             needed
         };
         if successor {
-            let (writer, pool) = (self.writer.clone(), self.pool.clone());
-            tokio::spawn(async move { writer.run(pool).await });
+            self.writer.spawn_writer(&self.pool);
         }
     }
 }

@@ -367,7 +367,7 @@ async fn presence_idle_user_ids(
         .filter(|(&u, &f)| NotificationData::from_index(u, f, is_private, &index).is_notifiable(sender_id, true))
         .map(|(&u, _)| u)
         .collect();
-    messages::presence_idle(db, &candidates, crate::unix_time().as_secs() as i64).await
+    crate::presence::idle_users(db, &candidates, crate::unix_time().as_secs() as i64).await
 }
 
 /// Each recipient's row and flags. Soft-deactivated users get a stream

@@ -1,6 +1,7 @@
 //! Zulip's `do_send_messages`, for one message `check_message` accepted:
-//! writes the Message row and its UserMessage rows, then builds the event (the wide message, each
-//! recipient's flags, the notification sets) and publishes it on the bus.
+//! writes the Message row and its UserMessage rows, then builds the event
+//! (the wide message, each recipient's flags, the notification sets) and
+//! publishes it on the bus.
 //! Soft-deactivated users the message notifies are brought back after the
 //! commit, off the request path.
 
@@ -51,19 +52,7 @@ pub(crate) async fn do_send_messages(
             // the connection goes back first, for the writer to use.
             drop(client);
             let row = new_message(&m, recipient_id);
-            let pending = writer::Pending {
-                realm_id: row.realm_id,
-                sender_id: row.sender_id,
-                recipient_id: row.recipient_id,
-                subject: row.subject.to_owned(),
-                content: row.content.to_owned(),
-                rendered_content: row.rendered_content.to_owned(),
-                sending_client: row.sending_client.to_owned(),
-                is_me_message: row.is_me_message,
-                stream_id,
-                users: user_ids,
-                flags: m.recipients.flags.clone(),
-            };
+            let pending = writer::Pending::of(&row, stream_id, user_ids, m.recipients.flags.clone());
             let (id, ts) = app.writer.write(&app.pool, pending).await?;
             (recipient_id, id, ts)
         }
@@ -237,14 +226,7 @@ fn spawn_reactivation(app: &App, user_ids: Vec<i64>) {
     tokio::spawn(async move {
         for user_id in user_ids {
             let result = match app.pool.get().await {
-                // The cached subscriber lists still say idle: this
-                // process's next send must not leave them out.
-                Ok(mut db) => crate::soft_deactivation::reactivate_user(&mut db, user_id).await.map(|back| {
-                    if let Some(reactivated) = back {
-                        app.caches.invalidate();
-                        crate::soft_deactivation::recheck_after_reactivation(app.pool.clone(), user_id, reactivated);
-                    }
-                }),
+                Ok(mut db) => crate::soft_deactivation::reactivate(&app, &mut db, user_id).await.map(|_| ()),
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = result {
